@@ -1,0 +1,131 @@
+"""Format family ``jws``: JWS compact serialisation, ES256 or EdDSA (RFC 7515 / 8037).
+
+Header: ``alg`` (ES256 | EdDSA only), ``kid`` = certificate thumbprint (x5t#S256) or an
+``x5c`` chain, ``typ`` = ``elicence+jwt``, optional ``crit`` (none understood: any entry
+rejects). Payload: the region's own field dictionary plus ``iat`` (signing time).
+
+Hand-rolled on top of ``cryptography`` instead of pyjwt: pyjwt's per-call overhead
+(header validation, per-character base64 checks, option merging) costs more than the
+ES256 verify itself on this machine; see load/bench_core.py for the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from gateway import errors
+from gateway.errors import LicenceRejected
+from gateway.specs import RegionSpec
+from gateway.trust import CertInfo
+
+from .base import Envelope, KeyRef, Limits, SigningKey
+
+ALLOWED_ALGS = frozenset({"ES256", "EdDSA"})
+TYP = "elicence+jwt"
+_B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _b64d(part: bytes) -> bytes:
+    if not _B64URL.match(part):
+        raise LicenceRejected(errors.MALFORMED, "JWS part is not base64url")
+    try:
+        return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise LicenceRejected(errors.MALFORMED, "JWS part is not base64url") from None
+
+
+def _b64e(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class JwsFamily:
+    name = "jws"
+
+    def sniff(self, data: bytes) -> bool:
+        return data[:3] == b"eyJ" and data.count(b".") == 2
+
+    def open(self, data: bytes, limits: Limits) -> Envelope:
+        if len(data) > limits.max_licence_bytes:
+            raise LicenceRejected(errors.MALFORMED, f"token larger than {limits.max_licence_bytes} bytes")
+        parts = data.strip().split(b".")
+        if len(parts) != 3:
+            raise LicenceRejected(errors.MALFORMED, "JWS compact needs three parts")
+        h64, p64, s64 = parts
+        try:
+            header = orjson.loads(_b64d(h64))
+            payload = orjson.loads(_b64d(p64))
+        except orjson.JSONDecodeError:
+            raise LicenceRejected(errors.MALFORMED, "JWS header or payload is not JSON") from None
+        if not isinstance(header, dict) or not isinstance(payload, dict):
+            raise LicenceRejected(errors.MALFORMED, "JWS header and payload must be JSON objects")
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGS:
+            raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED, f"alg {alg!r} is not allowed (ES256, EdDSA only)")
+        if "crit" in header:
+            raise LicenceRejected(errors.MALFORMED, f"unsupported critical header(s) {header['crit']!r}")
+        if header.get("typ", TYP) != TYP:
+            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"typ {header.get('typ')!r} is not {TYP}")
+        kid = header.get("kid")
+        chain: tuple[bytes, ...] = ()
+        if "x5c" in header:
+            x5c = header["x5c"]
+            if not isinstance(x5c, list) or not x5c or len(x5c) > 4:
+                raise LicenceRejected(errors.MALFORMED, "x5c must be a list of 1 to 4 certificates")
+            try:
+                chain = tuple(base64.b64decode(c, validate=True) for c in x5c)
+            except (binascii.Error, ValueError, TypeError):
+                raise LicenceRejected(errors.MALFORMED, "x5c entry is not base64") from None
+        if kid is not None and not isinstance(kid, str):
+            raise LicenceRejected(errors.MALFORMED, "kid must be a string")
+        if kid is None and not chain:
+            raise LicenceRejected(errors.UNKNOWN_ISSUER, "JWS names no key (kid or x5c)")
+        iat = payload.pop("iat", None)
+        signing_time = None
+        if iat is not None:
+            if not isinstance(iat, (int, float)) or isinstance(iat, bool):
+                raise LicenceRejected(errors.MALFORMED, "iat must be a number")
+            signing_time = datetime.fromtimestamp(iat, tz=timezone.utc)
+        sig = _b64d(s64)
+        return Envelope(self.name, alg, KeyRef(kid=kid, chain=chain), payload, signing_time,
+                        signed_bytes=h64 + b"." + p64, signature=sig)
+
+    def verify(self, env: Envelope, cert: CertInfo) -> bool:
+        if env.algorithm != cert.algorithm:
+            return False  # algorithm/key mismatch: the header cannot choose the key type
+        try:
+            if env.algorithm == "ES256":
+                if len(env.signature) != 64:
+                    return False
+                r = int.from_bytes(env.signature[:32], "big")
+                s = int.from_bytes(env.signature[32:], "big")
+                cert.public_key.verify(encode_dss_signature(r, s), env.signed_bytes, _ECDSA_SHA256)
+            else:
+                cert.public_key.verify(env.signature, env.signed_bytes)
+            return True
+        except InvalidSignature:
+            return False
+
+    def encode(self, raw: Mapping[str, Any], spec: RegionSpec, key: SigningKey, signing_time: datetime) -> bytes:
+        header = {"alg": key.algorithm, "typ": TYP, "kid": key.cert.key_id}
+        payload = dict(raw)
+        payload["iat"] = int(signing_time.timestamp())
+        signing_input = _b64e(orjson.dumps(header)) + b"." + _b64e(orjson.dumps(payload))
+        if key.algorithm == "ES256":
+            r, s = decode_dss_signature(key.private_key.sign(signing_input, _ECDSA_SHA256))
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        elif key.algorithm == "EdDSA":
+            sig = key.private_key.sign(signing_input)
+        else:
+            raise ValueError(f"jws cannot sign with {key.algorithm}")
+        return signing_input + b"." + _b64e(sig)

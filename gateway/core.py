@@ -1,0 +1,501 @@
+"""The pure verification core.
+
+``Verifier(policy, specs).verify(data, trust, status, now)`` takes the presented bytes, an
+immutable trust snapshot, an immutable status snapshot and an explicit ``now``; it returns a
+:class:`VerificationResult`. No I/O, no clock reads, no asyncio.
+
+Verification is a fixed sequence of small policy objects (:class:`Check`). Each records
+``pass`` / ``fail`` / ``skip``. Until the signature has passed, the first failure stops the
+run (nothing in an unverified licence may be believed); after it, every remaining check
+runs so the clerk sees every problem at once.
+
+Verdict: any licence rejection -> ``invalid``; otherwise any infrastructure failure ->
+``indeterminate``; otherwise ``valid``. Nothing that was not verified is ever ``valid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from enum import Enum
+from typing import Any, Callable, Mapping
+
+from adapters import FAMILIES, Envelope, Family, Limits, detect
+
+from . import errors
+from .errors import GatewayError, InfrastructureError, LicenceRejected, Reason
+from .identifiers import holder_code_valid, parse_licence_identifier, uscc_division, uscc_valid
+from .model import Licence
+from .specs import RegionInfo, RegionSpec, covers
+from .status import REVOKED, SUSPENDED, StatusSnapshot
+from .trust import CertInfo, IssuerEntry, TrustSnapshot, build_chain, key_id_of, load_certificate
+
+CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+class Verdict(str, Enum):
+    VALID = "valid"
+    INVALID = "invalid"
+    INDETERMINATE = "indeterminate"
+
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Every limit is a named setting (see gateway.config for their documentation)."""
+
+    clock_skew: timedelta = timedelta(minutes=5)
+    #: "signing-time": the issuer certificate must have been valid when the licence was signed
+    #: (a key's later expiry does not invalidate what it signed while valid);
+    #: "now": it must be valid now as well.
+    issuer_time_policy: str = "signing-time"
+    max_chain_depth: int = 3
+    limits: Limits = Limits()
+    #: regions whose licence status is not checked (explicit, reported as a note)
+    status_exempt_regions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something the caller should know that does not change the verdict."""
+
+    code: str
+    message: str
+    message_zh: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "message_zh": self.message_zh}
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationResult:
+    verdict: Verdict
+    reasons: tuple[GatewayError, ...]
+    checks: Mapping[str, str]
+    region: RegionInfo | None
+    format: str | None
+    licence: Licence | None
+    verified_at: datetime
+    signer_key_id: str | None = None
+    signing_time: datetime | None = None
+    status_age: timedelta | None = None
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def reason_codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.reasons)
+
+
+@dataclass(slots=True)
+class Context:
+    """Mutable scratch state of one verification (never escapes the core)."""
+
+    data: bytes
+    trust: TrustSnapshot
+    status: StatusSnapshot
+    now: datetime
+    policy: Policy
+    specs: Mapping[str, RegionSpec]
+    type_names: Mapping[str, str]
+    family: Family | None = None
+    envelope: Envelope | None = None
+    issuer: IssuerEntry | None = None
+    spec: RegionSpec | None = None
+    licence: Licence | None = None
+    status_age: timedelta | None = None
+    notes: list[Note] = field(default_factory=list)
+
+
+class Check:
+    """A policy object: one named check. ``run`` returns PASS or SKIP, or raises."""
+
+    name: str = ""
+    #: gate checks stop the run on failure (before the signature is trusted)
+    gate: bool = False
+
+    def run(self, ctx: Context) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TrustCurrent(Check):
+    name, gate = "trust", True
+
+    def run(self, ctx: Context) -> str:
+        if ctx.trust.expired(ctx.now):
+            raise InfrastructureError(errors.TRUST_UNAVAILABLE, f"trust list v{ctx.trust.version} expired "
+                                      f"{ctx.trust.expires_at.isoformat()}")
+        return PASS
+
+
+class Format(Check):
+    name, gate = "format", True
+
+    def run(self, ctx: Context) -> str:
+        if not ctx.data:
+            raise LicenceRejected(errors.MALFORMED, "empty licence")
+        if len(ctx.data) > ctx.policy.limits.max_licence_bytes and not ctx.data.startswith(b"PK"):
+            raise LicenceRejected(errors.MALFORMED, f"licence larger than {ctx.policy.limits.max_licence_bytes} bytes")
+        family = detect(ctx.data)
+        if family is None:
+            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, "not JWS, SM2-JSON, SM2-XML or OFD")
+        ctx.family = family
+        ctx.envelope = family.open(ctx.data, ctx.policy.limits)
+        return PASS
+
+
+class Issuer(Check):
+    """Find the signer certificate; it must chain to a region anchor (pre-validated at load)."""
+
+    name, gate = "issuer", True
+
+    def run(self, ctx: Context) -> str:
+        ref = ctx.envelope.key_ref
+        entry = None
+        if ref.kid is not None:
+            entry = ctx.trust.by_key_id.get(ref.kid)
+        elif ref.serial_hex is not None and ref.region_hint is not None:
+            rt = ctx.trust.regions.get(ref.region_hint)
+            if rt is None:
+                raise LicenceRejected(errors.UNKNOWN_REGION, f"region {ref.region_hint} is not recognised")
+            entry = next((i for i in rt.issuers if i.cert.serial_hex == ref.serial_hex.lower()), None)
+        elif ref.chain:
+            entry = ctx.trust.by_key_id.get(key_id_of(ref.chain[0])) or self._from_chain(ctx, ref.chain)
+        if entry is None:
+            if ref.chain:
+                raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded certificate chain reaches no region anchor")
+            raise LicenceRejected(errors.UNKNOWN_ISSUER, "signing key is not in the trust list")
+        ctx.issuer = entry
+        ctx.spec = ctx.specs.get(entry.region)
+        if ctx.spec is None:
+            raise LicenceRejected(errors.UNKNOWN_REGION, f"no spec for region {entry.region}")
+        return PASS
+
+    @staticmethod
+    def _from_chain(ctx: Context, chain: tuple[bytes, ...]) -> IssuerEntry | None:
+        try:
+            certs = [load_certificate(der) for der in chain]
+        except ValueError as exc:
+            raise LicenceRejected(errors.MALFORMED, f"embedded certificate unreadable: {exc}") from None
+        leaf = certs[0]
+        if leaf.is_ca or not leaf.digital_signature:
+            raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded signer certificate is not an end-entity signing certificate")
+        for code, rt in ctx.trust.regions.items():
+            path = build_chain(leaf, certs[1:], list(rt.anchors), ctx.policy.max_chain_depth)
+            if path is not None:
+                return IssuerEntry(leaf.key_id, code, leaf, path, rt_revocation(ctx.trust, code, leaf))
+        return None
+
+
+def rt_revocation(trust: TrustSnapshot, region: str, cert: CertInfo):
+    for entry in trust.regions[region].issuers:
+        if entry.cert.serial_hex == cert.serial_hex:
+            return entry.revocation
+    return None
+
+
+class Algorithm(Check):
+    """The region's spec fixes its family and algorithms; a licence may not pick others."""
+
+    name, gate = "algorithm", True
+
+    def run(self, ctx: Context) -> str:
+        env, spec = ctx.envelope, ctx.spec
+        if env.family != spec.family:
+            raise LicenceRejected(errors.UNSUPPORTED_FORMAT,
+                                  f"region {spec.code} issues {spec.family}, not {env.family}")
+        if env.algorithm not in spec.algorithms or env.algorithm != ctx.issuer.cert.algorithm:
+            raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED,
+                                  f"{env.algorithm} with a {ctx.issuer.cert.algorithm} key; region allows {list(spec.algorithms)}")
+        return PASS
+
+
+class Signature(Check):
+    name, gate = "signature", True
+
+    def run(self, ctx: Context) -> str:
+        if not ctx.family.verify(ctx.envelope, ctx.issuer.cert):
+            raise LicenceRejected(errors.SIGNATURE_INVALID)
+        return PASS
+
+
+class Normalise(Check):
+    """Map the region's fields onto the canonical model, through the region spec."""
+
+    name, gate = "normalise", True
+
+    def run(self, ctx: Context) -> str:
+        ctx.licence = normalise(ctx.envelope.raw, ctx.spec, ctx.type_names)
+        return PASS
+
+
+class RegionBinding(Check):
+    """A region's issuer may only sign for its own jurisdiction (anti-spoofing)."""
+
+    name = "region_binding"
+
+    def run(self, ctx: Context) -> str:
+        lic, region = ctx.licence, ctx.issuer.region
+        if not covers(region, lic.area_code):
+            raise LicenceRejected(errors.ISSUER_REGION_MISMATCH,
+                                  f"area code {lic.area_code} is outside signer region {region}")
+        if not uscc_valid(lic.issuer_code):
+            raise LicenceRejected(errors.FIELD_INVALID, "issuer code is not a valid USCC")
+        if not covers(region, uscc_division(lic.issuer_code)):
+            raise LicenceRejected(errors.ISSUER_REGION_MISMATCH,
+                                  f"issuing authority {lic.issuer_code} is registered outside signer region {region}")
+        return PASS
+
+
+class IdentifierCheck(Check):
+    name = "identifier"
+
+    def run(self, ctx: Context) -> str:
+        lic = ctx.licence
+        try:
+            ident = parse_licence_identifier(lic.identifier)
+        except ValueError as exc:
+            raise LicenceRejected(errors.IDENTIFIER_INVALID, str(exc)) from None
+        if ident.type_code != lic.type_code or ident.issuer_code != lic.issuer_code:
+            raise LicenceRejected(errors.IDENTIFIER_INVALID,
+                                  "identifier's type or issuer code differs from the licence fields")
+        return PASS
+
+
+class HolderCode(Check):
+    name = "holder_code"
+
+    def run(self, ctx: Context) -> str:
+        lic = ctx.licence
+        if not holder_code_valid(lic.holder_code_type, lic.holder_code):
+            raise LicenceRejected(errors.HOLDER_CODE_INVALID, f"code type {lic.holder_code_type}")
+        return PASS
+
+
+class IssuerCertificate(Check):
+    """Validity and revocation of the signer certificate and its chain."""
+
+    name = "issuer_certificate"
+
+    def run(self, ctx: Context) -> str:
+        entry, pol, now = ctx.issuer, ctx.policy, ctx.now
+        skew = pol.clock_skew.total_seconds()
+        signed = ctx.envelope.signing_time
+        if signed is not None and signed.timestamp() > now.timestamp() + skew:
+            raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"signed in the future ({signed.isoformat()})")
+        when = signed if (signed is not None and pol.issuer_time_policy == "signing-time") else now
+        for cert in (entry.cert, *entry.chain):
+            if not cert.valid_at(when, skew):
+                raise LicenceRejected(errors.ISSUER_CERT_EXPIRED,
+                                      f"{cert.subject} valid {cert.not_before:%Y-%m-%d}..{cert.not_after:%Y-%m-%d}, "
+                                      f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
+        rev = entry.revocation
+        if rev is not None:
+            # keyCompromise: nothing the key ever signed is trusted; otherwise only what it
+            # signed after the revocation time.
+            if rev.reason == "keyCompromise" or signed is None or signed >= rev.revoked_at:
+                raise LicenceRejected(errors.ISSUER_CERT_REVOKED,
+                                      f"serial {rev.serial_hex} revoked {rev.revoked_at.isoformat()} ({rev.reason})")
+        if when is not now and not entry.cert.valid_at(now, skew):
+            ctx.notes.append(Note("ISSUER_CERT_EXPIRED_SINCE_SIGNING",
+                                  f"The issuer certificate expired on {entry.cert.not_after:%Y-%m-%d}; the licence was "
+                                  f"signed on {signed:%Y-%m-%d}, while it was valid.",
+                                  f"签发机构证书已于 {entry.cert.not_after:%Y-%m-%d} 过期；证照签发于 "
+                                  f"{signed:%Y-%m-%d}，签发时证书有效。"))
+        return PASS
+
+
+class ValidityPeriod(Check):
+    name = "validity_period"
+
+    def run(self, ctx: Context) -> str:
+        lic, skew = ctx.licence, ctx.policy.clock_skew
+        latest_today = (ctx.now + skew).astimezone(CHINA_TZ).date()
+        earliest_today = (ctx.now - skew).astimezone(CHINA_TZ).date()
+        if lic.valid_from > latest_today:
+            raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"valid from {lic.valid_from.isoformat()}")
+        if lic.valid_until is not None and lic.valid_until < earliest_today:
+            raise LicenceRejected(errors.LICENCE_EXPIRED, f"valid until {lic.valid_until.isoformat()}")
+        return PASS
+
+
+class Status(Check):
+    """Per-licence status from the region's status list; fails closed when stale."""
+
+    name = "status"
+
+    def run(self, ctx: Context) -> str:
+        region = ctx.issuer.region
+        if region in ctx.policy.status_exempt_regions:
+            ctx.notes.append(Note("STATUS_NOT_CHECKED", f"Status checking is switched off for region {region}.",
+                                  f"地区 {region} 的证照状态核验已按配置关闭。"))
+            return SKIP
+        rs = ctx.status.get(region)
+        if rs is None:
+            raise InfrastructureError(errors.STATUS_UNAVAILABLE, f"no status list for region {region}")
+        ctx.status_age = rs.age(ctx.now)
+        if not rs.fresh(ctx.now):
+            raise InfrastructureError(errors.STATUS_UNAVAILABLE,
+                                      f"status list of region {region} is {int(ctx.status_age.total_seconds())} s old "
+                                      f"(limit {int(rs.max_age.total_seconds())} s)")
+        index = ctx.licence.status_index
+        if index is None:
+            raise LicenceRejected(errors.FIELD_INVALID, "licence carries no status index")
+        try:
+            value = rs.status_list.get(index)
+        except IndexError:
+            raise LicenceRejected(errors.FIELD_INVALID, f"status index {index} outside the region's list") from None
+        if value == REVOKED:
+            raise LicenceRejected(errors.LICENCE_REVOKED)
+        if value == SUSPENDED:
+            raise LicenceRejected(errors.LICENCE_SUSPENDED)
+        if value != 0:
+            raise LicenceRejected(errors.LICENCE_REVOKED, f"status value {value} is not 'valid'")
+        return PASS
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    TrustCurrent(), Format(), Issuer(), Algorithm(), Signature(), Normalise(),
+    RegionBinding(), IdentifierCheck(), HolderCode(), IssuerCertificate(), ValidityPeriod(), Status(),
+)
+
+
+def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str, str]) -> Licence:
+    """Region field dictionary -> canonical :class:`Licence` (raises LicenceRejected)."""
+    f = spec.fields
+
+    def text(canon: str, required: bool = True) -> str | None:
+        v = raw.get(f[canon])
+        if v is None or v == "":
+            if required:
+                raise LicenceRejected(errors.FIELD_INVALID, f"missing field {f[canon]} ({canon})")
+            return None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str) or len(v) > 512:
+            raise LicenceRejected(errors.FIELD_INVALID, f"field {f[canon]} ({canon}) must be text")
+        return v
+
+    def day(canon: str, required: bool = True) -> date | None:
+        v = text(canon, required)
+        if v is None:
+            return None
+        try:
+            return spec.parse_date(v)
+        except ValueError:
+            raise LicenceRejected(errors.FIELD_INVALID,
+                                  f"field {f[canon]} ({canon}) = {v!r} is not a date in {spec.date_format}") from None
+
+    local_type = text("holder_code_type")
+    code_type = spec.holder_code_types.get(local_type)
+    if code_type is None:
+        raise LicenceRejected(errors.FIELD_INVALID, f"holder code type {local_type!r} is not in region {spec.code}'s vocabulary")
+    index_raw = raw.get(f["status_index"])
+    if index_raw is None:
+        status_index = None
+    elif isinstance(index_raw, int) and not isinstance(index_raw, bool) and index_raw >= 0:
+        status_index = index_raw
+    elif isinstance(index_raw, str) and index_raw.isdigit() and len(index_raw) < 12:
+        status_index = int(index_raw)
+    else:
+        raise LicenceRejected(errors.FIELD_INVALID, "status index must be a non-negative integer")
+    surface_raw = raw.get(spec.surface_container, {})
+    if not isinstance(surface_raw, dict):
+        raise LicenceRejected(errors.FIELD_INVALID, f"{spec.surface_container} must be an object")
+    rev = {v: k for k, v in spec.surface_names.items()} if spec.surface_names else None
+    surface = {(rev.get(k, k) if rev else k): v for k, v in surface_raw.items()}
+    type_code = text("type_code")
+    return Licence(
+        identifier=text("identifier"), name=text("name"), type_code=type_code,
+        type_name=text("type_name", False) or type_names.get(type_code, ""), number=text("number"),
+        issuer_name=text("issuer_name"), issuer_code=text("issuer_code").upper(), issue_date=day("issue_date"),
+        holder_name=text("holder_name"), holder_code=text("holder_code").upper(), holder_code_type=code_type,
+        valid_from=day("valid_from"), valid_until=day("valid_until", False), area_code=text("area_code"),
+        surface=surface, status_index=status_index,
+    )
+
+
+def denormalise(lic: Licence, spec: RegionSpec) -> dict[str, Any]:
+    """Canonical licence -> the region's own field dictionary (issuer simulator)."""
+    f = spec.fields
+    out: dict[str, Any] = {
+        f["identifier"]: lic.identifier, f["name"]: lic.name, f["type_code"]: lic.type_code,
+        f["number"]: lic.number, f["issuer_name"]: lic.issuer_name, f["issuer_code"]: lic.issuer_code,
+        f["issue_date"]: spec.format_date(lic.issue_date), f["holder_name"]: lic.holder_name,
+        f["holder_code"]: lic.holder_code, f["holder_code_type"]: spec.holder_code_type_names[lic.holder_code_type],
+        f["valid_from"]: spec.format_date(lic.valid_from),
+        f["area_code"]: lic.area_code,
+    }
+    if "type_name" in f and lic.type_name:
+        out[f["type_name"]] = lic.type_name
+    if lic.valid_until is not None:
+        out[f["valid_until"]] = spec.format_date(lic.valid_until)
+    if lic.status_index is not None:
+        out[f["status_index"]] = lic.status_index
+    if lic.surface:
+        names = spec.surface_names
+        out[spec.surface_container] = {names.get(k, k): v for k, v in lic.surface.items()}
+    return out
+
+
+class Verifier:
+    """Set once at start-up (policy, specs, type names); then ``verify`` many times."""
+
+    def __init__(self, policy: Policy, specs: Mapping[str, RegionSpec], type_names: Mapping[str, str] | None = None,
+                 checks: tuple[Check, ...] = DEFAULT_CHECKS) -> None:
+        self.policy = policy
+        self.specs = specs
+        self.type_names = type_names or {}
+        self.checks = checks
+
+    def verify(self, data: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime) -> VerificationResult:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names)
+        results: dict[str, str] = {}
+        reasons: list[GatewayError] = []
+        stopped = False
+        for check in self.checks:
+            if stopped:
+                results[check.name] = SKIP
+                continue
+            try:
+                results[check.name] = check.run(ctx)
+            except GatewayError as exc:
+                results[check.name] = FAIL
+                reasons.append(exc)
+                if check.gate:
+                    stopped = True
+            except Exception as exc:  # a bug must never turn into "valid"
+                results[check.name] = FAIL
+                reasons.append(InfrastructureError(errors.INTERNAL, f"{check.name}: {type(exc).__name__}"))
+                stopped = True
+        if any(isinstance(r, LicenceRejected) for r in reasons):
+            verdict = Verdict.INVALID
+        elif reasons or any(v != PASS and v != SKIP for v in results.values()):
+            verdict = Verdict.INDETERMINATE
+        else:
+            verdict = Verdict.VALID
+        if verdict is Verdict.VALID and results.get("signature") != PASS:  # belt and braces
+            verdict = Verdict.INDETERMINATE
+        region = None
+        if ctx.issuer is not None:
+            rt = trust.regions.get(ctx.issuer.region)
+            region = rt.info if rt else None
+        return VerificationResult(
+            verdict=verdict, reasons=tuple(reasons), checks=results, region=region,
+            format=ctx.envelope.family if ctx.envelope else (ctx.family.name if ctx.family else None),
+            licence=ctx.licence, verified_at=now,
+            signer_key_id=ctx.issuer.key_id if ctx.issuer else None,
+            signing_time=ctx.envelope.signing_time if ctx.envelope else None,
+            status_age=ctx.status_age, notes=tuple(ctx.notes),
+        )
+
+
+def known_families() -> list[str]:
+    return sorted(FAMILIES)
+
+
+__all__ = ["Check", "Policy", "Verdict", "VerificationResult", "Verifier", "denormalise", "normalise",
+           "known_families", "PASS", "FAIL", "SKIP", "CHINA_TZ", "Reason", "replace", "Callable"]

@@ -1,0 +1,156 @@
+"""The development trust framework: TEST anchors and issuer keys for all 45 regions.
+
+Everything made here is a TEST key for demo mode, tests and load tests. Names say so
+("TEST", "测试") and ``python -m gateway trust dev-init`` writes the private keys under a
+``test-keys/`` folder. A production gateway never loads this module's output: it loads the
+trust list an operator provides (see README, "Trust material").
+
+Per region: one anchor CA (self-signed, 10 years), issuer certificates under it (2 years:
+``issuer-1`` current, and on request an older ``issuer-0`` for rotation tests), keyed by the
+algorithm of the region's spec (ES256 -> P-256, EdDSA -> Ed25519, SM2 -> SM2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from adapters.base import SigningKey
+
+from .identifiers import make_uscc
+from .specs import RegionInfo, RegionSpec
+from .trust import CertInfo, load_certificate
+
+
+@dataclass(frozen=True, slots=True)
+class IssuingAuthority:
+    name: str
+    uscc: str
+    area_code: str
+
+
+@dataclass(slots=True)
+class RegionMaterial:
+    code: str
+    anchor_key: Any
+    anchor: CertInfo
+    issuers: list[SigningKey] = field(default_factory=list)
+    authority: IssuingAuthority | None = None
+
+
+def authority_for(info: RegionInfo) -> IssuingAuthority:
+    """A synthetic issuing authority registered inside the region (check-valid USCC)."""
+    area = "310101" if info.code == "310000" else info.code
+    digest = hashlib.sha256(info.code.encode()).hexdigest()
+    org8 = "".join(str(int(c, 16) % 10) for c in digest[:8])
+    return IssuingAuthority(f"{info.name}数据资源管理局（测试）", make_uscc("1", "1", area, org8), area)
+
+
+def _name(cn: str, region: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"电子证照测试信任框架 TEST {region}"),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+    ])
+
+
+def _new_key(algorithm: str):
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(algorithm)
+
+
+def _sign_hash(key):
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def _x509_cert(subject: x509.Name, pub, issuer: x509.Name, issuer_key, serial: int, nb: dt.datetime,
+               na: dt.datetime, ca: bool) -> bytes:
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
+         .serial_number(serial).not_valid_before(nb).not_valid_after(na)
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
+                                      data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                                      encipher_only=False, decipher_only=False), critical=True))
+    return b.sign(issuer_key, _sign_hash(issuer_key)).public_bytes(serialization.Encoding.DER)
+
+
+def make_anchor(code: str, algorithm: str, now: dt.datetime, years: int = 10):
+    if algorithm == "SM2":
+        from .crypto.sm2 import SM2PrivateKey
+        from .crypto.sm2cert import issue_sm2_certificate
+
+        key = SM2PrivateKey.generate()
+        subj = {"country_name": "CN", "organization_name": f"电子证照测试信任框架 TEST {code}",
+                "common_name": f"TEST Root CA {code} 测试根证书"}
+        der = issue_sm2_certificate(subject=subj, public_key=key.public_key(), issuer_subject=subj, issuer_key=key,
+                                    serial=int(code) * 1000 + 1, not_before=now - dt.timedelta(days=1),
+                                    not_after=now + dt.timedelta(days=365 * years), is_ca=True, path_len=0)
+        return key, load_certificate(der)
+    key = _new_key(algorithm)
+    name = _name(f"TEST Root CA {code} 测试根证书", code)
+    der = _x509_cert(name, key.public_key(), name, key, int(code) * 1000 + 1, now - dt.timedelta(days=1),
+                     now + dt.timedelta(days=365 * years), True)
+    return key, load_certificate(der)
+
+
+def make_issuer(code: str, algorithm: str, anchor_key, anchor: CertInfo, serial: int, not_before: dt.datetime,
+                not_after: dt.datetime, label: str = "issuer-1") -> SigningKey:
+    if algorithm == "SM2":
+        from .crypto.sm2 import SM2PrivateKey
+        from .crypto.sm2cert import issue_sm2_certificate, load_sm2_certificate
+
+        key = SM2PrivateKey.generate()
+        anchor_subject = load_sm2_certificate(anchor.der).subject
+        der = issue_sm2_certificate(
+            subject={"country_name": "CN", "organization_name": f"电子证照测试信任框架 TEST {code}",
+                     "common_name": f"TEST e-licence signer {code} {label}"},
+            public_key=key.public_key(), issuer_subject=anchor_subject, issuer_key=anchor_key, serial=serial,
+            not_before=not_before, not_after=not_after, is_ca=False)
+        return SigningKey("SM2", key, load_certificate(der))
+    key = _new_key(algorithm)
+    der = _x509_cert(_name(f"TEST e-licence signer {code} {label}", code), key.public_key(),
+                     anchor._native.subject, anchor_key, serial, not_before, not_after, False)
+    return SigningKey(algorithm, key, load_certificate(der))
+
+
+def make_dev_framework(specs: Mapping[str, RegionSpec], regions: Mapping[str, RegionInfo], now: dt.datetime,
+                       *, version: int = 1, valid_days: int = 30) -> tuple[dict[str, Any], dict[str, RegionMaterial]]:
+    """Create the TEST framework: (trust list document, per-region private material)."""
+    material: dict[str, RegionMaterial] = {}
+    doc_regions: dict[str, Any] = {}
+    for code, spec in sorted(specs.items()):
+        alg = spec.algorithms[0]
+        anchor_key, anchor = make_anchor(code, alg, now)
+        issuer = make_issuer(code, alg, anchor_key, anchor, int(code) * 1000 + 11,
+                             now - dt.timedelta(days=1), now + dt.timedelta(days=730))
+        material[code] = RegionMaterial(code, anchor_key, anchor, [issuer], authority_for(regions[code]))
+        doc_regions[code] = {"anchors": [to_pem(anchor.der)], "issuers": [to_pem(issuer.cert.der)], "revoked": []}
+    doc = trust_list_document(doc_regions, now, version=version, valid_days=valid_days)
+    return doc, material
+
+
+def trust_list_document(regions: Mapping[str, Any], now: dt.datetime, *, version: int, valid_days: int,
+                        framework: str = "dev-TEST") -> dict[str, Any]:
+    return {
+        "type": "elicence-trust-list", "framework": framework, "version": version,
+        "issued_at": now.isoformat(), "expires_at": (now + dt.timedelta(days=valid_days)).isoformat(),
+        "regions": dict(regions),
+    }
+
+
+def to_pem(der: bytes) -> str:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"

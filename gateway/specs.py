@@ -1,0 +1,210 @@
+"""Declarative region specs (``specs/regions/<code>.toml``), validated strictly at start-up.
+
+A region spec is the project's *model* of one issuing region's e-licence interface:
+which format family it speaks, its own field names, date format, code vocabularies,
+text encoding and signature algorithms. The same spec drives decoding (gateway) and
+encoding (issuer simulator), so the two cannot drift apart.
+
+The gateway refuses to start on an invalid spec; :class:`SpecError` names the file and
+the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .model import CANONICAL_FIELDS, REQUIRED_FIELDS
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+REGIONS_CSV = SPECS_DIR / "regions.csv"
+GBT2260_PINNED = "GB/T 2260 codes as in specs/regions.csv (pinned 2026-11, from shared/reference)"
+
+#: families implemented under adapters/; a spec naming another family is refused
+KNOWN_FAMILIES = ("jws", "sm2-json", "sm2-xml", "ofd-seal")
+KNOWN_ALGORITHMS = ("ES256", "EdDSA", "SM2")
+KNOWN_ENCODINGS = ("utf-8", "gb18030")
+
+
+class SpecError(ValueError):
+    """A region spec is invalid. The message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegionInfo:
+    code: str
+    name: str
+    province_code: str
+    province: str
+    group: str  # "yrd" | "partner"
+    g60: str
+
+    def covers(self, code: str) -> bool:
+        """Is the GB/T 2260 ``code`` within this region's jurisdiction?"""
+        return covers(self.code, code)
+
+
+def covers(region_code: str, code: str) -> bool:
+    if len(code) != 6 or not code.isdigit():
+        return False
+    if region_code.endswith("0000"):
+        return code[:2] == region_code[:2]
+    if region_code.endswith("00"):
+        return code[:4] == region_code[:4]
+    return code == region_code
+
+
+def load_regions(path: Path = REGIONS_CSV) -> dict[str, RegionInfo]:
+    out: dict[str, RegionInfo] = {}
+    with path.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            info = RegionInfo(row["code"], row["name"], row["province_code"], row["province"],
+                              row["group"], row.get("g60") or "")
+            out[info.code] = info
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSpec:
+    code: str
+    name: str
+    name_en: str
+    family: str
+    algorithms: tuple[str, ...]
+    text_encoding: str
+    date_format: str
+    fields: Mapping[str, str]  # canonical name -> region's field name
+    holder_code_types: Mapping[str, str]  # region vocabulary -> canonical 3-digit code
+    surface_container: str  # key/element under which type-specific fields live
+    surface_names: Mapping[str, str]  # canonical surface field -> region name (identity if absent)
+    licence_types: tuple[str, ...]  # licence type keys this region issues (simulator, conformance)
+    interface_status: str  # "modelled" | "documented"
+    notes: str
+    source: str  # the file it came from
+    options: Mapping[str, Any] = field(default_factory=dict)  # family-specific settings
+
+    @property
+    def reverse_fields(self) -> Mapping[str, str]:
+        return {v: k for k, v in self.fields.items()}
+
+    @property
+    def holder_code_type_names(self) -> Mapping[str, str]:
+        """canonical code -> region vocabulary (for the simulator)."""
+        return {v: k for k, v in self.holder_code_types.items()}
+
+    def parse_date(self, text: str) -> date:
+        return datetime.strptime(text, self.date_format).date()
+
+    def format_date(self, d: date) -> str:
+        if self.date_format == "%Y年%m月%d日":  # strftime pads; the region writes it padded too
+            return f"{d.year:04d}年{d.month:02d}月{d.day:02d}日"
+        return d.strftime(self.date_format)
+
+
+_SPEC_KEYS = {"code", "name", "name_en", "family", "algorithms", "text_encoding", "date_format", "fields",
+              "holder_code_types", "surface", "licence_types", "interface_status", "notes", "options"}
+
+
+def _need(data: dict, key: str, typ: type, where: str) -> Any:
+    if key not in data:
+        raise SpecError(f"{where}: missing field '{key}'")
+    value = data[key]
+    if not isinstance(value, typ):
+        raise SpecError(f"{where}: field '{key}' must be {typ.__name__}, got {type(value).__name__}")
+    return value
+
+
+def parse_region_spec(data: dict[str, Any], source: str, regions: Mapping[str, RegionInfo]) -> RegionSpec:
+    where = source
+    unknown = set(data) - _SPEC_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {sorted(unknown)}")
+    code = _need(data, "code", str, where)
+    if code not in regions:
+        raise SpecError(f"{where}: field 'code' = {code!r} is not one of the 45 regions in regions.csv")
+    if Path(source).stem != code:
+        raise SpecError(f"{where}: file name must be {code}.toml")
+    name = _need(data, "name", str, where)
+    if name != regions[code].name:
+        raise SpecError(f"{where}: field 'name' = {name!r} differs from regions.csv ({regions[code].name!r})")
+    family = _need(data, "family", str, where)
+    if family not in KNOWN_FAMILIES:
+        raise SpecError(f"{where}: field 'family' = {family!r} is not one of {list(KNOWN_FAMILIES)}")
+    algorithms = tuple(_need(data, "algorithms", list, where))
+    if not algorithms or any(a not in KNOWN_ALGORITHMS for a in algorithms):
+        raise SpecError(f"{where}: field 'algorithms' must be a non-empty subset of {list(KNOWN_ALGORITHMS)}")
+    if family == "jws" and "SM2" in algorithms:
+        raise SpecError(f"{where}: field 'algorithms': the jws family does not carry SM2")
+    if family != "jws" and algorithms != ("SM2",):
+        raise SpecError(f"{where}: field 'algorithms': family {family} signs with SM2 only")
+    enc = data.get("text_encoding", "utf-8")
+    if enc not in KNOWN_ENCODINGS:
+        raise SpecError(f"{where}: field 'text_encoding' = {enc!r} is not one of {list(KNOWN_ENCODINGS)}")
+    date_format = _need(data, "date_format", str, where)
+    try:
+        probe = date(2024, 2, 29)
+        if datetime.strptime(probe.strftime(date_format), date_format).date() != probe:
+            raise ValueError
+    except ValueError:
+        raise SpecError(f"{where}: field 'date_format' = {date_format!r} does not round-trip a date") from None
+    fields = _need(data, "fields", dict, where)
+    for canon, local in fields.items():
+        if canon not in CANONICAL_FIELDS:
+            raise SpecError(f"{where}: fields.{canon}: not a canonical field (see gateway/model.py)")
+        if not isinstance(local, str) or not local:
+            raise SpecError(f"{where}: fields.{canon}: must be a non-empty string")
+    for canon in REQUIRED_FIELDS + ("valid_until", "status_index"):
+        if canon not in fields:
+            raise SpecError(f"{where}: fields.{canon}: missing (every canonical field needs a name)")
+    if len(set(fields.values())) != len(fields):
+        raise SpecError(f"{where}: fields: two canonical fields map to the same region field name")
+    hct = _need(data, "holder_code_types", dict, where)
+    for local, canon in hct.items():
+        if not (isinstance(canon, str) and len(canon) == 3 and canon.isdigit()):
+            raise SpecError(f"{where}: holder_code_types.{local}: must map to a 3-digit GB/T 36903 code")
+    if "111" not in hct.values() or "001" not in hct.values():
+        raise SpecError(f"{where}: holder_code_types: must map some value to 111 and to 001")
+    surface = _need(data, "surface", dict, where)
+    container = _need(surface, "container", str, f"{where}: surface")
+    names = surface.get("names", {})
+    if not isinstance(names, dict):
+        raise SpecError(f"{where}: surface.names must be a table")
+    lt = tuple(_need(data, "licence_types", list, where))
+    if not lt:
+        raise SpecError(f"{where}: field 'licence_types' must list at least one licence type key")
+    status = data.get("interface_status", "modelled")
+    if status not in ("modelled", "documented"):
+        raise SpecError(f"{where}: field 'interface_status' must be 'modelled' or 'documented'")
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise SpecError(f"{where}: field 'options' must be a table")
+    return RegionSpec(
+        code=code, name=name, name_en=data.get("name_en", ""), family=family, algorithms=algorithms,
+        text_encoding=enc, date_format=date_format, fields=MappingProxyType(dict(fields)),
+        holder_code_types=MappingProxyType(dict(hct)), surface_container=container,
+        surface_names=MappingProxyType(dict(names)), licence_types=lt, interface_status=status,
+        notes=data.get("notes", ""), source=source, options=MappingProxyType(dict(options)),
+    )
+
+
+def load_region_specs(directory: Path = SPECS_DIR / "regions",
+                      regions: Mapping[str, RegionInfo] | None = None) -> dict[str, RegionSpec]:
+    """Load and validate every region spec; refuse unless all 45 regions have exactly one."""
+    regions = regions if regions is not None else load_regions()
+    specs: dict[str, RegionSpec] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path}: not valid TOML: {exc}") from None
+        spec = parse_region_spec(data, str(path), regions)
+        specs[spec.code] = spec
+    missing = sorted(set(regions) - set(specs))
+    if missing:
+        raise SpecError(f"{directory}: no spec for region(s) {missing}")
+    return specs

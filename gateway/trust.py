@@ -1,0 +1,325 @@
+"""Trust material: per-region anchors and issuer certificates, pre-validated once.
+
+A *trust list* document (JSON) names, per region, its trust anchors (CA certificates),
+optional intermediates, its issuer (signing) certificates and revoked issuer serials.
+:func:`build_snapshot` turns it into an immutable :class:`TrustSnapshot`: every issuer
+certificate's chain to its own region's anchor is validated here, at load time, so the
+verify path only checks the leaf signature and compares validity dates. Entries that fail
+are dropped with a visible reason (:class:`DroppedEntry`).
+
+Pure: bytes/dicts in, snapshot out; ``now`` is a parameter. Certificates are read with
+cryptography (ECDSA P-256, Ed25519) or, for SM2, with :mod:`gateway.crypto.sm2cert`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from .specs import RegionInfo
+
+OID_SM2_KEY = "1.2.156.10197.1.301"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def key_id_of(der: bytes) -> str:
+    """The key id we use everywhere: base64url SHA-256 thumbprint of the certificate (x5t#S256)."""
+    return b64url(hashlib.sha256(der).digest())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CertInfo:
+    """What the gateway needs of one certificate, whatever its key algorithm."""
+
+    der: bytes
+    key_id: str
+    algorithm: str  # "ES256" | "EdDSA" | "SM2"
+    subject: str
+    issuer: str
+    subject_der: bytes
+    issuer_der: bytes
+    serial_hex: str
+    not_before: datetime
+    not_after: datetime
+    is_ca: bool
+    digital_signature: bool
+    public_key: Any  # cryptography key object, or gateway.crypto.sm2.SM2PublicKey
+    _native: Any = field(repr=False, default=None)  # cryptography Certificate or SM2Certificate
+
+    def valid_at(self, when: datetime, skew_s: float = 0.0) -> bool:
+        return (self.not_before.timestamp() - skew_s) <= when.timestamp() <= (self.not_after.timestamp() + skew_s)
+
+    def issued_by(self, issuer: "CertInfo") -> bool:
+        """Does ``issuer``'s key verify this certificate's signature (and names chain)?"""
+        if self.issuer_der != issuer.subject_der:
+            return False
+        if self.algorithm == "SM2" or issuer.algorithm == "SM2":
+            if self.algorithm != "SM2" or issuer.algorithm != "SM2":
+                return False
+            from .crypto.sm2cert import verify_issued_by
+
+            return verify_issued_by(self._native, issuer._native)
+        try:
+            self._native.verify_directly_issued_by(issuer._native)
+            return True
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+
+
+def load_certificate(data: bytes) -> CertInfo:
+    """Load a PEM or DER certificate (EC P-256, Ed25519 or SM2). Raises ValueError."""
+    der = data
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            der = x509.load_pem_x509_certificate(data).public_bytes(_DER)
+        except ValueError:
+            der = _pem_to_der(data)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        spki_oid = cert.public_key_algorithm_oid.dotted_string
+    except ValueError as exc:
+        raise ValueError(f"not an X.509 certificate: {exc}") from None
+    if spki_oid == "1.2.840.10045.2.1" and _is_sm2_curve(cert):
+        return _load_sm2(der)
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return _load_sm2(der)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError(f"EC curve {key.curve.name} not allowed (P-256 only)")
+        alg = "ES256"
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        alg = "EdDSA"
+    else:
+        raise ValueError(f"key type {type(key).__name__} not allowed")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = bc.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        digital_signature = ku.digital_signature
+    except x509.ExtensionNotFound:
+        digital_signature = False
+    return CertInfo(
+        der=der, key_id=key_id_of(der), algorithm=alg, subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(), subject_der=cert.subject.public_bytes(),
+        issuer_der=cert.issuer.public_bytes(), serial_hex=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, is_ca=is_ca,
+        digital_signature=digital_signature, public_key=key, _native=cert,
+    )
+
+
+def _is_sm2_curve(cert: x509.Certificate) -> bool:
+    try:
+        cert.public_key()
+        return False
+    except (UnsupportedAlgorithm, ValueError):
+        return True
+
+
+def _load_sm2(der: bytes) -> CertInfo:
+    from .crypto.sm2cert import load_sm2_certificate
+
+    c = load_sm2_certificate(der)
+    return CertInfo(
+        der=der, key_id=key_id_of(der), algorithm="SM2", subject=c.subject_str, issuer=c.issuer_str,
+        subject_der=c.subject_der, issuer_der=c.issuer_der, serial_hex=format(c.serial, "x"),
+        not_before=c.not_before, not_after=c.not_after, is_ca=c.is_ca,
+        digital_signature="digital_signature" in c.key_usage, public_key=c.public_key, _native=c,
+    )
+
+
+def _pem_to_der(pem: bytes) -> bytes:
+    lines = [ln for ln in pem.strip().splitlines() if ln and not ln.startswith(b"-----")]
+    try:
+        return base64.b64decode(b"".join(lines), validate=True)
+    except ValueError:
+        raise ValueError("PEM body is not base64") from None
+
+
+from cryptography.hazmat.primitives.serialization import Encoding as _Enc  # noqa: E402
+
+_DER = _Enc.DER
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    serial_hex: str
+    revoked_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerEntry:
+    key_id: str
+    region: str
+    cert: CertInfo
+    chain: tuple[CertInfo, ...]  # from the issuer's parent up to and including the anchor
+    revocation: Revocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedEntry:
+    region: str
+    subject: str
+    key_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegionTrust:
+    info: RegionInfo
+    anchors: tuple[CertInfo, ...]
+    issuers: tuple[IssuerEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSnapshot:
+    framework: str
+    version: int
+    issued_at: datetime
+    expires_at: datetime
+    regions: Mapping[str, RegionTrust]
+    by_key_id: Mapping[str, IssuerEntry]
+    dropped: tuple[DroppedEntry, ...] = ()
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def region_for_anchor_subject(self, subject_der: bytes) -> list[tuple[str, CertInfo]]:
+        return [(code, a) for code, rt in self.regions.items() for a in rt.anchors if a.subject_der == subject_der]
+
+
+class TrustListError(ValueError):
+    """The trust list document as a whole is unusable."""
+
+
+def _parse_time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise TrustListError(f"{where}: expected an RFC 3339 time string")
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TrustListError(f"{where}: {value!r} is not an RFC 3339 time") from None
+    if t.tzinfo is None:
+        raise TrustListError(f"{where}: time must carry a zone")
+    return t.astimezone(timezone.utc)
+
+
+def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
+                   max_chain_depth: int = 3) -> TrustSnapshot:
+    """Validate a trust list document and pre-validate every issuer's chain.
+
+    Dates are *not* checked here (a certificate expired today may still be judged at a
+    signing time by the policy); they are compared per request. Structural and
+    cryptographic failures drop the entry with a reason.
+    """
+    if doc.get("type") != "elicence-trust-list":
+        raise TrustListError("document type must be 'elicence-trust-list'")
+    version = doc.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise TrustListError("version must be a positive integer")
+    issued_at = _parse_time(doc.get("issued_at"), "issued_at")
+    expires_at = _parse_time(doc.get("expires_at"), "expires_at")
+    region_docs = doc.get("regions")
+    if not isinstance(region_docs, dict):
+        raise TrustListError("regions must be an object keyed by region code")
+    dropped: list[DroppedEntry] = []
+    out: dict[str, RegionTrust] = {}
+    by_key_id: dict[str, IssuerEntry] = {}
+    for code, rdoc in region_docs.items():
+        if code not in regions:
+            dropped.append(DroppedEntry(code, "", "", "unknown region code"))
+            continue
+        anchors: list[CertInfo] = []
+        for pem in rdoc.get("anchors", []):
+            try:
+                a = load_certificate(pem.encode())
+            except ValueError as exc:
+                dropped.append(DroppedEntry(code, "", "", f"anchor unreadable: {exc}"))
+                continue
+            if not a.is_ca:
+                dropped.append(DroppedEntry(code, a.subject, a.key_id, "anchor is not a CA certificate"))
+                continue
+            if not a.issued_by(a):
+                dropped.append(DroppedEntry(code, a.subject, a.key_id, "anchor is not validly self-signed"))
+                continue
+            anchors.append(a)
+        intermediates: list[CertInfo] = []
+        for pem in rdoc.get("intermediates", []):
+            try:
+                c = load_certificate(pem.encode())
+            except ValueError as exc:
+                dropped.append(DroppedEntry(code, "", "", f"intermediate unreadable: {exc}"))
+                continue
+            if not c.is_ca:
+                dropped.append(DroppedEntry(code, c.subject, c.key_id, "intermediate is not a CA certificate"))
+                continue
+            intermediates.append(c)
+        revoked = {}
+        for i, r in enumerate(rdoc.get("revoked", [])):
+            try:
+                rev = Revocation(str(r["serial"]).lower(), _parse_time(r["revoked_at"], f"regions.{code}.revoked[{i}]"),
+                                 str(r.get("reason", "unspecified")))
+            except (KeyError, TypeError, TrustListError) as exc:
+                dropped.append(DroppedEntry(code, "", "", f"revocation entry {i} unreadable: {exc}"))
+                continue
+            revoked[rev.serial_hex] = rev
+        issuers: list[IssuerEntry] = []
+        for pem in rdoc.get("issuers", []):
+            try:
+                leaf = load_certificate(pem.encode())
+            except ValueError as exc:
+                dropped.append(DroppedEntry(code, "", "", f"issuer unreadable: {exc}"))
+                continue
+            problem = None
+            if leaf.is_ca:
+                problem = "issuer certificate is a CA; licences must be signed by an end-entity certificate"
+            elif not leaf.digital_signature:
+                problem = "issuer certificate lacks keyUsage digitalSignature"
+            elif leaf.key_id in by_key_id:
+                problem = "duplicate key id (certificate listed twice)"
+            chain = None if problem else build_chain(leaf, intermediates, anchors, max_chain_depth)
+            if problem is None and chain is None:
+                problem = "does not chain to this region's trust anchor"
+            if problem:
+                dropped.append(DroppedEntry(code, leaf.subject, leaf.key_id, problem))
+                continue
+            entry = IssuerEntry(leaf.key_id, code, leaf, chain, revoked.get(leaf.serial_hex))
+            issuers.append(entry)
+            by_key_id[leaf.key_id] = entry
+        out[code] = RegionTrust(regions[code], tuple(anchors), tuple(issuers))
+    return TrustSnapshot(
+        framework=str(doc.get("framework", "")), version=version, issued_at=issued_at, expires_at=expires_at,
+        regions=MappingProxyType(out), by_key_id=MappingProxyType(by_key_id), dropped=tuple(dropped),
+    )
+
+
+def build_chain(leaf: CertInfo, intermediates: list[CertInfo], anchors: list[CertInfo],
+                max_depth: int) -> tuple[CertInfo, ...] | None:
+    """Find a path leaf -> (intermediates) -> anchor, at most ``max_depth`` certificates above the leaf."""
+    current, path = leaf, []
+    for _ in range(max_depth):
+        for a in anchors:
+            if current.issued_by(a):
+                return (*path, a)
+        parent = next((i for i in intermediates if i not in path and current.issued_by(i)), None)
+        if parent is None:
+            return None
+        path.append(parent)
+        current = parent
+    return None
