@@ -1,0 +1,210 @@
+"""OAuth 2.0 client credentials grant with ``private_key_jwt`` client authentication.
+
+RFC 6749 §4.4 (client credentials), RFC 7521 §4.2 / RFC 7523 §2.2 and §3 (JWT client
+assertions). The partner signs a short-lived JWT with ``iss = sub = client_id``,
+``aud = <token endpoint URL>``, ``exp`` at most 5 minutes ahead and a unique ``jti``; the
+gateway answers with its own signed access token (RFC 9068 shape).
+
+Error codes (RFC 6749 §5.2). RFC 7523 §3.2 says every defect of the client assertion
+(unknown client, bad signature, expired, wrong audience, replay) is ``invalid_client``;
+``invalid_request`` covers a malformed form, ``invalid_scope`` a scope outside the partner's
+grant and ``unsupported_grant_type`` any grant but ``client_credentials``. ``invalid_grant``
+is defined for completeness: client credentials carry no separate grant that could be invalid.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections.abc import Mapping
+from typing import Any, Final
+
+import jwt
+
+from gateway.errors import BAD_REQUEST, RATE_LIMITED, UNAUTHENTICATED, RequestRejected
+
+from .jose import SigningKey
+from .partners import PartnerRegistry
+from .scopes import ALL_SCOPES
+from .verifier import ACCESS_AUDIENCE, ISSUER
+
+GRANT_CLIENT_CREDENTIALS: Final = "client_credentials"
+ASSERTION_TYPE_JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: the URL partners put in ``aud``; deployments configure their public URL
+DEFAULT_TOKEN_ENDPOINT: Final = "http://127.0.0.1:8080/v1/oauth/token"
+MAX_ASSERTION_LIFETIME_S: Final = 300
+DEFAULT_ACCESS_TTL_S: Final = 600
+MAX_ASSERTION_CHARS: Final = 8192
+MAX_JTI_CHARS: Final = 256
+
+INVALID_REQUEST: Final = "invalid_request"
+INVALID_CLIENT: Final = "invalid_client"
+INVALID_GRANT: Final = "invalid_grant"
+INVALID_SCOPE: Final = "invalid_scope"
+UNSUPPORTED_GRANT_TYPE: Final = "unsupported_grant_type"
+TEMPORARILY_UNAVAILABLE: Final = "temporarily_unavailable"
+
+_STATUS = {INVALID_CLIENT: 401, TEMPORARILY_UNAVAILABLE: 429}
+
+
+class OAuthError(RequestRejected):
+    """An RFC 6749 §5.2 error. ``error`` is the OAuth code, ``description_zh`` the message."""
+
+    def __init__(self, error: str, description_zh: str, detail: str | None = None) -> None:
+        reason = UNAUTHENTICATED if error == INVALID_CLIENT else (
+            RATE_LIMITED if error == TEMPORARILY_UNAVAILABLE else BAD_REQUEST)
+        headers = {"Retry-After": "60"} if error == TEMPORARILY_UNAVAILABLE else None
+        super().__init__(reason, detail or description_zh, headers=headers)
+        self.error = error
+        self.description_zh = description_zh
+        self.status = _STATUS.get(error, 400)
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description_zh}
+
+
+class ReplayCache:
+    """Seen ``(client_id, jti)`` pairs until their expiry; bounded, pruned by expiry.
+
+    When full of unexpired entries it refuses new ones (fail closed) rather than forgetting
+    a jti that could then be replayed.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._expiry: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def prune(self, now: float) -> None:
+        heap, expiry = self._heap, self._expiry
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            expiry.pop(key, None)
+
+    def add(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record the pair; ``False`` if it was already seen (a replay)."""
+        self.prune(now)
+        key = (client_id, jti)
+        if key in self._expiry:
+            return False
+        if len(self._expiry) >= self._max:
+            raise OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务繁忙，请稍后重试。", "replay cache full")
+        self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, key))
+        return True
+
+
+class TokenService:
+    def __init__(self, registry: PartnerRegistry, signing_key: SigningKey, *,
+                 token_endpoint: str = DEFAULT_TOKEN_ENDPOINT, access_ttl_s: int = DEFAULT_ACCESS_TTL_S,
+                 max_assertion_lifetime_s: int = MAX_ASSERTION_LIFETIME_S, leeway_s: int = 30,
+                 replay_cache: ReplayCache | None = None, audience: str = ACCESS_AUDIENCE,
+                 issuer: str = ISSUER) -> None:
+        if not 0 < access_ttl_s <= 3600:
+            raise ValueError("access_ttl_s must be in (0, 3600]")
+        self.registry = registry
+        self.signing_key = signing_key
+        self.token_endpoint = token_endpoint
+        self.access_ttl_s = access_ttl_s
+        self.max_assertion_lifetime_s = max_assertion_lifetime_s
+        self.leeway_s = leeway_s
+        self.replay_cache = replay_cache or ReplayCache()
+        self.audience = audience
+        self.issuer = issuer
+
+    def issue(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
+        """Handle one token request (form fields already decoded) at epoch time ``now``."""
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise OAuthError(INVALID_REQUEST, "缺少 grant_type 参数。")
+        if grant_type != GRANT_CLIENT_CREDENTIALS:
+            raise OAuthError(UNSUPPORTED_GRANT_TYPE, "仅支持 client_credentials 授权类型。", f"grant_type {grant_type}")
+        if "client_secret" in form:
+            raise OAuthError(INVALID_REQUEST, "不接受 client_secret，请使用 private_key_jwt 客户端断言。")
+        if form.get("client_assertion_type") != ASSERTION_TYPE_JWT_BEARER:
+            raise OAuthError(INVALID_CLIENT, "client_assertion_type 必须为 jwt-bearer。")
+        assertion = form.get("client_assertion")
+        if not assertion:
+            raise OAuthError(INVALID_CLIENT, "缺少客户端断言 client_assertion。")
+        client_id = self._authenticate(assertion, form.get("client_id"), now)
+        scopes = self._grant_scopes(client_id, form.get("scope"))
+        jti = secrets.token_urlsafe(18)
+        exp = int(now) + self.access_ttl_s
+        scope = " ".join(sorted(scopes))
+        claims = {"iss": self.issuer, "sub": client_id, "client_id": client_id, "aud": self.audience,
+                  "scope": scope, "iat": int(now), "exp": exp, "jti": jti}
+        return {"access_token": self.signing_key.sign(claims), "token_type": "Bearer",
+                "expires_in": self.access_ttl_s, "scope": scope}
+
+    # --- client authentication (RFC 7523 §3) --------------------------------------------
+
+    def _authenticate(self, assertion: str, form_client_id: str | None, now: float) -> str:
+        if len(assertion) > MAX_ASSERTION_CHARS:
+            raise OAuthError(INVALID_CLIENT, "客户端断言过长。")
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise OAuthError(INVALID_CLIENT, "客户端断言不是有效的 JWT。") from None
+        client_id = unverified.get("iss")
+        if not isinstance(client_id, str):
+            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 iss。")
+        if form_client_id is not None and form_client_id != client_id:
+            raise OAuthError(INVALID_CLIENT, "client_id 与客户端断言的 iss 不一致。")
+        partner = self.registry.get(client_id)
+        if partner is None:
+            raise OAuthError(INVALID_CLIENT, "未注册的合作方。", f"unknown client {client_id[:64]}")
+        try:
+            # signature only, with the ONE algorithm registered for this partner; the claims
+            # are checked below against the injected clock
+            claims = jwt.decode(assertion, partner.public_key, algorithms=[partner.alg],
+                                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                                         "verify_aud": False, "verify_iss": False, "verify_sub": False,
+                                         "verify_jti": False})
+        except jwt.PyJWTError as exc:
+            raise OAuthError(INVALID_CLIENT, "客户端断言签名无效。", f"assertion signature: {exc}") from None
+        if claims.get("sub") != client_id:
+            raise OAuthError(INVALID_CLIENT, "客户端断言的 sub 必须等于 iss（client_id）。")
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if self.token_endpoint not in auds:
+            raise OAuthError(INVALID_CLIENT, "客户端断言的 aud 不是本令牌端点。", f"aud {aud!r}")
+        exp = _number(claims.get("exp"))
+        if exp is None:
+            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 exp。")
+        if exp <= now - self.leeway_s:
+            raise OAuthError(INVALID_CLIENT, "客户端断言已过期。")
+        if exp - now > self.max_assertion_lifetime_s + self.leeway_s:
+            raise OAuthError(INVALID_CLIENT, "客户端断言有效期过长（不得超过 5 分钟）。")
+        iat, nbf = _number(claims.get("iat")), _number(claims.get("nbf"))
+        if iat is not None and (iat > now + self.leeway_s or exp - iat > self.max_assertion_lifetime_s):
+            raise OAuthError(INVALID_CLIENT, "客户端断言的 iat 无效。")
+        if nbf is not None and nbf > now + self.leeway_s:
+            raise OAuthError(INVALID_CLIENT, "客户端断言尚未生效。")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 jti。")
+        if not self.replay_cache.add(client_id, jti, exp + self.leeway_s, now):
+            raise OAuthError(INVALID_CLIENT, "客户端断言已被使用过（重放）。", "assertion replayed")
+        return client_id
+
+    def _grant_scopes(self, client_id: str, requested: str | None) -> frozenset[str]:
+        allowed = self.registry[client_id].scopes
+        if requested is None or not requested.strip():
+            return allowed
+        asked = frozenset(requested.split())
+        unknown = asked - ALL_SCOPES
+        if unknown:
+            raise OAuthError(INVALID_SCOPE, "请求了不存在的权限范围。", f"unknown scope(s) {sorted(unknown)}")
+        denied = asked - allowed
+        if denied:
+            raise OAuthError(INVALID_SCOPE, "请求的权限范围超出该合作方的授权。", f"not granted {sorted(denied)}")
+        return asked
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
