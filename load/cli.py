@@ -1,0 +1,259 @@
+"""Command line of the load tool (``python -m load ...``). Exit codes: 0 ok, 2 refused, 3 SLO missed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import orjson
+
+from load.errors import CORPUS_INVALID, EXIT_REFUSED, TARGET_NOT_LOOPBACK, LoadRefused
+from load.report import render_html
+from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop
+from load.safety import LIMITS, check_connections, check_duration, check_rate, check_target, is_loopback_host, \
+    parse_duration
+from load.scenarios import SCENARIOS, RequestPicker, get_scenario, load_corpus
+from load.schedule import ARRIVALS
+from load.slo import EXIT_SLO_MISSED, all_passed, evaluate, load_slo, render_table, slo_block
+from load.tokens import TokenProvider, file_token, no_token, static_token
+
+DEFAULT_TARGET = "http://127.0.0.1:8080"
+DEFAULT_OUT_ROOT = Path("var/load")
+DEFAULT_STEPS = "1,2,4,8,16,32,64"
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _add_common(p: argparse.ArgumentParser, *, scenario_required: bool = True) -> None:
+    p.add_argument("--scenario", required=scenario_required, default="verify",
+                   help=f"one of: {', '.join(SCENARIOS)}")
+    p.add_argument("--duration", help="REQUIRED, e.g. 10s, 500ms, 2m (hard cap "
+                                      f"{LIMITS.max_duration_s:g}s)")
+    p.add_argument("--target", default=DEFAULT_TARGET, help=f"base URL (default {DEFAULT_TARGET}); loopback only")
+    p.add_argument("--allow-non-loopback", action="store_true",
+                   help="allow a target outside 127.0.0.0/8, ::1, localhost (you must own it)")
+    p.add_argument("--corpus", help="JSONL corpus of request bodies (see load/README.md)")
+    p.add_argument("--token", help="bearer token for Authorization")
+    p.add_argument("--token-file", help="file holding the bearer token (re-read on a 401)")
+    p.add_argument("--timeout", default="5s", help="per-request timeout (default 5s)")
+    p.add_argument("--seed", type=int, default=1, help="RNG seed for arrivals and the request mix")
+    p.add_argument("--out", help="output directory for result.json and report.html "
+                                 f"(default {DEFAULT_OUT_ROOT}/<time>-<mode>-<scenario>)")
+    p.add_argument("--slo", help="SLO TOML file, e.g. load/slo/verify.toml; exit 3 when missed")
+    p.add_argument("--quiet", action="store_true", help="no per-second progress on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m load", description="Load tests for the e-licence gateway.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="open-loop run at a target rate (latency from intended send time)")
+    _add_common(run)
+    run.add_argument("--rate", type=float, help="requests per second (default: the scenario's)")
+    run.add_argument("--arrivals", choices=ARRIVALS, default="constant")
+    run.add_argument("--connections", type=int, default=64, help="HTTP connection pool size (default 64)")
+    run.add_argument("--max-in-flight", type=int, default=256,
+                     help="outstanding requests cap; arrivals beyond it are dropped and counted (default 256)")
+    mx = sub.add_parser("max", help="closed-loop search for the maximum throughput")
+    _add_common(mx)
+    mx.add_argument("--concurrency", default=DEFAULT_STEPS, help=f"worker counts to step through ({DEFAULT_STEPS})")
+    peer = sub.add_parser("peer", help="run the naive peer (jwt.decode only) on loopback")
+    peer.add_argument("--port", type=int, required=True)
+    peer.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    peer.add_argument("--corpus-out", default=str(DEFAULT_OUT_ROOT / "peer-corpus.jsonl"),
+                      help="where to write the signed-JWT corpus for this run")
+    peer.add_argument("--corpus-size", type=int, default=500)
+    peer.add_argument("--require-token", help="answer 401 unless this bearer token is sent")
+    cmp_ = sub.add_parser("compare", help="closed-loop max against the naive peer and the gateway, with the ratio")
+    _add_common(cmp_, scenario_required=False)
+    cmp_.add_argument("--concurrency", default="1,4,16,32", help="worker counts to step through (1,4,16,32)")
+    cmp_.add_argument("--peer-port", type=int, default=0, help="port for the peer (default: a free one)")
+    return ap
+
+
+def _token_provider(args: argparse.Namespace) -> TokenProvider:
+    if args.token and args.token_file:
+        raise LoadRefused("TOKEN_UNAVAILABLE", "give --token or --token-file, not both")
+    if args.token:
+        return static_token(args.token)
+    if args.token_file:
+        return file_token(args.token_file)
+    return no_token()
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LoadRefused("CONNECTIONS_INVALID", f"--concurrency must be a comma-separated list of ints: {text!r}") \
+            from None
+    if not steps or any(not 1 <= s <= LIMITS.max_connections for s in steps):
+        raise LoadRefused("CONNECTIONS_INVALID", f"--concurrency values must be 1..{LIMITS.max_connections}")
+    return steps
+
+
+def _out_dir(args: argparse.Namespace, mode: str, scenario: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return DEFAULT_OUT_ROOT / f"{stamp}-{mode}-{scenario}"
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out / "result.json", out / "report.html"
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    html_path.write_text(render_html(result), encoding="utf-8")
+    return json_path, html_path
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if result["mode"] == "closed-loop-max":
+        p = result["peak"]
+        return (f"peak {p['throughput_rps']:.1f} req/s at concurrency {p['concurrency']} "
+                f"(p50 {p['latency_ms']['p50']:g} ms, p99 {p['latency_ms']['p99']:g} ms); "
+                f"load tool CPU {result['cpu']['percent_of_one_core']:g}% of one core")
+    lat, c = result["latency_ms"], result["counts"]
+    return (f"{c['scheduled']} scheduled, {c['sent']} sent, {c['responses']} answered, {c['dropped']} dropped, "
+            f"{c['late']} late; {result['throughput_rps']:g} req/s; latency ms p50 {lat['p50']:g} p90 {lat['p90']:g} "
+            f"p99 {lat['p99']:g} p99.9 {lat['p99_9']:g} max {lat['max']:g}; errors {result['errors'] or 'none'}; "
+            f"verdicts {result['verdicts'] or 'none'}; load tool CPU {result['cpu']['percent_of_one_core']:g}% "
+            "of one core")
+
+
+def _check_target(args: argparse.Namespace, err: TextIO) -> None:
+    for w in check_target(args.target, args.allow_non_loopback):
+        print(w, file=err)
+
+
+def _require_corpus(args: argparse.Namespace) -> Any:
+    if not args.corpus:
+        raise LoadRefused(CORPUS_INVALID, "--corpus FILE is required (JSONL; the naive peer writes one, see "
+                                          "load/README.md)")
+    return load_corpus(args.corpus)
+
+
+def _finish(result: dict[str, Any], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    code = 0
+    if args.slo:
+        spec = load_slo(args.slo)
+        if spec.scenario and spec.scenario != result["scenario"]:
+            print(f"WARNING: SLO file {spec.name} is for scenario {spec.scenario!r}, this run is "
+                  f"{result['scenario']!r}", file=err)
+        checks = evaluate(spec, result)
+        result["slo"] = slo_block(spec, checks)
+        print(render_table(spec, checks), file=out)
+        code = 0 if all_passed(checks) else EXIT_SLO_MISSED
+    json_path, html_path = write_outputs(result, _out_dir(args, result["mode"], result["scenario"]))
+    print(_summary(result), file=out)
+    print(f"result: {json_path}\nreport: {html_path}", file=out)
+    return code
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    duration = parse_duration(args.duration)
+    scenario = get_scenario(args.scenario)
+    rate = check_rate(args.rate if args.rate is not None else scenario.default_rate, duration)
+    check_connections(args.connections, args.max_in_flight)
+    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    _check_target(args, err)
+    if args.slo:
+        load_slo(args.slo)  # refuse a bad SLO file before the run, not after it
+    picker = RequestPicker.build(scenario, _require_corpus(args), args.seed)
+    config = OpenLoopConfig(target=args.target, scenario=scenario, rate=rate, duration_s=duration,
+                            arrivals=args.arrivals, connections=args.connections, max_in_flight=args.max_in_flight,
+                            timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests)
+    result = _run(run_open_loop(config, picker, _token_provider(args), progress=None if args.quiet else err))
+    return _finish(result, args, out, err)
+
+
+def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    step = parse_duration(args.duration)
+    steps = _steps(args.concurrency)
+    check_duration(step * len(steps))
+    scenario = get_scenario(args.scenario)
+    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    _check_target(args, err)
+    if args.slo:
+        load_slo(args.slo)
+    picker = RequestPicker.build(scenario, _require_corpus(args), args.seed)
+    config = MaxConfig(target=args.target, scenario=scenario, step_duration_s=step, concurrency_steps=steps,
+                       timeout_s=timeout, seed=args.seed)
+    result = _run(run_max(config, picker, _token_provider(args), progress=None if args.quiet else err))
+    return _finish(result, args, out, err)
+
+
+def cmd_peer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from aiohttp import web
+
+    from load.peer import generate_keys, make_app, make_corpus, utc_now
+    from load.scenarios import write_corpus
+
+    if not is_loopback_host(args.host):
+        raise LoadRefused(TARGET_NOT_LOOPBACK, f"the peer binds loopback only, not {args.host!r}")
+    if not 1 <= args.corpus_size <= 100_000:
+        raise LoadRefused(CORPUS_INVALID, "--corpus-size must be 1..100000")
+    keys = generate_keys()
+    n = write_corpus(args.corpus_out, make_corpus(keys, args.corpus_size, utc_now()))
+    print(f"[peer] wrote {n} signed JWTs to {args.corpus_out}; listening on http://{args.host}:{args.port}",
+          file=err, flush=True)
+    app = make_app(keys.public_key, require_token=args.require_token)
+    try:
+        import uvloop
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        loop = asyncio.new_event_loop()
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, loop=loop)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from load.compare import compare, render_ratio
+
+    step = parse_duration(args.duration)
+    steps = _steps(args.concurrency)
+    check_duration(2 * step * len(steps))
+    scenario = get_scenario(args.scenario)
+    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    _check_target(args, err)
+    corpus = load_corpus(args.corpus) if args.corpus else None
+    if corpus is None:
+        print("WARNING: no --corpus for the gateway: sending the peer's JWTs, which the gateway will reject "
+              "(its keys differ); the ratio then compares the rejection path", file=err)
+    out_dir = _out_dir(args, "compare", scenario.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = _run(compare(scenario, args.target, corpus, step, steps, timeout, args.seed, _token_provider(args),
+                          out_dir, peer_port=args.peer_port, progress=None if args.quiet else err))
+    write_outputs(result["peer"], out_dir / "peer")
+    write_outputs(result["gateway"], out_dir / "gateway")
+    (out_dir / "compare.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(render_ratio(result["summary"]), file=out)
+    print(f"results: {out_dir}", file=out)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "max": cmd_max, "peer": cmd_peer, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, out, err)
+    except LoadRefused as exc:
+        print(f"load: refused: {exc}", file=err)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("load: interrupted", file=err)
+        return 130

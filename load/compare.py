@@ -1,0 +1,120 @@
+"""``python -m load compare``: the naive peer and the gateway under the same closed-loop max test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from load.errors import TARGET_INVALID, LoadRefused
+from load.runner import MaxConfig, run_max
+from load.scenarios import CorpusEntry, RequestPicker, Scenario, load_corpus
+from load.tokens import TokenProvider
+
+PEER_START_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_peer(port: int, corpus_out: Path, corpus_size: int) -> subprocess.Popen[bytes]:
+    """Starts ``python -m load peer`` as a child process (the caller must stop it)."""
+    cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
+           "--corpus-size", str(corpus_size)]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None,
+                       timeout_s: float = PEER_START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise LoadRefused(TARGET_INVALID, f"the peer exited with code {proc.returncode}: {err[-500:]}")
+            try:
+                async with session.get(url.rstrip("/") + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    raise LoadRefused(TARGET_INVALID, f"{url} did not answer /healthz within {timeout_s:g}s")
+
+
+def stop_peer(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def ratio_summary(peer: dict[str, Any], gateway: dict[str, Any]) -> dict[str, Any]:
+    """Pure: gateway peak over peer peak (throughput), and the p50/p99 at each peak."""
+    pp, gp = peer["peak"], gateway["peak"]
+    ratio = gp["throughput_rps"] / pp["throughput_rps"] if pp["throughput_rps"] > 0 else 0.0
+    return {
+        "peer_peak_rps": pp["throughput_rps"], "peer_peak_concurrency": pp["concurrency"],
+        "gateway_peak_rps": gp["throughput_rps"], "gateway_peak_concurrency": gp["concurrency"],
+        "throughput_ratio": round(ratio, 4),
+        "peer_p50_ms": pp["latency_ms"]["p50"], "gateway_p50_ms": gp["latency_ms"]["p50"],
+        "peer_p99_ms": pp["latency_ms"]["p99"], "gateway_p99_ms": gp["latency_ms"]["p99"],
+    }
+
+
+def render_ratio(summary: dict[str, Any]) -> str:
+    s = summary
+    return "\n".join([
+        f"{'':10}{'peak req/s':>12}{'at conc.':>10}{'p50 ms':>10}{'p99 ms':>10}",
+        f"{'peer':10}{s['peer_peak_rps']:>12.1f}{s['peer_peak_concurrency']:>10}{s['peer_p50_ms']:>10.2f}"
+        f"{s['peer_p99_ms']:>10.2f}",
+        f"{'gateway':10}{s['gateway_peak_rps']:>12.1f}{s['gateway_peak_concurrency']:>10}{s['gateway_p50_ms']:>10.2f}"
+        f"{s['gateway_p99_ms']:>10.2f}",
+        f"gateway / peer throughput ratio: {s['throughput_ratio']:.3f}",
+    ])
+
+
+async def compare(scenario: Scenario, gateway_target: str, gateway_corpus: Sequence[CorpusEntry] | None,
+                  step_duration_s: float, steps: tuple[int, ...], timeout_s: float, seed: int,
+                  token_provider: TokenProvider | None, work_dir: Path, *, peer_port: int = 0,
+                  corpus_size: int = 500, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+    """Starts the peer, runs the max search on it, then on the gateway, and returns both plus the ratio.
+    Without a gateway corpus the peer's corpus is used (the gateway will answer ``invalid``: its keys
+    differ, so the comparison then measures the rejection path)."""
+    port = peer_port or free_port()
+    peer_url = f"http://127.0.0.1:{port}"
+    corpus_path = work_dir / "peer-corpus.jsonl"
+    proc = start_peer(port, corpus_path, corpus_size)
+    try:
+        await wait_healthy(peer_url, proc)
+        peer_corpus = load_corpus(corpus_path)
+        if progress is not None:
+            print(f"[load] peer up at {peer_url}, corpus {corpus_path} ({len(peer_corpus)} lines)", file=progress)
+        cfg = MaxConfig(target=peer_url, scenario=scenario, step_duration_s=step_duration_s,
+                        concurrency_steps=steps, timeout_s=timeout_s, seed=seed)
+        peer_result = await run_max(cfg, RequestPicker.build(scenario, peer_corpus, seed), None, progress=progress)
+    finally:
+        stop_peer(proc)
+    gw_cfg = MaxConfig(target=gateway_target, scenario=scenario, step_duration_s=step_duration_s,
+                       concurrency_steps=steps, timeout_s=timeout_s, seed=seed)
+    gw_picker = RequestPicker.build(scenario, gateway_corpus or peer_corpus, seed)
+    gateway_result = await run_max(gw_cfg, gw_picker, token_provider, progress=progress)
+    return {"mode": "compare", "scenario": scenario.name, "peer": peer_result, "gateway": gateway_result,
+            "gateway_corpus": "given" if gateway_corpus else "peer corpus (gateway keys differ)",
+            "summary": ratio_summary(peer_result, gateway_result)}
