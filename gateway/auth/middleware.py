@@ -11,8 +11,10 @@ Mounting (in the app factory)::
     app.router.add_get("/v1/keys", jwks_handler)
     # at startup: assert not unprotected_routes(app)
 
-Handlers read the caller as ``request[AUTH_PRINCIPAL]`` (the string key ``"principal"``), a
-:class:`~gateway.auth.verifier.Principal`; it is set on every non-public ``/v1`` request.
+Handlers read the caller as ``request[AUTH_PRINCIPAL]`` (a ``web.RequestKey`` named
+``"principal"``; aiohttp 3.14 warns on plain-string request keys, so ``request["principal"]``
+is NOT used), a :class:`~gateway.auth.verifier.Principal`; it is set on every non-public
+``/v1`` request.
 
 The middleware raises :class:`gateway.errors.RequestRejected` with reason UNAUTHENTICATED (401),
 FORBIDDEN (403) or RATE_LIMITED (429); the response headers it needs (``WWW-Authenticate``,
@@ -35,10 +37,11 @@ from gateway.errors import FORBIDDEN, INTERNAL, RATE_LIMITED, InfrastructureErro
 from .ratelimit import RateLimiter
 from .scopes import PUBLIC_PATHS, PUBLIC_PREFIXES, ROUTE_SCOPES, declared_scope, is_api_path, is_public
 from .tokens import INVALID_REQUEST, OAuthError, TokenService
-from .verifier import REALM, TokenVerifier, unauthenticated
+from .verifier import REALM, Principal, TokenVerifier, unauthenticated
 
-#: request key of the authenticated :class:`Principal`: ``request[AUTH_PRINCIPAL]``
-AUTH_PRINCIPAL: Final = "principal"
+#: request key of the authenticated :class:`Principal`: ``request[AUTH_PRINCIPAL]``. A typed
+#: ``web.RequestKey`` named "principal" (aiohttp >= 3.12 warns on every plain-string key).
+AUTH_PRINCIPAL: Final = web.RequestKey("principal", Principal)
 #: app key of the :class:`TokenService` used by :func:`token_handler` and :func:`jwks_handler`
 TOKEN_SERVICE: Final = web.AppKey("auth_token_service", TokenService)
 #: optional app key: wall clock for the token endpoint (tests inject a fixed clock)
