@@ -1,8 +1,8 @@
 """Format family ``jws``: JWS compact serialisation, ES256 or EdDSA (RFC 7515 / 8037).
 
 Header: ``alg`` (ES256 | EdDSA only), ``kid`` = certificate thumbprint (x5t#S256) or an
-``x5c`` chain, ``typ`` = ``elicence+jwt``, optional ``crit`` (none understood: any entry
-rejects). Payload: the region's own field dictionary plus ``iat`` (signing time).
+``x5c`` chain, ``iss`` = the issuing region's GB/T 2260 code, ``typ`` = ``elicence+jwt``,
+optional ``crit`` (none understood: any entry rejects). Payload: the region's own field dictionary plus ``iat`` (signing time).
 
 Hand-rolled on top of ``cryptography`` instead of pyjwt: pyjwt's per-call overhead
 (header validation, per-character base64 checks, option merging) costs more than the
@@ -86,6 +86,9 @@ class JwsFamily:
                 chain = tuple(base64.b64decode(c, validate=True) for c in x5c)
             except (binascii.Error, ValueError, TypeError):
                 raise LicenceRejected(errors.MALFORMED, "x5c entry is not base64") from None
+        region_hint = header.get("iss")
+        if region_hint is not None and not isinstance(region_hint, str):
+            raise LicenceRejected(errors.MALFORMED, "iss must be a region code string")
         if kid is not None and not isinstance(kid, str):
             raise LicenceRejected(errors.MALFORMED, "kid must be a string")
         if kid is None and not chain:
@@ -97,7 +100,7 @@ class JwsFamily:
                 raise LicenceRejected(errors.MALFORMED, "iat must be a number")
             signing_time = datetime.fromtimestamp(iat, tz=timezone.utc)
         sig = _b64d(s64)
-        return Envelope(self.name, alg, KeyRef(kid=kid, chain=chain), payload, signing_time,
+        return Envelope(self.name, alg, KeyRef(kid=kid, chain=chain, region_hint=region_hint), payload, signing_time,
                         signed_bytes=h64 + b"." + p64, signature=sig)
 
     def verify(self, env: Envelope, cert: CertInfo) -> bool:
@@ -117,7 +120,7 @@ class JwsFamily:
             return False
 
     def encode(self, raw: Mapping[str, Any], spec: RegionSpec, key: SigningKey, signing_time: datetime) -> bytes:
-        header = {"alg": key.algorithm, "typ": TYP, "kid": key.cert.key_id}
+        header = {"alg": key.algorithm, "typ": TYP, "kid": key.cert.key_id, "iss": spec.code}
         payload = dict(raw)
         payload["iat"] = int(signing_time.timestamp())
         signing_input = _b64e(orjson.dumps(header)) + b"." + _b64e(orjson.dumps(payload))
@@ -129,3 +132,13 @@ class JwsFamily:
         else:
             raise ValueError(f"jws cannot sign with {key.algorithm}")
         return signing_input + b"." + _b64e(sig)
+
+    def tamper(self, data: bytes) -> bytes:
+        """Simulator: change the payload after signing, keep the signature (an altered licence)."""
+        h64, p64, s64 = data.split(b".")
+        payload = orjson.loads(_b64d(p64))
+        for key, value in payload.items():
+            if isinstance(value, str) and value:
+                payload[key] = value[:-1] + ("甲" if value[-1] != "甲" else "乙")
+                break
+        return h64 + b"." + _b64e(orjson.dumps(payload)) + b"." + s64

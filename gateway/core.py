@@ -15,15 +15,15 @@ Verdict: any licence rejection -> ``invalid``; otherwise any infrastructure fail
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from adapters import FAMILIES, Envelope, Family, Limits, detect
 
 from . import errors
-from .errors import GatewayError, InfrastructureError, LicenceRejected, Reason
+from .errors import GatewayError, InfrastructureError, LicenceRejected
 from .identifiers import holder_code_valid, parse_licence_identifier, uscc_division, uscc_valid
 from .model import Licence
 from .specs import RegionInfo, RegionSpec, covers
@@ -152,6 +152,8 @@ class Issuer(Check):
 
     def run(self, ctx: Context) -> str:
         ref = ctx.envelope.key_ref
+        if ref.region_hint is not None and ref.region_hint not in ctx.specs:
+            raise LicenceRejected(errors.UNKNOWN_REGION, f"region {ref.region_hint!r} is not one the gateway recognises")
         entry = None
         if ref.kid is not None:
             entry = ctx.trust.by_key_id.get(ref.kid)
@@ -166,6 +168,9 @@ class Issuer(Check):
             if ref.chain:
                 raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded certificate chain reaches no region anchor")
             raise LicenceRejected(errors.UNKNOWN_ISSUER, "signing key is not in the trust list")
+        if ref.region_hint is not None and ref.region_hint != entry.region:
+            raise LicenceRejected(errors.ISSUER_REGION_MISMATCH,
+                                  f"licence names region {ref.region_hint}, signer belongs to {entry.region}")
         ctx.issuer = entry
         ctx.spec = ctx.specs.get(entry.region)
         if ctx.spec is None:
@@ -498,4 +503,4 @@ def known_families() -> list[str]:
 
 
 __all__ = ["Check", "Policy", "Verdict", "VerificationResult", "Verifier", "denormalise", "normalise",
-           "known_families", "PASS", "FAIL", "SKIP", "CHINA_TZ", "Reason", "replace", "Callable"]
+           "known_families", "PASS", "FAIL", "SKIP", "CHINA_TZ"]

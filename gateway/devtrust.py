@@ -90,8 +90,7 @@ def make_anchor(code: str, algorithm: str, now: dt.datetime, years: int = 10):
         from .crypto.sm2cert import issue_sm2_certificate
 
         key = SM2PrivateKey.generate()
-        subj = {"country_name": "CN", "organization_name": f"电子证照测试信任框架 TEST {code}",
-                "common_name": f"TEST Root CA {code} 测试根证书"}
+        subj = {"C": "CN", "O": f"电子证照测试信任框架 TEST {code}", "CN": f"TEST Root CA {code} 测试根证书"}
         der = issue_sm2_certificate(subject=subj, public_key=key.public_key(), issuer_subject=subj, issuer_key=key,
                                     serial=int(code) * 1000 + 1, not_before=now - dt.timedelta(days=1),
                                     not_after=now + dt.timedelta(days=365 * years), is_ca=True, path_len=0)
@@ -112,8 +111,7 @@ def make_issuer(code: str, algorithm: str, anchor_key, anchor: CertInfo, serial:
         key = SM2PrivateKey.generate()
         anchor_subject = load_sm2_certificate(anchor.der).subject
         der = issue_sm2_certificate(
-            subject={"country_name": "CN", "organization_name": f"电子证照测试信任框架 TEST {code}",
-                     "common_name": f"TEST e-licence signer {code} {label}"},
+            subject={"C": "CN", "O": f"电子证照测试信任框架 TEST {code}", "CN": f"TEST e-licence signer {code} {label}"},
             public_key=key.public_key(), issuer_subject=anchor_subject, issuer_key=anchor_key, serial=serial,
             not_before=not_before, not_after=not_after, is_ca=False)
         return SigningKey("SM2", key, load_certificate(der))
@@ -154,3 +152,96 @@ def to_pem(der: bytes) -> str:
 
     body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
     return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+# --- persistence (so the demo gateway, its workers and the CLI share one TEST framework) ----
+TEST_KEY_WARNING = "TEST KEY - demo/test trust framework only - never trust in production\n"
+
+
+def _key_to_pem(key) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    if hasattr(key, "scalar"):  # SM2PrivateKey
+        return key.to_pem()
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def _key_from_pem(pem: bytes, algorithm: str):
+    if algorithm == "SM2":
+        from .crypto.sm2 import SM2PrivateKey
+
+        return SM2PrivateKey.from_pem(pem)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key(pem, None)
+
+
+def _strip_warning(data: bytes) -> bytes:
+    return data.split(b"\n", 1)[1] if data.startswith(TEST_KEY_WARNING.encode()[:9]) else data
+
+
+def save_framework(directory, doc: Mapping[str, Any], material: Mapping[str, RegionMaterial]) -> None:
+    """Write the trust list and every TEST private key under ``directory``."""
+    import json
+    from pathlib import Path
+
+    root = Path(directory)
+    (root / "test-keys").mkdir(parents=True, exist_ok=True)
+    (root / "trust-list.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    index: dict[str, Any] = {}
+    for code, m in material.items():
+        d = root / "test-keys" / code
+        d.mkdir(exist_ok=True)
+        (d / "test-anchor.key.pem").write_bytes(TEST_KEY_WARNING.encode() + _key_to_pem(m.anchor_key))
+        (d / "test-anchor.cert.pem").write_text(to_pem(m.anchor.der))
+        issuers = []
+        for i, ik in enumerate(m.issuers):
+            (d / f"test-issuer-{i}.key.pem").write_bytes(TEST_KEY_WARNING.encode() + _key_to_pem(ik.private_key))
+            (d / f"test-issuer-{i}.cert.pem").write_text(to_pem(ik.cert.der))
+            issuers.append(i)
+        index[code] = {"algorithm": m.anchor.algorithm, "issuers": issuers}
+    (root / "test-keys" / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+    (root / "test-keys" / "README.txt").write_text(
+        "TEST KEYS made by `python -m gateway` demo mode (gateway/devtrust.py).\n"
+        "They sign simulated licences only. Never add this trust list to a production gateway.\n", encoding="utf-8")
+
+
+def load_framework(directory, regions: Mapping[str, RegionInfo]) -> tuple[dict[str, Any], dict[str, RegionMaterial]]:
+    import json
+    from pathlib import Path
+
+    root = Path(directory)
+    doc = json.loads((root / "trust-list.json").read_text(encoding="utf-8"))
+    index = json.loads((root / "test-keys" / "index.json").read_text(encoding="utf-8"))
+    material: dict[str, RegionMaterial] = {}
+    for code, meta in index.items():
+        d = root / "test-keys" / code
+        alg = meta["algorithm"]
+        anchor = load_certificate((d / "test-anchor.cert.pem").read_bytes())
+        anchor_key = _key_from_pem(_strip_warning((d / "test-anchor.key.pem").read_bytes()), alg)
+        issuers = [SigningKey(alg, _key_from_pem(_strip_warning((d / f"test-issuer-{i}.key.pem").read_bytes()), alg),
+                              load_certificate((d / f"test-issuer-{i}.cert.pem").read_bytes()))
+                   for i in meta["issuers"]]
+        material[code] = RegionMaterial(code, anchor_key, anchor, issuers, authority_for(regions[code]))
+    return doc, material
+
+
+def ensure_framework(directory, specs: Mapping[str, RegionSpec], regions: Mapping[str, RegionInfo],
+                     now: dt.datetime) -> tuple[dict[str, Any], dict[str, RegionMaterial]]:
+    """Load the demo framework from ``directory``; (re)create it when missing, expired,
+    or made for different region algorithms."""
+    from pathlib import Path
+
+    root = Path(directory)
+    try:
+        doc, material = load_framework(root, regions)
+        expires = dt.datetime.fromisoformat(doc["expires_at"])
+        algs_ok = all(code in material and material[code].anchor.algorithm == spec.algorithms[0]
+                      for code, spec in specs.items())
+        if expires - now > dt.timedelta(days=1) and algs_ok:
+            return doc, material
+    except (OSError, ValueError, KeyError):
+        pass
+    doc, material = make_dev_framework(specs, regions, now)
+    save_framework(root, doc, material)
+    return doc, material

@@ -1,0 +1,277 @@
+"""The aiohttp application: app factory, typed app state, cleanup contexts, thin handlers.
+
+Handlers parse the request, call the pure core with the current snapshots and an explicit
+``now``, and render. Every error is a :mod:`gateway.errors` exception rendered as RFC 9457
+``application/problem+json`` by :func:`problem_middleware`; nothing a client sends can
+crash a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from . import errors
+from .config import Settings
+from .core import VerificationResult, Verifier
+from .edges import LiveTrust, StatusSource, TrustSource
+from .errors import GatewayError, InfrastructureError, RequestRejected
+from .simulator import IssuerSimulator
+from .specs import RegionInfo, RegionSpec
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything the app needs, built once (bootstrap) or by a test with fakes."""
+
+    settings: Settings
+    regions: dict[str, RegionInfo]
+    specs: dict[str, RegionSpec]
+    verifier: Verifier
+    trust_source: TrustSource
+    status_source: StatusSource
+    simulator: IssuerSimulator | None = None
+    catalogue: Any = None
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
+    status_refresh_seconds: float = 5.0
+
+
+SERVICES = web.AppKey("services", Services)
+LIVE = web.AppKey("live", LiveTrust)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def problem(reason: errors.Reason, detail: str | None, status: int | None = None, *, request_id: str = "",
+            headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> web.Response:
+    body = {
+        "type": f"urn:elicence-gateway:problem:{reason.code.lower()}",
+        "title": reason.message,
+        "title_zh": reason.message_zh,
+        "status": status or reason.status,
+        "code": reason.code,
+        "detail": detail or reason.message,
+        "request_id": request_id,
+    }
+    if extra:
+        body.update(extra)
+    return web.Response(body=orjson.dumps(body), status=status or reason.status,
+                        content_type="application/problem+json", headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except RequestRejected as exc:
+        return problem(exc.reason, exc.detail, request_id=request_id, headers=exc.headers)
+    except GatewayError as exc:
+        return problem(exc.reason, exc.detail, request_id=request_id)
+    except web.HTTPRequestEntityTooLarge:
+        return problem(errors.BODY_TOO_LARGE, f"limit {request.app[SERVICES].settings.max_body_bytes} bytes",
+                       request_id=request_id)
+    except web.HTTPNotFound:
+        return problem(errors.NOT_FOUND, request.path, request_id=request_id)
+    except web.HTTPMethodNotAllowed:
+        return problem(errors.METHOD_NOT_ALLOWED, request.method, request_id=request_id)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # never crash a worker: log and answer 500
+        log.exception("unhandled error", extra={"request_id": request_id})
+        return problem(errors.INTERNAL, None, request_id=request_id)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+# --- request parsing ------------------------------------------------------------------
+async def read_json(request: web.Request) -> Any:
+    ctype = request.content_type
+    if ctype not in ("application/json", "application/problem+json") and not ctype.endswith("+json"):
+        raise RequestRejected(errors.UNSUPPORTED_MEDIA_TYPE, f"got {ctype or 'no content type'}")
+    body = await request.read()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestRejected(errors.BAD_REQUEST, f"body is not JSON: {exc}") from None
+
+
+def decode_presented(item: Any, settings: Settings, where: str = "") -> bytes:
+    """``{"licence": str, "encoding": "utf-8"|"base64"}`` -> bytes (RequestRejected if ill-formed)."""
+    if not isinstance(item, dict):
+        raise RequestRejected(errors.BAD_REQUEST, f"{where}expected an object with 'licence' and 'encoding'")
+    lic = item.get("licence")
+    enc = item.get("encoding", "utf-8")
+    if not isinstance(lic, str):
+        raise RequestRejected(errors.BAD_REQUEST, f"{where}'licence' must be a string")
+    if enc == "utf-8":
+        return lic.encode("utf-8")
+    if enc == "base64":
+        try:
+            return base64.b64decode(lic, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestRejected(errors.BAD_REQUEST, f"{where}'licence' is not valid base64") from None
+    raise RequestRejected(errors.BAD_REQUEST, f"{where}'encoding' must be 'utf-8' or 'base64'")
+
+
+# --- rendering -------------------------------------------------------------------------
+def render_result(result: VerificationResult) -> dict[str, Any]:
+    return {
+        "verdict": result.verdict.value,
+        "reasons": [r.as_reason_dict() for r in result.reasons],
+        "checks": dict(result.checks),
+        "region": {"code": result.region.code, "name": result.region.name} if result.region else None,
+        "format": result.format,
+        "licence": result.licence.to_dict() if result.licence else None,
+        "verified_at": result.verified_at.isoformat().replace("+00:00", "Z"),
+        "signer": {"key_id": result.signer_key_id} if result.signer_key_id else None,
+        "signing_time": result.signing_time.isoformat() if result.signing_time else None,
+        "status_age_seconds": int(result.status_age.total_seconds()) if result.status_age is not None else None,
+        "notes": [n.as_dict() for n in result.notes],
+    }
+
+
+def verify_now(app: web.Application, data: bytes) -> VerificationResult:
+    services, live = app[SERVICES], app[LIVE]
+    current = live.current
+    now = services.clock()
+    if current.trust is None:
+        raise InfrastructureError(errors.TRUST_UNAVAILABLE, live.last_error or "trust material not loaded yet")
+    return services.verifier.verify(data, current.trust, current.status, now)
+
+
+# --- handlers ----------------------------------------------------------------------------
+async def verify_handler(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_json(request)
+    data = decode_presented(body, services.settings)
+    result = verify_now(request.app, data)
+    return _json(render_result(result))
+
+
+async def verify_batch_handler(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_json(request)
+    items = body.get("licences") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise RequestRejected(errors.BAD_REQUEST, "'licences' must be a non-empty list")
+    if len(items) > services.settings.max_batch:
+        raise RequestRejected(errors.BATCH_TOO_LARGE, f"{len(items)} > max_batch {services.settings.max_batch}")
+    results = []
+    for i, item in enumerate(items):
+        try:
+            data = decode_presented(item, services.settings, f"licences[{i}]: ")
+        except RequestRejected as exc:  # one bad entry does not spoil the others
+            results.append({"verdict": "invalid", "reasons": [errors.MALFORMED.as_dict(exc.detail)], "checks": {},
+                            "region": None, "format": None, "licence": None})
+            continue
+        results.append(render_result(verify_now(request.app, data)))
+    return _json({"results": results})
+
+
+async def regions_handler(request: web.Request) -> web.Response:
+    services, live = request.app[SERVICES], request.app[LIVE]
+    current = live.current
+    now = services.clock()
+    out = []
+    for code, info in services.regions.items():
+        spec = services.specs[code]
+        rt = current.trust.regions.get(code) if current.trust else None
+        rs = current.status.get(code)
+        trust_state = "absent"
+        if rt is not None:
+            usable = [i for i in rt.issuers if i.cert.valid_at(now)]
+            trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
+        out.append({
+            "code": code, "name": info.name, "province": info.province, "group": info.group,
+            "g60": bool(info.g60), "format": spec.family, "formats": [spec.family], "algorithms": list(spec.algorithms),
+            "interface_status": spec.interface_status,
+            "trust": {
+                "state": trust_state,
+                "trust_list_version": current.trust.version if current.trust else None,
+                "anchors": len(rt.anchors) if rt else 0,
+                "issuers": len(rt.issuers) if rt else 0,
+            },
+            "status_list": None if rs is None else {
+                "age_seconds": int(rs.age(now).total_seconds()), "fresh": rs.fresh(now),
+                "max_age_seconds": int(rs.max_age.total_seconds()), "version": rs.version,
+            },
+        })
+    return _json({"regions": out, "count": len(out)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services, live = request.app[SERVICES], request.app[LIVE]
+    current = live.current
+    now = services.clock()
+    problems = []
+    if current.trust is None:
+        problems.append("trust material not loaded" + (f": {live.last_error}" if live.last_error else ""))
+    elif current.trust.expired(now):
+        problems.append(f"trust list v{current.trust.version} expired {current.trust.expires_at.isoformat()}")
+    elif not any(rt.issuers for rt in current.trust.regions.values()):
+        problems.append("no region has a usable issuer")
+    if problems:
+        return _json({"status": "not-ready", "problems": problems}, status=503)
+    return _json({"status": "ready", "trust_list_version": current.trust.version})
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+async def trust_ctx(app: web.Application) -> AsyncIterator[None]:
+    services, live = app[SERVICES], app[LIVE]
+    try:
+        live.set_trust(await services.trust_source.load())
+    except Exception as exc:  # keep serving /healthz; /readyz says why
+        live.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("trust material failed to load: %s", live.last_error)
+    live.set_status(await services.status_source.snapshot(services.clock()))
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(services.status_refresh_seconds)
+            try:
+                live.set_status(await services.status_source.snapshot(services.clock()))
+            except Exception:
+                log.exception("status refresh failed; keeping the previous snapshot")
+
+    task = asyncio.create_task(refresh())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=services.settings.max_body_bytes)
+    app[SERVICES] = services
+    app[LIVE] = LiveTrust()
+    app.cleanup_ctx.append(trust_ctx)
+    app.router.add_post("/v1/licences/verify", verify_handler)
+    app.router.add_post("/v1/licences/verify-batch", verify_batch_handler)
+    app.router.add_get("/v1/regions", regions_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,138 @@
+"""Settings: parsed once at start-up into a frozen object.
+
+Sources, later wins: embedded defaults -> a TOML file (``--config`` or ``GATEWAY_CONFIG``)
+-> environment variables ``GATEWAY_<NAME>`` (upper case) -> command-line flags. Every
+limit is a named, documented setting; an unknown or mistyped setting refuses start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: interface and port to listen on
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: demo mode: a TEST trust framework and simulated issuers for all 45 regions
+    demo: bool = False
+    #: largest accepted request body, bytes (an OFD licence in base64 fits comfortably)
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: largest accepted text licence (JWS, JSON, XML), bytes
+    max_licence_bytes: int = 256 * 1024
+    #: OFD (zip) limits: entries, total uncompressed bytes, compression ratio
+    max_zip_entries: int = 64
+    max_zip_uncompressed_bytes: int = 8 * 1024 * 1024
+    max_zip_ratio: int = 100
+    #: most licences in one verify-batch request
+    max_batch: int = 100
+    #: tolerated clock difference with issuers, seconds
+    clock_skew_seconds: int = 300
+    #: "signing-time" (default) or "now": when the issuer certificate must have been valid
+    issuer_time_policy: str = "signing-time"
+    #: most certificates above the issuer certificate in a chain
+    max_chain_depth: int = 3
+    #: default staleness limit of a region's status list, seconds (fail closed beyond it)
+    status_max_age_seconds: int = 3600
+    #: per-region staleness limits overriding the default, {"330500": 600}
+    status_max_age_by_region: Mapping[str, int] = field(default_factory=dict)
+    #: regions whose licence status is explicitly not checked (reported on every answer)
+    status_exempt_regions: tuple[str, ...] = ()
+    #: the trust list an operator provides (JSON); ignored in demo mode
+    trust_list: str = ""
+    #: directory of region specs and catalogues
+    specs_dir: str = str(ROOT / "specs")
+    #: where demo mode keeps its generated TEST material
+    var_dir: str = str(ROOT / "var")
+    #: log level
+    log_level: str = "INFO"
+
+    @property
+    def clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.clock_skew_seconds)
+
+    def status_max_age(self, region: str) -> timedelta:
+        return timedelta(seconds=self.status_max_age_by_region.get(region, self.status_max_age_seconds))
+
+    def validate(self) -> "Settings":
+        if self.issuer_time_policy not in ("signing-time", "now"):
+            raise ConfigError("issuer_time_policy must be 'signing-time' or 'now'")
+        for name in ("max_body_bytes", "max_licence_bytes", "max_batch", "max_chain_depth", "status_max_age_seconds",
+                     "max_zip_entries", "max_zip_uncompressed_bytes", "max_zip_ratio"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.clock_skew_seconds < 0 or self.clock_skew_seconds > 3600:
+            raise ConfigError("clock_skew_seconds must be between 0 and 3600")
+        if not self.demo and not self.trust_list:
+            raise ConfigError("trust_list is required outside demo mode (set GATEWAY_TRUST_LIST or use --demo)")
+        return self
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"setting {name}: {raw!r} is not a boolean")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name}: {raw!r} is not an integer") from None
+    if isinstance(default, tuple):
+        if isinstance(raw, str):
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
+        return tuple(raw)
+    if isinstance(default, Mapping) or name.endswith("_by_region"):
+        if isinstance(raw, str):
+            out = {}
+            for part in filter(None, (p.strip() for p in raw.split(","))):
+                k, _, v = part.partition("=")
+                out[k.strip()] = int(v)
+            return out
+        return dict(raw)
+    return str(raw)
+
+
+def load_settings(config_file: str | None = None, env: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    env = os.environ if env is None else env
+    base = Settings()
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)}
+    path = config_file or env.get("GATEWAY_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for k, v in data.items():
+            if k not in known:
+                raise ConfigError(f"config file {path}: unknown setting {k!r}")
+            values[k] = _coerce(k, v, getattr(base, k))
+    for k in known:
+        ev = env.get(f"GATEWAY_{k.upper()}")
+        if ev is not None:
+            values[k] = _coerce(k, ev, getattr(base, k))
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in known:
+            raise ConfigError(f"unknown setting {k!r}")
+        values[k] = _coerce(k, v, getattr(base, k))
+    return replace(base, **values).validate()

@@ -1,0 +1,254 @@
+"""The issuer simulator: demo issuers for all 45 regions (TEST keys only).
+
+It encodes licences through the *same* region spec and format family the gateway decodes
+with (``core.denormalise`` + ``family.encode``), so the two cannot drift apart. It keeps
+each region's status list (revoke / suspend a licence) and produces the cases the tests,
+demo and load tests need:
+
+``valid``, ``expired``, ``not-yet-valid``, ``revoked``, ``suspended``, ``tampered``
+(content changed after signing), ``wrong-issuer`` (a region's key signing a licence that
+claims another region), ``unknown-issuer`` (a key not in the trust list), ``malformed``.
+
+All people and companies are synthetic, with valid check characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from adapters import FAMILIES
+from adapters.base import SigningKey
+
+from .core import CHINA_TZ, denormalise
+from .devtrust import RegionMaterial, make_anchor, make_issuer
+from .identifiers import citizen_id_check, make_licence_identifier, make_uscc
+from .model import Licence
+from .specs import RegionInfo, RegionSpec
+from .status import REVOKED, SUSPENDED, VALID, RegionStatus, StatusList, StatusSnapshot, build_status_list
+
+CASES = ("valid", "expired", "not-yet-valid", "revoked", "suspended", "tampered", "wrong-issuer",
+         "unknown-issuer", "malformed")
+#: which verdict and reason each case must produce (used by the conformance test and the load corpus)
+EXPECTED: dict[str, tuple[str, str | None]] = {
+    "valid": ("valid", None),
+    "expired": ("invalid", "LICENCE_EXPIRED"),
+    "not-yet-valid": ("invalid", "LICENCE_NOT_YET_VALID"),
+    "revoked": ("invalid", "LICENCE_REVOKED"),
+    "suspended": ("invalid", "LICENCE_SUSPENDED"),
+    "tampered": ("invalid", "SIGNATURE_INVALID"),
+    "wrong-issuer": ("invalid", "ISSUER_REGION_MISMATCH"),
+    "unknown-issuer": ("invalid", "UNKNOWN_ISSUER"),
+    "malformed": ("invalid", "MALFORMED"),
+}
+
+_SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
+_GIVEN = ["子涵", "欣怡", "浩然", "梓萱", "宇轩", "雨桐", "俊杰", "思远", "嘉怡", "晨阳", "一诺", "明哲"]
+_COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
+STATUS_LIST_SIZE = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """One simulated licence, ready to POST."""
+
+    region: str
+    case: str
+    type_key: str
+    data: bytes
+    licence: Licence
+    expect_verdict: str
+    expect_reason: str | None
+
+    @property
+    def encoding(self) -> str:
+        try:
+            self.data.decode("utf-8")
+            return "utf-8" if self.data[:1] in (b"e", b"{", b"<") and b"\x00" not in self.data else "base64"
+        except UnicodeDecodeError:
+            return "base64"
+
+    def body(self) -> dict[str, str]:
+        if self.encoding == "utf-8":
+            return {"licence": self.data.decode("utf-8"), "encoding": "utf-8"}
+        return {"licence": base64.b64encode(self.data).decode("ascii"), "encoding": "base64"}
+
+
+@dataclass(slots=True)
+class _RegionState:
+    values: dict[int, int] = field(default_factory=dict)
+    next_index: int = 1
+    list_version: int = 1
+
+
+class IssuerSimulator:
+    """Demo issuers. ``types`` maps a licence type key to an object with at least
+    ``type_code``, ``name_zh``, ``holder_kind`` ("person"|"organisation") and
+    ``surface_fields`` (objects with ``name``, ``kind``, ``required``): the catalogue's
+    LicenceType."""
+
+    def __init__(self, specs: Mapping[str, RegionSpec], regions: Mapping[str, RegionInfo],
+                 material: Mapping[str, RegionMaterial], types: Mapping[str, Any], *, seed: int = 20261127) -> None:
+        self.specs = specs
+        self.regions = regions
+        self.material = material
+        self.types = types
+        self.rng = random.Random(seed)
+        self.state = {code: _RegionState() for code in specs}
+        self._rogue: dict[str, SigningKey] = {}
+
+    # --- synthetic people and companies ------------------------------------------
+    def person(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
+        rng = rng or self.rng
+        area = region[:4] + "02" if region.endswith("00") and not region.endswith("0000") else (
+            "310101" if region == "310000" else region)
+        birth = dt.date(1960, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 45))
+        first17 = f"{area}{birth:%Y%m%d}{rng.randrange(1, 999):03d}"
+        name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
+        return name, first17 + citizen_id_check(first17)
+
+    def company(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
+        rng = rng or self.rng
+        area = "310101" if region == "310000" else region
+        org8 = "".join(str(rng.randrange(10)) for _ in range(8))
+        name = f"{self.regions[region].name}{rng.choice(_COMPANY_WORDS)}科技有限公司（测试）"
+        return name, make_uscc("9", "1", area, org8)
+
+    # --- issuing --------------------------------------------------------------------
+    def licence_types_of(self, region: str) -> list[str]:
+        listed = self.specs[region].licence_types
+        return sorted(self.types) if "*" in listed else [k for k in listed if k in self.types]
+
+    def canonical(self, region: str, type_key: str, now: dt.datetime, *, holder: tuple[str, str, str] | None = None,
+                  case: str = "valid", surface: Mapping[str, Any] | None = None) -> Licence:
+        spec, lt = self.specs[region], self.types[type_key]
+        rng = self.rng
+        auth = self.material[region].authority
+        if holder is None:
+            if getattr(lt, "holder_kind", "person") == "organisation":
+                name, code = self.company(region)
+                holder = (name, code, "001")
+            else:
+                name, code = self.person(region)
+                holder = (name, code, "111")
+        today = now.astimezone(CHINA_TZ).date()
+        valid_from, valid_until = today - dt.timedelta(days=400), today + dt.timedelta(days=365 * 5)
+        if case == "expired":
+            valid_from, valid_until = today - dt.timedelta(days=3000), today - dt.timedelta(days=10)
+        elif case == "not-yet-valid":
+            valid_from, valid_until = today + dt.timedelta(days=30), today + dt.timedelta(days=3000)
+        st = self.state[region]
+        index = st.next_index
+        st.next_index += 1
+        serial = f"{now:%Y%m%d}{index:07d}"
+        values = dict(surface or {})
+        for role in getattr(lt, "role_fields", ()):  # people named in a role: synthetic, check-valid
+            if any(c in values for c in role.code_fields):
+                continue
+            role_name, role_code = self.person(region)
+            for c in role.code_fields:
+                values[c] = role_code
+            for n in role.name_fields:
+                values[n] = role_name
+        for f in getattr(lt, "surface_fields", ()):
+            if f.name not in values and (f.required or rng.random() < 0.5):
+                values[f.name] = self._surface_value(f, holder, today, rng)
+        return Licence(
+            identifier=make_licence_identifier(lt.type_code, auth.uscc, serial),
+            name=lt.name_zh, type_code=lt.type_code, type_name=lt.name_zh,
+            number=f"{region[:4]}{index:08d}", issuer_name=auth.name, issuer_code=auth.uscc,
+            issue_date=valid_from, holder_name=holder[0], holder_code=holder[1], holder_code_type=holder[2],
+            valid_from=valid_from, valid_until=valid_until, area_code=auth.area_code, surface=values,
+            status_index=index,
+        )
+
+    @staticmethod
+    def _surface_value(f: Any, holder: tuple[str, str, str], today: dt.date, rng: random.Random) -> str:
+        kind = getattr(f, "kind", "text")
+        if kind == "date":
+            return (today - dt.timedelta(days=rng.randrange(100, 8000))).isoformat()
+        if kind == "code":
+            return f"{rng.randrange(10**8):08d}"
+        if kind == "enum":
+            options = getattr(f, "values", None) or ("A", "B")
+            return rng.choice(list(options))
+        return f"{getattr(f, 'label_zh', f.name)}（测试）"
+
+    def signing_key(self, region: str) -> SigningKey:
+        return self.material[region].issuers[-1]
+
+    def encode(self, region: str, lic: Licence, now: dt.datetime, key: SigningKey | None = None) -> bytes:
+        spec = self.specs[region]
+        family = FAMILIES[spec.family]
+        return family.encode(denormalise(lic, spec), spec, key or self.signing_key(region), now)
+
+    def issue(self, region: str, type_key: str | None = None, case: str = "valid", now: dt.datetime | None = None,
+              holder: tuple[str, str, str] | None = None) -> Issued:
+        if case not in CASES:
+            raise ValueError(f"unknown case {case!r}; one of {', '.join(CASES)}")
+        if region not in self.specs:
+            raise ValueError(f"unknown region {region!r}")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        type_key = type_key or self.licence_types_of(region)[0]
+        if type_key not in self.types:
+            raise ValueError(f"unknown licence type {type_key!r}")
+        lic = self.canonical(region, type_key, now, holder=holder, case=case)
+        verdict, reason = EXPECTED[case]
+        if case == "malformed":
+            data = b"eyJhbGciOiJFUzI1NiJ9.%%%not-base64%%%.AAAA"
+        elif case == "wrong-issuer":
+            other = self._neighbour(region)
+            lic_other = self.canonical(other, type_key, now, holder=holder)
+            data = self.encode(region, replace(lic_other, status_index=lic.status_index), now)
+            lic = lic_other
+        elif case == "unknown-issuer":
+            data = self.encode(region, lic, now, key=self._rogue_key(region, now))
+        elif case == "tampered":
+            data = self.encode(region, lic, now)
+            family = FAMILIES[self.specs[region].family]
+            data = family.tamper(data) if hasattr(family, "tamper") else data[:-8] + bytes(
+                b ^ 1 for b in data[-8:])
+        else:
+            data = self.encode(region, lic, now)
+        if case == "revoked":
+            self.set_status(region, lic.status_index, REVOKED)
+        elif case == "suspended":
+            self.set_status(region, lic.status_index, SUSPENDED)
+        return Issued(region, case, type_key, data, lic, verdict, reason)
+
+    def _neighbour(self, region: str) -> str:
+        codes = sorted(self.specs)
+        same = [c for c in codes if c != region and self.specs[c].family == self.specs[region].family]
+        return same[0] if same else next(c for c in codes if c != region)
+
+    def _rogue_key(self, region: str, now: dt.datetime) -> SigningKey:
+        """A key with a certificate that looks like the region's but chains to a rogue root."""
+        if region not in self._rogue:
+            alg = self.specs[region].algorithms[0]
+            rogue_anchor_key, rogue_anchor = make_anchor(region, alg, now)
+            self._rogue[region] = make_issuer(region, alg, rogue_anchor_key, rogue_anchor, 666,
+                                              now - dt.timedelta(days=1), now + dt.timedelta(days=30), "rogue")
+        return self._rogue[region]
+
+    # --- status lists ---------------------------------------------------------------
+    def set_status(self, region: str, index: int, value: int) -> None:
+        st = self.state[region]
+        if value == VALID:
+            st.values.pop(index, None)
+        else:
+            st.values[index] = value
+        st.list_version += 1
+
+    def status_list(self, region: str) -> StatusList:
+        return build_status_list(STATUS_LIST_SIZE, 2, self.state[region].values)
+
+    def status_snapshot(self, now: dt.datetime, max_age: dt.timedelta) -> StatusSnapshot:
+        snap = StatusSnapshot()
+        for code in self.specs:
+            snap = snap.with_region(RegionStatus(code, self.status_list(code), fetched_at=now, issued_at=now,
+                                                 expires_at=None, max_age=max_age,
+                                                 version=str(self.state[code].list_version)))
+        return snap

@@ -1,0 +1,70 @@
+"""Shared fixtures: one TEST trust framework and issuer simulator per test session.
+
+``world`` is built once (key generation for 45 regions); tests that change simulator
+state (revocations) use fresh licences, so they do not disturb each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gateway.app import Services, create_app
+from gateway.bootstrap import load_static, policy_from, type_names
+from gateway.config import Settings
+from gateway.core import Verifier
+from gateway.devtrust import RegionMaterial, make_dev_framework
+from gateway.edges import MemoryTrustSource, SimulatorStatusSource
+from gateway.simulator import IssuerSimulator
+from gateway.specs import RegionInfo, RegionSpec
+from gateway.trust import TrustSnapshot, build_snapshot
+
+#: the fixed reference time of the test suite (tests never read the clock)
+NOW = dt.datetime(2026, 11, 27, 4, 0, 0, tzinfo=dt.timezone.utc)
+
+
+@dataclass
+class World:
+    settings: Settings
+    regions: dict[str, RegionInfo]
+    specs: dict[str, RegionSpec]
+    catalogue: Any
+    doc: dict[str, Any]
+    material: dict[str, RegionMaterial]
+    snapshot: TrustSnapshot
+    simulator: IssuerSimulator
+    verifier: Verifier
+
+    def services(self, **overrides: Any) -> Services:
+        kw = dict(
+            settings=self.settings, regions=self.regions, specs=self.specs, verifier=self.verifier,
+            trust_source=MemoryTrustSource(self.snapshot),
+            status_source=SimulatorStatusSource(self.simulator, dt.timedelta(hours=1)),
+            simulator=self.simulator, catalogue=self.catalogue, clock=lambda: NOW, status_refresh_seconds=3600,
+        )
+        kw.update(overrides)
+        return Services(**kw)
+
+
+def make_world(settings: Settings | None = None) -> World:
+    settings = settings or Settings(demo=True)
+    regions, specs, catalogue = load_static(settings)
+    doc, material = make_dev_framework(specs, regions, NOW - dt.timedelta(days=30), valid_days=365)
+    snapshot = build_snapshot(doc, regions)
+    simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
+    verifier = Verifier(policy_from(settings), specs, type_names(catalogue))
+    return World(settings, regions, specs, catalogue, doc, material, snapshot, simulator, verifier)
+
+
+@pytest.fixture(scope="session")
+def world() -> World:
+    return make_world()
+
+
+@pytest.fixture
+async def api(world, aiohttp_client):
+    """An HTTP client on a gateway app wired to the session world."""
+    return await aiohttp_client(create_app(world.services()))
