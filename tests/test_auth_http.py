@@ -286,15 +286,15 @@ async def test_one_partner_exhausting_its_bucket_does_not_limit_another(aiohttp_
 
 async def test_restricted_partner_can_read_its_own_items_only(client: Any) -> None:
     token = await get_token(client, "restricted-partner")
-    allowed = await client.get("/v1/items/KSTB-0001", headers=bearer(token))
-    other = await client.get("/v1/items/KSTB-0099", headers=bearer(token))
+    allowed = await client.get("/v1/items/KS-001", headers=bearer(token))
+    other = await client.get("/v1/items/KS-099", headers=bearer(token))
     assert allowed.status == 200
     assert other.status == 403 and (await other.json())["code"] == "FORBIDDEN"
 
 
 async def test_restricted_partner_cannot_check_items_without_the_scope(client: Any) -> None:
     token = await get_token(client, "restricted-partner")
-    resp = await client.post("/v1/items/KSTB-0001/check", headers=bearer(token), json={"region": "330502"})
+    resp = await client.post("/v1/items/KS-001/check", headers=bearer(token), json={"region": "330502"})
     assert resp.status == 403
 
 
@@ -310,12 +310,12 @@ async def test_item_and_region_checks_on_a_route_with_both(aiohttp_client: Any, 
     client = await aiohttp_client(build_app(clock, mono, reg=reg))
     token = await get_token(client, "restricted-partner", scope="items:check")
     results = {}
-    for item, region in [("KSTB-0001", "330502"), ("KSTB-0001", "310117"), ("KSTB-0001", "320100"),
-                         ("KSTB-0003", "330502")]:
+    for item, region in [("KS-001", "330502"), ("KS-001", "310117"), ("KS-001", "320100"),
+                         ("KS-003", "330502")]:
         resp = await client.post(f"/v1/items/{item}/check", headers=bearer(token), json={"region": region})
         results[(item, region)] = resp.status
-    assert results == {("KSTB-0001", "330502"): 200, ("KSTB-0001", "310117"): 200,
-                       ("KSTB-0001", "320100"): 403, ("KSTB-0003", "330502"): 403}
+    assert results == {("KS-001", "330502"): 200, ("KS-001", "310117"): 200,
+                       ("KS-001", "320100"): 403, ("KS-003", "330502"): 403}
 
 
 async def test_handler_sees_the_principal_under_the_documented_request_key(client: Any) -> None:
