@@ -21,6 +21,10 @@ import orjson
 from aiohttp import web
 
 from . import errors
+from .auth import (AUTH_CLOCK, LICENCES_VERIFY, TOKEN_SERVICE, PartnerRegistry, RateLimiter, TokenService,
+                   TokenVerifier, auth_middleware, jwks_handler, requires_scope, token_handler,
+                   unprotected_routes)
+from .auth.jose import SigningKey as GatewaySigningKey
 from .config import Settings
 from .core import VerificationResult, Verifier
 from .edges import LiveTrust, StatusSource, TrustSource
@@ -43,6 +47,8 @@ class Services:
     status_source: StatusSource
     simulator: IssuerSimulator | None = None
     catalogue: Any = None
+    partners: PartnerRegistry | None = None
+    gateway_key: GatewaySigningKey | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     status_refresh_seconds: float = 5.0
 
@@ -158,6 +164,7 @@ def verify_now(app: web.Application, data: bytes) -> VerificationResult:
 
 
 # --- handlers ----------------------------------------------------------------------------
+@requires_scope(LICENCES_VERIFY)
 async def verify_handler(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json(request)
@@ -166,6 +173,7 @@ async def verify_handler(request: web.Request) -> web.Response:
     return _json(render_result(result))
 
 
+@requires_scope(LICENCES_VERIFY)
 async def verify_batch_handler(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json(request)
@@ -186,6 +194,7 @@ async def verify_batch_handler(request: web.Request) -> web.Response:
     return _json({"results": results})
 
 
+@requires_scope(LICENCES_VERIFY)
 async def regions_handler(request: web.Request) -> web.Response:
     services, live = request.app[SERVICES], request.app[LIVE]
     current = live.current
@@ -265,13 +274,35 @@ async def trust_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=services.settings.max_body_bytes)
+    settings = services.settings
+    if services.partners is None or services.gateway_key is None:
+        raise ValueError("services need a partner registry and the gateway signing key")
+    epoch = lambda: services.clock().timestamp()  # noqa: E731 - one clock for tokens and verification
+    middlewares = [problem_middleware,
+                   auth_middleware(TokenVerifier(services.partners, [services.gateway_key]), RateLimiter(),
+                                   clock=epoch)]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
     app[LIVE] = LiveTrust()
+    app[TOKEN_SERVICE] = TokenService(services.partners, services.gateway_key,
+                                      token_endpoint=settings.token_endpoint_url,
+                                      access_ttl_s=settings.access_token_ttl_seconds)
+    app[AUTH_CLOCK] = epoch
     app.cleanup_ctx.append(trust_ctx)
+    app.router.add_post("/v1/oauth/token", token_handler)
+    app.router.add_get("/v1/keys", jwks_handler)
     app.router.add_post("/v1/licences/verify", verify_handler)
     app.router.add_post("/v1/licences/verify-batch", verify_batch_handler)
     app.router.add_get("/v1/regions", regions_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    for setup in FEATURES:
+        setup(app)
+    unprotected = unprotected_routes(app)
+    if unprotected:
+        raise RuntimeError(f"/v1 routes without a declared scope: {unprotected}")
     return app
+
+
+#: feature modules add their routes here: each is ``setup(app: web.Application) -> None``
+FEATURES: list[Callable[[web.Application], None]] = []

@@ -45,21 +45,29 @@ def type_names(catalogue: Catalogue) -> dict[str, str]:
     return {t.type_code: t.name_zh for t in catalogue.types}
 
 
+def load_auth(settings: Settings):
+    from .auth import load_partners, load_signing_key
+
+    return load_partners(settings.partners_dir), load_signing_key(settings.gateway_key)
+
+
 def build_services(settings: Settings, now: dt.datetime | None = None) -> Services:
     """Real services for ``serve``; in demo mode with a fresh TEST framework and simulator."""
     now = now or dt.datetime.now(dt.timezone.utc)
     regions, specs, catalogue = load_static(settings)
     verifier = Verifier(policy_from(settings), specs, type_names(catalogue))
+    partners, gateway_key = load_auth(settings)
     if settings.demo:
         doc, material = ensure_framework(Path(settings.var_dir) / "demo", specs, regions, now)
         simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
         snapshot = build_snapshot(doc, regions, max_chain_depth=settings.max_chain_depth)
         return Services(settings, regions, specs, verifier, MemoryTrustSource(snapshot),
                         SimulatorStatusSource(simulator, dt.timedelta(seconds=settings.status_max_age_seconds)),
-                        simulator=simulator, catalogue=catalogue)
+                        simulator=simulator, catalogue=catalogue, partners=partners, gateway_key=gateway_key)
     # Operator mode: the trust list comes from a file. Until status sources are configured
     # every region's status is unavailable, so verifications answer "indeterminate"
     # (fail closed) unless a region is listed in status_exempt_regions.
     return Services(settings, regions, specs, verifier,
                     FileTrustSource(settings.trust_list, regions, settings.max_chain_depth),
-                    MemoryStatusSource(StatusSnapshot()), catalogue=catalogue)
+                    MemoryStatusSource(StatusSnapshot()), catalogue=catalogue, partners=partners,
+                    gateway_key=gateway_key)

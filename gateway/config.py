@@ -56,8 +56,20 @@ class Settings:
     specs_dir: str = str(ROOT / "specs")
     #: where demo mode keeps its generated TEST material
     var_dir: str = str(ROOT / "var")
+    #: partner registry (one TOML per partner, see certs/partners/README.md)
+    partners_dir: str = str(ROOT / "certs" / "partners")
+    #: the gateway's own signing key (access tokens); demo default is the committed TEST key
+    gateway_key: str = str(ROOT / "certs" / "partners" / "gateway.test-signing-key.pem")
+    #: the token endpoint URL partners put in their assertion's "aud" (default: this gateway)
+    token_endpoint: str = ""
+    #: lifetime of issued access tokens, seconds
+    access_token_ttl_seconds: int = 600
     #: log level
     log_level: str = "INFO"
+
+    @property
+    def token_endpoint_url(self) -> str:
+        return self.token_endpoint or f"http://{self.host}:{self.port}/v1/oauth/token"
 
     @property
     def clock_skew(self) -> timedelta:

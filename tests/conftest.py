@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.app import Services, create_app
-from gateway.bootstrap import load_static, policy_from, type_names
+from gateway.auth import demo_token
+from gateway.bootstrap import load_auth, load_static, policy_from, type_names
 from gateway.config import Settings
 from gateway.core import Verifier
 from gateway.devtrust import RegionMaterial, make_dev_framework
@@ -37,6 +38,16 @@ class World:
     snapshot: TrustSnapshot
     simulator: IssuerSimulator
     verifier: Verifier
+    partners: Any
+    gateway_key: Any
+
+    def token(self, client_id: str = "demo-partner", scope: str | None = None) -> str:
+        """A real bearer token, issued through the token service at the suite's NOW."""
+        return demo_token(self.settings.partners_dir, client_id=client_id, scope=scope, gateway_key=self.gateway_key,
+                          token_endpoint=self.settings.token_endpoint_url, now=NOW.timestamp())["access_token"]
+
+    def auth(self, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(**kw)}"}
 
     def services(self, **overrides: Any) -> Services:
         kw = dict(
@@ -44,6 +55,7 @@ class World:
             trust_source=MemoryTrustSource(self.snapshot),
             status_source=SimulatorStatusSource(self.simulator, dt.timedelta(hours=1)),
             simulator=self.simulator, catalogue=self.catalogue, clock=lambda: NOW, status_refresh_seconds=3600,
+            partners=self.partners, gateway_key=self.gateway_key,
         )
         kw.update(overrides)
         return Services(**kw)
@@ -56,7 +68,9 @@ def make_world(settings: Settings | None = None) -> World:
     snapshot = build_snapshot(doc, regions)
     simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
     verifier = Verifier(policy_from(settings), specs, type_names(catalogue))
-    return World(settings, regions, specs, catalogue, doc, material, snapshot, simulator, verifier)
+    partners, gateway_key = load_auth(settings)
+    return World(settings, regions, specs, catalogue, doc, material, snapshot, simulator, verifier, partners,
+                 gateway_key)
 
 
 @pytest.fixture(scope="session")
@@ -66,5 +80,15 @@ def world() -> World:
 
 @pytest.fixture
 async def api(world, aiohttp_client):
-    """An HTTP client on a gateway app wired to the session world."""
-    return await aiohttp_client(create_app(world.services()))
+    """An HTTP client (demo partner's bearer token) on a gateway app wired to the session world."""
+    return await aiohttp_client(create_app(world.services()), headers=world.auth())
+
+
+@pytest.fixture
+def client_for(world, aiohttp_client):
+    """Build an authenticated client on an app with some services replaced."""
+
+    async def make(**overrides: Any):
+        return await aiohttp_client(create_app(world.services(**overrides)), headers=world.auth())
+
+    return make

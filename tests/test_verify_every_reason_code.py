@@ -186,7 +186,7 @@ async def test_holder_id_number_with_wrong_check_digit(api, world):
     assert [r["code"] for r in body["reasons"]] == ["HOLDER_CODE_INVALID"]
 
 
-async def test_issuer_certificate_expired_before_signing(aiohttp_client, world):
+async def test_issuer_certificate_expired_before_signing(client_for, world):
     """An issuer certificate that had expired when the licence was signed."""
     code = JWS_REGION
     m = world.material[code]
@@ -196,7 +196,7 @@ async def test_issuer_certificate_expired_before_signing(aiohttp_client, world):
                                "issuers": world.doc["regions"][code]["issuers"] + [to_pem(old.cert.der)]}},
                               NOW - dt.timedelta(days=1), version=2, valid_days=30)
     snap = build_snapshot(doc, world.regions)
-    client = await aiohttp_client(create_app(world.services(trust_source=MemoryTrustSource(snap))))
+    client = await client_for(trust_source=MemoryTrustSource(snap))
     lic = world.simulator.canonical(code, "id_card", NOW)
     data = world.simulator.encode(code, lic, NOW - dt.timedelta(days=2), key=old)
     body = await verify(client, data.decode())
@@ -204,8 +204,8 @@ async def test_issuer_certificate_expired_before_signing(aiohttp_client, world):
     assert [r["code"] for r in body["reasons"]] == ["ISSUER_CERT_EXPIRED"]
 
 
-async def test_status_unavailable_is_indeterminate(aiohttp_client, world):
-    client = await aiohttp_client(create_app(world.services(status_source=MemoryStatusSource(StatusSnapshot()))))
+async def test_status_unavailable_is_indeterminate(client_for, world):
+    client = await client_for(status_source=MemoryStatusSource(StatusSnapshot()))
     issued = world.simulator.issue(JWS_REGION, "id_card", "valid", NOW)
     body = await verify(client, issued.data.decode())
     assert body["verdict"] == "indeterminate"
@@ -213,9 +213,9 @@ async def test_status_unavailable_is_indeterminate(aiohttp_client, world):
     assert body["checks"]["status"] == "fail"
 
 
-async def test_stale_status_list_is_indeterminate(aiohttp_client, world):
+async def test_stale_status_list_is_indeterminate(client_for, world):
     stale = world.simulator.status_snapshot(NOW - dt.timedelta(hours=2), dt.timedelta(hours=1))
-    client = await aiohttp_client(create_app(world.services(status_source=MemoryStatusSource(stale))))
+    client = await client_for(status_source=MemoryStatusSource(stale))
     issued = world.simulator.issue(JWS_REGION, "id_card", "valid", NOW)
     body = await verify(client, issued.data.decode())
     assert body["verdict"] == "indeterminate"
@@ -223,9 +223,9 @@ async def test_stale_status_list_is_indeterminate(aiohttp_client, world):
     assert "7200 s old" in body["reasons"][0]["detail"]
 
 
-async def test_expired_and_status_unavailable_is_invalid_not_indeterminate(aiohttp_client, world):
+async def test_expired_and_status_unavailable_is_invalid_not_indeterminate(client_for, world):
     """A definitive rejection outranks an infrastructure doubt."""
-    client = await aiohttp_client(create_app(world.services(status_source=MemoryStatusSource(StatusSnapshot()))))
+    client = await client_for(status_source=MemoryStatusSource(StatusSnapshot()))
     issued = world.simulator.issue(JWS_REGION, "id_card", "expired", NOW)
     body = await verify(client, issued.data.decode())
     assert body["verdict"] == "invalid"
