@@ -12,7 +12,16 @@ from typing import Any, TextIO, TypeVar
 
 import orjson
 
-from load.errors import CORPUS_INVALID, EXIT_REFUSED, TARGET_NOT_LOOPBACK, LoadRefused
+from load.errors import (
+    CONNECTIONS_INVALID,
+    CORPUS_INVALID,
+    EXIT_REFUSED,
+    RESULT_INVALID,
+    SLO_INVALID,
+    TARGET_NOT_LOOPBACK,
+    TOKEN_UNAVAILABLE,
+    LoadRefused,
+)
 from load.report import render_html
 from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop
 from load.safety import LIMITS, check_connections, check_duration, check_rate, check_target, is_loopback_host, \
@@ -80,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cmp_, scenario_required=False)
     cmp_.add_argument("--concurrency", default="1,4,16,32", help="worker counts to step through (1,4,16,32)")
     cmp_.add_argument("--peer-port", type=int, default=0, help="port for the peer (default: a free one)")
+    slo = sub.add_parser("slo", help="check an existing result.json against an SLO file (exit 3 when missed)")
+    slo.add_argument("result", help="result.json written by run or max")
+    slo.add_argument("--slo", required=True, help="SLO TOML file")
     return ap
 
 
 def _token_provider(args: argparse.Namespace) -> TokenProvider:
     if args.token and args.token_file:
-        raise LoadRefused("TOKEN_UNAVAILABLE", "give --token or --token-file, not both")
+        raise LoadRefused(TOKEN_UNAVAILABLE, "give --token or --token-file, not both")
     if args.token:
         return static_token(args.token)
     if args.token_file:
@@ -97,10 +109,10 @@ def _steps(text: str) -> tuple[int, ...]:
     try:
         steps = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise LoadRefused("CONNECTIONS_INVALID", f"--concurrency must be a comma-separated list of ints: {text!r}") \
+        raise LoadRefused(CONNECTIONS_INVALID, f"--concurrency must be a comma-separated list of ints: {text!r}") \
             from None
     if not steps or any(not 1 <= s <= LIMITS.max_connections for s in steps):
-        raise LoadRefused("CONNECTIONS_INVALID", f"--concurrency values must be 1..{LIMITS.max_connections}")
+        raise LoadRefused(CONNECTIONS_INVALID, f"--concurrency values must be 1..{LIMITS.max_connections}")
     return steps
 
 
@@ -244,7 +256,20 @@ def cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "max": cmd_max, "peer": cmd_peer, "compare": cmd_compare}
+def cmd_slo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    spec = load_slo(args.slo)
+    try:
+        result = orjson.loads(Path(args.result).read_bytes())
+        checks = evaluate(spec, result)
+    except OSError as exc:
+        raise LoadRefused(RESULT_INVALID, f"cannot read result {args.result}: {exc.strerror}") from None
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise LoadRefused(RESULT_INVALID, f"{args.result} is not a result.json of this tool ({exc!r})") from None
+    print(render_table(spec, checks), file=out)
+    return 0 if all_passed(checks) else EXIT_SLO_MISSED
+
+
+COMMANDS = {"run": cmd_run, "max": cmd_max, "peer": cmd_peer, "compare": cmd_compare, "slo": cmd_slo}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

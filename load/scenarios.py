@@ -20,6 +20,7 @@ Corpus file format (one JSON object per line, blank lines and lines starting wit
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ DEFAULT_PATHS: dict[str, str] = {
     "batch": "/v1/licences/verify-batch",
 }
 MAX_CORPUS_LINES = 200_000
+#: a path on the target: one leading slash (``//host`` would read as another host), no spaces,
+#: no ``{placeholder}`` left unfilled
+_PATH_RE = re.compile(r"^/(?!/)[^\s{}]*$")
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
@@ -124,8 +128,9 @@ def parse_corpus_line(line: str | bytes, lineno: int = 1) -> CorpusEntry:
     if kind not in KINDS:
         raise _bad(lineno, f"kind must be one of {KINDS}, got {kind!r}")
     path = obj.get("path", DEFAULT_PATHS.get(kind))
-    if not isinstance(path, str) or not path.startswith("/") or "://" in path or "{" in path:
-        raise _bad(lineno, f"path must be an absolute path with no placeholders, got {path!r}")
+    if not isinstance(path, str) or not _PATH_RE.match(path) or "://" in path:
+        raise _bad(lineno, f"path must be an absolute path on the target (no host, placeholders or spaces), "
+                           f"got {path!r}")
     body = obj.get("body")
     if not isinstance(body, dict):
         raise _bad(lineno, "body must be a JSON object")
