@@ -14,8 +14,7 @@ from gateway.auth import (ACCESS_AUDIENCE, AUTH_PRINCIPAL, PUBLIC_PATHS, ROUTE_S
                           token_request_form, unprotected_routes)
 from gateway.auth.jose import b64url_encode
 
-from .test_auth_support import (ENDPOINT, NOW, ROUTE_TABLE, FakeClock, assertion, build_app, gateway_key,
-                                issue_token)
+from .test_auth_support import NOW, ROUTE_TABLE, FakeClock, assertion, build_app, gateway_key
 
 
 @pytest.fixture
