@@ -1,0 +1,186 @@
+"""Safe reading (and deterministic writing) of the OFD zip container.
+
+An OFD file comes from outside: it is read fully in memory under explicit limits, and
+anything a zip can do to hurt a reader is refused before a byte is inflated:
+oversized input, too many entries, long / traversing / absolute / backslashed names,
+duplicate names (also case-insensitively), encrypted entries, compression methods other
+than stored and deflate, a declared total size or an inflate ratio past the limit, and
+entries that inflate to more than they declared.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Final
+
+from adapters.ofd.errors import (
+    DuplicateEntryError,
+    EncryptedEntryError,
+    NotAZipError,
+    OfdError,
+    PackageTooLargeError,
+    TooManyEntriesError,
+    TruncatedPackageError,
+    UnsafeEntryNameError,
+    UnsupportedOfdError,
+    ZipBombError,
+)
+
+#: largest OFD file accepted, compressed (a licence OFD is tens of KB)
+MAX_PACKAGE_BYTES: Final = 20 * 1024 * 1024
+#: largest sum of the entries' uncompressed sizes
+MAX_TOTAL_UNCOMPRESSED: Final = 64 * 1024 * 1024
+#: largest uncompressed/compressed ratio of one entry (checked for entries >= RATIO_CHECK_MIN_BYTES)
+MAX_COMPRESSION_RATIO: Final = 100
+#: entries smaller than this are not ratio-checked (short XML compresses very well, harmlessly)
+RATIO_CHECK_MIN_BYTES: Final = 64 * 1024
+#: most entries (files and folders) in one package
+MAX_ENTRIES: Final = 1000
+#: longest entry name, in characters
+MAX_ENTRY_NAME_LENGTH: Final = 255
+
+_ALLOWED_METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_package_bytes: int = MAX_PACKAGE_BYTES
+    max_total_uncompressed: int = MAX_TOTAL_UNCOMPRESSED
+    max_compression_ratio: int = MAX_COMPRESSION_RATIO
+    ratio_check_min_bytes: int = RATIO_CHECK_MIN_BYTES
+    max_entries: int = MAX_ENTRIES
+    max_entry_name_length: int = MAX_ENTRY_NAME_LENGTH
+
+
+DEFAULT_LIMITS: Final = ZipLimits()
+
+
+@dataclass(frozen=True)
+class OfdPackage:
+    """The files of an OFD package: path (no leading slash) -> bytes."""
+
+    files: Mapping[str, bytes]
+
+    def get(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.files
+
+
+def check_entry_name(name: str, max_len: int = MAX_ENTRY_NAME_LENGTH) -> None:
+    """Refuse names that could escape or confuse: raises UnsafeEntryNameError."""
+    if not name:
+        raise UnsafeEntryNameError("empty entry name")
+    if len(name) > max_len:
+        raise UnsafeEntryNameError(f"entry name longer than {max_len} characters: {name[:40]!r}...")
+    if "\\" in name:
+        raise UnsafeEntryNameError(f"entry name contains a backslash: {name!r}")
+    if name.startswith("/"):
+        raise UnsafeEntryNameError(f"absolute entry name: {name!r}")
+    if len(name) >= 2 and name[1] == ":":
+        raise UnsafeEntryNameError(f"entry name with a drive letter: {name!r}")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise UnsafeEntryNameError(f"entry name contains control characters: {name!r}")
+    parts = name.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafeEntryNameError(f"entry name with an empty, '.' or '..' segment: {name!r}")
+
+
+def read_ofd_package(data: bytes, limits: ZipLimits = DEFAULT_LIMITS) -> OfdPackage:
+    """Open an OFD zip from bytes under ``limits``; raises an :class:`OfdError` subclass."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise NotAZipError("OFD input must be bytes")
+    data = bytes(data)
+    if len(data) > limits.max_package_bytes:
+        raise PackageTooLargeError(f"package is {len(data)} bytes, more than {limits.max_package_bytes}")
+    if not data.startswith(b"PK"):
+        raise NotAZipError("not a zip file (no PK signature)")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.LargeZipFile as exc:
+        raise PackageTooLargeError(f"zip64 package refused: {exc}") from exc
+    except (zipfile.BadZipFile, EOFError, struct.error, ValueError, OverflowError) as exc:
+        kind = TruncatedPackageError if b"PK\x05\x06" not in data[-65557:] else NotAZipError
+        raise kind(f"not a readable zip: {exc}") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise TooManyEntriesError(f"{len(infos)} entries, more than {limits.max_entries}")
+        seen: set[str] = set()
+        seen_folded: set[str] = set()
+        total = 0
+        for info in infos:
+            check_entry_name(info.filename, limits.max_entry_name_length)
+            if info.filename in seen:
+                raise DuplicateEntryError(f"entry {info.filename!r} appears twice")
+            if info.filename.casefold() in seen_folded:
+                raise DuplicateEntryError(f"entry {info.filename!r} differs from another only by case")
+            seen.add(info.filename)
+            seen_folded.add(info.filename.casefold())
+            if info.flag_bits & 0x1:
+                raise EncryptedEntryError(f"entry {info.filename!r} is encrypted")
+            if info.compress_type not in _ALLOWED_METHODS:
+                raise UnsupportedOfdError(f"entry {info.filename!r} uses compression method {info.compress_type}")
+            total += info.file_size
+            if total > limits.max_total_uncompressed:
+                raise ZipBombError(f"uncompressed total exceeds {limits.max_total_uncompressed} bytes")
+            if info.file_size >= limits.ratio_check_min_bytes and \
+                    info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
+                raise ZipBombError(
+                    f"entry {info.filename!r} inflates {info.compress_size} -> {info.file_size} bytes "
+                    f"(ratio over {limits.max_compression_ratio})")
+        files: dict[str, bytes] = {}
+        for info in infos:
+            if info.is_dir():
+                continue
+            try:
+                with zf.open(info) as fh:
+                    content = fh.read(info.file_size + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, OSError) as exc:
+                raise TruncatedPackageError(f"entry {info.filename!r} cannot be read: {exc}") from exc
+            except (NotImplementedError, RuntimeError) as exc:
+                raise UnsupportedOfdError(f"entry {info.filename!r}: {exc}") from exc
+            if len(content) != info.file_size:
+                raise ZipBombError(f"entry {info.filename!r} inflates to a size other than declared")
+            files[info.filename] = content
+    return OfdPackage(MappingProxyType(files))
+
+
+def write_ofd_package(files: Mapping[str, bytes], when: datetime) -> bytes:
+    """Deterministic OFD zip: deflate, every entry stamped with ``when``, files in the given order."""
+    for name in files:
+        check_entry_name(name)
+    stamp = (max(when.year, 1980), when.month, when.day, when.hour, when.minute, when.second)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, content)
+    return buf.getvalue()
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_COMPRESSION_RATIO",
+    "MAX_ENTRIES",
+    "MAX_ENTRY_NAME_LENGTH",
+    "MAX_PACKAGE_BYTES",
+    "MAX_TOTAL_UNCOMPRESSED",
+    "OfdError",
+    "OfdPackage",
+    "RATIO_CHECK_MIN_BYTES",
+    "ZipLimits",
+    "check_entry_name",
+    "read_ofd_package",
+    "write_ofd_package",
+]

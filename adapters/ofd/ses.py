@@ -1,0 +1,302 @@
+"""GB/T 38540-2020 electronic seal structures (SES_Signature v4, SESeal) with asn1crypto.
+
+::
+
+    SES_Signature ::= SEQUENCE {
+        toSign          TBS_Sign,
+        cert            OCTET STRING,        -- signer certificate DER
+        signatureAlgID  OBJECT IDENTIFIER,   -- SM2-with-SM3
+        signature       BIT STRING,          -- over DER(toSign); DER or raw r||s
+        timeStamp       [0] EXPLICIT BIT STRING OPTIONAL }
+    TBS_Sign ::= SEQUENCE {
+        version INTEGER (4), eseal SESeal, timeInfo GeneralizedTime,
+        dataHash BIT STRING,  -- SM3 of Signature.xml
+        propertyInfo IA5String, extDatas [0] EXPLICIT ExtensionDatas OPTIONAL }
+    SESeal ::= SEQUENCE {
+        esealInfo SES_SealInfo, cert OCTET STRING (seal maker), signAlgID OBJECT IDENTIFIER,
+        signedValue BIT STRING }  -- maker's signature over DER(esealInfo)
+    SES_SealInfo ::= SEQUENCE {
+        header SES_Header, esID IA5String, property SES_ESPropertyInfo,
+        picture SES_ESPictrueInfo, extDatas ExtensionDatas OPTIONAL }
+
+The older GM/T 0031-2014 (v1) layout is recognised by its version and reported as
+unsupported rather than mis-read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Final
+
+from asn1crypto import core
+
+from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, sm2_sign
+
+SES_V4: Final = 4
+CERT_LIST_CERTS: Final = 1
+CERT_LIST_DIGESTS: Final = 2
+
+
+class SESHeader(core.Sequence):
+    _fields = [("id", core.IA5String), ("version", core.Integer), ("vid", core.IA5String)]
+
+
+class CertInfoList(core.SequenceOf):
+    _child_spec = core.OctetString
+
+
+class CertDigestObj(core.Sequence):
+    _fields = [("type", core.PrintableString), ("value", core.OctetString)]
+
+
+class CertDigestList(core.SequenceOf):
+    _child_spec = CertDigestObj
+
+
+class SESPropertyInfo(core.Sequence):
+    _fields = [
+        ("type", core.Integer),
+        ("name", core.UTF8String),
+        ("cert_list_type", core.Integer),
+        ("cert_list", core.Any),  # CertInfoList or CertDigestList, by cert_list_type
+        ("create_date", core.GeneralizedTime),
+        ("valid_start", core.GeneralizedTime),
+        ("valid_end", core.GeneralizedTime),
+    ]
+
+
+class SESPictureInfo(core.Sequence):
+    _fields = [("type", core.IA5String), ("data", core.OctetString), ("width", core.Integer),
+               ("height", core.Integer)]
+
+
+class ExtData(core.Sequence):
+    _fields = [("extn_id", core.ObjectIdentifier), ("critical", core.Boolean, {"default": False}),
+               ("extn_value", core.OctetString)]
+
+
+class ExtensionDatas(core.SequenceOf):
+    _child_spec = ExtData
+
+
+class SESSealInfo(core.Sequence):
+    _fields = [
+        ("header", SESHeader),
+        ("es_id", core.IA5String),
+        ("property", SESPropertyInfo),
+        ("picture", SESPictureInfo),
+        ("ext_datas", ExtensionDatas, {"optional": True}),
+    ]
+
+
+class SESeal(core.Sequence):
+    _fields = [
+        ("eseal_info", SESSealInfo),
+        ("cert", core.OctetString),
+        ("sign_alg_id", core.ObjectIdentifier),
+        ("signed_value", core.OctetBitString),
+    ]
+
+
+class TBSSign(core.Sequence):
+    _fields = [
+        ("version", core.Integer),
+        ("eseal", SESeal),
+        ("time_info", core.GeneralizedTime),
+        ("data_hash", core.OctetBitString),
+        ("property_info", core.IA5String),
+        ("ext_datas", ExtensionDatas, {"explicit": 0, "optional": True}),
+    ]
+
+
+class SESSignature(core.Sequence):
+    _fields = [
+        ("to_sign", TBSSign),
+        ("cert", core.OctetString),
+        ("signature_alg_id", core.ObjectIdentifier),
+        ("signature", core.OctetBitString),
+        ("time_stamp", core.OctetBitString, {"explicit": 0, "optional": True}),
+    ]
+
+
+@dataclass(frozen=True)
+class SealInfo:
+    """What a seal says about itself (SESeal)."""
+
+    der: bytes
+    header_id: str
+    version: int
+    vendor_id: str
+    es_id: str
+    seal_type: int
+    name: str
+    cert_list_type: int
+    certs: tuple[bytes, ...]  # DER certificates bound to the seal (cert_list_type 1)
+    cert_digests: tuple[tuple[str, bytes], ...]  # (type, digest) when cert_list_type 2
+    create_date: datetime
+    valid_start: datetime
+    valid_end: datetime
+    picture_type: str
+    picture_width: int
+    picture_height: int
+    sealinfo_der: bytes  # DER(SES_SealInfo): what the maker signed
+    maker_cert_der: bytes
+    maker_signature_algorithm: str
+    maker_signature: bytes
+
+
+@dataclass(frozen=True)
+class SesSignature:
+    """A parsed SES_Signature v4."""
+
+    version: int
+    seal: SealInfo
+    time_info: datetime
+    data_hash: bytes
+    property_info: str
+    tbs_der: bytes  # exactly the bytes the signer signed
+    cert_der: bytes
+    signature_algorithm: str
+    signature: bytes
+    has_timestamp: bool
+
+
+class SesFormatError(ValueError):
+    """SignedValue.dat is not a GB/T 38540 SES_Signature this reader understands."""
+
+
+class SesVersionError(SesFormatError):
+    """A SES_Signature of another version (e.g. GM/T 0031-2014 v1)."""
+
+
+def _utc(dt: object) -> datetime:
+    if not isinstance(dt, datetime):
+        raise SesFormatError("time value missing")
+    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def parse_seal(seal: SESeal) -> SealInfo:
+    info = seal["eseal_info"]
+    prop = info["property"]
+    list_type = int(prop["cert_list_type"].native)
+    certs: tuple[bytes, ...] = ()
+    digests: tuple[tuple[str, bytes], ...] = ()
+    raw_list = prop["cert_list"].dump()
+    if list_type == CERT_LIST_CERTS:
+        certs = tuple(bytes(c) for c in CertInfoList.load(raw_list, strict=True).native)
+    elif list_type == CERT_LIST_DIGESTS:
+        digests = tuple((d["type"], bytes(d["value"])) for d in CertDigestList.load(raw_list, strict=True).native)
+    else:
+        raise SesFormatError(f"unknown seal certListType {list_type}")
+    pic = info["picture"]
+    return SealInfo(
+        der=seal.dump(),
+        header_id=info["header"]["id"].native,
+        version=int(info["header"]["version"].native),
+        vendor_id=info["header"]["vid"].native,
+        es_id=info["es_id"].native,
+        seal_type=int(prop["type"].native),
+        name=prop["name"].native,
+        cert_list_type=list_type,
+        certs=certs,
+        cert_digests=digests,
+        create_date=_utc(prop["create_date"].native),
+        valid_start=_utc(prop["valid_start"].native),
+        valid_end=_utc(prop["valid_end"].native),
+        picture_type=pic["type"].native,
+        picture_width=int(pic["width"].native),
+        picture_height=int(pic["height"].native),
+        sealinfo_der=info.dump(),
+        maker_cert_der=bytes(seal["cert"].native),
+        maker_signature_algorithm=seal["sign_alg_id"].dotted,
+        maker_signature=bytes(seal["signed_value"].native),
+    )
+
+
+def parse_ses_signature(data: bytes) -> SesSignature:
+    """Parse SignedValue.dat as SES_Signature v4. Raises SesFormatError / SesVersionError."""
+    try:
+        outer = core.Sequence.load(bytes(data), strict=True)
+        first = outer[0]
+        inner = core.Sequence.load(first.dump(), strict=True)
+        version = inner[0].native if isinstance(inner[0], core.Integer) else None
+    except Exception as exc:
+        raise SesFormatError(f"SignedValue is not DER: {type(exc).__name__}: {exc}") from exc
+    if version != SES_V4:
+        raise SesVersionError(f"SES_Signature version {version!r} is not supported (only GB/T 38540 v4)")
+    try:
+        ses = SESSignature.load(bytes(data), strict=True)
+        tbs = ses["to_sign"]
+        seal = parse_seal(tbs["eseal"])
+        result = SesSignature(
+            version=int(tbs["version"].native),
+            seal=seal,
+            time_info=_utc(tbs["time_info"].native),
+            data_hash=bytes(tbs["data_hash"].native),
+            property_info=tbs["property_info"].native,
+            tbs_der=tbs.dump(),
+            cert_der=bytes(ses["cert"].native),
+            signature_algorithm=ses["signature_alg_id"].dotted,
+            signature=bytes(ses["signature"].native),
+            has_timestamp=ses["time_stamp"].native is not None,
+        )
+    except SesFormatError:
+        raise
+    except Exception as exc:  # asn1crypto raises assorted types on hostile input
+        raise SesFormatError(f"SES_Signature v4 is malformed: {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+# --- building (issuer simulator / tests) ---------------------------------------------
+def _gt(dt: datetime) -> core.GeneralizedTime:
+    if dt.tzinfo is None:
+        raise ValueError("seal times must be timezone-aware")
+    return core.GeneralizedTime(dt.astimezone(timezone.utc).replace(microsecond=0))
+
+
+def build_seal(*, name: str, es_id: str, signer_cert_der: bytes, maker_key: SM2PrivateKey, maker_cert_der: bytes,
+               created: datetime, valid_start: datetime, valid_end: datetime, picture: bytes,
+               picture_type: str = "SVG", width_mm: int = 40, height_mm: int = 40,
+               vendor_id: str = "ELG-SIM", seal_type: int = 1) -> bytes:
+    """A minimal GB/T 38540 SESeal (DER), signed by the maker over DER(SES_SealInfo)."""
+    info = SESSealInfo({
+        "header": {"id": "ES", "version": SES_V4, "vid": vendor_id},
+        "es_id": es_id,
+        "property": {
+            "type": seal_type,
+            "name": name,
+            "cert_list_type": CERT_LIST_CERTS,
+            "cert_list": core.Any.load(CertInfoList([signer_cert_der]).dump()),
+            "create_date": _gt(created),
+            "valid_start": _gt(valid_start),
+            "valid_end": _gt(valid_end),
+        },
+        "picture": {"type": picture_type, "data": picture, "width": width_mm, "height": height_mm},
+    })
+    info_der = info.dump()
+    return SESeal({
+        "eseal_info": SESSealInfo.load(info_der),
+        "cert": maker_cert_der,
+        "sign_alg_id": OID_SM2_WITH_SM3,
+        "signed_value": sm2_sign(maker_key, info_der),
+    }).dump()
+
+
+def build_ses_signature(*, seal_der: bytes, signing_time: datetime, data_hash: bytes, property_info: str,
+                        signer_key: SM2PrivateKey, signer_cert_der: bytes) -> bytes:
+    """SES_Signature v4 (DER) over ``data_hash`` (SM3 of Signature.xml)."""
+    tbs = TBSSign({
+        "version": SES_V4,
+        "eseal": SESeal.load(seal_der),
+        "time_info": _gt(signing_time),
+        "data_hash": data_hash,
+        "property_info": property_info,
+    })
+    tbs_der = tbs.dump()
+    return SESSignature({
+        "to_sign": TBSSign.load(tbs_der),
+        "cert": signer_cert_der,
+        "signature_alg_id": OID_SM2_WITH_SM3,
+        "signature": sm2_sign(signer_key, tbs_der),
+    }).dump()
