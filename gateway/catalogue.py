@@ -191,6 +191,7 @@ class _SearchKey:
     likely_initials: str  # first letters of the most likely reading
     initial_letters: frozenset[str]  # every letter in ``initials`` (cheap pre-filter)
     full_pinyin: str  # most likely reading, no separators
+    licence_types: frozenset[str]  # every accepted licence type key
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,7 @@ class Catalogue:
     types: tuple[LicenceType, ...]
     items: tuple[Item, ...]
     etag: str  # sha256 hex of both files' bytes; changes whenever either file changes
+    region_codes: frozenset[str] = frozenset()  # what "all" regions means; empty = not checked
     _by_key: Mapping[str, LicenceType] = field(init=False, repr=False, compare=False)
     _by_code: Mapping[str, LicenceType] = field(init=False, repr=False, compare=False)
     _items: Mapping[str, Item] = field(init=False, repr=False, compare=False)
@@ -277,9 +279,10 @@ class Catalogue:
                 continue
             if mode and mode not in item.modes:
                 continue
-            if region and not item.covers_region(region):
+            if region and not (item.covers_region(region)
+                               and (not self.region_codes or region in self.region_codes)):
                 continue
-            if type_key and type_key not in item.licence_types:
+            if type_key and type_key not in key.licence_types:
                 continue
             rank = _rank(key, query) if query else 0
             if rank is not None:
@@ -334,7 +337,7 @@ def _search_key(item: Item) -> _SearchKey:
     full = "".join(lazy_pinyin(name, errors=lambda s: list(s))).lower()
     full = "".join(c for c in full if c.isascii() and c.isalnum())
     return _SearchKey(item.code.lower(), name, item.name_en.lower(), tuple(initials), "".join(likely_initials),
-                      frozenset().union(*initials), full)
+                      frozenset().union(*initials), full, item.licence_types)
 
 
 def _initials_at(initials: tuple[frozenset[str], ...], q: str) -> int | None:
@@ -403,7 +406,7 @@ def load_catalogue(types_path: Path | str, items_path: Path | str, region_codes:
     for blob in (types_bytes, items_bytes):
         digest.update(len(blob).to_bytes(8, "big"))
         digest.update(blob)
-    return Catalogue(tuple(types), tuple(items), digest.hexdigest())
+    return Catalogue(tuple(types), tuple(items), digest.hexdigest(), frozenset(region_codes))
 
 
 def _read_toml(path: Path, problems: list[str]) -> tuple[bytes, dict[str, Any] | None]:

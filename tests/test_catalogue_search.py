@@ -116,6 +116,11 @@ def test_region_filter_keeps_national_items_and_items_listing_the_region(cat: Ca
     assert "计量器具型式批准" not in nanjing and "机关事业单位养老保险关系转移接续" in nanjing
 
 
+def test_region_outside_the_catalogue_matches_nothing(cat: Catalogue) -> None:
+    # "all" means every region of the catalogue, not any string a caller sends
+    assert cat.search(region="110000") == (0, [])
+
+
 def test_pagination_walks_every_item_once_in_a_stable_order(cat: Catalogue) -> None:
     seen: list[str] = []
     for offset in range(0, 160, 20):
