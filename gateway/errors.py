@@ -113,6 +113,16 @@ METHOD_NOT_ALLOWED = _r("METHOD_NOT_ALLOWED", "Method not allowed.", "不支持�
 UNAUTHENTICATED = _r("UNAUTHENTICATED", "A valid bearer token is required.", "需要有效的访问令牌。", status=401)
 FORBIDDEN = _r("FORBIDDEN", "The token does not grant this action.", "访问令牌无权执行该操作。", status=403)
 RATE_LIMITED = _r("RATE_LIMITED", "Too many requests.", "请求过于频繁，请稍后再试。", status=429)
+APPLICANT_INVALID = _r("APPLICANT_INVALID", "The applicant's code type is unknown or the code's check character is wrong.",
+                       "申请人证件类型未知或证件号码（校验位）错误。", "请核对申请人证件类型与号码。")
+
+# --- item check reasons (per licence in POST /v1/items/{code}/check) -----------------
+HOLDER_MISMATCH = _r("HOLDER_MISMATCH",
+                     "The licence is held by someone else and does not name the applicant in a role the item accepts.",
+                     "证照持有人不是申请人，且证照未载明申请人为本事项认可的身份（如法定代表人）。",
+                     "请核对申请人身份，或请申请人提供本人（本单位）名下的证照。")
+TYPE_NOT_ACCEPTED = _r("TYPE_NOT_ACCEPTED", "The item does not ask for this type of licence.",
+                       "本事项不需要此类证照。", "该证照与本事项无关，无需提交。")
 
 
 class GatewayError(Exception):
