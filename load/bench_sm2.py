@@ -73,6 +73,7 @@ def build_licence_ofd() -> bytes:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     secs = args.seconds
 
@@ -81,13 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     msg = b"m" * 200
     sig = sm2_sign(key, msg)
     assert sm2_verify(pub, msg, sig)
-    sign_rate = rate(lambda: sm2_sign(key, msg), secs)
-    verify_rate = rate(lambda: sm2_verify(pub, msg, sig), secs)
-    print(f"backend: sign={SIGN_BACKEND} verify={VERIFY_BACKEND}")
+    print(f"backend: sign={SIGN_BACKEND} verify={VERIFY_BACKEND}  (machine shared: best of {args.rounds} rounds)")
+    sign_rate = verify_rate = 0.0
+    speed: tuple[float, float] | None = None
+    for i in range(args.rounds):  # interleaved, so load from other processes hits both sides alike
+        s_rate = rate(lambda: sm2_sign(key, msg), secs)
+        v_rate = rate(lambda: sm2_verify(pub, msg, sig), secs)
+        sp = openssl_speed(secs)
+        print(f"  round {i + 1}: sign {s_rate:,.0f}/s verify {v_rate:,.0f}/s"
+              + (f" | openssl sign {sp[0]:,.0f}/s verify {sp[1]:,.0f}/s" if sp else " | openssl: unavailable"))
+        sign_rate, verify_rate = max(sign_rate, s_rate), max(verify_rate, v_rate)
+        if sp is not None:
+            speed = sp if speed is None else (max(speed[0], sp[0]), max(speed[1], sp[1]))
     print(f"SM2 sign   {sign_rate:10,.0f} /s")
     print(f"SM2 verify {verify_rate:10,.0f} /s")
-
-    speed = openssl_speed(secs)
     if speed is None:
         print("openssl speed sm2: unavailable")
     else:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OFD licence ({len(ofd):,} bytes, {len(result.signatures[0].references)} references): "
           f"verify_ofd_signatures {ofd_rate:,.0f} /s")
     print(f"OFD verify / raw SM2 verify = {ofd_rate / verify_rate:.2f}  "
-          f"(each OFD check runs 2 SM2 verifies: signer + seal maker)")
+          f"(each OFD check runs 2 SM2 verifies, signer + seal maker, so 0.50 is the ceiling)")
     return 0
 
 

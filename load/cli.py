@@ -17,15 +17,21 @@ from load.errors import (
     CORPUS_INVALID,
     EXIT_REFUSED,
     RESULT_INVALID,
-    SLO_INVALID,
     TARGET_NOT_LOOPBACK,
     TOKEN_UNAVAILABLE,
     LoadRefused,
 )
 from load.report import render_html
 from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop
-from load.safety import LIMITS, check_connections, check_duration, check_rate, check_target, is_loopback_host, \
-    parse_duration
+from load.safety import (
+    LIMITS,
+    check_connections,
+    check_duration,
+    check_rate,
+    check_target,
+    is_loopback_host,
+    parse_duration,
+)
 from load.scenarios import SCENARIOS, RequestPicker, get_scenario, load_corpus
 from load.schedule import ARRIVALS
 from load.slo import EXIT_SLO_MISSED, all_passed, evaluate, load_slo, render_table, slo_block

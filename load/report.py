@@ -31,7 +31,7 @@ def _esc(value: Any) -> str:
 def _nice_max(v: float) -> float:
     if v <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(v))
+    exp = 10.0 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
         if v <= m * exp:
             return m * exp
@@ -40,6 +40,17 @@ def _nice_max(v: float) -> float:
 
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3g}"
+
+
+def _linear_ticks(x_min: float, x_max: float, pts: Sequence[Point]) -> list[tuple[float, str]]:
+    step = (x_max - x_min) / 6
+    if all(float(x).is_integer() for x, _ in pts):   # seconds, worker counts: whole-number ticks
+        step = max(1.0, float(math.ceil(step)))
+    ticks, xv = [], x_min
+    while xv <= x_max + 1e-9:
+        ticks.append((xv, _fmt(xv)))
+        xv += step
+    return ticks
 
 
 def line_chart(chart_id: str, title: str, series: Sequence[Series], x_label: str, y_label: str, *,
@@ -68,8 +79,7 @@ def line_chart(chart_id: str, title: str, series: Sequence[Series], x_label: str
         y = sy(yv)
         out.append(f'<line x1="{ML}" y1="{y:.1f}" x2="{W - MR}" y2="{y:.1f}" class="grid"/>'
                    f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_fmt(yv)}</text>')
-    ticks = x_ticks if x_ticks is not None else [(x_min + (x_max - x_min) * i / 6, _fmt(x_min + (x_max - x_min) * i / 6))
-                                                 for i in range(7)]
+    ticks = list(x_ticks) if x_ticks is not None else _linear_ticks(x_min, x_max, pts)
     for xv, label in ticks:
         x = sx(xv)
         out.append(f'<line x1="{x:.1f}" y1="{MT}" x2="{x:.1f}" y2="{MT + ph}" class="grid"/>'
@@ -148,7 +158,8 @@ def _open_loop_body(r: dict[str, Any]) -> str:
     parts = [_kpis([
         ("throughput", f'{r["throughput_rps"]:g} req/s'), ("p50", f'{lat["p50"]:g} ms'), ("p90", f'{lat["p90"]:g} ms'),
         ("p99", f'{lat["p99"]:g} ms'), ("p99.9", f'{lat["p99_9"]:g} ms'), ("max", f'{lat["max"]:g} ms'),
-        ("error rate", f'{100 * r["error_rate"]:.3g}%'), ("generator CPU", f'{r["cpu"]["percent_of_one_core"]:g}% of a core'),
+        ("error rate", f'{100 * r["error_rate"]:.3g}%'),
+        ("generator CPU", f'{r["cpu"]["percent_of_one_core"]:g}% of a core'),
     ])]
     parts.append("<h2>SLO</h2>" + _slo_html(r))
     parts.append("<h2>Latency over time</h2>")

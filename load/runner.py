@@ -7,10 +7,10 @@ import random
 import resource
 import sys
 import time
-from time import perf_counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from time import perf_counter
 from typing import Any, TextIO
 
 import aiohttp
@@ -267,7 +267,6 @@ async def run_open_loop(config: OpenLoopConfig, picker: RequestPicker, token_pro
 
 async def _closed_step(client: _Client, picker: RequestPicker, concurrency: int, duration_s: float,
                        timeout: aiohttp.ClientTimeout) -> tuple[Recorder, float, dict[str, float]]:
-    loop = asyncio.get_running_loop()
     rec = Recorder()
     cpu = _CpuMeter()
     t0 = perf_counter()

@@ -53,7 +53,8 @@ def check_duration(seconds: float, limits: Limits = LIMITS) -> float:
     if not seconds > 0:
         raise LoadRefused(DURATION_INVALID, "the duration must be positive")
     if seconds > limits.max_duration_s:
-        raise LoadRefused(DURATION_OVER_CAP, f"duration {seconds:g}s is over the hard cap of {limits.max_duration_s:g}s")
+        raise LoadRefused(DURATION_OVER_CAP,
+                          f"duration {seconds:g}s is over the hard cap of {limits.max_duration_s:g}s")
     return seconds
 
 

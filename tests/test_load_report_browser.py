@@ -34,8 +34,9 @@ def _chromium() -> str:
 
 
 def _browser(profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-extensions", "--no-first-run", "--hide-scrollbars",
+    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-background-networking", "--disable-extensions", "--no-first-run",
+                           "--hide-scrollbars",
                            f"--user-data-dir={profile}", *args],
                           capture_output=True, timeout=90, check=True)
 
