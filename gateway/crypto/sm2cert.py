@@ -13,6 +13,7 @@ framework and for tests (every key used with it in this repository is a TEST key
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -181,8 +182,16 @@ def _to_der(pem_or_der: bytes) -> bytes:
 
 
 def load_sm2_certificate(pem_or_der: bytes) -> SM2Certificate:
-    """Parse an SM2 certificate (PEM or DER). Raises ValueError saying what is wrong."""
-    der = _to_der(pem_or_der)
+    """Parse an SM2 certificate (PEM or DER). Raises ValueError saying what is wrong.
+
+    Results are cached by DER (certificates are immutable and a region's signer
+    certificate recurs in every licence it seals; parsing one costs ~1 ms).
+    """
+    return _load_der(_to_der(pem_or_der))
+
+
+@functools.lru_cache(maxsize=2048)
+def _load_der(der: bytes) -> SM2Certificate:
     if not der or der[0] != 0x30:
         raise ValueError("certificate is not DER (does not start with a SEQUENCE)")
     try:
