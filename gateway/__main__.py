@@ -19,11 +19,8 @@ import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-    from .bootstrap import build_services
     from .config import ConfigError, load_settings
+    from .serve import run_worker, run_workers
 
     try:
         settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host)
@@ -31,21 +28,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
-    services = build_services(settings)
-    app = create_app(services)
+    workers = max(1, args.workers or 1)
     mode = "DEMO (TEST keys, simulated issuers for 45 regions)" if settings.demo else "operator"
-    print(f"e-licence gateway listening on http://{settings.host}:{settings.port}  mode: {mode}", flush=True)
+    print(f"e-licence gateway on http://{settings.host}:{settings.port}  mode: {mode}  workers: {workers}", flush=True)
     if settings.demo:
-        print(f"  try: python -m gateway demo issue --region 330500 | curl -s -X POST -H 'Content-Type: application/json' "
+        print("  try: TOKEN=$(python -m gateway demo token); python -m gateway demo issue --region 330500 | "
+              "curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
               f"-d @- http://{settings.host}:{settings.port}/v1/licences/verify", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
-    return 0
+    if workers == 1:
+        run_worker(settings, reuse_port=False)
+        return 0
+    return run_workers(settings, workers)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -88,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--host")
     s.add_argument("--config", help="TOML settings file")
+    s.add_argument("--workers", type=int, default=1, help="serving processes sharing the port (SO_REUSEPORT)")
     s.set_defaults(func=_serve)
     d = sub.add_parser("demo", help="issuer simulator")
     dsub = d.add_subparsers(dest="demo_cmd", required=True)

@@ -51,6 +51,13 @@ def load_auth(settings: Settings):
     return load_partners(settings.partners_dir), load_signing_key(settings.gateway_key)
 
 
+def prepare_shared(settings: Settings, now: dt.datetime | None = None) -> None:
+    """Things several worker processes must share, made once by the parent before they start."""
+    if settings.demo:
+        regions, specs, _ = load_static(settings)
+        ensure_framework(Path(settings.var_dir) / "demo", specs, regions, now or dt.datetime.now(dt.timezone.utc))
+
+
 def build_services(settings: Settings, now: dt.datetime | None = None) -> Services:
     """Real services for ``serve``; in demo mode with a fresh TEST framework and simulator."""
     now = now or dt.datetime.now(dt.timezone.utc)
