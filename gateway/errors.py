@@ -124,6 +124,13 @@ HOLDER_MISMATCH = _r("HOLDER_MISMATCH",
 TYPE_NOT_ACCEPTED = _r("TYPE_NOT_ACCEPTED", "The item does not ask for this type of licence.",
                        "本事项不需要此类证照。", "该证照与本事项无关，无需提交。")
 
+# --- trust administration (POST /v1/admin/trust/reload) ---------------------------------
+TRUST_LIST_REFUSED = _r("TRUST_LIST_REFUSED",
+                        "The new trust list was refused (bad signature, rollback, conflict or expired); "
+                        "the previous one stays in force.",
+                        "新的信任列表被拒绝（签名无效、版本回退、内容冲突或已过期），继续使用原信任列表。",
+                        "请核对信任列表的签名、版本号和有效期后重新发布。", status=409)
+
 
 class GatewayError(Exception):
     """Base of everything the gateway raises on purpose."""
