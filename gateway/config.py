@@ -66,6 +66,37 @@ class Settings:
     access_token_ttl_seconds: int = 600
     #: log level
     log_level: str = "INFO"
+    # --- federated query (POST /v1/licences/query, gateway/upstream/) ---------------------
+    #: URL template of each region's sharing service ("{region}" -> region code); empty = none
+    #: configured (every region then answers "error"). Demo: the loopback region simulator.
+    upstream_base_url: str = ""
+    #: default and largest overall deadline of one query, ms (a caller may only lower it)
+    query_deadline_ms: int = 3000
+    #: time kept back from the deadline for verifying and rendering the answer, ms
+    query_reserve_ms: int = 100
+    #: most regions one query may fan out to
+    query_max_regions: int = 16
+    #: per-attempt timeout of one upstream request, ms (always capped by the remaining deadline)
+    upstream_timeout_ms: int = 2500
+    #: per-region attempt timeouts overriding the default, {"340100": 1500}
+    upstream_timeout_ms_by_region: Mapping[str, int] = field(default_factory=dict)
+    #: most concurrent requests to one region (one slow region cannot take every connection)
+    upstream_concurrency: int = 8
+    #: most open connections of the shared upstream client session (all regions)
+    upstream_max_connections: int = 256
+    #: retries of safe failures (connection refused, 503) and the first backoff, ms (jittered)
+    upstream_retries: int = 2
+    upstream_backoff_ms: int = 50
+    #: largest accepted upstream answer, bytes
+    upstream_max_body_bytes: int = 2 * 1024 * 1024
+    #: circuit breaker per region: window, fewest requests, failure percentage, cool-down
+    breaker_window_seconds: int = 30
+    breaker_min_requests: int = 5
+    breaker_error_percent: int = 50
+    breaker_cool_down_seconds: int = 15
+    #: key of the keyed hash (HMAC-SM3) of holder codes in query audit records. The default
+    #: is a TEST key, committed on purpose and not secret: set a real one in production.
+    query_holder_hash_key: str = "TEST-ONLY query holder hash key (not secret)"
 
     @property
     def token_endpoint_url(self) -> str:
