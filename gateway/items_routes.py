@@ -1,0 +1,218 @@
+"""HTTP routes of the cross-province item catalogue and the item check.
+
+* ``GET /v1/items`` (items:read) -- search and page the items the partner may use; ETag /
+  ``If-None-Match`` -> 304.
+* ``GET /v1/items/{code}`` (items:read) -- one item with its requirements.
+* ``GET /v1/licence-types`` (items:read) -- the licence types.
+* ``POST /v1/items/{code}/check`` (items:check) -- verify the presented licences with the
+  same core as ``/v1/licences/verify`` and judge them against the item
+  (:mod:`gateway.checking`); only fields the item may see leave the gateway.
+
+A partner restricted to some items (``Principal.may_use_item``) sees only those in the
+list and gets 403 for any other; a check is refused (403) when a presented licence comes
+from a region the partner may not act for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import errors
+from .app import FEATURES, SERVICES, decode_presented, read_json, verify_now
+from .auth import AUTH_PRINCIPAL, ITEMS_CHECK, ITEMS_READ, Principal, requires_scope
+from .catalogue import MAX_SEARCH_LIMIT, Catalogue, Item
+from .checking import Presented, check_item, parse_applicant
+from .errors import InfrastructureError, RequestRejected
+
+DEFAULT_LIMIT = 20
+SEARCH_PARAMS = ("q", "department", "licence_type", "mode", "region", "offset", "limit")
+CHECK_FIELDS = frozenset({"applicant", "licences"})
+_CACHE_HEADERS = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
+
+
+# --- helpers -------------------------------------------------------------------------
+def _catalogue(request: web.Request) -> Catalogue:
+    catalogue = request.app[SERVICES].catalogue
+    if catalogue is None:
+        raise InfrastructureError(errors.INTERNAL, "item catalogue not loaded")
+    return catalogue
+
+
+def make_etag(*parts: str) -> str:
+    """A strong ETag over the catalogue version and whatever shapes the answer."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
+    return f'"{digest}"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2 weak comparison of an ``If-None-Match`` list with ``etag``."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+def _partner_scope_key(principal: Principal) -> str:
+    return "*" if principal.items is None else ",".join(sorted(principal.items))
+
+
+def _cached_json(request: web.Request, data_fn: Any, etag: str) -> web.Response:
+    headers = {**_CACHE_HEADERS, "ETag": etag}
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=orjson.dumps(data_fn()), content_type="application/json", headers=headers)
+
+
+def _int_param(query: Any, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise RequestRejected(errors.BAD_REQUEST, f"'{name}' must be a non-negative integer")
+    return int(raw)
+
+
+def accepted_types(catalogue: Catalogue, keys: Iterable[str]) -> list[dict[str, str]]:
+    return [{"key": t.key, "type_code": t.type_code, "name_zh": t.name_zh}
+            for k in keys if (t := catalogue.type_by_key(k)) is not None]
+
+
+def item_summary(item: Item) -> dict[str, Any]:
+    return {"code": item.code, "name_zh": item.name_zh, "name_en": item.name_en, "name_status": item.name_status,
+            "department": item.department, "modes": list(item.modes),
+            "regions": "all" if item.all_regions else list(item.regions),
+            "licence_types": sorted(item.licence_types),
+            "mandatory_requirements": sum(r.mandatory for r in item.requirements),
+            "requirements": len(item.requirements)}
+
+
+def item_detail(catalogue: Catalogue, item: Item) -> dict[str, Any]:
+    out = item.to_dict()
+    for req_dict, req in zip(out["requirements"], item.requirements, strict=True):
+        req_dict["accepted_types"] = accepted_types(catalogue, req.accept)
+    return out
+
+
+def search_for(catalogue: Catalogue, principal: Principal, *, text: str | None, department: str | None,
+               licence_type: str | None, mode: str | None, region: str | None, offset: int,
+               limit: int) -> tuple[int, list[Item]]:
+    """``Catalogue.search`` restricted to the items the partner may use (same order)."""
+    if offset < 0 or not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise RequestRejected(errors.BAD_REQUEST, f"limit must be from 1 to {MAX_SEARCH_LIMIT}; offset non-negative")
+    if principal.items is None:
+        return catalogue.search(text, department, licence_type, mode, region, offset, limit)
+    allowed: list[Item] = []
+    page_at = 0
+    while True:
+        total, page = catalogue.search(text, department, licence_type, mode, region, page_at, MAX_SEARCH_LIMIT)
+        allowed.extend(i for i in page if principal.may_use_item(i.code))
+        page_at += MAX_SEARCH_LIMIT
+        if page_at >= total:
+            break
+    return len(allowed), allowed[offset:offset + limit]
+
+
+# --- handlers --------------------------------------------------------------------------
+@requires_scope(ITEMS_READ)
+async def list_items(request: web.Request) -> web.Response:
+    catalogue, principal = _catalogue(request), request[AUTH_PRINCIPAL]
+    query = request.rel_url.query
+    unknown = sorted(set(query) - set(SEARCH_PARAMS))
+    if unknown:
+        raise RequestRejected(errors.BAD_REQUEST, f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+    for name in query:
+        if len(query.getall(name)) > 1:
+            raise RequestRejected(errors.BAD_REQUEST, f"query parameter '{name}' given more than once")
+    offset = _int_param(query, "offset", 0)
+    limit = _int_param(query, "limit", DEFAULT_LIMIT)
+    filters = {name: (query.get(name) or None) for name in ("q", "department", "licence_type", "mode", "region")}
+    total, page = search_for(catalogue, principal, text=filters["q"], department=filters["department"],
+                             licence_type=filters["licence_type"], mode=filters["mode"], region=filters["region"],
+                             offset=offset, limit=limit)
+    etag = make_etag(catalogue.etag, "items", _partner_scope_key(principal),
+                     *(f"{k}={filters[k] or ''}" for k in sorted(filters)), f"offset={offset}", f"limit={limit}")
+    nxt = offset + limit if offset + limit < total else None
+    return _cached_json(request, lambda: {
+        "items": [item_summary(i) for i in page], "total": total, "offset": offset, "limit": limit,
+        "next_offset": nxt, "catalogue_version": catalogue.etag[:16]}, etag)
+
+
+@requires_scope(ITEMS_READ)
+async def get_item(request: web.Request) -> web.Response:
+    catalogue, principal = _catalogue(request), request[AUTH_PRINCIPAL]
+    code = request.match_info["code"]
+    principal.require_item(code)
+    item = catalogue.item(code)
+    if item is None:
+        raise RequestRejected(errors.NOT_FOUND, f"no item {code[:64]!r}")
+    return _cached_json(request, lambda: item_detail(catalogue, item), make_etag(catalogue.etag, "item", code))
+
+
+@requires_scope(ITEMS_READ)
+async def list_licence_types(request: web.Request) -> web.Response:
+    catalogue = _catalogue(request)
+    return _cached_json(request, lambda: {"types": [t.to_dict() for t in catalogue.types],
+                                          "count": len(catalogue.types)},
+                        make_etag(catalogue.etag, "licence-types"))
+
+
+@requires_scope(ITEMS_CHECK)
+async def check_item_handler(request: web.Request) -> web.Response:
+    services, principal = request.app[SERVICES], request[AUTH_PRINCIPAL]
+    catalogue = _catalogue(request)
+    code = request.match_info["code"]
+    principal.require_item(code)
+    item = catalogue.item(code)
+    if item is None:
+        raise RequestRejected(errors.NOT_FOUND, f"no item {code[:64]!r}")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise RequestRejected(errors.BAD_REQUEST, "body must be an object with 'applicant' and 'licences'")
+    unknown = sorted(set(body) - CHECK_FIELDS)
+    if unknown:
+        raise RequestRejected(errors.BAD_REQUEST, f"unknown field(s): {', '.join(unknown)[:200]}")
+    applicant = parse_applicant(body.get("applicant"))
+    entries = body.get("licences")
+    if not isinstance(entries, list):
+        raise RequestRejected(errors.BAD_REQUEST, "'licences' must be a list of {licence, encoding}")
+    if len(entries) > services.settings.max_batch:
+        raise RequestRejected(errors.BATCH_TOO_LARGE, f"{len(entries)} > max_batch {services.settings.max_batch}")
+    presented: list[Presented] = []
+    for i, entry in enumerate(entries):
+        try:
+            data = decode_presented(entry, services.settings, f"licences[{i}]: ")
+        except RequestRejected:  # one bad entry does not spoil the others
+            presented.append(Presented.undecodable(i))
+            continue
+        presented.append(Presented.from_result(i, verify_now(request.app, data)))
+    for p in presented:
+        if p.region is not None:
+            principal.require_region(p.region[0])
+    outcome = check_item(catalogue, item, applicant, presented)
+    answer = outcome.to_dict()
+    answer["checked_at"] = services.clock().isoformat().replace("+00:00", "Z")
+    return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/items", list_items)
+    app.router.add_get("/v1/items/{code}", get_item)
+    app.router.add_post("/v1/items/{code}/check", check_item_handler)
+    app.router.add_get("/v1/licence-types", list_licence_types)
+
+
+if setup not in FEATURES:
+    FEATURES.append(setup)
