@@ -199,6 +199,7 @@ async def regions_handler(request: web.Request) -> web.Response:
     services, live = request.app[SERVICES], request.app[LIVE]
     current = live.current
     now = services.clock()
+    describe_status = getattr(services.status_source, "describe", None)
     out = []
     for code, info in services.regions.items():
         spec = services.specs[code]
@@ -208,6 +209,7 @@ async def regions_handler(request: web.Request) -> web.Response:
         if rt is not None:
             usable = [i for i in rt.issuers if i.cert.valid_at(now)]
             trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
+        fetch = describe_status(code) if describe_status else None
         out.append({
             "code": code, "name": info.name, "province": info.province, "group": info.group,
             "g60": bool(info.g60), "format": spec.family, "formats": [spec.family], "algorithms": list(spec.algorithms),
@@ -218,9 +220,14 @@ async def regions_handler(request: web.Request) -> web.Response:
                 "anchors": len(rt.anchors) if rt else 0,
                 "issuers": len(rt.issuers) if rt else 0,
             },
-            "status_list": None if rs is None else {
-                "age_seconds": int(rs.age(now).total_seconds()), "fresh": rs.fresh(now),
-                "max_age_seconds": int(rs.max_age.total_seconds()), "version": rs.version,
+            "status_list": {
+                "state": status_state(services, code, rs, now),
+                "age_seconds": None if rs is None else int(rs.age(now).total_seconds()),
+                "fresh": False if rs is None else rs.fresh(now),
+                "max_age_seconds": int(services.settings.status_max_age(code).total_seconds()),
+                "version": None if rs is None else rs.version,
+                "last_fetch_error": fetch.get("last_error") if fetch else None,
+                "fetched_at": fetch.get("fetched_at") if fetch else None,
             },
         })
     return _json({"regions": out, "count": len(out)})
@@ -239,11 +246,28 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("trust material not loaded" + (f": {live.last_error}" if live.last_error else ""))
     elif current.trust.expired(now):
         problems.append(f"trust list v{current.trust.version} expired {current.trust.expires_at.isoformat()}")
-    elif not any(rt.issuers for rt in current.trust.regions.values()):
-        problems.append("no region has a usable issuer")
+    elif not any(region_verifiable(services, current, code, now) for code in current.trust.regions):
+        problems.append("no region is verifiable (a valid, unrevoked issuer and a fresh status list)")
     if problems:
-        return _json({"status": "not-ready", "problems": problems}, status=503)
-    return _json({"status": "ready", "trust_list_version": current.trust.version})
+        return _json({"status": "not-ready", "problems": problems, "last_error": live.last_error}, status=503)
+    return _json({"status": "ready", "trust_list_version": current.trust.version, "last_error": live.last_error})
+
+
+def status_state(services: Services, code: str, rs: Any, now: dt.datetime) -> str:
+    """exempt | absent | fresh | stale (stale and absent answer indeterminate)."""
+    if code in services.settings.status_exempt_regions:
+        return "exempt"
+    if rs is None:
+        return "absent"
+    return "fresh" if rs.fresh(now) else "stale"
+
+
+def region_verifiable(services: Services, current: Any, code: str, now: dt.datetime) -> bool:
+    """Can a licence of ``code`` be answered valid now: a usable issuer and usable status?"""
+    rt = current.trust.regions.get(code) if current.trust else None
+    if rt is None or not any(i.cert.valid_at(now) and i.revocation is None for i in rt.issuers):
+        return False
+    return status_state(services, code, current.status.get(code), now) in ("fresh", "exempt")
 
 
 # --- lifecycle ---------------------------------------------------------------------------
@@ -306,3 +330,7 @@ def create_app(services: Services) -> web.Application:
 
 #: feature modules add their routes here: each is ``setup(app: web.Application) -> None``
 FEATURES: list[Callable[[web.Application], None]] = []
+
+# feature modules (imported last: they append their setup to FEATURES above)
+from . import items_routes, openapi_routes  # noqa: E402,F401
+from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v1/admin/trust)
