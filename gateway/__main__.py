@@ -5,6 +5,9 @@ Commands:
   demo issue --region CODE [--type T] [--state S]         print a simulated licence to POST
   demo cases                                              list simulator cases and their expected verdicts
   specs check                                             validate region specs and catalogues
+  trust sign --key K --in DOC --out SIGNED                sign a trust list with the operator key
+  trust inspect FILE                                      summarise a (signed) trust list, no checks
+  trust verify FILE --pubkey P [--held FILE]              check signature, expiry, rollback; build it
 """
 
 from __future__ import annotations
@@ -73,6 +76,61 @@ def _specs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trust(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import trustlist as tl
+
+    try:
+        if args.trust_cmd == "sign":
+            doc = orjson.loads(Path(args.input).read_bytes())
+            if isinstance(doc, dict) and doc.get("type") == tl.SIGNED_TYPE:
+                doc = doc["trust_list"]  # re-sign the document of a signed list
+            if not isinstance(doc, dict) or doc.get("type") != "elicence-trust-list":
+                print("错误 / error: input is not an elicence-trust-list document", file=sys.stderr)
+                return 2
+            private_key = tl.load_operator_private_key(args.key)
+            signed = tl.sign_trust_list(doc, private_key)
+            Path(args.out).write_bytes(orjson.dumps(signed, option=orjson.OPT_INDENT_2))
+            print(f"signed v{doc.get('version')} with key {tl.operator_key(private_key.public_key()).key_id} "
+                  f"-> {args.out}")
+            return 0
+        data = Path(args.file).read_bytes()
+        if args.trust_cmd == "inspect":
+            doc, header, _, _ = tl.parse_signed(data)
+            summary = {"signature_header": header, "signature_checked": False,
+                       "version": doc.get("version"), "framework": doc.get("framework"),
+                       "issued_at": doc.get("issued_at"), "expires_at": doc.get("expires_at"),
+                       "digest_sha256": tl.digest_of(doc),
+                       "regions": {code: {k: len(v) for k, v in r.items() if isinstance(v, list)}
+                                   for code, r in (doc.get("regions") or {}).items() if isinstance(r, dict)}}
+            sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        if args.trust_cmd == "verify":
+            from .bootstrap import load_static
+            from .config import load_settings
+            from .trust import build_snapshot
+
+            keys = [tl.load_operator_key(p) for p in args.pubkey]
+            signed = tl.open_signed(data, keys)
+            held = tl.open_signed(Path(args.held).read_bytes(), keys) if args.held else None
+            verdict = tl.judge(signed, held, dt.datetime.now(dt.timezone.utc))
+            regions, _, _ = load_static(load_settings(demo=True))
+            snap = build_snapshot(signed.doc, regions)
+            out = dict(tl.describe(signed), verdict=verdict,
+                       dropped=[{"region": d.region, "subject": d.subject, "key_id": d.key_id, "reason": d.reason}
+                                for d in snap.dropped])
+            sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+    except tl.TrustListRefused as exc:
+        print(f"拒绝 / refused: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"错误 / error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gateway", description="Cross-region e-licence gateway (电子证照互认网关)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -96,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     spsub = sp.add_subparsers(dest="specs_cmd", required=True)
     spsub.add_parser("check", help="validate every spec and catalogue")
     sp.set_defaults(func=_specs)
+    t = sub.add_parser("trust", help="signed trust lists (operator tooling)")
+    tsub = t.add_subparsers(dest="trust_cmd", required=True)
+    ts = tsub.add_parser("sign", help="sign a trust list document with the operator's private key")
+    ts.add_argument("--key", required=True, help="operator private key (PEM, Ed25519 or P-256)")
+    ts.add_argument("--in", dest="input", required=True, help="trust list document (JSON)")
+    ts.add_argument("--out", required=True, help="where to write the signed trust list")
+    ti = tsub.add_parser("inspect", help="summarise a signed trust list (the signature is NOT checked)")
+    ti.add_argument("file")
+    tv = tsub.add_parser("verify", help="check the signature with pinned keys, the dates and (with --held) rollback")
+    tv.add_argument("file")
+    tv.add_argument("--pubkey", required=True, action="append", help="pinned operator public key (PEM); repeatable")
+    tv.add_argument("--held", help="the signed list currently in force, to check for rollback")
+    t.set_defaults(func=_trust)
     return p
 
 

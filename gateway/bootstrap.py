@@ -6,6 +6,8 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+import orjson
+
 from adapters import Limits
 
 from .app import Services
@@ -13,11 +15,14 @@ from .catalogue import Catalogue, load_catalogue
 from .config import Settings
 from .core import Policy, Verifier
 from .devtrust import ensure_framework
-from .edges import FileTrustSource, MemoryStatusSource, MemoryTrustSource, SimulatorStatusSource
+from .edges import FileTrustSource, MemoryStatusSource
+from .issuer_server import IssuerServer
 from .simulator import IssuerSimulator
 from .specs import load_region_specs, load_regions
 from .status import StatusSnapshot
-from .trust import build_snapshot
+from .status_source import HttpStatusSource
+from .trustlist import (TEST_OPERATOR_PRIVATE, TEST_OPERATOR_PUBLIC, canonical_json, load_operator_key,
+                        load_operator_private_key, sign_trust_list)
 
 log = logging.getLogger("gateway.bootstrap")
 
@@ -65,16 +70,49 @@ def build_services(settings: Settings, now: dt.datetime | None = None) -> Servic
     verifier = Verifier(policy_from(settings), specs, type_names(catalogue))
     partners, gateway_key = load_auth(settings)
     if settings.demo:
-        doc, material = ensure_framework(Path(settings.var_dir) / "demo", specs, regions, now)
+        # The TEST framework's list goes through the same signed path as an operator's: signed
+        # with the TEST operator key (certs/trust/), written, then loaded by FileTrustSource.
+        demo_dir = Path(settings.var_dir) / "demo"
+        doc, material = ensure_framework(demo_dir, specs, regions, now)
+        signed_path = write_signed_demo_list(demo_dir, doc)
         simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
-        snapshot = build_snapshot(doc, regions, max_chain_depth=settings.max_chain_depth)
-        return Services(settings, regions, specs, verifier, MemoryTrustSource(snapshot),
-                        SimulatorStatusSource(simulator, dt.timedelta(seconds=settings.status_max_age_seconds)),
+        trust_source = FileTrustSource(signed_path, regions, settings.max_chain_depth,
+                                       [load_operator_key(TEST_OPERATOR_PUBLIC)], skew=settings.clock_skew)
+        # Status lists: the simulator's signed lists over loopback HTTP, fetched like any region's.
+        status_source = http_status_source(settings, {}, IssuerServer(simulator, ttl=settings.status_refresh_seconds))
+        return Services(settings, regions, specs, verifier, trust_source, status_source,
                         simulator=simulator, catalogue=catalogue, partners=partners, gateway_key=gateway_key)
-    # Operator mode: the trust list comes from a file. Until status sources are configured
-    # every region's status is unavailable, so verifications answer "indeterminate"
-    # (fail closed) unless a region is listed in status_exempt_regions.
-    return Services(settings, regions, specs, verifier,
-                    FileTrustSource(settings.trust_list, regions, settings.max_chain_depth),
-                    MemoryStatusSource(StatusSnapshot()), catalogue=catalogue, partners=partners,
-                    gateway_key=gateway_key)
+    # Operator mode: the signed trust list comes from a file, checked with the pinned operator
+    # keys. Without status_url_template every region's status is unavailable, so
+    # verifications answer "indeterminate" (fail closed) unless the region is exempt.
+    trust_source = FileTrustSource(settings.trust_list, regions, settings.max_chain_depth,
+                                   [load_operator_key(k) for k in settings.trust_operator_keys],
+                                   skew=settings.clock_skew)
+    status_source = MemoryStatusSource(StatusSnapshot())
+    if settings.status_url_template:
+        status_source = http_status_source(
+            settings, {code: settings.status_url_template.replace("{region}", code) for code in regions}, None)
+    return Services(settings, regions, specs, verifier, trust_source, status_source, catalogue=catalogue,
+                    partners=partners, gateway_key=gateway_key)
+
+
+def http_status_source(settings: Settings, endpoints: dict[str, str], local_issuer: IssuerServer | None):
+    return HttpStatusSource(endpoints, settings.status_max_age, interval=settings.status_refresh_seconds,
+                            jitter=settings.status_jitter_percent / 100, timeout=settings.status_fetch_timeout_seconds,
+                            skew=settings.clock_skew, local_issuer=local_issuer)
+
+
+def write_signed_demo_list(directory: Path, doc: dict) -> Path:
+    """Sign the demo trust list with the TEST operator key; rewrite only when it changed."""
+    path = Path(directory) / "trust-list.signed.json"
+    signed = canonical_json(sign_trust_list(doc, load_operator_private_key(TEST_OPERATOR_PRIVATE)))
+    try:
+        current = orjson.loads(path.read_bytes())
+        if current.get("trust_list") == doc:
+            return path
+    except (OSError, ValueError):
+        pass
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(signed)
+    tmp.replace(path)
+    return path

@@ -50,8 +50,24 @@ class Settings:
     status_max_age_by_region: Mapping[str, int] = field(default_factory=dict)
     #: regions whose licence status is explicitly not checked (reported on every answer)
     status_exempt_regions: tuple[str, ...] = ()
-    #: the trust list an operator provides (JSON); ignored in demo mode
+    #: the SIGNED trust list an operator provides (gateway/trustlist.py); ignored in demo mode
     trust_list: str = ""
+    #: pinned trust-framework operator PUBLIC keys (PEM files) allowed to sign the trust list;
+    #: required outside demo mode (demo mode pins the TEST key in certs/trust/)
+    trust_operator_keys: tuple[str, ...] = ()
+    #: poll the trust list file for changes every N seconds and hot-reload it (0: only on
+    #: POST /v1/admin/trust/reload)
+    trust_reload_seconds: int = 10
+    #: where each region's signed status list is fetched, "{region}" replaced by the region
+    #: code (operator mode; empty: no fetching, every status answers indeterminate unless exempt)
+    status_url_template: str = ""
+    #: longest time between two fetches of one region's status list, seconds (the list's own
+    #: ttl shortens it; jitter spreads the regions)
+    status_refresh_seconds: int = 60
+    #: random jitter on the status schedule, percent of the interval
+    status_jitter_percent: int = 10
+    #: timeout of one status list fetch, seconds
+    status_fetch_timeout_seconds: int = 5
     #: directory of region specs and catalogues
     specs_dir: str = str(ROOT / "specs")
     #: where demo mode keeps its generated TEST material
@@ -120,6 +136,16 @@ class Settings:
             raise ConfigError("clock_skew_seconds must be between 0 and 3600")
         if not self.demo and not self.trust_list:
             raise ConfigError("trust_list is required outside demo mode (set GATEWAY_TRUST_LIST or use --demo)")
+        if not self.demo and not self.trust_operator_keys:
+            raise ConfigError("trust_operator_keys is required outside demo mode: pin the operator's public key "
+                              "(set GATEWAY_TRUST_OPERATOR_KEYS)")
+        if self.trust_reload_seconds < 0 or self.status_refresh_seconds <= 0 or self.status_fetch_timeout_seconds <= 0:
+            raise ConfigError("trust_reload_seconds must be >= 0; status_refresh_seconds and "
+                              "status_fetch_timeout_seconds must be positive")
+        if not 0 <= self.status_jitter_percent < 100:
+            raise ConfigError("status_jitter_percent must be between 0 and 99")
+        if self.status_url_template and "{region}" not in self.status_url_template:
+            raise ConfigError("status_url_template must contain {region}")
         return self
 
 

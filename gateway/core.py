@@ -231,6 +231,9 @@ class Normalise(Check):
     name, gate = "normalise", True
 
     def run(self, ctx: Context) -> str:
+        no_data = ctx.envelope.extra.get("no_licence_data")  # e.g. a signed OFD that is not a licence
+        if no_data:
+            raise LicenceRejected(errors.FIELD_INVALID, no_data)
         ctx.licence = normalise(ctx.envelope.raw, ctx.spec, ctx.type_names)
         return PASS
 
@@ -290,8 +293,11 @@ class IssuerCertificate(Check):
         if signed is not None and signed.timestamp() > now.timestamp() + skew:
             raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"signed in the future ({signed.isoformat()})")
         when = signed if (signed is not None and pol.issuer_time_policy == "signing-time") else now
+        # Clock skew covers the difference between OUR clock and the issuer's; a signing time and
+        # a certificate's validity are both the issuer side's, so that boundary is exact.
+        tolerance = 0.0 if when is signed else skew
         for cert in (entry.cert, *entry.chain):
-            if not cert.valid_at(when, skew):
+            if not cert.valid_at(when, tolerance):
                 raise LicenceRejected(errors.ISSUER_CERT_EXPIRED,
                                       f"{cert.subject} valid {cert.not_before:%Y-%m-%d}..{cert.not_after:%Y-%m-%d}, "
                                       f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
@@ -363,6 +369,11 @@ class Status(Check):
 DEFAULT_CHECKS: tuple[Check, ...] = (
     TrustCurrent(), Format(), Issuer(), Algorithm(), Signature(), Normalise(),
     RegionBinding(), IdentifierCheck(), HolderCode(), IssuerCertificate(), ValidityPeriod(), Status(),
+)
+#: judge a signed document as signed (no licence fields): for signed files that are not
+#: e-licences, e.g. the OFD vectors (see adapters/ofd_seal.py)
+SIGNATURE_ONLY_CHECKS: tuple[Check, ...] = (
+    TrustCurrent(), Format(), Issuer(), Algorithm(), Signature(), IssuerCertificate(),
 )
 
 
@@ -502,5 +513,5 @@ def known_families() -> list[str]:
     return sorted(FAMILIES)
 
 
-__all__ = ["Check", "Policy", "Verdict", "VerificationResult", "Verifier", "denormalise", "normalise",
+__all__ = ["SIGNATURE_ONLY_CHECKS", "Check", "Policy", "Verdict", "VerificationResult", "Verifier", "denormalise", "normalise",
            "known_families", "PASS", "FAIL", "SKIP", "CHINA_TZ"]

@@ -15,14 +15,13 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
-
-import orjson
+from typing import Callable, Mapping, Protocol, Sequence
 
 from .simulator import IssuerSimulator
 from .specs import RegionInfo
 from .status import StatusSnapshot
 from .trust import TrustSnapshot, build_snapshot
+from .trustlist import OperatorKey, SignedTrustList, judge, open_signed
 
 log = logging.getLogger("gateway.edges")
 
@@ -66,16 +65,49 @@ class MemoryTrustSource:
 
 
 class FileTrustSource:
-    """Reads an operator-provided trust list (JSON) from disk."""
+    """Reads the operator's SIGNED trust list from disk (see :mod:`gateway.trustlist`).
 
-    def __init__(self, path: str | Path, regions: Mapping[str, RegionInfo], max_chain_depth: int) -> None:
+    Refuses (raises :class:`~gateway.trustlist.TrustListRefused`) a list with a bad or
+    unpinned signature, a version lower than the one held (rollback), the held version with
+    different content, or one past its expiry; the caller keeps serving the last good
+    snapshot. The same version and content again returns the held snapshot unchanged.
+    """
+
+    def __init__(self, path: str | Path, regions: Mapping[str, RegionInfo], max_chain_depth: int,
+                 operator_keys: Sequence[OperatorKey] = (), *,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 skew: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+        if not operator_keys:
+            raise ValueError("a signed trust list needs at least one pinned operator key")
         self.path = Path(path)
         self.regions = regions
         self.max_chain_depth = max_chain_depth
+        self.operator_keys = tuple(operator_keys)
+        self.clock = clock
+        self.skew = skew
+        self.held: SignedTrustList | None = None
+        self.snapshot_held: TrustSnapshot | None = None
+
+    def fingerprint(self) -> tuple[int, int] | None:
+        """(mtime_ns, size) of the file, for the reload watcher; None when missing."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     async def load(self) -> TrustSnapshot:
         raw = await asyncio.to_thread(self.path.read_bytes)
-        return build_snapshot(orjson.loads(raw), self.regions, max_chain_depth=self.max_chain_depth)
+        signed = open_signed(raw, self.operator_keys)
+        if judge(signed, self.held, self.clock(), self.skew) == "unchanged" and self.snapshot_held is not None:
+            return self.snapshot_held
+        snapshot = await asyncio.to_thread(build_snapshot, signed.doc, self.regions,
+                                           max_chain_depth=self.max_chain_depth)
+        for d in snapshot.dropped:
+            log.warning("trust list v%d: dropped entry region=%s key_id=%s subject=%s: %s",
+                        snapshot.version, d.region, d.key_id, d.subject, d.reason)
+        self.held, self.snapshot_held = signed, snapshot
+        return snapshot
 
 
 class MemoryStatusSource:

@@ -1,0 +1,193 @@
+"""Trust lifecycle at run time: reload without restart, status fetching, admin endpoints.
+
+Registered through ``app.FEATURES`` (see :func:`setup`):
+
+* ``GET  /v1/admin/trust`` (scope ``admin``) -- the trust list in force (version, expiry,
+  signer, digest), the last reload and why a candidate was refused, and every entry dropped
+  while building the snapshot (bad chain, expired, duplicate key id ...) with its reason.
+* ``POST /v1/admin/trust/reload`` (scope ``admin``) -- re-read the signed trust list now;
+  409 ``TRUST_LIST_REFUSED`` when it is refused (the previous list stays in force).
+* ``GET  /v1/admin/status`` (scope ``admin``) -- every region's status-list fetch state.
+
+A cleanup context starts the file watcher (polls the trust list's mtime every
+``trust_reload_seconds``) and, when the status source is the HTTP fetcher, opens its shared
+ClientSession and starts its schedule. Swaps are atomic (:class:`~gateway.edges.LiveTrust`):
+a verification in flight keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from aiohttp import web
+
+from . import errors
+from .app import FEATURES, LIVE, SERVICES
+from .auth import ADMIN, requires_scope
+from .edges import LiveTrust, TrustSource
+from .errors import RequestRejected
+from .status_source import HttpStatusSource
+from .trust import TrustListError
+
+log = logging.getLogger("gateway.trust")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    trigger: str  # "startup" | "file-change" | "admin"
+    outcome: str  # "accepted" | "unchanged" | "refused"
+    at: dt.datetime
+    version: int | None  # the version in force after the attempt
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "outcome": self.outcome, "at": self.at.isoformat(),
+                "version_in_force": self.version, "error": self.error}
+
+
+class TrustReloader:
+    """Serialised reloads of a trust source into a LiveTrust; keeps the last good snapshot."""
+
+    def __init__(self, source: TrustSource, live: LiveTrust, clock: Callable[[], dt.datetime]) -> None:
+        self.source = source
+        self.live = live
+        self.clock = clock
+        self.last: ReloadOutcome | None = None
+        self._lock = asyncio.Lock()
+        self._seen: Any = None
+
+    async def reload(self, trigger: str) -> ReloadOutcome:
+        async with self._lock:
+            before = self.live.current.trust
+            fingerprint = getattr(self.source, "fingerprint", lambda: None)()
+            try:
+                snap = await self.source.load()
+            except (TrustListError, OSError, ValueError) as exc:
+                self.live.last_error = f"{trigger}: trust list refused: {exc}"
+                log.error("trust list reload (%s) refused; keeping v%s: %s", trigger,
+                          before.version if before else "none", exc)
+                outcome = ReloadOutcome(trigger, "refused", self.clock(), before.version if before else None, str(exc))
+            else:
+                if snap is before:
+                    outcome = ReloadOutcome(trigger, "unchanged", self.clock(), snap.version)
+                else:
+                    self.live.set_trust(snap)
+                    self.live.last_error = None
+                    log.info("trust list v%d (%s) in force (%s; was v%s); %d entries dropped", snap.version,
+                             snap.framework, trigger, before.version if before else "none", len(snap.dropped))
+                    outcome = ReloadOutcome(trigger, "accepted", self.clock(), snap.version)
+            self._seen = fingerprint
+            self.last = outcome
+            return outcome
+
+    async def watch(self, interval: float) -> None:
+        """Poll the source's fingerprint (mtime, size); reload when it changes."""
+        fingerprint = getattr(self.source, "fingerprint")
+        if self._seen is None:
+            self._seen = fingerprint()
+        while True:
+            await asyncio.sleep(interval)
+            now_seen = fingerprint()
+            if now_seen is not None and now_seen != self._seen:
+                await self.reload("file-change")
+
+
+RELOADER = web.AppKey("trust_reloader", TrustReloader)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+@requires_scope(ADMIN)
+async def trust_info(request: web.Request) -> web.Response:
+    services, live, reloader = request.app[SERVICES], request.app[LIVE], request.app[RELOADER]
+    trust = live.current.trust
+    now = services.clock()
+    held = getattr(services.trust_source, "held", None)
+    body: dict[str, Any] = {
+        "in_force": None if trust is None else {
+            "framework": trust.framework, "version": trust.version, "issued_at": trust.issued_at.isoformat(),
+            "expires_at": trust.expires_at.isoformat(), "expired": trust.expired(now),
+            "regions": len(trust.regions), "issuers": len(trust.by_key_id),
+            "digest_sha256": held.digest if held else None, "signed_by": held.key_id if held else None,
+        },
+        "source": str(getattr(services.trust_source, "path", type(services.trust_source).__name__)),
+        "last_reload": reloader.last.as_dict() if reloader.last else None,
+        "last_error": live.last_error,
+        "dropped": [] if trust is None else [
+            {"region": d.region, "subject": d.subject, "key_id": d.key_id, "reason": d.reason} for d in trust.dropped],
+        "revoked_issuers": [] if trust is None else [
+            {"region": e.region, "key_id": e.key_id, "serial": e.revocation.serial_hex,
+             "revoked_at": e.revocation.revoked_at.isoformat(), "reason": e.revocation.reason}
+            for e in trust.by_key_id.values() if e.revocation is not None],
+    }
+    return _json(body)
+
+
+@requires_scope(ADMIN)
+async def trust_reload(request: web.Request) -> web.Response:
+    outcome = await request.app[RELOADER].reload("admin")
+    if outcome.outcome == "refused":
+        raise RequestRejected(errors.TRUST_LIST_REFUSED, f"{outcome.error} (v{outcome.version} stays in force)")
+    return _json(outcome.as_dict())
+
+
+@requires_scope(ADMIN)
+async def status_info(request: web.Request) -> web.Response:
+    services, live = request.app[SERVICES], request.app[LIVE]
+    now = services.clock()
+    describe = getattr(services.status_source, "describe", None)
+    out = {}
+    for code in services.regions:
+        rs = live.current.status.get(code)
+        out[code] = {
+            "age_seconds": None if rs is None else round(rs.age(now).total_seconds(), 3),
+            "fresh": False if rs is None else rs.fresh(now),
+            "max_age_seconds": int(services.settings.status_max_age(code).total_seconds()),
+            "fetch": describe(code) if describe else None,
+        }
+    return _json({"regions": out})
+
+
+async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
+    services, live, reloader = app[SERVICES], app[LIVE], app[RELOADER]
+    held = getattr(services.trust_source, "held", None)
+    if live.current.trust is not None or held is not None or live.last_error:
+        reloader.last = ReloadOutcome("startup", "refused" if live.current.trust is None else "accepted",
+                                      services.clock(), live.current.trust.version if live.current.trust else None,
+                                      live.last_error)
+    tasks: list[asyncio.Task[None]] = []
+    interval = services.settings.trust_reload_seconds
+    if hasattr(services.trust_source, "fingerprint") and interval > 0:
+        tasks.append(asyncio.create_task(reloader.watch(interval), name="trust-watch"))
+    source = services.status_source
+    if isinstance(source, HttpStatusSource):
+        await source.start(lambda: live.current.trust, live.set_status)
+    yield
+    for t in tasks:
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+    if isinstance(source, HttpStatusSource):
+        await source.close()
+
+
+def setup(app: web.Application) -> None:
+    services = app[SERVICES]
+    app[RELOADER] = TrustReloader(services.trust_source, app[LIVE], services.clock)
+    app.cleanup_ctx.append(lifecycle_ctx)
+    app.router.add_get("/v1/admin/trust", trust_info)
+    app.router.add_post("/v1/admin/trust/reload", trust_reload)
+    app.router.add_get("/v1/admin/status", status_info)
+
+
+if setup not in FEATURES:
+    FEATURES.append(setup)
