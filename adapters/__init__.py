@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from .base import Envelope, Family, KeyRef, Limits, SigningKey
 from .jws import JwsFamily
+from .ofd_seal import OfdSealFamily
+from .sm2_json import Sm2JsonFamily
+from .sm2_xml import Sm2XmlFamily
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (JwsFamily(),)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (JwsFamily(), Sm2JsonFamily(), Sm2XmlFamily(), OfdSealFamily())}
 
 
 def detect(data: bytes) -> Family | None:

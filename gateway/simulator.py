@@ -50,6 +50,17 @@ _GIVEN = ["子涵", "欣怡", "浩然", "梓萱", "宇轩", "雨桐", "俊杰", 
 _COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
 STATUS_LIST_SIZE = 1 << 16
 
+#: where a family's wire format changes the reason: an OFD seal carries its signer
+#: certificate, so a key outside the trust list is a chain that reaches no anchor
+EXPECTED_BY_FAMILY: dict[str, dict[str, tuple[str, str | None]]] = {
+    "ofd-seal": {"unknown-issuer": ("invalid", "UNTRUSTED_CHAIN")},
+}
+
+
+def expected(case: str, family: str) -> tuple[str, str | None]:
+    """The verdict and reason a simulator case must produce for a region of ``family``."""
+    return EXPECTED_BY_FAMILY.get(family, {}).get(case, EXPECTED[case])
+
 
 @dataclass(frozen=True, slots=True)
 class Issued:
@@ -196,9 +207,11 @@ class IssuerSimulator:
         if type_key not in self.types:
             raise ValueError(f"unknown licence type {type_key!r}")
         lic = self.canonical(region, type_key, now, holder=holder, case=case)
-        verdict, reason = EXPECTED[case]
+        family = FAMILIES[self.specs[region].family]
+        verdict, reason = expected(case, family.name)
         if case == "malformed":
-            data = b"eyJhbGciOiJFUzI1NiJ9.%%%not-base64%%%.AAAA"
+            data = (family.malformed(self.encode(region, lic, now)) if hasattr(family, "malformed")
+                    else b"eyJhbGciOiJFUzI1NiJ9.%%%not-base64%%%.AAAA")
         elif case == "wrong-issuer":
             other = self._neighbour(region)
             lic_other = self.canonical(other, type_key, now, holder=holder)

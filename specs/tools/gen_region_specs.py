@@ -75,13 +75,30 @@ def plan(code: str, province: str, group: str) -> dict:
     return {
         "652929": {"family": "jws", "algorithms": ["EdDSA"], "vocab": "english",
                    "notes": "柯坪县 (Xinjiang partner): JWS compact signed with Ed25519."},
-        "220600": {"family": "sm2-json", "algorithms": ["SM2"], "vocab": "chinese",
+        "220600": {"family": "sm2-json", "algorithms": ["SM2"], "vocab": "chinese", "key_ref": "kid",
                    "notes": "白山市 (Jilin partner): JSON with Chinese field names and a detached SM2 signature."},
-        "500102": {"family": "ofd-seal", "algorithms": ["SM2"], "vocab": "chinese",
-                   "notes": "涪陵区 (Chongqing partner): OFD with a GB/T 38540 seal."},
+        "500102": {"family": "ofd-seal", "algorithms": ["SM2"], "vocab": "chinese", "signature_type": "Sign",
+                   "notes": "涪陵区 (Chongqing partner): OFD with a plain SM2 digital signature (Type=Sign)."},
         "511600": {"family": "jws", "algorithms": ["ES256"], "vocab": "pinyin",
                    "notes": "广安市 (Sichuan partner): JWS compact, ES256, pinyin field names."},
     }[code]
+
+
+def options(p: dict, idx: int) -> dict[str, str]:
+    """Family-specific settings (see the family modules' docstrings)."""
+    fam = p["family"]
+    if fam in ("sm2-json", "sm2-xml"):
+        return {
+            # the simulator alternates the two signature forms the family accepts
+            "signature_encoding": "raw" if idx % 2 else "der",
+            # signing time inside the signed data: 签名时间, or its pinyin initials
+            "signing_time_field": "签名时间" if p["vocab"] == "chinese" else "qmsj",
+            # how the signature names its certificate: serial + region code, or thumbprint
+            "key_ref": p.get("key_ref", "serial"),
+        }
+    if fam == "ofd-seal":
+        return {"signature_type": p.get("signature_type", "Seal")}
+    return {}
 
 
 def render(row: dict, p: dict, idx: int) -> str:
@@ -108,6 +125,10 @@ def render(row: dict, p: dict, idx: int) -> str:
     lines += ["", "[holder_code_types]  # this region's vocabulary -> GB/T 36903 holder code type"]
     lines += [f'"{k}" = "{v}"' for k, v in holder.items()]
     lines += ["", "[surface]", f'container = "{SURFACE[p["vocab"]]}"', ""]
+    opts = options(p, idx)
+    if opts:
+        lines += ["[options]  # family-specific settings (see adapters/<family>.py)"]
+        lines += [f'{k} = "{v}"' for k, v in opts.items()] + [""]
     return "\n".join(lines)
 
 

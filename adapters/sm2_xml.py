@@ -1,0 +1,239 @@
+"""Format family ``sm2-xml``: licence data as XML (UTF-8 or GB 18030) with an SM2-with-SM3 signature.
+
+The project's model of the XML interfaces of the Jiangsu and Anhui licence platforms (their
+real interface documents are not available; the layout is recorded in each region spec)::
+
+    <?xml version="1.0" encoding="GB18030"?>
+    <ElectronicLicence xmlns="urn:elicence:sm2-xml:1">
+      <Data>
+        <zzbs>1.2.156.3005.2....</zzbs> ... <zmxx><birth_date>...</birth_date></zmxx> <qmsj>...</qmsj>
+      </Data>
+      <SignatureValue alg="SM2-with-SM3" region="320200" serial="..." encoding="der">base64</SignatureValue>
+    </ElectronicLicence>
+
+The text encoding is the region spec's ``text_encoding`` and is declared in the XML prolog
+(UTF-8 when there is no prolog); only UTF-8 and GB 18030 are read.
+
+**Signed bytes**: not the XML text but the *data*: the children of ``<Data>`` as a JSON
+object ``{element name: text}`` (the surface container as a nested object), serialised
+exactly as :func:`adapters.sm2_json.canonical_bytes` (orjson, keys sorted, UTF-8, no
+whitespace). So the signature is independent of the file's encoding, namespace prefixes
+and indentation, and it covers precisely the values the gateway reads. Element text is
+taken verbatim (not stripped); every value is text.
+
+**Hardened parsing**: the bytes are decoded by the declared codec (strictly) and the XML
+is refused if it contains a DOCTYPE or ENTITY declaration (no entity expansion, no external
+fetch), attributes or non-blank text where only elements belong, duplicate field
+elements, nesting deeper than the surface container, or more than :data:`MAX_ELEMENTS`
+elements. Parsing uses the standard library's ``xml.etree`` after those checks.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any, Mapping
+from xml.sax.saxutils import escape, quoteattr
+
+from gateway import errors
+from gateway.errors import LicenceRejected
+from gateway.specs import RegionSpec
+from gateway.trust import CertInfo
+
+from .base import Envelope, Limits, SigningKey
+from .sm2_json import (
+    DEFAULT_SIGNING_TIME_FIELD,
+    canonical_bytes,
+    decode_signature_value,
+    format_signing_time,
+    key_ref_from,
+    sign_bytes,
+    signature_block,
+    split_signing_time,
+    verify_sm2,
+)
+
+NS = "urn:elicence:sm2-xml:1"
+ROOT = "ElectronicLicence"
+MAX_ELEMENTS = 512
+ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
+_PROLOG = re.compile(rb"^\s*<\?xml\s[^>]{0,200}?\?>")
+_ENC_ATTR = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]{1,20})["']""")
+_NAME = re.compile(r"^[^\W\d][\w.\-]{0,63}$")
+_FORBIDDEN = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+# --- hardened reading ------------------------------------------------------------------
+def decode_xml(data: bytes, what: str = "XML") -> str:
+    """Bytes -> text by the prolog's declared encoding (UTF-8 or GB 18030 only), prolog removed."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    encoding = "utf-8"
+    m = _PROLOG.match(data)
+    if m:
+        enc = _ENC_ATTR.search(m.group(0))
+        if enc:
+            name = enc.group(1).decode("ascii").lower()
+            if name not in ENCODINGS:
+                raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"{what} encoding {name!r} is not UTF-8 or GB18030")
+            encoding = ENCODINGS[name]
+        data = data[m.end():]
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        raise LicenceRejected(errors.MALFORMED, f"{what} is not valid {encoding}") from None
+    if _FORBIDDEN.search(text):
+        raise LicenceRejected(errors.MALFORMED, f"{what}: DOCTYPE and ENTITY declarations are not allowed")
+    return text
+
+
+def parse_hardened(data: bytes, what: str = "XML") -> ET.Element:
+    text = decode_xml(data, what)
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise LicenceRejected(errors.MALFORMED, f"{what} is not well-formed: {exc}") from None
+    count = 0
+    for _ in root.iter():
+        count += 1
+        if count > MAX_ELEMENTS:
+            raise LicenceRejected(errors.MALFORMED, f"{what} has more than {MAX_ELEMENTS} elements")
+    return root
+
+
+def local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _no_stray_text(text: str | None, where: str) -> None:
+    if text is not None and text.strip():
+        raise LicenceRejected(errors.MALFORMED, f"unexpected text in {where}")
+
+
+def data_from_element(data_el: ET.Element, what: str) -> dict[str, Any]:
+    """``<Data>`` -> {name: text | {name: text}}; duplicates, attributes and deep nesting refused."""
+    if data_el.attrib:
+        raise LicenceRejected(errors.MALFORMED, f"{what}: <Data> takes no attributes")
+    _no_stray_text(data_el.text, f"{what} <Data>")
+    out: dict[str, Any] = {}
+    for el in data_el:
+        name = local(el.tag)
+        if name in out:
+            raise LicenceRejected(errors.MALFORMED, f"{what}: field {name} appears twice")
+        if el.attrib:
+            raise LicenceRejected(errors.MALFORMED, f"{what}: field {name} takes no attributes")
+        _no_stray_text(el.tail, f"{what} after {name}")
+        if len(el):
+            _no_stray_text(el.text, f"{what} {name}")
+            sub: dict[str, str] = {}
+            for s in el:
+                sname = local(s.tag)
+                if sname in sub:
+                    raise LicenceRejected(errors.MALFORMED, f"{what}: field {name}/{sname} appears twice")
+                if len(s) or s.attrib:
+                    raise LicenceRejected(errors.MALFORMED, f"{what}: field {name}/{sname} must be plain text")
+                _no_stray_text(s.tail, f"{what} after {name}/{sname}")
+                sub[sname] = s.text or ""
+            out[name] = sub
+        else:
+            out[name] = el.text or ""
+    return out
+
+
+# --- writing ---------------------------------------------------------------------------
+def as_text_data(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The region fields with every value as text (what XML can carry and what is signed)."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        _check_name(key)
+        if isinstance(value, Mapping):
+            out[key] = {_check_name(k): str(v) for k, v in value.items()}
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name) or name.lower().startswith("xml"):
+        raise ValueError(f"{name!r} cannot be an XML element name")
+    return name
+
+
+def data_xml(data: Mapping[str, Any]) -> str:
+    parts = ["<Data>"]
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            inner = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in value.items())
+            parts.append(f"<{key}>{inner}</{key}>")
+        else:
+            parts.append(f"<{key}>{escape(value)}</{key}>")
+    parts.append("</Data>")
+    return "".join(parts)
+
+
+def prolog(encoding: str) -> str:
+    return f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'
+
+
+class Sm2XmlFamily:
+    name = "sm2-xml"
+
+    def sniff(self, data: bytes) -> bool:
+        head = data[:512]
+        return b"<" in head[:64] and NS.encode() in head
+
+    def open(self, data: bytes, limits: Limits) -> Envelope:
+        if len(data) > limits.max_licence_bytes:
+            raise LicenceRejected(errors.MALFORMED, f"licence larger than {limits.max_licence_bytes} bytes")
+        root = parse_hardened(data, "SM2-XML licence")
+        if root.tag != f"{{{NS}}}{ROOT}":
+            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"root element {root.tag!r} is not {{{NS}}}{ROOT}")
+        _no_stray_text(root.text, "the root element")
+        children = list(root)
+        if [local(c.tag) for c in children] != ["Data", "SignatureValue"] or any(c.tag[1:].split("}")[0] != NS
+                                                                                 for c in children):
+            raise LicenceRejected(errors.MALFORMED, "the root must hold exactly <Data> then <SignatureValue>")
+        data_el, sig_el = children
+        for c in children:
+            _no_stray_text(c.tail, f"after <{local(c.tag)}>")
+        fields = data_from_element(data_el, "SM2-XML licence")
+        key_ref = key_ref_from(dict(sig_el.attrib))
+        unknown = set(sig_el.attrib) - {"alg", "region", "serial", "kid", "encoding"}
+        if unknown or len(sig_el):
+            raise LicenceRejected(errors.MALFORMED, f"<SignatureValue> has unexpected content {sorted(unknown)}")
+        signature = decode_signature_value((sig_el.text or "").strip())
+        signed = canonical_bytes(fields)
+        raw, signing_time = split_signing_time(fields)
+        return Envelope(self.name, "SM2", key_ref, raw, signing_time, signed_bytes=signed, signature=signature)
+
+    def verify(self, env: Envelope, cert: CertInfo) -> bool:
+        return verify_sm2(env, cert)
+
+    def encode(self, raw: Mapping[str, Any], spec: RegionSpec, key: SigningKey, signing_time: datetime) -> bytes:
+        data = as_text_data(raw)
+        data[spec.options.get("signing_time_field", DEFAULT_SIGNING_TIME_FIELD)] = format_signing_time(signing_time)
+        signature = sign_bytes(key, canonical_bytes(data), spec)
+        block = signature_block(spec, key, signature)
+        value = block.pop("value")
+        attrs = "".join(f" {k}={quoteattr(v)}" for k, v in block.items())
+        text = (prolog(spec.text_encoding) + f'<{ROOT} xmlns="{NS}">' + data_xml(data)
+                + f"<SignatureValue{attrs}>{value}</SignatureValue></{ROOT}>")
+        return text.encode(spec.text_encoding)
+
+    def tamper(self, data: bytes) -> bytes:
+        """Simulator: change the holder's name (a value, not the markup) after signing."""
+        text = decode_xml(data)
+        enc = _ENC_ATTR.search(_PROLOG.match(data).group(0)).group(1).decode().lower()  # type: ignore[union-attr]
+        start = text.index("<Data>") + len("<Data>")
+        first_close = text.index("</", start)
+        value_start = text.index(">", start) + 1
+        text = text[:value_start] + "甲" + text[value_start:first_close] + text[first_close:]
+        return (prolog(enc) + text).encode(ENCODINGS[enc])
+
+    def malformed(self, data: bytes) -> bytes:
+        """Simulator: XML cut short in transit (not well-formed)."""
+        return data[: len(data) * 2 // 3]
+
+
+__all__ = ["NS", "Sm2XmlFamily", "data_from_element", "data_xml", "parse_hardened", "as_text_data", "prolog"]
