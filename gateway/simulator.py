@@ -49,6 +49,18 @@ _SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
 _GIVEN = ["子涵", "欣怡", "浩然", "梓萱", "宇轩", "雨桐", "俊杰", "思远", "嘉怡", "晨阳", "一诺", "明哲"]
 _COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
 STATUS_LIST_SIZE = 1 << 16
+#: Standing statuses, identical in every simulator process (each demo gateway worker, ``demo
+#: issue``, ``demo corpus``): the top of every region's list holds indices that are revoked /
+#: suspended for good. A licence issued by one process with such an index is judged revoked /
+#: suspended by a gateway whose status lists come from another simulator instance (the load
+#: corpus relies on this, see gateway/corpus.py). Fresh indices count up from 1, far below.
+STANDING_REVOKED = range(STATUS_LIST_SIZE - 2048, STATUS_LIST_SIZE - 1024)
+STANDING_SUSPENDED = range(STATUS_LIST_SIZE - 1024, STATUS_LIST_SIZE)
+
+
+def _standing_values() -> dict[int, int]:
+    return {**dict.fromkeys(STANDING_REVOKED, REVOKED), **dict.fromkeys(STANDING_SUSPENDED, SUSPENDED)}
+
 
 #: where a family's wire format changes the reason: an OFD seal carries its signer
 #: certificate, so a key outside the trust list is a chain that reaches no anchor
@@ -90,7 +102,7 @@ class Issued:
 
 @dataclass(slots=True)
 class _RegionState:
-    values: dict[int, int] = field(default_factory=dict)
+    values: dict[int, int] = field(default_factory=_standing_values)
     next_index: int = 1
     list_version: int = 1
 
