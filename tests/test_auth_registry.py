@@ -46,7 +46,7 @@ def load_error(tmp: Path, body: str, name: str = "acme-partner") -> PartnerRegis
 
 def test_shipped_registry_loads_demo_and_restricted_partner() -> None:
     reg = load_partners(REGISTRY_DIR)
-    assert sorted(reg) == ["demo-partner", "restricted-partner"]
+    assert sorted(reg) == ["demo-partner", "load-partner", "restricted-partner"]
     demo, restricted = reg["demo-partner"], reg["restricted-partner"]
     assert demo.alg == "EdDSA" and demo.items is None and demo.regions is None
     assert "admin" not in demo.scopes
