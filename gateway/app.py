@@ -334,3 +334,4 @@ FEATURES: list[Callable[[web.Application], None]] = []
 # feature modules (imported last: they append their setup to FEATURES above)
 from . import items_routes, openapi_routes  # noqa: E402,F401
 from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v1/admin/trust)
+from . import console  # noqa: E402,F401  (service-window console at /console/)

@@ -1,0 +1,397 @@
+"""aiohttp routes of the service-window console, all under ``/console/`` (outside ``/v1``:
+partner bearer auth does not apply; the console has its own staff sessions).
+
+* Pages (GET, HTML): ``/console/`` (check), ``/console/login``, ``/console/status``,
+  ``/console/audit``, ``/console/receipt/{case}``; static assets under ``/console/static/``.
+* State-changing requests are POST and need the session's CSRF token: a hidden form field
+  (sign-out) or the ``X-CSRF-Token`` header (the JSON calls of ``console.js``). The sign-in
+  form carries a token bound to a short-lived nonce cookie.
+* Verification and the item check run through the API's own functions
+  (``gateway.app.verify_now``, ``gateway.checking.check_item``) with the clerk's id as the
+  operator recorded in the console's counters and passed to the audit hook when present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+
+from .. import errors
+from ..app import LIVE, SERVICES, decode_presented, read_json, verify_now
+from ..checking import Presented, parse_applicant
+from ..errors import RequestRejected
+from .accounts import StaffDirectory, make_hasher
+from .cases import MAX_LICENCES_PER_CASE, Case, case_view, result_digest
+from .i18n import LANGS, norm_lang, t
+from .metrics import VerificationCounters
+from .pages import audit_page, check_page, login_page, message_page, receipt_page, status_page
+from .receipt import qr_svg, receipt_claims, sign_receipt
+from .sessions import LoginCsrf, LoginThrottle, Session, SessionPolicy, SessionStore, ThrottlePolicy, csrf_ok
+
+log = logging.getLogger("gateway.console")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+SESSION_COOKIE = "console_session"
+LOGIN_COOKIE = "console_login"
+LANG_COOKIE = "console_lang"
+CSRF_HEADER = "X-CSRF-Token"
+COOKIE_PATH = "/console"
+MAX_SEARCH_RESULTS = 10
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+AuditHook = Callable[..., Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class ConsoleState:
+    directory: StaffDirectory
+    sessions: SessionStore
+    throttle: LoginThrottle
+    login_csrf: LoginCsrf
+    counters: VerificationCounters
+    #: optional ``hook(event: str, *, operator: str, window: str, item: str, result: VerificationResult,
+    #: request_id: str)`` called for every console verification (the audit trail plugs in here)
+    audit: AuditHook | None = None
+
+
+CONSOLE = web.AppKey("console", ConsoleState)
+SESSION = web.RequestKey("console_session", Session)
+
+
+# --- helpers -------------------------------------------------------------------------
+def _now(request: web.Request):
+    return request.app[SERVICES].clock()
+
+
+def lang_of(request: web.Request) -> str:
+    return norm_lang(request.query.get("lang") or request.cookies.get(LANG_COOKIE))
+
+
+def _html(request: web.Request, text: str, status: int = 200) -> web.Response:
+    resp = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+    lang = request.query.get("lang")
+    if lang in LANGS:  # the language switch: remember the choice (a preference, not a security state)
+        resp.set_cookie(LANG_COOKIE, lang, path=COOKIE_PATH, samesite="Strict", secure=request.secure,
+                        max_age=365 * 86400)
+    return resp
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _session(request: web.Request) -> Session | None:
+    return request.app[CONSOLE].sessions.get(request.cookies.get(SESSION_COOKIE), _now(request))
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Defence in depth next to the CSRF token: a browser's Origin, when sent, must be ours."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+def page(permission: str) -> Callable[[Callable[..., Awaitable[web.StreamResponse]]],
+                                      Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """A page for signed-in staff holding ``permission``; others go to the sign-in page."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def inner(request: web.Request) -> web.StreamResponse:
+            session = _session(request)
+            if session is None:
+                expired = "?expired=1" if request.cookies.get(SESSION_COOKIE) else ""
+                raise web.HTTPSeeOther(f"/console/login{expired}")
+            lang = lang_of(request)
+            if permission not in _perms(session):
+                return _html(request, message_page(lang, t(lang, "forbidden_page"), t(lang, "forbidden_page"), session),
+                             403)
+            request[SESSION] = session
+            return await handler(request)
+        return inner
+    return wrap
+
+
+def api(permission: str, *, state_changing: bool) -> Callable[..., Any]:
+    """A JSON endpoint: a live session with ``permission``; a CSRF token when it changes state."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def inner(request: web.Request) -> web.StreamResponse:
+            session = _session(request)
+            if session is None:
+                raise RequestRejected(errors.UNAUTHENTICATED, "console session missing or expired: sign in again")
+            if state_changing and (not csrf_ok(session, request.headers.get(CSRF_HEADER))
+                                   or not _same_origin(request)):
+                raise RequestRejected(errors.FORBIDDEN, "CSRF token missing or wrong")
+            if permission not in _perms(session):
+                raise RequestRejected(errors.FORBIDDEN, f"role {session.role} may not {permission}")
+            request[SESSION] = session
+            return await handler(request)
+        return inner
+    return wrap
+
+
+def _perms(session: Session) -> frozenset[str]:
+    from .accounts import PERMISSIONS
+
+    return PERMISSIONS.get(session.role, frozenset())
+
+
+def _set_session_cookie(request: web.Request, resp: web.StreamResponse, value: str) -> None:
+    resp.set_cookie(SESSION_COOKIE, value, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure)
+
+
+# --- sign-in / sign-out --------------------------------------------------------------
+async def root_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect("/console/")
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    state, lang = request.app[CONSOLE], lang_of(request)
+    if _session(request) is not None:
+        raise web.HTTPSeeOther("/console/")
+    message = ""
+    if request.query.get("expired"):
+        message = t(lang, "session_expired")
+    elif request.query.get("out"):
+        message = t(lang, "logged_out")
+    nonce, token = state.login_csrf.issue()
+    resp = _html(request, login_page(lang, token, message, demo=request.app[SERVICES].settings.demo))
+    resp.set_cookie(LOGIN_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure,
+                    max_age=1800)
+    if request.cookies.get(SESSION_COOKIE):
+        resp.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return resp
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    state, lang, now = request.app[CONSOLE], lang_of(request), _now(request)
+    form = await request.post()
+    username = str(form.get("username", ""))[:64].strip().lower()
+    password = str(form.get("password", ""))[:256]
+    if not state.login_csrf.ok(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf_token", ""))) \
+            or not _same_origin(request):
+        raise RequestRejected(errors.FORBIDDEN, "sign-in form CSRF token missing or wrong: reload the page")
+    client = request.remote or "-"
+    nonce, token = state.login_csrf.issue()
+
+    def again(message: str, status: int) -> web.Response:
+        resp = _html(request, login_page(lang, token, message, request.app[SERVICES].settings.demo, username), status)
+        resp.set_cookie(LOGIN_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict",
+                        secure=request.secure, max_age=1800)
+        return resp
+
+    if state.throttle.locked(username, client, now):
+        log.warning("console sign-in refused (locked): user=%s client=%s", username, client)
+        return again(t(lang, "login_locked"), 429)
+    account = await asyncio.get_running_loop().run_in_executor(None, state.directory.authenticate, username, password)
+    if account is None:
+        state.throttle.failure(username, client, now)
+        log.info("console sign-in failed: user=%s client=%s", username, client)
+        locked = state.throttle.locked(username, client, now)
+        return again(t(lang, "login_locked" if locked else "login_failed"), 429 if locked else 401)
+    state.throttle.success(username)
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        state.sessions.drop(old)
+    session = state.sessions.create(account.username, account.role, account.window, now)
+    log.info("console sign-in: user=%s role=%s window=%s", account.username, account.role, account.window)
+    resp = web.HTTPSeeOther("/console/")
+    _set_session_cookie(request, resp, session.id)
+    resp.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    raise resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    state = request.app[CONSOLE]
+    session = _session(request)
+    form = await request.post()
+    if session is not None:
+        if not csrf_ok(session, str(form.get("csrf_token", ""))) or not _same_origin(request):
+            raise RequestRejected(errors.FORBIDDEN, "CSRF token missing or wrong")
+        state.sessions.drop(session.id)
+        log.info("console sign-out: user=%s", session.username)
+    resp = web.HTTPSeeOther("/console/login?out=1")
+    resp.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    raise resp
+
+
+# --- pages ---------------------------------------------------------------------------
+@page("check")
+async def check_view(request: web.Request) -> web.StreamResponse:
+    return _html(request, check_page(lang_of(request), request[SESSION]))
+
+
+@page("status")
+async def status_view(request: web.Request) -> web.StreamResponse:
+    services, current, now = request.app[SERVICES], request.app[LIVE].current, _now(request)
+    counters = request.app[CONSOLE].counters
+    rows = []
+    for code, info in services.regions.items():
+        rt = current.trust.regions.get(code) if current.trust else None
+        trust_state = "absent"
+        if rt is not None:
+            usable = [i for i in rt.issuers if i.cert.valid_at(now)]
+            trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
+        rs = current.status.get(code)
+        w = counters.window(code, now)
+        rows.append({"code": code, "name": info.name, "format": services.specs[code].family, "trust_state": trust_state,
+                     "status_list": None if rs is None else {"fresh": rs.fresh(now), "version": rs.version,
+                                                             "age_seconds": int(rs.age(now).total_seconds())},
+                     "total": w.total, "error_rate": w.error_rate, "series": w.series})
+    version = current.trust.version if current.trust else None
+    return _html(request, status_page(lang_of(request), request[SESSION], version, rows))
+
+
+@page("audit")
+async def audit_view(request: web.Request) -> web.StreamResponse:
+    session = request[SESSION]
+    item = request.query.get("item", "")[:64]
+    search = request.app.get(AUDIT_SEARCH)
+    records: list[dict[str, Any]] = []
+    if search is not None:
+        records = await search(window=session.window, item=item or None, limit=100)
+    return _html(request, audit_page(lang_of(request), session, search is not None, records, item))
+
+
+@page("check")
+async def receipt_view(request: web.Request) -> web.StreamResponse:
+    services, session, lang = request.app[SERVICES], request[SESSION], lang_of(request)
+    case = session.cases.get(request.match_info["case"])
+    if case is None or not case.presented:
+        raise web.HTTPNotFound()
+    catalogue = services.catalogue
+    view = case_view(case, catalogue, lang)
+    digest = result_digest(case, catalogue)
+    claims = receipt_claims(case.id, case.item.code, view["complete"], digest, case.operator, case.window,
+                            case.checked_at or _now(request))
+    jws = sign_receipt(services.gateway_key, claims)
+    qr = qr_svg(jws, t(lang, "receipt_qr"))
+    return _html(request, receipt_page(lang, session, view, jws, qr, digest, services.gateway_key.kid))
+
+
+# --- JSON calls of console.js --------------------------------------------------------
+@api("check", state_changing=False)
+async def items_search(request: web.Request) -> web.Response:
+    catalogue, lang = request.app[SERVICES].catalogue, lang_of(request)
+    _, items = catalogue.search(text=request.query.get("q", "")[:64], limit=MAX_SEARCH_RESULTS)
+    return _json({"items": [{"code": i.code, "name": i.name_zh if lang == "zh" else i.name_en, "name_zh": i.name_zh,
+                             "department": i.department} for i in items]})
+
+
+@api("check", state_changing=True)
+async def case_open(request: web.Request) -> web.Response:
+    services, session, lang = request.app[SERVICES], request[SESSION], lang_of(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise RequestRejected(errors.BAD_REQUEST, "expected {item, applicant}")
+    item = services.catalogue.item(str(body.get("item", ""))[:64])
+    if item is None:
+        raise RequestRejected(errors.NOT_FOUND, "no such item")
+    applicant = parse_applicant(body.get("applicant"))
+    case = Case(secrets.token_urlsafe(12), item, applicant, session.username, session.window, _now(request))
+    request.app[CONSOLE].sessions.add_case(session, case.id, case)
+    return _json(case_view(case, services.catalogue, lang))
+
+
+def _case(request: web.Request) -> Case:
+    case = request[SESSION].cases.get(request.match_info["case"])
+    if case is None:
+        raise RequestRejected(errors.NOT_FOUND, "no such case in this session")
+    return case
+
+
+@api("check", state_changing=False)
+async def case_get(request: web.Request) -> web.Response:
+    return _json(case_view(_case(request), request.app[SERVICES].catalogue, lang_of(request)))
+
+
+@api("check", state_changing=True)
+async def case_add_licence(request: web.Request) -> web.Response:
+    services, state, session = request.app[SERVICES], request.app[CONSOLE], request[SESSION]
+    case = _case(request)
+    if len(case.presented) >= MAX_LICENCES_PER_CASE:
+        raise RequestRejected(errors.BATCH_TOO_LARGE, f"at most {MAX_LICENCES_PER_CASE} licences per case")
+    body = await read_json(request)
+    source = body.get("source") if isinstance(body, dict) else None
+    index = len(case.presented)
+    now = _now(request)
+    try:
+        data = decode_presented(body, services.settings)
+    except RequestRejected:  # undecodable input is a (malformed) licence, as in the item check API
+        presented = Presented.undecodable(index)
+        result = None
+    else:
+        result = verify_now(request.app, data)
+        presented = Presented.from_result(index, result)
+    state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
+    if state.audit is not None and result is not None:
+        maybe = state.audit("console.verify", operator=session.username, window=session.window, item=case.item.code,
+                            result=result, request_id=request.headers.get("X-Request-Id", ""))
+        if asyncio.iscoroutine(maybe):
+            await maybe
+    case.add(presented, "upload" if source == "upload" else "scan", now)
+    log.info("console check: user=%s window=%s item=%s licence#%d verdict=%s", session.username, session.window,
+             case.item.code, index + 1, presented.verdict)
+    return _json(case_view(case, services.catalogue, lang_of(request)))
+
+
+# --- wiring --------------------------------------------------------------------------
+#: optional ``async search(window=..., item=..., limit=...) -> list[dict]`` (the audit trail's search)
+AUDIT_SEARCH = web.AppKey("console_audit_search", Callable[..., Awaitable[list[dict[str, Any]]]])
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/console"):
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        if request.path.startswith("/console/static/"):
+            response.headers["Cache-Control"] = "no-cache"
+
+
+def build_state(app: web.Application) -> ConsoleState:
+    settings = app[SERVICES].settings
+    store = Path(settings.var_dir) / "console" / "staff.json"
+    return ConsoleState(
+        directory=StaffDirectory.build(store, settings.demo, make_hasher()),
+        sessions=SessionStore(SessionPolicy()),
+        throttle=LoginThrottle(ThrottlePolicy()),
+        login_csrf=LoginCsrf(),
+        counters=VerificationCounters(),
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[CONSOLE] = build_state(app)
+    app.on_response_prepare.append(_security_headers)
+    r = app.router
+    r.add_get("/console", root_redirect)
+    r.add_get("/console/", check_view)
+    r.add_get("/console/login", login_form)
+    r.add_post("/console/login", login_submit)
+    r.add_post("/console/logout", logout)
+    r.add_get("/console/status", status_view)
+    r.add_get("/console/audit", audit_view)
+    r.add_get("/console/receipt/{case}", receipt_view)
+    r.add_get("/console/api/items", items_search)
+    r.add_post("/console/api/cases", case_open)
+    r.add_get("/console/api/cases/{case}", case_get)
+    r.add_post("/console/api/cases/{case}/licences", case_add_licence)
+    r.add_static("/console/static", STATIC_DIR, follow_symlinks=False, append_version=False)

@@ -1,0 +1,152 @@
+"""Server-side console sessions, CSRF synchroniser tokens and the sign-in throttle.
+
+Pure state machines with ``now`` passed in: the routes give them the app's clock, tests a
+fake one. The browser only ever holds an opaque random session id (HttpOnly cookie); the
+CSRF token lives in the session and must come back in a header or hidden field on every
+state-changing request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    username: str
+    role: str
+    window: str
+    csrf: str
+    created: dt.datetime
+    last_seen: dt.datetime
+    #: the cases (办件) handled in this session, by id (bounded, oldest dropped)
+    cases: "OrderedDict[str, Any]" = field(default_factory=OrderedDict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    #: idle time after which a session ends (the clerk must sign in again)
+    idle_timeout: dt.timedelta = dt.timedelta(minutes=15)
+    #: absolute session lifetime, whatever the activity
+    max_lifetime: dt.timedelta = dt.timedelta(hours=12)
+    #: most live sessions kept (oldest evicted first): bounds memory
+    max_sessions: int = 10_000
+    #: most cases kept per session
+    max_cases: int = 50
+
+
+class SessionStore:
+    def __init__(self, policy: SessionPolicy = SessionPolicy()) -> None:
+        self.policy = policy
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, username: str, role: str, window: str, now: dt.datetime) -> Session:
+        while len(self._sessions) >= self.policy.max_sessions:
+            self._sessions.popitem(last=False)
+        session = Session(secrets.token_urlsafe(32), username, role, window, secrets.token_urlsafe(32), now, now)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str | None, now: dt.datetime, *, touch: bool = True) -> Session | None:
+        """The live session, or None when unknown, idle too long or too old (then it is dropped)."""
+        if not session_id:
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if now - session.last_seen > self.policy.idle_timeout or now - session.created > self.policy.max_lifetime:
+            del self._sessions[session_id]
+            return None
+        if touch:
+            session.last_seen = now
+            self._sessions.move_to_end(session_id)
+        return session
+
+    def drop(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    def add_case(self, session: Session, case_id: str, case: Any) -> None:
+        session.cases[case_id] = case
+        while len(session.cases) > self.policy.max_cases:
+            session.cases.popitem(last=False)
+
+
+def csrf_ok(session: Session, presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(session.csrf.encode(), str(presented).encode())
+
+
+class LoginCsrf:
+    """CSRF for the sign-in form itself (no session exists yet): the form carries
+    HMAC(secret, nonce) where the nonce is in a short-lived cookie."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+
+    def issue(self) -> tuple[str, str]:
+        nonce = secrets.token_urlsafe(24)
+        return nonce, self.token(nonce)
+
+    def token(self, nonce: str) -> str:
+        return hmac.new(self._secret, nonce.encode(), hashlib.sha256).hexdigest()
+
+    def ok(self, nonce: str | None, token: str | None) -> bool:
+        return bool(nonce) and bool(token) and hmac.compare_digest(self.token(str(nonce)), str(token))
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    #: failed sign-ins per user name within ``window`` before that name is locked
+    max_failures_per_user: int = 5
+    #: failed sign-ins per client address within ``window`` before that address is locked
+    max_failures_per_client: int = 20
+    window: dt.timedelta = dt.timedelta(minutes=15)
+    lockout: dt.timedelta = dt.timedelta(minutes=15)
+
+
+class LoginThrottle:
+    """Counts failed sign-ins per user name and per client address; locks either for a while."""
+
+    def __init__(self, policy: ThrottlePolicy = ThrottlePolicy(), max_keys: int = 50_000) -> None:
+        self.policy = policy
+        self._fails: OrderedDict[str, deque[dt.datetime]] = OrderedDict()
+        self._locked: dict[str, dt.datetime] = {}
+        self._max_keys = max_keys
+
+    def _key_locked(self, key: str, now: dt.datetime) -> bool:
+        until = self._locked.get(key)
+        if until is None:
+            return False
+        if now >= until:
+            del self._locked[key]
+            self._fails.pop(key, None)
+            return False
+        return True
+
+    def locked(self, username: str, client: str, now: dt.datetime) -> bool:
+        return self._key_locked(f"u:{username}", now) or self._key_locked(f"c:{client}", now)
+
+    def failure(self, username: str, client: str, now: dt.datetime) -> None:
+        for key, limit in ((f"u:{username}", self.policy.max_failures_per_user),
+                           (f"c:{client}", self.policy.max_failures_per_client)):
+            q = self._fails.setdefault(key, deque())
+            self._fails.move_to_end(key)
+            q.append(now)
+            while q and now - q[0] > self.policy.window:
+                q.popleft()
+            if len(q) >= limit:
+                self._locked[key] = now + self.policy.lockout
+        while len(self._fails) > self._max_keys:
+            self._fails.popitem(last=False)
+
+    def success(self, username: str) -> None:
+        self._fails.pop(f"u:{username}", None)
