@@ -82,6 +82,11 @@ class Settings:
     access_token_ttl_seconds: int = 600
     #: log level
     log_level: str = "INFO"
+    # --- service-window console (/console/, gateway/console/) ------------------------------
+    #: idle time after which a staff session ends, seconds
+    console_idle_timeout_seconds: int = 900
+    #: staff account store written by `python -m gateway staff add` (default: <var_dir>/console/staff.json)
+    console_staff_file: str = ""
     # --- federated query (POST /v1/licences/query, gateway/upstream/) ---------------------
     #: URL template of each region's sharing service ("{region}" -> region code); empty = none
     #: configured (every region then answers "error"). Demo: the loopback region simulator.
