@@ -224,7 +224,8 @@ async def regions_handler(request: web.Request) -> web.Response:
                 "state": status_state(services, code, rs, now),
                 "age_seconds": None if rs is None else int(rs.age(now).total_seconds()),
                 "fresh": False if rs is None else rs.fresh(now),
-                "max_age_seconds": int(services.settings.status_max_age(code).total_seconds()),
+                "max_age_seconds": int((rs.max_age if rs else services.settings.status_max_age(code))
+                                       .total_seconds()),
                 "version": None if rs is None else rs.version,
                 "last_fetch_error": fetch.get("last_error") if fetch else None,
                 "fetched_at": fetch.get("fetched_at") if fetch else None,
