@@ -8,6 +8,7 @@ Commands:
   trust sign --key K --in DOC --out SIGNED                sign a trust list with the operator key
   trust inspect FILE                                      summarise a (signed) trust list, no checks
   trust verify FILE --pubkey P [--held FILE]              check signature, expiry, rollback; build it
+  staff add USER --role R --window W [--password-stdin]   add a service-window console account
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("  try: TOKEN=$(python -m gateway demo token); python -m gateway demo issue --region 330500 | "
               "curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
               f"-d @- http://{settings.host}:{settings.port}/v1/licences/verify", flush=True)
+        from .console.cli import demo_banner
+
+        print(demo_banner(settings.host, settings.port), flush=True)
     if workers == 1:
         run_worker(settings, reuse_port=False)
         return 0
@@ -167,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--pubkey", required=True, action="append", help="pinned operator public key (PEM); repeatable")
     tv.add_argument("--held", help="the signed list currently in force, to check for rollback")
     t.set_defaults(func=_trust)
+    from .console.cli import add_staff_parser
+
+    add_staff_parser(sub)
     return p
 
 

@@ -14,6 +14,7 @@ partner bearer auth does not apply; the console has its own staff sessions).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import secrets
@@ -366,12 +367,15 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             response.headers["Cache-Control"] = "no-cache"
 
 
+def staff_file(settings: Any) -> Path:
+    return Path(settings.console_staff_file or Path(settings.var_dir) / "console" / "staff.json")
+
+
 def build_state(app: web.Application) -> ConsoleState:
     settings = app[SERVICES].settings
-    store = Path(settings.var_dir) / "console" / "staff.json"
     return ConsoleState(
-        directory=StaffDirectory.build(store, settings.demo, make_hasher()),
-        sessions=SessionStore(SessionPolicy()),
+        directory=StaffDirectory.build(staff_file(settings), settings.demo, make_hasher()),
+        sessions=SessionStore(SessionPolicy(idle_timeout=dt.timedelta(seconds=settings.console_idle_timeout_seconds))),
         throttle=LoginThrottle(ThrottlePolicy()),
         login_csrf=LoginCsrf(),
         counters=VerificationCounters(),

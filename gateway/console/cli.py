@@ -1,0 +1,64 @@
+"""``python -m gateway staff add|list`` and the demo banner listing the TEST staff accounts."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+from .accounts import DEMO_ACCOUNTS, ROLES, AccountError, add_account, load_accounts
+
+
+def _store(args: argparse.Namespace) -> Path:
+    if args.file:
+        return Path(args.file)
+    from ..config import load_settings
+    from .routes import staff_file
+
+    return staff_file(load_settings(args.config, demo=True))
+
+
+def _staff(args: argparse.Namespace) -> int:
+    try:
+        path = _store(args)
+        if args.staff_cmd == "list":
+            for a in load_accounts(path).values():
+                print(f"{a.username:20} {a.role:11} {a.window}")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("密码 / password: ")
+            if getpass.getpass("再次输入 / again: ") != password:
+                print("错误 / error: the passwords differ", file=sys.stderr)
+                return 2
+        account = add_account(path, args.username, args.role, args.window, password, replace=args.replace)
+    except AccountError as exc:
+        print(f"错误 / error: {exc}", file=sys.stderr)
+        return 2
+    print(f"added {account.username} ({account.role}, window {account.window}) to {path}")
+    return 0
+
+
+def add_staff_parser(sub: Any) -> None:
+    st = sub.add_parser("staff", help="service-window console staff accounts")
+    ssub = st.add_subparsers(dest="staff_cmd", required=True)
+    sa = ssub.add_parser("add", help="add (or with --replace reset) a staff account; the password is asked for")
+    sa.add_argument("username")
+    sa.add_argument("--role", required=True, choices=ROLES)
+    sa.add_argument("--window", required=True, help="service window id, e.g. HZ-01")
+    sa.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    sa.add_argument("--replace", action="store_true", help="reset an existing account")
+    sl = ssub.add_parser("list", help="list staff accounts (no hashes)")
+    for p in (sa, sl):
+        p.add_argument("--file", help="staff store (default: setting console_staff_file or var/console/staff.json)")
+        p.add_argument("--config", help="TOML settings file")
+    st.set_defaults(func=_staff)
+
+
+def demo_banner(host: str, port: int) -> str:
+    lines = [f"  console: http://{host}:{port}/console/  TEST staff accounts (demo only):"]
+    lines += [f"    {user:11} {password:24} role {role}, window {window}" for user, role, window, password in DEMO_ACCOUNTS]
+    return "\n".join(lines)
