@@ -4,6 +4,7 @@ Commands:
   serve [--demo] [--port N] [--host H] [--config FILE]   run the gateway
   demo issue --region CODE [--type T] [--state S]         print a simulated licence to POST
   demo cases                                              list simulator cases and their expected verdicts
+  demo corpus --out F.jsonl --count N [--mix ...]         write a load-test corpus (gateway/corpus.py)
   specs check                                             validate region specs and catalogues
   trust sign --key K --in DOC --out SIGNED                sign a trust list with the operator key
   trust inspect FILE                                      summarise a (signed) trust list, no checks
@@ -58,6 +59,10 @@ def _demo(args: argparse.Namespace) -> int:
             verdict, reason = EXPECTED[case]
             print(f"{case:15} -> {verdict:13} {reason or ''}")
         return 0
+    if args.demo_cmd == "corpus":
+        from .corpus import demo_corpus_command
+
+        return demo_corpus_command(args)
     if args.demo_cmd == "issue":
         services = build_services(load_settings(demo=True))
         sim = services.simulator
@@ -153,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--state", default="valid", help="valid|expired|not-yet-valid|revoked|suspended|tampered|"
                                                      "wrong-issuer|unknown-issuer|malformed")
     dsub.add_parser("cases", help="list the simulator's cases")
+    dc = dsub.add_parser("corpus", help="write a load-test corpus (JSONL, see load/README.md)")
+    from .corpus import add_corpus_arguments
+
+    add_corpus_arguments(dc)
     d.set_defaults(func=_demo)
     sp = sub.add_parser("specs", help="region specs and catalogues")
     spsub = sp.add_subparsers(dest="specs_cmd", required=True)
