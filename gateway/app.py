@@ -336,3 +336,4 @@ FEATURES: list[Callable[[web.Application], None]] = []
 from . import items_routes, openapi_routes  # noqa: E402,F401
 from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v1/admin/trust)
 from . import console  # noqa: E402,F401  (service-window console at /console/)
+from . import query_routes  # noqa: E402,F401  (federated query, /v1/admin/upstreams)

@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from .config import HMAC_JSON, SM2_JSON, TWO_STEP, XML, UpstreamConfig
 from .retry import UpstreamFailure
@@ -79,12 +80,13 @@ async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
 async def send(session: aiohttp.ClientSession, cfg: UpstreamConfig, method: str, path: str, body: bytes,
                content_type: str, budget_ms: int, max_bytes: int) -> bytes:
     """One signed request; returns the body of a 200 answer or raises UpstreamFailure."""
-    headers = cfg.credentials.sign(method, path, str(int(time.time())), secrets.token_hex(12), body)
+    url = URL(cfg.base_url + path)
+    headers = cfg.credentials.sign(method, url.path, str(int(time.time())), secrets.token_hex(12), body)
     headers[DEADLINE_HEADER] = str(max(0, budget_ms))
     if body:
         headers["Content-Type"] = content_type
     try:
-        async with session.request(method, cfg.base_url + path, data=body or None, headers=headers,
+        async with session.request(method, url, data=body or None, headers=headers,
                                    allow_redirects=False) as resp:
             if resp.status == 503:
                 raise UpstreamFailure("region answered 503 (not processed)", safe=True)

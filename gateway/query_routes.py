@@ -1,0 +1,386 @@
+"""``POST /v1/licences/query``: fetch an applicant's licences from the issuing regions.
+
+The clerk enters the applicant's code; the gateway routes the query
+(:mod:`gateway.upstream.routing`), asks every region concurrently through
+:class:`~gateway.upstream.Upstreams` (deadline, retries, breaker, concurrency limit), verifies
+every returned licence through the same core as a presented one (:func:`gateway.app.verify_now`:
+signature, chain, status), binds it to the holder asked about, and answers per region:
+``ok`` / ``not_found`` / ``timeout`` / ``error`` / ``circuit_open``. Licence data leaves only as
+:func:`gateway.catalogue.disclose` of the item's requirements; a licence that fails its
+signature, names another holder, comes from another region or is of a type not asked for is
+*rejected* and reported without any of its data.
+
+The whole answer is bounded by the request's deadline (``deadline_ms``, at most the
+``query_deadline_ms`` setting): regions still running when it expires are cancelled and
+answered ``timeout``.
+
+Every query is audited through the :data:`QUERY_AUDIT` hook (partner, item, use cause,
+regions asked and the outcome of each; the holder only as a keyed hash) before the answer
+is sent; if the hook fails, no answer is given (AUDIT_UNAVAILABLE).
+
+``GET /v1/admin/upstreams`` (scope ``admin``): per-region flavour, breaker state and counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import orjson
+from aiohttp import web
+
+from . import errors
+from .app import FEATURES, LIVE, REQUEST_ID, SERVICES, read_json, verify_now
+from .auth import ADMIN, AUTH_PRINCIPAL, LICENCES_QUERY, requires_scope
+from .catalogue import Catalogue, Item, LicenceType, Requirement, disclose
+from .config import ConfigError, Settings
+from .core import PASS, Verdict, VerificationResult
+from .errors import GatewayError, InfrastructureError, RequestRejected
+from .identifiers import HOLDER_CODE_TYPES, citizen_id_valid, holder_code_valid, mask_holder_code
+from .upstream import (BreakerPolicy, HolderQuery, RegionFetch, ResiliencePolicy, RetryPolicy, Upstreams,
+                       build_configs)
+from .upstream.routing import route
+
+log = logging.getLogger("gateway.query")
+
+MAX_USE_CAUSE = 200
+MAX_NAME = 64
+MAX_TYPES = 16
+_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_CASE_FOLDED = frozenset({"111", "001"})
+
+UPSTREAMS = web.AppKey("upstreams", Upstreams)
+#: optional, set before start-up: the breakers' clock (tests inject a fake one)
+UPSTREAM_CLOCK = web.AppKey("upstream_clock", object)
+
+
+# --- audit hook -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueryAuditRecord:
+    """What is audited of one query. No holder code: only ``holder_hmac``; no licence data."""
+
+    request_id: str
+    partner: str
+    item_code: str
+    use_cause: str
+    holder_hmac: str
+    regions: tuple[tuple[str, str], ...]  # (region, outcome) for every region asked
+    rejected: int  # licences rejected (wrong holder, bad signature, ...)
+    elapsed_ms: int
+
+    def as_audit_fields(self) -> dict[str, Any]:
+        """The fields of a ``gateway.audit`` event of kind ``query`` (extra holds JSON scalars)."""
+        return {"kind": "query", "request_id": self.request_id, "partner": self.partner,
+                "item_code": self.item_code, "holder_hmac": self.holder_hmac,
+                "verdict": "answered" if any(o == "ok" for _, o in self.regions) else "no-licence",
+                "extra": {"use_cause": self.use_cause, "rejected": self.rejected, "elapsed_ms": self.elapsed_ms,
+                          "regions": ";".join(f"{r}:{o}" for r, o in self.regions)}}
+
+
+class QueryAuditHook(Protocol):
+    async def record_query(self, record: QueryAuditRecord) -> None: ...
+
+
+class LogQueryAudit:
+    """Default hook until an audit store is wired: one JSON log line per query."""
+
+    async def record_query(self, record: QueryAuditRecord) -> None:
+        log.info("query audit %s", orjson.dumps(record.as_audit_fields()).decode("utf-8"))
+
+
+#: the audit hook of the query route (replace before start-up to send records elsewhere)
+QUERY_AUDIT = web.AppKey("query_audit", object)
+
+
+def holder_hmac(key: bytes, code_type: str, code: str) -> str:
+    """Keyed HMAC-SHA256 of a holder code, in the same form as ``gateway.audit`` records
+    (type and upper-cased code joined by U+001F), so a supervisor's search finds both."""
+    return hmac.new(key, f"{code_type.strip()}\x1f{code.strip().upper()}".encode(), hashlib.sha256).hexdigest()
+
+
+# --- request ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    code_type: str
+    code: str
+    name: str | None
+    item: Item
+    types: tuple[LicenceType, ...]
+    regions: tuple[str, ...]
+    skipped: tuple[str, ...]  # routed by default but not allowed for this partner
+    use_cause: str
+    deadline_ms: int
+
+
+def _bad(detail: str) -> RequestRejected:
+    return RequestRejected(errors.BAD_REQUEST, detail)
+
+
+def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], settings: Settings,
+                may_use_item: Callable[[str], bool], may_use_region: Callable[[str], bool]) -> QueryRequest:
+    """Validate the body into a :class:`QueryRequest` (RequestRejected on anything wrong)."""
+    if not isinstance(body, dict):
+        raise _bad("body must be a JSON object")
+    unknown = set(body) - {"holder", "licence_types", "regions", "item", "use_cause", "deadline_ms"}
+    if unknown:
+        raise _bad(f"unknown field(s) {sorted(unknown)}")
+    holder = body.get("holder")
+    if not isinstance(holder, dict) or set(holder) - {"code_type", "code", "name"}:
+        raise _bad("'holder' must be an object with code_type, code and optionally name")
+    code_type, code, name = holder.get("code_type"), holder.get("code"), holder.get("name")
+    if not isinstance(code_type, str) or code_type not in HOLDER_CODE_TYPES or not isinstance(code, str):
+        raise RequestRejected(errors.APPLICANT_INVALID, "holder.code_type must be a GB/T 36903 holder code type")
+    code = code.strip().upper() if code_type in _CASE_FOLDED else code.strip()
+    if not holder_code_valid(code_type, code):
+        raise RequestRejected(errors.APPLICANT_INVALID, f"holder.code is not a valid code of type {code_type}")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME):
+        raise _bad(f"holder.name must be 1-{MAX_NAME} characters")
+    item_code = body.get("item")
+    if not isinstance(item_code, str) or not item_code:
+        raise _bad("'item' must be an item code")
+    item = catalogue.item(item_code)
+    if item is None:
+        raise RequestRejected(errors.NOT_FOUND, f"no item {item_code!r}")
+    if not may_use_item(item_code):
+        raise RequestRejected(errors.FORBIDDEN, f"the partner may not use item {item_code}")
+    use_cause = body.get("use_cause")
+    if not isinstance(use_cause, str) or not use_cause.strip() or len(use_cause) > MAX_USE_CAUSE:
+        raise _bad(f"'use_cause' (用证事由) must be 1-{MAX_USE_CAUSE} characters")
+    if any(citizen_id_valid(m.group(0).upper()) for m in _CODE_LIKE.finditer(use_cause)):
+        raise _bad("'use_cause' must not contain an ID number (it is audited in clear)")
+    types = _types(body.get("licence_types"), item, catalogue, code_type)
+    explicit = body.get("regions")
+    if explicit is not None:
+        if not isinstance(explicit, list) or not explicit or not all(isinstance(r, str) for r in explicit):
+            raise _bad("'regions' must be a non-empty list of region codes")
+        unknown_regions = [r for r in explicit if r not in region_codes]
+        if unknown_regions:
+            raise _bad(f"unknown region(s) {unknown_regions}")
+        forbidden = [r for r in explicit if not may_use_region(r)]
+        if forbidden:
+            raise RequestRejected(errors.FORBIDDEN, f"the partner may not query region(s) {forbidden}")
+    routed = route(code_type, code, item.all_regions, item.regions, explicit, region_codes)
+    allowed = tuple(r for r in routed if may_use_region(r))
+    skipped = tuple(r for r in routed if not may_use_region(r))
+    if not routed:
+        raise _bad("no region to ask: the holder code encodes no region and the item names none; give 'regions'")
+    if not allowed:
+        raise RequestRejected(errors.FORBIDDEN, f"the partner may not query region(s) {list(skipped)}")
+    if len(allowed) > settings.query_max_regions:
+        raise _bad(f"{len(allowed)} regions > query_max_regions {settings.query_max_regions}")
+    deadline = body.get("deadline_ms", settings.query_deadline_ms)
+    if isinstance(deadline, bool) or not isinstance(deadline, int) or deadline < 1:
+        raise _bad("'deadline_ms' must be a positive integer")
+    return QueryRequest(code_type, code, name.strip() if name else None, item, types, allowed, skipped,
+                        use_cause.strip(), min(deadline, settings.query_deadline_ms))
+
+
+def _types(raw: Any, item: Item, catalogue: Catalogue, code_type: str) -> tuple[LicenceType, ...]:
+    if raw is None:  # default: what the item asks of the holder themself
+        keys = [k for r in item.requirements if r.binding == "holder" for k in r.accept]
+        out = [t for k in dict.fromkeys(keys) if (t := catalogue.type_by_key(k)) and code_type in t.holder_code_types]
+        if not out:
+            raise RequestRejected(errors.TYPE_NOT_ACCEPTED, "the item asks for no licence this holder could hold; "
+                                                            "give 'licence_types'")
+        return tuple(out)
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_TYPES or not all(isinstance(k, str) for k in raw):
+        raise _bad(f"'licence_types' must be a list of 1-{MAX_TYPES} licence type keys or codes")
+    out = []
+    for k in dict.fromkeys(raw):
+        t = catalogue.type_by_key(k) or catalogue.type_by_code(k)
+        if t is None:
+            raise _bad(f"unknown licence type {k!r}")
+        if t.key not in item.licence_types:
+            raise RequestRejected(errors.TYPE_NOT_ACCEPTED, f"item {item.code} does not ask for {t.key}")
+        out.append(t)
+    return tuple(out)
+
+
+# --- per-region answer ----------------------------------------------------------------
+def _reasons(result: VerificationResult) -> list[dict[str, str]]:
+    # codes and messages only: details may quote licence values
+    return [r.reason.as_dict() for r in result.reasons]
+
+
+def _rejection(index: int, reason: errors.Reason) -> dict[str, Any]:
+    return {"index": index, "verdict": Verdict.INVALID.value, "reasons": [reason.as_dict()]}
+
+
+def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, catalogue: Catalogue
+          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """One returned licence -> (disclosed entry, None) or (None, rejection). Pure."""
+    lic = result.licence
+    if lic is None or result.checks.get("signature") != PASS:
+        reasons = _reasons(result) or [errors.MALFORMED.as_dict()]
+        return None, {"index": index, "verdict": result.verdict.value, "reasons": reasons}
+    if result.region is None or result.region.code != region:
+        return None, _rejection(index, errors.ISSUER_REGION_MISMATCH)
+    folded = lic.holder_code.upper() if lic.holder_code_type in _CASE_FOLDED else lic.holder_code
+    if lic.holder_code_type != q.code_type or folded != q.code:
+        return None, _rejection(index, errors.HOLDER_MISMATCH)
+    ltype = catalogue.type_by_code(lic.type_code)
+    if ltype is None or ltype not in q.types:
+        return None, _rejection(index, errors.TYPE_NOT_ACCEPTED)
+    reqs: list[Requirement] = [r for r in q.item.requirements if r.binding == "holder" and ltype.key in r.accept]
+    disclosed: dict[str, Any] = {}
+    for req in reqs:
+        part = disclose(req, lic)
+        surface = part.pop("surface", None)
+        disclosed.update(part)
+        if surface is not None:
+            disclosed.setdefault("surface", {}).update(surface)
+    entry = {"type": ltype.key, "type_name": ltype.name_zh, "verdict": result.verdict.value,
+             "reasons": _reasons(result), "requirements": [r.id for r in reqs], "licence": disclosed,
+             "notes": [n.as_dict() for n in result.notes]}
+    return entry, None
+
+
+def region_answer(q: QueryRequest, fetch: RegionFetch, verify: Callable[[bytes], VerificationResult],
+                  catalogue: Catalogue, region_name: str) -> dict[str, Any]:
+    licences: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    status = fetch.outcome
+    for i, data in enumerate(fetch.licences):
+        try:
+            result = verify(data)
+        except GatewayError as exc:  # e.g. trust not loaded: nothing can be judged
+            rejected.append({"index": i, "verdict": Verdict.INDETERMINATE.value, "reasons": [exc.reason.as_dict()]})
+            continue
+        entry, rejection = judge(q, fetch.region, i, result, catalogue)
+        if entry is not None:
+            licences.append(entry)
+        else:
+            rejected.append(rejection)
+    detail = fetch.detail
+    if status == "ok" and not licences:
+        status = "error"
+        detail = "every licence the region returned was rejected"
+    return {"region": fetch.region, "name": region_name, "status": status, "licences": licences,
+            "rejected": rejected, "detail": detail, "attempts": fetch.attempts, "latency_ms": fetch.latency_ms}
+
+
+# --- handlers -----------------------------------------------------------------------------
+@requires_scope(LICENCES_QUERY)
+async def query_handler(request: web.Request) -> web.Response:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    app = request.app
+    services, upstreams = app[SERVICES], app[UPSTREAMS]
+    settings, catalogue = services.settings, services.catalogue
+    principal = request[AUTH_PRINCIPAL]
+    q = parse_query(await read_json(request), catalogue, tuple(services.specs), settings,
+                    principal.may_use_item, principal.may_use_region)
+    deadline = started + q.deadline_ms / 1000
+    fetch_deadline = deadline - min(settings.query_reserve_ms, q.deadline_ms // 4) / 1000
+    hq = HolderQuery(q.code_type, q.code, q.name, tuple(t.type_code for t in q.types))
+    verify = lambda data: verify_now(app, data)  # noqa: E731 - the current trust snapshot at verify time
+
+    async def ask(region: str) -> dict[str, Any]:
+        fetch = await upstreams.fetch(region, hq, fetch_deadline)
+        return region_answer(q, fetch, verify, catalogue, services.regions[region].name)
+
+    tasks = {region: asyncio.create_task(ask(region)) for region in q.regions}
+    _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - loop.time() - 0.005))
+    for task in pending:  # stragglers: cancelled, answered "timeout"
+        task.cancel()
+    answers = []
+    for region, task in tasks.items():
+        if task in pending or task.cancelled():
+            answers.append({"region": region, "name": services.regions[region].name, "status": "timeout",
+                            "licences": [], "rejected": [], "detail": "deadline reached", "attempts": None,
+                            "latency_ms": None})
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("query of region %s failed: %r", region, exc)
+            answers.append({"region": region, "name": services.regions[region].name, "status": "error",
+                            "licences": [], "rejected": [], "detail": "internal error", "attempts": None,
+                            "latency_ms": None})
+        else:
+            answers.append(task.result())
+    elapsed_ms = int((loop.time() - started) * 1000)
+    hook = app.get(QUERY_AUDIT) or LogQueryAudit()
+    record = QueryAuditRecord(
+        request_id=request[REQUEST_ID], partner=principal.client_id, item_code=q.item.code, use_cause=q.use_cause,
+        holder_hmac=holder_hmac(settings.query_holder_hash_key.encode("utf-8"), q.code_type, q.code),
+        regions=tuple((a["region"], a["status"]) for a in answers),
+        rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=elapsed_ms)
+    try:
+        await hook.record_query(record)  # type: ignore[attr-defined]
+    except Exception as exc:
+        log.error("query audit failed: %r", exc)
+        raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the query was not answered") from None
+    return web.Response(body=orjson.dumps({
+        "request_id": request[REQUEST_ID],
+        "item": {"code": q.item.code, "name_zh": q.item.name_zh},
+        "holder": {"code_type": q.code_type, "code_masked": mask_holder_code(q.code)},
+        "licence_types": [t.key for t in q.types],
+        "deadline_ms": q.deadline_ms, "elapsed_ms": elapsed_ms,
+        "complete": all(a["status"] in ("ok", "not_found") for a in answers),
+        "regions": answers,
+        "skipped_regions": [{"region": r, "reason": errors.FORBIDDEN.as_dict()} for r in q.skipped],
+        "meta": {"upstreams": {a["region"]: _meta(upstreams, a["region"]) for a in answers}},
+    }), content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _meta(upstreams: Upstreams, region: str) -> dict[str, Any] | None:
+    breaker = upstreams.breakers.get(region)
+    counters = upstreams.counters.get(region)
+    if breaker is None or counters is None:
+        return None
+    return {"breaker": breaker.current(upstreams.clock()).value, "requests": counters.requests,
+            "outcomes": dict(counters.outcomes)}
+
+
+@requires_scope(ADMIN)
+async def upstreams_handler(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps({"upstreams": request.app[UPSTREAMS].status()}),
+                        content_type="application/json")
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+def policy_from(settings: Settings) -> ResiliencePolicy:
+    for name in ("query_deadline_ms", "query_max_regions", "upstream_timeout_ms", "upstream_concurrency",
+                 "upstream_max_connections", "upstream_max_body_bytes", "breaker_window_seconds",
+                 "breaker_min_requests", "breaker_cool_down_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if settings.upstream_retries < 0 or settings.upstream_backoff_ms < 0 or settings.query_reserve_ms < 0:
+        raise ConfigError("upstream_retries, upstream_backoff_ms and query_reserve_ms must not be negative")
+    if not 0 < settings.breaker_error_percent <= 100:
+        raise ConfigError("breaker_error_percent must be 1..100")
+    if "{region}" not in settings.upstream_base_url and settings.upstream_base_url:
+        raise ConfigError("upstream_base_url must contain {region}")
+    return ResiliencePolicy(
+        retry=RetryPolicy(settings.upstream_retries, settings.upstream_backoff_ms / 1000,
+                          max(settings.upstream_backoff_ms / 1000, 0.5)),
+        breaker=BreakerPolicy(settings.breaker_window_seconds, settings.breaker_min_requests,
+                              settings.breaker_error_percent / 100, settings.breaker_cool_down_seconds),
+        max_body_bytes=settings.upstream_max_body_bytes, max_connections=settings.upstream_max_connections)
+
+
+async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
+    upstreams = app[UPSTREAMS]
+    upstreams.clock = app.get(UPSTREAM_CLOCK) or time.monotonic  # type: ignore[assignment]
+    await upstreams.open()
+    try:
+        yield
+    finally:
+        await upstreams.close()
+
+
+def setup(app: web.Application) -> None:
+    services = app[SERVICES]  # bad settings refuse start-up here
+    app[UPSTREAMS] = Upstreams(build_configs(services.settings, services.specs), policy_from(services.settings))
+    app.router.add_post("/v1/licences/query", query_handler)
+    app.router.add_get("/v1/admin/upstreams", upstreams_handler)
+    app.cleanup_ctx.append(upstreams_ctx)
+
+
+FEATURES.append(setup)
