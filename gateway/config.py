@@ -95,8 +95,8 @@ class Settings:
     query_deadline_ms: int = 3000
     #: time kept back from the deadline for verifying and rendering the answer, ms
     query_reserve_ms: int = 100
-    #: most regions one query may fan out to
-    query_max_regions: int = 16
+    #: most regions one query may fan out to (an item may name 41 regions)
+    query_max_regions: int = 45
     #: per-attempt timeout of one upstream request, ms (always capped by the remaining deadline)
     upstream_timeout_ms: int = 2500
     #: per-region attempt timeouts overriding the default, {"340100": 1500}
@@ -115,7 +115,7 @@ class Settings:
     breaker_min_requests: int = 5
     breaker_error_percent: int = 50
     breaker_cool_down_seconds: int = 15
-    #: key of the keyed hash (HMAC-SM3) of holder codes in query audit records. The default
+    #: key of the keyed hash (HMAC-SHA256, as gateway.audit) of holder codes in query audit records. The default
     #: is a TEST key, committed on purpose and not secret: set a real one in production.
     query_holder_hash_key: str = "TEST-ONLY query holder hash key (not secret)"
 
