@@ -4,6 +4,7 @@ Commands:
   serve [--demo] [--port N] [--host H] [--config FILE]   run the gateway
   demo issue --region CODE [--type T] [--state S]         print a simulated licence to POST
   demo cases                                              list simulator cases and their expected verdicts
+  demo token [--scope S] [--client-id ID] [--json]        print a bearer token of the demo partner (TEST keys)
   demo corpus --out F.jsonl --count N [--mix ...]         write a load-test corpus (gateway/corpus.py)
   specs check                                             validate region specs and catalogues
   trust sign --key K --in DOC --out SIGNED                sign a trust list with the operator key
@@ -59,6 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
             verdict, reason = EXPECTED[case]
             print(f"{case:15} -> {verdict:13} {reason or ''}")
         return 0
+    if args.demo_cmd == "token":
+        return _demo_token(args)
     if args.demo_cmd == "corpus":
         from .corpus import demo_corpus_command
 
@@ -74,6 +77,27 @@ def _demo(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(issued.body()).decode() + "\n")
         return 0
     return 2
+
+
+def _demo_token(args: argparse.Namespace) -> int:
+    """Print a bearer token of a TEST partner (default demo-partner), exchanged in-process with
+    the configured gateway key and token endpoint, so a gateway using the same settings accepts it."""
+    from .auth import OAuthError, demo_token, load_signing_key
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, demo=True)
+        body = demo_token(settings.partners_dir, client_id=args.client_id, scope=args.scope,
+                          gateway_key=load_signing_key(settings.gateway_key),
+                          token_endpoint=settings.token_endpoint_url)
+    except KeyError:
+        print(f"错误 / error: no partner {args.client_id!r} in the partner registry", file=sys.stderr)
+        return 2
+    except (ConfigError, OAuthError, OSError) as exc:
+        print(f"错误 / error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write((orjson.dumps(body).decode() if args.json else body["access_token"]) + "\n")
+    return 0
 
 
 def _specs(args: argparse.Namespace) -> int:
@@ -158,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--state", default="valid", help="valid|expired|not-yet-valid|revoked|suspended|tampered|"
                                                      "wrong-issuer|unknown-issuer|malformed")
     dsub.add_parser("cases", help="list the simulator's cases")
+    dt_ = dsub.add_parser("token", help="print a bearer token of the demo partner (TEST keys)")
+    dt_.add_argument("--scope", help="space-separated scopes (default: all the partner may request)")
+    dt_.add_argument("--client-id", default="demo-partner", help="TEST partner in the registry")
+    dt_.add_argument("--config", help="TOML settings file (partners_dir, gateway_key, token_endpoint)")
+    dt_.add_argument("--json", action="store_true", help="print the whole token response")
     dc = dsub.add_parser("corpus", help="write a load-test corpus (JSONL, see load/README.md)")
     from .corpus import add_corpus_arguments
 
