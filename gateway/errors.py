@@ -113,6 +113,8 @@ METHOD_NOT_ALLOWED = _r("METHOD_NOT_ALLOWED", "Method not allowed.", "不支持�
 UNAUTHENTICATED = _r("UNAUTHENTICATED", "A valid bearer token is required.", "需要有效的访问令牌。", status=401)
 FORBIDDEN = _r("FORBIDDEN", "The token does not grant this action.", "访问令牌无权执行该操作。", status=403)
 RATE_LIMITED = _r("RATE_LIMITED", "Too many requests.", "请求过于频繁，请稍后再试。", status=429)
+RECEIPT_INVALID = _r("RECEIPT_INVALID", "The verification receipt is malformed, altered or not signed by a published gateway key.",
+                     "核验回执格式错误、被篡改或非本网关公布的密钥签发。", "请以网关重新出具的回执为准。")
 APPLICANT_INVALID = _r("APPLICANT_INVALID", "The applicant's code type is unknown or the code's check character is wrong.",
                        "申请人证件类型未知或证件号码（校验位）错误。", "请核对申请人证件类型与号码。")
 

@@ -1,0 +1,224 @@
+"""Audit record model: what one audited action says, and what the store keeps of it.
+
+An :class:`AuditEvent` is built by the caller (verify handler, console, token endpoint)
+with the time passed in. It never carries a holder code in clear: the holder is recorded
+as :func:`holder_hmac`, a keyed HMAC-SHA256, so the supervisor can search "every check of
+this person" (by computing the same HMAC) while a copy of the database reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from gateway.errors import INTERNAL, InfrastructureError
+from gateway.identifiers import citizen_id_valid
+
+#: kinds of audited actions; a new kind is added here, never invented at a call site
+KINDS = frozenset({"verify", "check", "query", "token", "trust", "login", "logout", "prune", "admin"})
+
+GENESIS_HASH = "0" * 64
+HMAC_MIN_KEY_BYTES = 16
+MAX_EXTRA_BYTES = 2048
+MAX_TEXT = 256
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: an 18-character token standing alone (a citizen ID has digits and a final X)
+_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+
+
+def _bad(detail: str) -> InfrastructureError:
+    # An invalid audit event is a programming error on our side (HTTP 500), never the client's.
+    return InfrastructureError(INTERNAL, f"audit event: {detail}")
+
+
+def holder_hmac(key: bytes, code_type: str, code: str) -> str:
+    """Keyed HMAC-SHA256 (hex) of a holder code, the only form a holder code is audited in.
+
+    ``code_type`` is the GB/T 36903 holder code type (``111`` citizen ID, ``001`` USCC...),
+    so the same digits under two types never collide. The code is normalised (trimmed,
+    upper case: a citizen ID check character ``x`` equals ``X``).
+    """
+    if not isinstance(key, bytes | bytearray) or len(key) < HMAC_MIN_KEY_BYTES:
+        raise _bad(f"holder HMAC key must be at least {HMAC_MIN_KEY_BYTES} bytes")
+    if not code_type or not code:
+        raise _bad("holder code type and code are required")
+    msg = f"{code_type.strip()}\x1f{code.strip().upper()}".encode()
+    return hmac.new(bytes(key), msg, hashlib.sha256).hexdigest()
+
+
+def format_time(t: datetime) -> str:
+    """Canonical text of an instant: UTC, microseconds, ``Z`` (sorts as text)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise _bad("time must be timezone-aware")
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _looks_like_holder_code(value: str) -> bool:
+    """A defence in depth: a valid citizen ID number standing alone in a free-text field.
+
+    Only citizen IDs (personal data) are looked for: a USCC is also the issuer part of every
+    licence identifier and of item codes, so it cannot be told from a holder code by shape.
+    """
+    return any(citizen_id_valid(m.group(0).upper()) for m in _CODE_LIKE.finditer(value))
+
+
+def _check_text(name: str, value: str | None, *, required: bool = False, scan: bool = True) -> None:
+    if value is None:
+        if required:
+            raise _bad(f"{name} is required")
+        return
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string")
+    if len(value) > MAX_TEXT:
+        raise _bad(f"{name} longer than {MAX_TEXT} characters")
+    if scan and _looks_like_holder_code(value):
+        raise _bad(f"{name} contains what looks like a holder code in clear")
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    if not isinstance(extra, dict):
+        raise _bad("extra must be a dict")
+    for k, v in extra.items():
+        if not isinstance(k, str):
+            raise _bad("extra keys must be strings")
+        if not (v is None or isinstance(v, str | int | float | bool)):
+            raise _bad(f"extra[{k!r}] must be a JSON scalar")
+        if isinstance(v, str) and _looks_like_holder_code(v):
+            raise _bad(f"extra[{k!r}] contains what looks like a holder code in clear")
+    if len(orjson.dumps(extra)) > MAX_EXTRA_BYTES:
+        raise _bad(f"extra larger than {MAX_EXTRA_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audited action. ``time`` is passed in (aware; stored as UTC, microseconds)."""
+
+    kind: str
+    time: datetime
+    request_id: str
+    partner: str | None = None       # client id of the partner system
+    operator: str | None = None      # window / clerk id, or None for machine calls
+    item_code: str | None = None     # 事项编码 the check was made for
+    region: str | None = None        # GB/T 2260 code of the issuing region
+    licence_id: str | None = None    # GB/T 36904 identifier
+    verdict: str | None = None       # valid / invalid / indeterminate, or an action outcome
+    reasons: tuple[str, ...] = ()
+    holder_hmac: str | None = None   # holder_hmac(key, type, code); never the code itself
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise _bad(f"unknown kind {self.kind!r}")
+        if not isinstance(self.time, datetime):
+            raise _bad("time must be a datetime")
+        format_time(self.time)
+        _check_text("request_id", self.request_id, required=True)
+        for name in ("partner", "operator", "item_code", "region", "verdict"):
+            _check_text(name, getattr(self, name))
+        _check_text("licence_id", self.licence_id, scan=False)
+        if not isinstance(self.reasons, tuple) or not all(isinstance(r, str) and r for r in self.reasons):
+            raise _bad("reasons must be a tuple of reason codes")
+        if self.holder_hmac is not None and not _HEX64.match(self.holder_hmac):
+            raise _bad("holder_hmac must be a lower-case hex HMAC-SHA256 (use holder_hmac())")
+        _check_extra(self.extra)
+
+    def body(self) -> dict[str, Any]:
+        """The record fields as hashed and stored (without seq / prev_hash)."""
+        return {
+            "kind": self.kind,
+            "time": format_time(self.time),
+            "request_id": self.request_id,
+            "partner": self.partner,
+            "operator": self.operator,
+            "item_code": self.item_code,
+            "region": self.region,
+            "licence_id": self.licence_id,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "holder_hmac": self.holder_hmac,
+            "extra": dict(self.extra),
+        }
+
+
+#: the stored columns of a record besides seq / prev_hash / hash, in table order
+BODY_FIELDS = ("kind", "time", "request_id", "partner", "operator", "item_code", "region",
+               "licence_id", "verdict", "reasons", "holder_hmac", "extra")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendReceipt:
+    """Returned by ``append`` once the record is durably committed."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as read back from a store (``body`` as in :meth:`AuditEvent.body`)."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    body: dict[str, Any]
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.body["time"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash, **self.body}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement that the chain had head ``hash`` at ``seq`` at ``time``."""
+
+    seq: int
+    hash: str
+    time: str   # canonical text (format_time)
+    kid: str
+    jws: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """The store's own view: head of the chain and the verifiable start after pruning."""
+
+    head_seq: int
+    head_hash: str
+    start_seq: int        # records 1..start_seq were pruned (0: nothing pruned)
+    start_hash: str       # hash of record start_seq (GENESIS_HASH when start_seq == 0)
+    commits: int          # number of append transactions committed (group-commit evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Search filters; all given filters must match (AND). Times: [since, until)."""
+
+    holder_hmac: str | None = None
+    partner: str | None = None
+    item_code: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= 10_000:
+            raise _bad("search limit must be 1..10000")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    deleted: int
+    start_seq: int        # the checkpoint that is now the verifiable start (0: nothing pruned)

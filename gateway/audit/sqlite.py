@@ -1,0 +1,245 @@
+"""SQLite audit sink (single node).
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. In WAL mode NORMAL does not
+sync the WAL at commit, so the last transactions can vanish on power loss although
+``append`` already answered "stored" -- the contract forbids that. FULL syncs the WAL at
+every commit; group commit spreads that one fsync over the whole batch, so FULL costs
+little (see load/bench_audit.py).
+
+Every sqlite call runs in a worker thread (``asyncio.to_thread``); the writer connection
+and the reader connection each have a lock so one connection is never used by two threads
+at once. A batch is one ``BEGIN IMMEDIATE`` transaction that re-reads the head row, so
+several processes may even share one file (SQLite serialises the writers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
+from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
+                                 Checkpoint, PruneResult, StoredRecord, format_time)
+from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, system_clock, unavailable
+
+T = TypeVar("T")
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq INTEGER PRIMARY KEY,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    partner TEXT, operator TEXT, item_code TEXT, region TEXT, licence_id TEXT, verdict TEXT,
+    reasons TEXT NOT NULL,
+    holder_hmac TEXT,
+    extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_holder ON audit_records(holder_hmac) WHERE holder_hmac IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_records_partner ON audit_records(partner, time);
+CREATE INDEX IF NOT EXISTS audit_records_item ON audit_records(item_code, time);
+CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records(time);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    time TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    jws TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    head_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    start_seq INTEGER NOT NULL,
+    start_hash TEXT NOT NULL,
+    last_checkpoint_seq INTEGER NOT NULL,
+    commits INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO audit_state VALUES (1, 0, '{GENESIS_HASH}', 0, '{GENESIS_HASH}', 0, 0);
+"""
+
+_COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
+_INSERT = f"INSERT INTO audit_records ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"
+_SELECT = f"SELECT {', '.join(_COLS)} FROM audit_records"
+
+
+def _row_of(seq: int, prev: str, h: str, body: dict[str, Any]) -> tuple[Any, ...]:
+    return (seq, prev, h, body["kind"], body["time"], body["request_id"], body["partner"], body["operator"],
+            body["item_code"], body["region"], body["licence_id"], body["verdict"],
+            orjson.dumps(body["reasons"]).decode(),
+            body["holder_hmac"], orjson.dumps(body["extra"], option=orjson.OPT_SORT_KEYS).decode())
+
+
+def _record_of(row: Sequence[Any]) -> StoredRecord:
+    body = dict(zip(BODY_FIELDS, row[3:], strict=True))
+    body["reasons"] = orjson.loads(body["reasons"])
+    body["extra"] = orjson.loads(body["extra"])
+    return StoredRecord(row[0], row[1], row[2], body)
+
+
+def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return conn
+
+
+class SqliteAuditSink(GroupCommitSink):
+    def __init__(self, path: str | Path, *, signer: CheckpointSigner | None = None, clock: Clock = system_clock,
+                 config: GroupCommitConfig | None = None, busy_timeout_ms: int = 2000) -> None:
+        super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig())
+        self.path = str(path)
+        self._busy_ms = busy_timeout_ms
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+        self._wlock = asyncio.Lock()
+        self._rlock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, **kwargs: Any) -> SqliteAuditSink:
+        """Open (creating the file and schema if needed) and start the writer task."""
+        sink = cls(path, **kwargs)
+        try:
+            await asyncio.to_thread(sink._open_sync)
+        except (sqlite3.Error, OSError) as exc:
+            raise unavailable(f"cannot open audit database: {exc}") from exc
+        sink._start()
+        return sink
+
+    def _open_sync(self) -> None:
+        self._w = _connect(self.path, self._busy_ms)
+        self._w.executescript(SCHEMA)
+        self._r = _connect(self.path, self._busy_ms)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._wlock:
+            if self._w is None:
+                raise unavailable("audit database is closed")
+            return await asyncio.to_thread(_in_transaction, self._w, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._rlock:
+            if self._r is None:
+                raise unavailable("audit database is closed")
+            try:
+                return await asyncio.to_thread(fn, self._r)
+            except sqlite3.Error as exc:
+                raise unavailable(f"audit database read failed: {exc}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+    async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
+        def txn(c: sqlite3.Connection) -> list[AppendReceipt]:
+            head_seq, head_hash, last_cp = c.execute(
+                "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
+            recs = extend_chain(head_seq, head_hash, bodies)
+            c.executemany(_INSERT, [_row_of(r.seq, r.prev_hash, r.hash, r.body) for r in recs])
+            cp = self._due_checkpoint(recs[-1].seq, recs[-1].hash, last_cp)
+            if cp is not None:
+                c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
+                last_cp = cp.seq
+            c.execute("UPDATE audit_state SET head_seq = ?, head_hash = ?, last_checkpoint_seq = ?, "
+                      "commits = commits + 1 WHERE id = 1", (recs[-1].seq, recs[-1].hash, last_cp))
+            return receipts_of(recs)
+
+        return await self._write(txn)
+
+    async def checkpoint(self) -> Checkpoint | None:
+        if self.signer is None:
+            return None
+        signer = self.signer
+
+        def txn(c: sqlite3.Connection) -> Checkpoint | None:
+            head_seq, head_hash, last_cp = c.execute(
+                "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
+            if head_seq == 0 or head_seq == last_cp:
+                return None
+            cp = signer.sign(head_seq, head_hash, self.clock())
+            c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
+            c.execute("UPDATE audit_state SET last_checkpoint_seq = ? WHERE id = 1", (cp.seq,))
+            return cp
+
+        return await self._write_or_503(txn)
+
+    async def prune(self, before: datetime) -> PruneResult:
+        limit = format_time(before)
+
+        def txn(c: sqlite3.Connection) -> PruneResult:
+            head_seq, start_seq = c.execute("SELECT head_seq, start_seq FROM audit_state WHERE id = 1").fetchone()
+            row = c.execute("SELECT seq, hash FROM audit_checkpoints WHERE time < ? AND seq > ? AND seq <= ? "
+                            "ORDER BY seq DESC LIMIT 1", (limit, start_seq, head_seq)).fetchone()
+            if row is None:
+                return PruneResult(0, start_seq)
+            cp_seq, cp_hash = row
+            deleted = c.execute("DELETE FROM audit_records WHERE seq <= ?", (cp_seq,)).rowcount
+            c.execute("DELETE FROM audit_checkpoints WHERE seq < ?", (cp_seq,))
+            c.execute("UPDATE audit_state SET start_seq = ?, start_hash = ? WHERE id = 1", (cp_seq, cp_hash))
+            return PruneResult(deleted, cp_seq)
+
+        return await self._write_or_503(txn)
+
+    async def _write_or_503(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._write(fn)
+        except sqlite3.Error as exc:
+            raise unavailable(f"audit database write failed: {exc}") from exc
+
+    async def _close_backend(self) -> None:
+        async with self._wlock, self._rlock:
+            for conn in (self._w, self._r):
+                if conn is not None:
+                    await asyncio.to_thread(conn.close)
+            self._w = self._r = None
+
+    # -- reads -------------------------------------------------------------------------------
+    async def state(self) -> ChainState:
+        row = await self._read(lambda c: c.execute(
+            "SELECT head_seq, head_hash, start_seq, start_hash, commits FROM audit_state WHERE id = 1").fetchone())
+        return ChainState(*row)
+
+    async def read_records(self, after_seq: int, limit: int) -> list[StoredRecord]:
+        rows = await self._read(lambda c: c.execute(
+            f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall())
+        return [_record_of(r) for r in rows]
+
+    async def read_checkpoints(self) -> list[Checkpoint]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT seq, hash, time, kid, jws FROM audit_checkpoints ORDER BY seq").fetchall())
+        return [Checkpoint(*r) for r in rows]
+
+    async def search(self, query: AuditQuery) -> list[StoredRecord]:
+        where, args = [], []
+        for col, val in (("holder_hmac", query.holder_hmac), ("partner", query.partner),
+                         ("item_code", query.item_code)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if query.since is not None:
+            where.append("time >= ?")
+            args.append(format_time(query.since))
+        if query.until is not None:
+            where.append("time < ?")
+            args.append(format_time(query.until))
+        sql = f"{_SELECT} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*args, query.limit)).fetchall())
+        return [_record_of(r) for r in rows]
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
