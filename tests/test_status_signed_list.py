@@ -130,3 +130,12 @@ def test_decompression_bomb_list_is_refused(world):
 @pytest.mark.parametrize("garbage", [b"", b"not-a-jwt", b"a.b.c", b"e30.e30.", b"." * 2])
 def test_garbage_tokens_are_refused_not_crashing(world, garbage):
     assert refused(world, garbage) in ("malformed", "bad-signature", "unknown-signer")
+
+
+def test_status_benchmark_prints_lookup_time_per_list_size(capsys):
+    from load.bench_status import main
+
+    assert main(["--sizes", "10000,100000", "--lookups", "2000"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert "lookup ns" in rows[0] and [r.split()[0] for r in rows[1:]] == ["10,000", "100,000"]
+    assert all(float(r.split()[-1]) > 0 for r in rows[1:])
