@@ -50,7 +50,7 @@ from .specs import covers
 from .upstream.clients import PATHS, TWO_STEP_FETCH
 from .upstream.routing import home_district
 from .upstream.config import HMAC_JSON, SM2_JSON, TWO_STEP, XML, region_flavour
-from .upstream.signing import DEADLINE_HEADER, check_signature, test_app_secret, test_client_sm2_key
+from .upstream.signing import DEADLINE_HEADER, check_signature, app_secret_for_test_region, client_sm2_key_for_tests
 
 #: status indices of served licences start here (the simulator's own counter starts at 1)
 STATUS_INDEX_BASE = 32768
@@ -111,7 +111,7 @@ class RegionSimulator:
         self._cache: dict[tuple[str, str, str, str, bool], bytes] = {}
         self._ids: dict[str, tuple[str, bytes]] = {}  # two-step: id -> (region, licence)
         self._release = asyncio.Event()
-        self._sm2_public = test_client_sm2_key().public_key()
+        self._sm2_public = client_sm2_key_for_tests().public_key()
 
     # --- holdings ------------------------------------------------------------------------
     def grant(self, region: str, code: str) -> None:
@@ -198,7 +198,7 @@ class RegionSimulator:
         deadline = request.headers.get(DEADLINE_HEADER, "")
         stats.last_deadline_ms = int(deadline) if deadline.isdigit() else None
         sig_ok = check_signature(request.headers, request.method, request.path, body,
-                                 secret=test_app_secret(region), sm2_public=self._sm2_public)
+                                 secret=app_secret_for_test_region(region), sm2_public=self._sm2_public)
         if not sig_ok:
             stats.bad_signatures += 1
             return region, body, web.Response(status=401, text="bad request signature")

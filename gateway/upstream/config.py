@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .signing import HMAC_SM3, SM2_SM3, Credentials, test_app_key, test_app_secret, test_client_sm2_key
+from .signing import HMAC_SM3, SM2_SM3, Credentials, app_key_for_test_region, app_secret_for_test_region, client_sm2_key_for_tests
 
 #: the four modelled sharing-service flavours
 HMAC_JSON = "hmac-json"      # REST/JSON, HMAC-SM3 request signature
@@ -54,10 +54,10 @@ def region_flavour(region: str, spec_options: Mapping[str, Any] | None) -> str:
     return flavour if isinstance(flavour, str) else default_flavour(region)
 
 
-def test_credentials(region: str, flavour: str) -> Credentials:
+def credentials_for_test_region(region: str, flavour: str) -> Credentials:
     if flavour == SM2_JSON:
-        return Credentials(test_app_key(region), SM2_SM3, sm2_key=test_client_sm2_key())
-    return Credentials(test_app_key(region), HMAC_SM3, secret=test_app_secret(region))
+        return Credentials(app_key_for_test_region(region), SM2_SM3, sm2_key=client_sm2_key_for_tests())
+    return Credentials(app_key_for_test_region(region), HMAC_SM3, secret=app_secret_for_test_region(region))
 
 
 def build_configs(settings: Any, specs: Mapping[str, Any]) -> dict[str, UpstreamConfig]:
@@ -71,7 +71,7 @@ def build_configs(settings: Any, specs: Mapping[str, Any]) -> dict[str, Upstream
         flavour = region_flavour(code, getattr(spec, "options", None))
         out[code] = UpstreamConfig(
             region=code, flavour=flavour, base_url=template.replace("{region}", code).rstrip("/"),
-            credentials=test_credentials(code, flavour),
+            credentials=credentials_for_test_region(code, flavour),
             timeout_s=by_region.get(code, settings.upstream_timeout_ms) / 1000.0,
             concurrency=settings.upstream_concurrency)
     return out

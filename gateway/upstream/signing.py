@@ -37,16 +37,16 @@ def hmac_sm3(key: bytes, data: bytes) -> bytes:
     return h.finalize()
 
 
-def test_app_key(region: str) -> str:
+def app_key_for_test_region(region: str) -> str:
     return f"elg-test-{region}"
 
 
-def test_app_secret(region: str) -> bytes:
+def app_secret_for_test_region(region: str) -> bytes:
     """TEST ONLY: the app secret the simulated region ``region`` shares with the gateway."""
     return hmac_sm3(TEST_CREDENTIAL_SEED, b"app-secret:" + region.encode("ascii"))
 
 
-def test_client_sm2_key() -> SM2PrivateKey:
+def client_sm2_key_for_tests() -> SM2PrivateKey:
     """TEST ONLY: the gateway's SM2 request-signing key towards the simulated regions."""
     return SM2PrivateKey.from_scalar(sm3(TEST_CREDENTIAL_SEED + b":sm2-client-key"))
 
