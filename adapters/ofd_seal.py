@@ -45,6 +45,7 @@ with several seals would need a rule for which one speaks for the region.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import posixpath
@@ -52,6 +53,7 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from threading import Lock
 from typing import Any, Mapping
+from xml.sax.saxutils import escape, quoteattr
 
 from adapters.ofd.build import _PUBLIC_RES, _attachments_xml, _document_xml, _ofd_xml, build_sealed_ofd
 from adapters.ofd.container import OfdPackage, ZipLimits, read_ofd_package, write_ofd_package
@@ -198,7 +200,8 @@ class OfdSealFamily:
             return True
         ses: SesSignature = x["ses"]
         if ses.signature_algorithm != OID_SM2_WITH_SM3:
-            raise _bad(f"SES signatureAlgID {ses.signature_algorithm} is not SM2-with-SM3", errors.ALGORITHM_NOT_ALLOWED)
+            raise _bad(f"SES signatureAlgID {ses.signature_algorithm} is not SM2-with-SM3",
+                       errors.ALGORITHM_NOT_ALLOWED)
         if sx.seal_path is not None:
             esl = pkg.get(sx.seal_path)
             if esl is None or not hmac.compare_digest(esl, ses.seal.der):
@@ -243,7 +246,8 @@ class OfdSealFamily:
         files = {DATA_PART: part, "Doc_0/Pages/Page_0/Content.xml": _page(name, holder)}
         if spec.options.get("signature_type", "Seal") == "Sign":
             return _build_signed(files, key, signing_time)
-        return build_sealed_ofd(files, key.private_key, key.cert.der, f"{spec.name}电子证照专用章（测试）", signing_time)
+        seal_name = f"{spec.name}电子证照专用章（测试）"
+        return build_sealed_ofd(files, key.private_key, key.cert.der, seal_name, signing_time)
 
     def tamper(self, data: bytes) -> bytes:
         """Simulator: alter the licence data part after sealing (one character of the first value)."""
@@ -291,8 +295,6 @@ def _check_references(pkg: OfdPackage, sx: SignatureXml) -> None:
 
 
 def _page(name: str, holder: str) -> bytes:
-    from xml.sax.saxutils import escape
-
     texts = "".join(
         f'<ofd:TextObject ID="{20 + i}" Boundary="20 {30 + 12 * i} 170 10" Font="1" Size="5">'
         f'<ofd:TextCode X="0" Y="5">{escape(t)}</ofd:TextCode></ofd:TextObject>'
@@ -304,9 +306,6 @@ def _page(name: str, holder: str) -> bytes:
 def _build_signed(files: Mapping[str, bytes], key: SigningKey, signing_time: datetime) -> bytes:
     """A Type=Sign OFD: SignedValue.dat = DER SM2 signature over Signature.xml; the signer
     certificate is carried (and protected) as Doc_0/Signs/Sign_0/SignerCert.der."""
-    from xml.sax.saxutils import quoteattr
-    import base64
-
     sign_dir = "Doc_0/Signs/Sign_0"
     content = dict(files)
     content["Doc_0/Attachs/Attachments.xml"] = _attachments_xml(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -98,12 +99,20 @@ class RegionSpec:
         return {v: k for k, v in self.holder_code_types.items()}
 
     def parse_date(self, text: str) -> date:
-        return datetime.strptime(text, self.date_format).date()
+        return _parse_date(text, self.date_format)
 
     def format_date(self, d: date) -> str:
         if self.date_format == "%Y年%m月%d日":  # strftime pads; the region writes it padded too
             return f"{d.year:04d}年{d.month:02d}月{d.day:02d}日"
         return d.strftime(self.date_format)
+
+
+@lru_cache(maxsize=8192)
+def _parse_date(text: str, fmt: str) -> date:
+    """strptime is slow (~10 us) and licence dates repeat: cache by (text, format); pure."""
+    if fmt == "%Y-%m-%d" and len(text) == 10 and text[4] == "-" == text[7]:
+        return date.fromisoformat(text)
+    return datetime.strptime(text, fmt).date()
 
 
 _SPEC_KEYS = {"code", "name", "name_en", "family", "algorithms", "text_encoding", "date_format", "fields",

@@ -61,7 +61,9 @@ def plan(code: str, province: str, group: str) -> dict:
         n = int(code[2:4])
         if n % 3 == 0:
             return {"family": "ofd-seal", "algorithms": ["SM2"], "vocab": "chinese",
-                    "notes": "Jiangsu (OFD cities): OFD file with a GB/T 38540 seal."}
+                    "encoding": "gb18030" if n % 2 else "utf-8",
+                    "notes": "Jiangsu (OFD cities): OFD file with a GB/T 38540 seal; licence data part in the "
+                             "region's text encoding."}
         return {"family": "sm2-xml", "algorithms": ["SM2"], "vocab": "pinyin", "encoding": "gb18030" if n % 2 else "utf-8",
                 "notes": "Jiangsu: XML licence data with an SM2 signature over the canonical byte form."}
     if province == "安徽省":

@@ -1,0 +1,134 @@
+"""Core verify rate per format family versus the family's raw signature rate, in one run.
+
+    .venv/bin/python -m load.bench_core [--n 300] [--repeats 5]
+
+For each family it issues ``n`` valid licences (TEST framework, issuer simulator, one
+representative region each) and measures, on one core, median over ``repeats``:
+
+* raw: the signature primitive alone over the *same* licences' signing inputs
+  (``cryptography`` ES256 / Ed25519 verify for jws; the SM2 backend's ``sm2_verify``
+  for the SM2 families, with the already loaded public key). For ofd-seal the format
+  needs two SM2 verifications per licence (the signer's over TBS_Sign and the seal
+  maker's over the seal), so its raw rate is per licence, i.e. both of them;
+* core: ``Verifier.verify(data, trust, status, now)`` -- everything: sniff, parse,
+  issuer lookup, signature, normalisation, identifier and check digits, issuer
+  certificate, validity and status list.
+
+Target: core >= 0.7 x raw for each family. Exit status 0 always (a measurement, not a gate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import time
+from typing import Callable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from adapters import FAMILIES, Limits
+from gateway.bootstrap import load_static, policy_from, type_names
+from gateway.config import Settings
+from gateway.core import Verifier
+from gateway.crypto.sm2 import VERIFY_BACKEND, sm2_verify
+from gateway.devtrust import make_dev_framework
+from gateway.simulator import IssuerSimulator
+from gateway.trust import build_snapshot
+
+NOW = dt.datetime(2026, 11, 27, 4, 0, 0, tzinfo=dt.timezone.utc)
+#: one representative region per family / algorithm
+REGIONS = {"jws ES256": "341100", "jws EdDSA": "652929", "sm2-json": "330100", "sm2-xml": "320100",
+           "ofd-seal": "310000", "ofd-seal (Type=Sign)": "500102"}
+TARGET = 0.7
+
+
+def rate(fn: Callable[[], None], count: int, repeats: int) -> float:
+    """Median rate (items/s) over ``repeats`` runs of ``fn`` (which handles ``count`` items)."""
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(count / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def raw_inputs(family: str, data: list[bytes], trust) -> list[tuple[object, bytes, bytes, str]]:
+    """(public key, message, signature, kind) for each licence, as the family opens it."""
+    fam = FAMILIES[family]
+    out = []
+    for d in data:
+        env = fam.open(d, Limits(max_licence_bytes=1 << 22))
+        if env.key_ref.kid:
+            cert = trust.by_key_id[env.key_ref.kid].cert
+        elif env.key_ref.serial_hex:
+            cert = next(i.cert for i in trust.regions[env.key_ref.region_hint].issuers
+                        if i.cert.serial_hex == env.key_ref.serial_hex)
+        else:
+            from gateway.trust import key_id_of
+            cert = trust.by_key_id[key_id_of(env.key_ref.chain[0])].cert
+        out.append((cert.public_key, env.signed_bytes, env.signature, env.algorithm))
+        if family == "ofd-seal" and "ses" in env.extra:  # the seal maker's signature: the format needs it too
+            from gateway.trust import load_certificate
+            seal = env.extra["ses"].seal
+            out.append((load_certificate(seal.maker_cert_der).public_key, seal.sealinfo_der, seal.maker_signature,
+                        "SM2"))
+    return out
+
+
+def raw_verify_all(items: list[tuple[object, bytes, bytes, str]]) -> None:
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    for key, msg, sig, alg in items:
+        if alg == "ES256":
+            der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+            key.verify(der, msg, ecdsa)  # type: ignore[attr-defined]
+        elif alg == "EdDSA":
+            key.verify(sig, msg)  # type: ignore[attr-defined]
+        elif not sm2_verify(key, msg, sig):  # type: ignore[arg-type]
+            raise AssertionError("raw SM2 verify failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300, help="licences per family")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per figure (the median is reported)")
+    args = ap.parse_args(argv)
+
+    settings = Settings(demo=True)
+    regions, specs, catalogue = load_static(settings)
+    doc, material = make_dev_framework(specs, regions, NOW - dt.timedelta(days=30), valid_days=365)
+    trust = build_snapshot(doc, regions)
+    sim = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
+    verifier = Verifier(policy_from(settings), specs, type_names(catalogue))
+    types = sorted(t.key for t in catalogue.types)
+
+    print(f"SM2 verify backend: {VERIFY_BACKEND}; {args.n} licences per family, median of {args.repeats} runs")
+    print(f"{'family':<22}{'raw verify/s':>14}{'core verify/s':>15}{'ratio':>8}  target >= {TARGET}")
+    worst = 1.0
+    for label, region in REGIONS.items():
+        family = specs[region].family
+        data = [sim.issue(region, types[i % len(types)], "valid", NOW).data for i in range(args.n)]
+        status = sim.status_snapshot(NOW, dt.timedelta(hours=1))
+        for d in data[:3]:  # every licence must be valid, or the figure means nothing
+            result = verifier.verify(d, trust, status, NOW)
+            if result.verdict.value != "valid":
+                print(f"{label}: licence not valid: {result.reason_codes}", file=sys.stderr)
+                return 1
+        items = raw_inputs(family, data, trust)
+        raw = rate(lambda: raw_verify_all(items), len(data), args.repeats)
+        core = rate(lambda: [verifier.verify(d, trust, status, NOW) for d in data], len(data), args.repeats)
+        ratio = core / raw
+        worst = min(worst, ratio)
+        note = "" if ratio >= TARGET else "  BELOW TARGET"
+        per = f" ({len(items) // len(data)} sigs/licence)" if len(items) != len(data) else ""
+        print(f"{label:<22}{raw:>14,.0f}{core:>15,.0f}{ratio:>8.2f}{note}{per}")
+    print(f"worst ratio {worst:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
