@@ -7,6 +7,9 @@ strong ``ETag`` and ``Cache-Control: max-age=<ttl>``; ``If-None-Match`` answers 
 is re-signed when the region's list changes (a revocation) or when half its ``ttl`` has
 passed, so a client holding it never sees it expire.
 
+``POST /control/{region}/status`` with ``{"index": n, "status": "revoked"|"suspended"|"valid"}``
+(loopback only) changes a licence's status in the simulator, for demos.
+
 Fault switches, per region, for tests and demos (:meth:`IssuerServer.set_fault`, or
 ``POST /control/{region}`` with ``{"fault": "...", "delay": s}`` from loopback):
 
@@ -24,14 +27,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import web
 
+from .simulator import STATUS_LIST_SIZE
+from .status import STATUS_NAMES
 from .status_source import encode_status_list_jwt
 from .trustlist import b64u, b64u_decode
 
+log = logging.getLogger("gateway.issuer_server")
 FAULTS = ("ok", "slow", "fail", "hang", "bad-signature", "rollback")
 
 
@@ -100,6 +107,7 @@ class IssuerServer:
         app = web.Application()
         app.router.add_get("/status/{region}", self.handle_status)
         app.router.add_post("/control/{region}", self.handle_control)
+        app.router.add_post("/control/{region}/status", self.handle_set_status)
         return app
 
     async def handle_status(self, request: web.Request) -> web.StreamResponse:
@@ -147,6 +155,20 @@ class IssuerServer:
             raise web.HTTPBadRequest(text=str(exc)) from None
         return web.json_response({"region": request.match_info["region"], "fault": body.get("fault", "ok")})
 
+    async def handle_set_status(self, request: web.Request) -> web.Response:
+        if request.remote not in ("127.0.0.1", "::1"):
+            raise web.HTTPForbidden(text="loopback only")
+        region = request.match_info["region"]
+        body = await request.json()
+        index, status = body.get("index"), body.get("status")
+        values = {name: value for value, name in STATUS_NAMES.items()}
+        if region not in self.simulator.specs or not isinstance(index, int) or not 0 <= index < STATUS_LIST_SIZE \
+                or status not in values:
+            raise web.HTTPBadRequest(text="need a known region, 'index' in the list and 'status' valid|revoked|suspended")
+        self.simulator.set_status(region, index, values[status])
+        return web.json_response({"region": region, "index": index, "status": status,
+                                  "list_version": self.simulator.state[region].list_version})
+
     # --- in-process server on loopback --------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
@@ -154,6 +176,7 @@ class IssuerServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
+        log.info("issuer simulator status lists on %s/status/{region} (TEST keys)", self.base_url)
         return self.base_url
 
     async def stop(self) -> None:

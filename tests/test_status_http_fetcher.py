@@ -215,3 +215,25 @@ async def test_regions_endpoint_reports_trust_version_status_age_state_and_fetch
     assert failing["status_list"]["max_age_seconds"] == 300  # the limit applied to this region
     assert isinstance(failing["status_list"]["age_seconds"], int)
     assert healthy["status_list"]["last_fetch_error"] is None and healthy["status_list"]["fetched_at"]
+
+
+async def test_issuer_control_endpoints_switch_faults_and_revoke_from_loopback(world, issuer):
+    import aiohttp
+
+    server, base, clock = issuer
+    issued = world.simulator.issue(OTHER, None, "valid", NOW)
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{base}/control/{OTHER}/status", json={"index": issued.licence.status_index,
+                                                                 "status": "revoked"})
+        assert r.status == 200
+        assert (await s.post(f"{base}/control/{OTHER}/status", json={"index": -1, "status": "revoked"})).status == 400
+        assert (await s.post(f"{base}/control/{OTHER}", json={"fault": "explode"})).status == 400
+        assert (await s.post(f"{base}/control/{OTHER}", json={"fault": "fail"})).status == 200
+        assert (await s.get(f"{base}/status/{OTHER}")).status == 500
+        assert (await s.post(f"{base}/control/{OTHER}", json={"fault": "ok"})).status == 200
+        token = await (await s.get(f"{base}/status/{OTHER}")).read()
+    from gateway.status_source import verify_status_list_jwt
+
+    v = verify_status_list_jwt(token, region=OTHER, expected_sub=f"{base}/status/{OTHER}", trust=world.snapshot,
+                               now=NOW)
+    assert v.status_list.get(issued.licence.status_index) == REVOKED
