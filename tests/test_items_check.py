@@ -12,6 +12,7 @@ Items used (specs/items.toml):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -51,7 +52,7 @@ def business_licence_naming(world, region: str, representative: tuple[str, str, 
                         surface={"legal_representative_name": representative[0],
                                  "legal_representative_code": representative[1]})
     data = sim.encode(region, lic, NOW)
-    return lic, {"licence": data.decode("ascii"), "encoding": "utf-8"}
+    return lic, {"licence": base64.b64encode(data).decode("ascii"), "encoding": "base64"}
 
 
 async def check(api, item: str, applicant: dict[str, Any], licences: list[dict[str, str]], status: int = 200):
