@@ -273,3 +273,38 @@ def test_operator_test_keys_are_named_and_documented_as_test_keys():
     assert "TEST" in readme and "operator.test-public.pem" in readme and "never pin" in readme
     with pytest.raises(ValueError):
         load_operator_key(TEST_OPERATOR_PRIVATE)  # pinning a private key file is refused
+
+
+# --- wiring -------------------------------------------------------------------------------
+def test_operator_mode_refuses_to_start_without_a_pinned_operator_key(tmp_path):
+    from gateway.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="trust_operator_keys"):
+        load_settings(env={}, demo=False, trust_list=str(tmp_path / "t.json"))
+
+
+async def test_operator_mode_loads_the_signed_list_with_the_pinned_key(world, tmp_path):
+    from gateway.bootstrap import build_services
+    from gateway.config import load_settings
+    from gateway.edges import MemoryStatusSource
+
+    path = write(tmp_path / "t.json", versioned(world, 8))
+    settings = load_settings(env={}, demo=False, trust_list=str(path), trust_operator_keys=str(TEST_OPERATOR_PUBLIC))
+    services = build_services(settings, now=NOW)
+    services.trust_source.clock = lambda: NOW
+    assert (await services.trust_source.load()).version == 8
+    assert isinstance(services.status_source, MemoryStatusSource)  # no status_url_template: fail closed
+
+
+async def test_demo_mode_signs_its_list_with_the_test_operator_key_and_fetches_status_over_http(tmp_path):
+    from gateway.bootstrap import build_services
+    from gateway.config import Settings
+    from gateway.status_source import HttpStatusSource
+
+    services = build_services(Settings(demo=True, var_dir=str(tmp_path)), now=NOW)
+    assert isinstance(services.trust_source, FileTrustSource)
+    assert services.trust_source.path == tmp_path / "demo" / "trust-list.signed.json"
+    signed = open_signed(services.trust_source.path.read_bytes(), operator()[1])
+    assert signed.version == 1 and signed.doc["framework"] == "dev-TEST"
+    assert isinstance(services.status_source, HttpStatusSource)
+    assert services.status_source.local_issuer is not None
