@@ -15,8 +15,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import (AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, MemoryAuditSink,
+from gateway.audit import (GENESIS_HASH, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, MemoryAuditSink,
                            SqliteAuditSink, StoredRecord, holder_hmac, record_hash, verify_chain)
+from gateway.audit.chain import extend_chain
 from gateway.audit.model import format_time, parse_time
 from gateway.audit.postgres import PostgresAuditSink
 from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
@@ -26,9 +27,9 @@ AUDIT_KEY = Ed25519PrivateKey.from_private_bytes(TEST_AUDIT_KEY_SEED)   # TEST k
 PUBLIC = AUDIT_KEY.public_key()
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 HMAC_KEY = b"test-holder-hmac-key-0123456789"                          # TEST key
-# synthetic citizen ID with a valid MOD 11-2 check character (not a real person)
-HOLDER_A = holder_hmac(HMAC_KEY, "111", "33050219900101001X")
-HOLDER_B = holder_hmac(HMAC_KEY, "001", "91330500MA2B000001")
+# synthetic citizen ID and USCC with valid check characters (no real person or company)
+HOLDER_A = holder_hmac(HMAC_KEY, "111", "330502199001010014")
+HOLDER_B = holder_hmac(HMAC_KEY, "001", "91330500MA2B00000R")
 
 
 class Clock:
@@ -199,12 +200,9 @@ async def test_chain_of_sequential_appends_verifies_with_checkpoints(backend: Ba
 async def test_every_store_computes_the_same_chain(backend: Backend) -> None:
     sink = await backend.open()
     await backend.append_sequentially(5)
-    reference = MemoryAuditSink()
-    head = (0, "0" * 64)
-    from gateway.audit.chain import extend_chain
-    recs = extend_chain(*head, [event(i).body() for i in range(1, 6)])
-    assert (await sink.state()).head_hash == recs[-1].hash
-    await reference.close()
+    expected = extend_chain(0, GENESIS_HASH, [event(i).body() for i in range(1, 6)])
+    assert (await sink.state()).head_hash == expected[-1].hash
+    assert [r.hash for r in await sink.read_records(0, 10)] == [r.hash for r in expected]
 
 
 # --- tampering directly in the store -------------------------------------------------------
@@ -496,5 +494,5 @@ async def test_search_by_holder_partner_item_and_time(backend: Backend) -> None:
     window = await sink.search(AuditQuery(since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=13)))
     assert [r.seq for r in window] == [12, 11, 10]
     assert [r.seq for r in await sink.search(AuditQuery(limit=2))] == [30, 29]
-    assert await sink.search(AuditQuery(holder_hmac=holder_hmac(HMAC_KEY, "111", "110101199003074578"))) == []
+    assert await sink.search(AuditQuery(holder_hmac=holder_hmac(HMAC_KEY, "111", "110101199003074573"))) == []
     assert by_holder[0].body["time"] == format_time(T0 + timedelta(minutes=30))

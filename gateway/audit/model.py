@@ -79,6 +79,8 @@ def _check_text(name: str, value: str | None, *, required: bool = False, scan: b
         return
     if not isinstance(value, str):
         raise _bad(f"{name} must be a string")
+    if required and not value:
+        raise _bad(f"{name} is required")
     if len(value) > MAX_TEXT:
         raise _bad(f"{name} longer than {MAX_TEXT} characters")
     if scan and _looks_like_holder_code(value):

@@ -1,0 +1,118 @@
+"""Audit record model, holder HMAC, canonical hashing and checkpoint signatures (pure code)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit import AuditEvent, CheckpointSigner, check_checkpoint, extend_chain, holder_hmac, record_hash
+from gateway.audit.model import GENESIS_HASH, format_time
+from gateway.errors import INTERNAL, InfrastructureError
+
+KEY = b"test-holder-hmac-key-0123456789"          # TEST key
+CITIZEN = "330502199001010014"                     # synthetic, valid MOD 11-2
+CITIZEN_X = "11010519491231002X"                   # synthetic, check character X
+T = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+AUDIT_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # TEST key
+
+
+def ev(**kw: object) -> AuditEvent:
+    base: dict[str, object] = dict(kind="verify", time=T, request_id="req-1")
+    base.update(kw)
+    return AuditEvent(**base)  # type: ignore[arg-type]
+
+
+def test_holder_hmac_is_keyed_typed_and_normalised() -> None:
+    h = holder_hmac(KEY, "111", CITIZEN)
+    assert len(h) == 64 and CITIZEN not in h
+    assert holder_hmac(KEY, "111", f" {CITIZEN} ") == h
+    assert holder_hmac(KEY, "111", CITIZEN_X.lower()) == holder_hmac(KEY, "111", CITIZEN_X)
+    assert holder_hmac(KEY + b"!", "111", CITIZEN) != h          # another key, another value
+    assert holder_hmac(KEY, "999", CITIZEN) != h                 # same digits, another code type
+
+
+def test_holder_hmac_refuses_a_short_key() -> None:
+    with pytest.raises(InfrastructureError) as exc:
+        holder_hmac(b"short", "111", CITIZEN)
+    assert exc.value.reason is INTERNAL
+
+
+@pytest.mark.parametrize("field", ["operator", "partner", "item_code", "verdict", "request_id"])
+def test_clear_citizen_id_smuggled_into_a_text_field_is_refused(field: str) -> None:
+    with pytest.raises(InfrastructureError, match="holder code in clear"):
+        ev(**{field: f"clerk note {CITIZEN}"})
+
+
+def test_clear_citizen_id_smuggled_into_extra_is_refused() -> None:
+    with pytest.raises(InfrastructureError, match="holder code in clear"):
+        ev(extra={"note": CITIZEN_X})
+
+
+def test_clear_holder_code_in_the_hmac_field_is_refused() -> None:
+    with pytest.raises(InfrastructureError, match="lower-case hex"):
+        ev(holder_hmac=CITIZEN)
+
+
+def test_non_citizen_tokens_are_accepted() -> None:
+    e = ev(licence_id="1.2.156.3005.2.11100000000013338W009.11330105002500287C.2025052201.002.0",
+           request_id="0f8fad5b-d9cb-469f-a165-70867728950e", extra={"n": 123456789012345678})
+    assert e.body()["licence_id"].endswith(".0")
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "delete_everything"},
+    {"time": datetime(2025, 3, 1, 8, 0)},              # naive time
+    {"request_id": ""},
+    {"reasons": ["LICENCE_EXPIRED"]},                   # a list, not a tuple
+    {"extra": {"nested": {"a": 1}}},
+    {"extra": {"blob": "x" * 5000}},
+    {"operator": "w" * 300},
+])
+def test_malformed_event_is_refused_as_internal_error(bad: dict[str, object]) -> None:
+    with pytest.raises(InfrastructureError) as exc:
+        ev(**bad)
+    assert exc.value.reason is INTERNAL
+
+
+def test_time_is_canonical_utc_whatever_the_offset() -> None:
+    shanghai = timezone(timedelta(hours=8))
+    a = ev(time=T).body()
+    b = ev(time=T.astimezone(shanghai)).body()
+    assert a == b and a["time"] == "2025-03-01T08:00:00.000000Z"
+
+
+def test_hash_covers_seq_prev_and_every_field_and_ignores_key_order() -> None:
+    body = ev(reasons=("LICENCE_EXPIRED",), extra={"b": 1, "a": 2}).body()
+    h = record_hash(1, GENESIS_HASH, body)
+    assert record_hash(1, GENESIS_HASH, dict(reversed(list(body.items())))) == h
+    assert record_hash(2, GENESIS_HASH, body) != h
+    assert record_hash(1, "1" * 64, body) != h
+    for k in body:
+        changed = {**body, k: "x" if body[k] != "x" else "y"}
+        assert record_hash(1, GENESIS_HASH, changed) != h, k
+
+
+def test_extend_chain_links_each_record_to_the_previous_hash() -> None:
+    recs = extend_chain(0, GENESIS_HASH, [ev(request_id=f"r{i}").body() for i in range(3)])
+    assert [r.seq for r in recs] == [1, 2, 3]
+    assert [r.prev_hash for r in recs] == [GENESIS_HASH, recs[0].hash, recs[1].hash]
+
+
+def test_checkpoint_verifies_with_the_public_key_and_names_forgeries() -> None:
+    signer = CheckpointSigner(AUDIT_KEY, "test-audit-1")
+    cp = signer.sign(40, "a" * 64, T)
+    keys = {"test-audit-1": AUDIT_KEY.public_key()}
+    assert check_checkpoint(cp, keys) is None
+    assert "unknown kid" in (check_checkpoint(cp, {"other": AUDIT_KEY.public_key()}) or "")
+    moved = type(cp)(cp.seq + 1, cp.hash, cp.time, cp.kid, cp.jws)
+    assert "differ from the signed statement" in (check_checkpoint(moved, keys) or "")
+    h, p, s = cp.jws.split(".")
+    flipped = f"{h}.{p}.{s[:-2]}{'A' if s[-2] != 'A' else 'B'}{s[-1]}"
+    assert "signature does not verify" in (check_checkpoint(type(cp)(40, cp.hash, cp.time, cp.kid, flipped), keys) or "")
+
+
+def test_checkpoint_time_is_canonical() -> None:
+    cp = CheckpointSigner(AUDIT_KEY, "k").sign(1, "a" * 64, T)
+    assert cp.time == format_time(T)
