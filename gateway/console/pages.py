@@ -45,7 +45,7 @@ def layout(lang: str, title: str, body: str, session: Session | None = None, act
     csrf_meta = f'<meta name="csrf-token" content="{_e(session.csrf)}">' if session else ""
     return (
         f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">{csrf_meta}'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">{csrf_meta}'
         f'<title>{_e(title)} · {_e(t(lang, "app_short"))}</title>'
         f'<link rel="stylesheet" href="/console/static/console.css?v={ASSET_VERSION}">{extra_head}</head><body>'
         f'<a class="skip" href="#main">{_e(t(lang, "skip_to_main"))}</a>'

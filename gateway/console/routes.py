@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from aiohttp import web
@@ -52,7 +52,7 @@ SECURITY_HEADERS = {
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send "Origin: null"
     "Cache-Control": "no-store",
 }
 AuditHook = Callable[..., Awaitable[None] | None]
@@ -117,8 +117,10 @@ def page(permission: str) -> Callable[[Callable[..., Awaitable[web.StreamRespons
         async def inner(request: web.Request) -> web.StreamResponse:
             session = _session(request)
             if session is None:
-                expired = "?expired=1" if request.cookies.get(SESSION_COOKIE) else ""
-                raise web.HTTPSeeOther(f"/console/login{expired}")
+                query = {"expired": "1"} if request.cookies.get(SESSION_COOKIE) else {}
+                if request.query.get("lang") in LANGS:  # keep the language chosen in the link
+                    query["lang"] = request.query["lang"]
+                raise web.HTTPSeeOther("/console/login" + (f"?{urlencode(query)}" if query else ""))
             lang = lang_of(request)
             if permission not in _perms(session):
                 return _html(request, message_page(lang, t(lang, "forbidden_page"), t(lang, "forbidden_page"), session),
