@@ -82,8 +82,9 @@ async def pg_schema(pg_dsn: str) -> object:
 
 
 # --- the worker of the two-process test (module level so 'spawn' can import it) -----------
-def append_worker(dsn: str, schema: str, worker: int, count: int, out: object) -> None:
-    """Run in a child process: append ``count`` events in concurrent waves, report the seqs."""
+def append_worker(dsn: str, schema: str, worker: int, count: int, out: object, barrier: object) -> None:
+    """Run in a child process: open a sink, wait for the other worker (``barrier``), append
+    ``count`` events in concurrent waves of 10, report the seqs it was given."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from gateway.audit import AuditEvent, CheckpointSigner, GroupCommitConfig
@@ -93,6 +94,7 @@ def append_worker(dsn: str, schema: str, worker: int, count: int, out: object) -
         signer = CheckpointSigner(Ed25519PrivateKey.from_private_bytes(TEST_AUDIT_KEY_SEED), "test-audit-1")
         sink = await PostgresAuditSink.open(dsn, schema=schema, signer=signer,
                                             config=GroupCommitConfig(checkpoint_every=40))
+        await asyncio.to_thread(barrier.wait, 60)  # type: ignore[attr-defined]
         t0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
         seqs: list[int] = []
         try:
