@@ -108,6 +108,8 @@ class RegionSimulator:
         self.stats: dict[str, RegionStats] = {code: RegionStats() for code in simulator.specs}
         self.flavours = {code: region_flavour(code, spec.options) for code, spec in simulator.specs.items()}
         self._grants: set[tuple[str, str]] = set()
+        #: load tests: every holder holds licences in every region
+        self.everyone_everywhere = False
         self._cache: dict[tuple[str, str, str, str, bool], bytes] = {}
         self._ids: dict[str, tuple[str, bytes]] = {}  # two-step: id -> (region, licence)
         self._release = asyncio.Event()
@@ -119,6 +121,8 @@ class RegionSimulator:
         self._grants.add((region, code.upper()))
 
     def holds(self, region: str, code_type: str, code: str) -> bool:
+        if self.everyone_everywhere:
+            return True
         district = home_district(code_type, code)
         return (district is not None and covers(region, district)) or (region, code.upper()) in self._grants
 
@@ -325,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual too
 
     parser = argparse.ArgumentParser(description="Simulated regions' sharing services (TEST keys, loopback)")
     parser.add_argument("--port", type=int, default=8701)
+    parser.add_argument("--everyone-everywhere", action="store_true",
+                        help="every holder holds licences in every region (load tests)")
     args = parser.parse_args(argv)
     settings = load_settings(demo=True)
     now = dt.datetime.now(dt.timezone.utc)
@@ -333,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual too
     sim = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
     region_sim = RegionSimulator(sim, {t.type_code: t for t in catalogue.types},
                                  lambda: dt.datetime.now(dt.timezone.utc))
+    region_sim.everyone_everywhere = args.everyone_everywhere
 
     async def run() -> None:
         async with serve(region_sim, port=args.port) as template:
-            print(f"simulated regions on {template}  (PUT /_sim/faults/<region> to inject faults)")
+            print(f"simulated regions on {template}  (PUT /_sim/faults/<region> to inject faults)", flush=True)
             await asyncio.Event().wait()
 
     try:
