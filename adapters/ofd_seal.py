@@ -164,10 +164,7 @@ class OfdSealFamily:
             if cert_bytes is None:
                 raise _bad(f"the Type=Sign signature names no certificate and {cert_path} is absent",
                            errors.UNKNOWN_ISSUER)
-            try:
-                chain = (load_sm2_certificate(cert_bytes).der,)
-            except ValueError as exc:
-                raise _bad(f"{cert_path}: {exc}", errors.MALFORMED) from None
+            chain = (_cert_der(cert_bytes, cert_path),)
             signing_time = parse_signature_datetime(sx.signature_datetime)
             signed_bytes, signature = sig_xml, signed_value
         else:
@@ -270,6 +267,19 @@ def _need(pkg: OfdPackage, path: str, what: str) -> bytes:
     if content is None:
         raise _bad(f"{what} {path} is missing", errors.MALFORMED)
     return content
+
+
+def _cert_der(data: bytes, where: str) -> bytes:
+    """DER as is (the Issuer check reads it, by thumbprint first); PEM unwrapped."""
+    if data[:1] == b"\x30":
+        return data
+    if data.lstrip().startswith(b"-----BEGIN CERTIFICATE-----"):
+        body = b"".join(ln for ln in data.strip().splitlines()[1:-1])
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:
+            raise _bad(f"{where}: PEM body is not base64", errors.MALFORMED) from None
+    raise _bad(f"{where}: not a DER or PEM certificate", errors.MALFORMED)
 
 
 def _licence_data(part: bytes) -> dict[str, Any]:
