@@ -15,7 +15,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import (GENESIS_HASH, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, MemoryAuditSink,
+from gateway.audit import (GENESIS_HASH, AuditEvent, AuditSink, AuditStore, AuditQuery, CheckpointSigner, GroupCommitConfig, MemoryAuditSink,
                            SqliteAuditSink, StoredRecord, holder_hmac, record_hash, verify_chain)
 from gateway.audit.chain import extend_chain
 from gateway.audit.model import format_time, parse_time
@@ -187,6 +187,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 # --- a chain that was left alone verifies ---------------------------------------------------
 async def test_chain_of_sequential_appends_verifies_with_checkpoints(backend: Backend) -> None:
     sink = await backend.open()
+    assert isinstance(sink, AuditSink) and isinstance(sink, AuditStore)
     await backend.append_sequentially(60)
     report = await verify_chain(sink, PUBLIC)
     assert (report.ok, report.records_checked, report.head_seq, report.first_bad_seq) == (True, 60, 60, None)
@@ -417,7 +418,7 @@ async def test_locked_store_times_out_as_audit_unavailable_then_recovers(backend
     if backend.name == "sqlite":
         sink = await backend.open(busy_timeout_ms=100)
     elif backend.name == "postgres":
-        sink = await backend.open(command_timeout=0.5)
+        sink = await backend.open(command_timeout=1.5)
     else:
         sink = await backend.open()
     await sink.append(event(1))
