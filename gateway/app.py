@@ -13,7 +13,7 @@ import base64
 import binascii
 import datetime as dt
 import logging
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -28,6 +28,7 @@ from .auth.jose import SigningKey as GatewaySigningKey
 from .config import Settings
 from .core import VerificationResult, Verifier
 from .edges import LiveTrust, StatusSource, TrustSource
+from .result_cache import ResultCache
 from .errors import GatewayError, InfrastructureError, RequestRejected
 from .simulator import IssuerSimulator
 from .specs import RegionInfo, RegionSpec
@@ -55,6 +56,8 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 LIVE = web.AppKey("live", LiveTrust)
+#: per-worker verification result cache (None when verify_cache_entries = 0)
+RESULT_CACHE = web.AppKey("result_cache", ResultCache | None)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
@@ -81,7 +84,7 @@ def problem(reason: errors.Reason, detail: str | None, status: int | None = None
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(16).hex()  # uuid4().hex at 1/5 the cost
     request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
@@ -160,7 +163,15 @@ def verify_now(app: web.Application, data: bytes) -> VerificationResult:
     now = services.clock()
     if current.trust is None:
         raise InfrastructureError(errors.TRUST_UNAVAILABLE, live.last_error or "trust material not loaded yet")
-    return services.verifier.verify(data, current.trust, current.status, now)
+    cache = app[RESULT_CACHE]
+    if cache is None:
+        return services.verifier.verify(data, current.trust, current.status, now)
+    key = cache.key(data)
+    result = cache.get(key, current.trust, current.status, now)
+    if result is None:
+        result = services.verifier.verify(data, current.trust, current.status, now)
+        cache.put(key, current.trust, current.status, now, result)
+    return result
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -309,6 +320,9 @@ def create_app(services: Services) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
     app[LIVE] = LiveTrust()
+    app[RESULT_CACHE] = ResultCache(settings.verify_cache_entries,
+                                    dt.timedelta(seconds=settings.verify_cache_ttl_seconds),
+                                    settings.clock_skew) if settings.verify_cache_entries else None
     app[TOKEN_SERVICE] = TokenService(services.partners, services.gateway_key,
                                       token_endpoint=settings.token_endpoint_url,
                                       access_ttl_s=settings.access_token_ttl_seconds)

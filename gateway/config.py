@@ -80,6 +80,11 @@ class Settings:
     token_endpoint: str = ""
     #: lifetime of issued access tokens, seconds
     access_token_ttl_seconds: int = 600
+    #: verification result cache per worker (gateway/result_cache.py): most entries (0: off) and
+    #: the longest an entry is reused, seconds (it is dropped sooner on any trust or status
+    #: change of its region, at a validity-date boundary, or when its status list turns stale)
+    verify_cache_entries: int = 10_000
+    verify_cache_ttl_seconds: int = 60
     #: log level
     log_level: str = "INFO"
     # --- service-window console (/console/, gateway/console/) ------------------------------
@@ -147,6 +152,8 @@ class Settings:
         if self.trust_reload_seconds < 0 or self.status_refresh_seconds <= 0 or self.status_fetch_timeout_seconds <= 0:
             raise ConfigError("trust_reload_seconds must be >= 0; status_refresh_seconds and "
                               "status_fetch_timeout_seconds must be positive")
+        if self.verify_cache_entries < 0 or self.verify_cache_ttl_seconds <= 0:
+            raise ConfigError("verify_cache_entries must be >= 0 and verify_cache_ttl_seconds positive")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")
         if self.status_url_template and "{region}" not in self.status_url_template:
