@@ -3,17 +3,12 @@ roles, the check flow on the item-check core, the signed receipt and the status 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives import hashes
 
 from gateway.console.accounts import DEMO_ACCOUNTS
 from gateway.console.routes import CONSOLE
@@ -317,7 +312,12 @@ async def test_cases_of_another_session_are_not_reachable(client_for, licences, 
     assert (await b.get(f"/console/receipt/{case['id']}")).status == 404
 
 
-async def test_receipt_carries_a_qr_code_of_a_jws_signed_by_the_gateway_key(world, licences, console, applicant) -> None:
+async def test_receipt_carries_a_qr_code_of_a_receipt_signed_by_the_gateway_key(world, licences, console,
+                                                                                applicant) -> None:
+    from gateway.console.cases import result_body
+    from gateway.console.receipt import signer_for
+    from gateway.receipts import verify_receipt
+
     valid, revoked = licences
     csrf = await sign_in(console)
     case = await open_case(console, csrf, applicant[1])
@@ -327,19 +327,17 @@ async def test_receipt_carries_a_qr_code_of_a_jws_signed_by_the_gateway_key(worl
     assert '<svg width=' in html and 'class="qr"' in html
     assert applicant[1] not in html  # only the masked number is printed
     jws = re.search(r'id="receipt-jws">([^<]+)<', html)[1]
-    header, payload, sig = jws.split(".")
-    claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    digest = re.search(r'id="receipt-digest">([0-9a-f]{64})<', html)[1]
-    assert claims["rid"] == case["id"] and claims["item"] == "KS-076" and claims["complete"] is False
-    assert claims["sha256"] == digest and claims["op"] == "clerk" and claims["win"] == "HZ-01"
-    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-    key = world.gateway_key.public_key
-    signing_input = f"{header}.{payload}".encode()
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
-    else:
-        key.verify(raw, signing_input)
+    digest = re.search(r'id="receipt-digest">([A-Za-z0-9_-]{43})<', html)[1]
+    stored = console.app[CONSOLE].sessions  # the server-side case, to recompute what was signed
+    session_case = next(c for sess in stored._sessions.values() for cid, c in sess.cases.items() if cid == case["id"])
+    body = result_body(session_case, world.catalogue)
+    claims = verify_receipt(jws, signer_for(world.gateway_key).jwks(), request_body=body)
+    assert claims["request_digest"] == digest and claims["item"] == "KS-076" and claims["verdict"] == "incomplete"
+    assert claims["reasons"] == ["LICENCE_REVOKED"]
+    assert claims["licence_ids"] == [valid.licence.identifier, revoked.licence.identifier]
+    assert b'"operator":"clerk"' in body
+    with pytest.raises(Exception):
+        verify_receipt(jws, signer_for(world.gateway_key).jwks(), request_body=body.replace(b"clerk", b"clerc"))
 
 
 async def test_receipt_digest_changes_when_another_licence_is_added(licences, console, applicant) -> None:
@@ -347,9 +345,9 @@ async def test_receipt_digest_changes_when_another_licence_is_added(licences, co
     csrf = await sign_in(console)
     case = await open_case(console, csrf, applicant[1])
     await add(console, csrf, case["id"], valid.body())
-    first = re.search(r'id="receipt-digest">(\w+)<', await (await console.get(f"/console/receipt/{case['id']}")).text())[1]
+    first = re.search(r'id="receipt-digest">([\w-]+)<', await (await console.get(f"/console/receipt/{case['id']}")).text())[1]
     await add(console, csrf, case["id"], revoked.body())
-    second = re.search(r'id="receipt-digest">(\w+)<', await (await console.get(f"/console/receipt/{case['id']}")).text())[1]
+    second = re.search(r'id="receipt-digest">([\w-]+)<', await (await console.get(f"/console/receipt/{case['id']}")).text())[1]
     assert first != second
 
 

@@ -9,7 +9,6 @@ into what the clerk reads (:func:`case_view`, pure, in the clerk's language).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,10 +130,10 @@ def case_view(case: Case, catalogue: Catalogue, lang: str) -> dict[str, Any]:
     }
 
 
-def result_digest(case: Case, catalogue: Catalogue) -> str:
-    """SHA-256 (hex) of the check result as the API renders it (masked applicant, disclosed
-    fields only) plus the case metadata: what the receipt's signature vouches for."""
+def result_body(case: Case, catalogue: Catalogue) -> bytes:
+    """The check result as the API renders it (masked applicant, disclosed fields only) plus
+    the case metadata, as canonical JSON bytes: what the receipt's signature vouches for."""
     body = case.outcome(catalogue).to_dict()
     body["case"] = {"id": case.id, "operator": case.operator, "window": case.window,
                     "checked_at": case.checked_at.isoformat() if case.checked_at else None}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)

@@ -1,31 +1,39 @@
 """The printable receipt's signature and QR code.
 
-The receipt vouches for the check result by its SHA-256 digest (``cases.result_digest``):
-a compact JWS signed with the gateway's own key (:class:`gateway.auth.jose.SigningKey`, the
-key published at ``/v1/keys``), so anyone holding the JWKS can check a printed receipt.
-The QR code is drawn server-side by segno as inline SVG (no script, works offline).
+The receipt is the gateway's own signed receipt (:class:`gateway.receipts.ReceiptSigner`,
+typ ``elicence-receipt+jws``) signed with the gateway key published at ``/v1/keys``; its
+``request_digest`` is the SHA-256 of the case's check result
+(:func:`gateway.console.cases.result_body`), so :func:`gateway.receipts.verify_receipt`
+checks a printed receipt offline. The QR code is drawn server-side by segno as inline SVG
+(no script, works offline).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import segno
 
 from ..auth.jose import SigningKey
+from ..catalogue import Catalogue
+from ..receipts import ReceiptSigner, request_digest
+from .cases import Case, result_body
 
-RECEIPT_TYPE = "elicence-console-receipt"
-
-
-def receipt_claims(case_id: str, item_code: str, complete: bool, digest: str, operator: str, window: str,
-                   issued_at: dt.datetime) -> dict[str, Any]:
-    return {"typ": RECEIPT_TYPE, "rid": case_id, "item": item_code, "complete": complete,
-            "sha256": digest, "op": operator, "win": window, "iat": int(issued_at.timestamp())}
+GATEWAY_ID = "elicence-gateway/console"
 
 
-def sign_receipt(key: SigningKey, claims: dict[str, Any]) -> str:
-    return key.sign(claims)
+def signer_for(key: SigningKey) -> ReceiptSigner:
+    return ReceiptSigner(key.private_key, key.kid, GATEWAY_ID)
+
+
+def case_receipt(signer: ReceiptSigner, case: Case, catalogue: Catalogue) -> tuple[str, str]:
+    """(compact JWS receipt, b64url SHA-256 of the result it vouches for) for ``case``."""
+    body = result_body(case, catalogue)
+    outcome = case.outcome(catalogue)
+    reasons = sorted({f.reason.code for lo in outcome.licences for f in lo.findings})
+    ids = [p.identifier for p in case.presented if p.identifier]
+    assert case.checked_at is not None  # a receipt exists only once a licence was checked
+    token = signer.sign(request_body=body, verdict=outcome.outcome, reasons=reasons, item=case.item.code,
+                        time=case.checked_at, licence_ids=ids)
+    return token, request_digest(body)
 
 
 def qr_svg(text: str, title: str) -> str:

@@ -31,11 +31,11 @@ from ..app import LIVE, SERVICES, decode_presented, read_json, verify_now
 from ..checking import Presented, parse_applicant
 from ..errors import RequestRejected
 from .accounts import StaffDirectory, make_hasher
-from .cases import MAX_LICENCES_PER_CASE, Case, case_view, result_digest
+from .cases import MAX_LICENCES_PER_CASE, Case, case_view
 from .i18n import LANGS, norm_lang, t
 from .metrics import VerificationCounters
 from .pages import audit_page, check_page, login_page, message_page, receipt_page, status_page
-from .receipt import qr_svg, receipt_claims, sign_receipt
+from .receipt import case_receipt, qr_svg, signer_for
 from .sessions import LoginCsrf, LoginThrottle, Session, SessionPolicy, SessionStore, ThrottlePolicy, csrf_ok
 
 log = logging.getLogger("gateway.console")
@@ -282,10 +282,7 @@ async def receipt_view(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     catalogue = services.catalogue
     view = case_view(case, catalogue, lang)
-    digest = result_digest(case, catalogue)
-    claims = receipt_claims(case.id, case.item.code, view["complete"], digest, case.operator, case.window,
-                            case.checked_at or _now(request))
-    jws = sign_receipt(services.gateway_key, claims)
+    jws, digest = case_receipt(signer_for(services.gateway_key), case, catalogue)
     qr = qr_svg(jws, t(lang, "receipt_qr"))
     return _html(request, receipt_page(lang, session, view, jws, qr, digest, services.gateway_key.kid))
 
