@@ -123,6 +123,32 @@ class Settings:
     #: key of the keyed hash (HMAC-SHA256, as gateway.audit) of holder codes in query audit records. The default
     #: is a TEST key, committed on purpose and not secret: set a real one in production.
     query_holder_hash_key: str = "TEST-ONLY query holder hash key (not secret)"
+    # --- audit trail and receipts (gateway/audit/, gateway/audit_wiring.py) --------------------
+    #: where audit records go: "sqlite" (embedded, default; several workers of one machine may share
+    #: the file), "postgres" (several processes or machines writing one chain), "memory" (tests;
+    #: demo mode only) or "off" (demo mode only: the baseline of load/bench_audit_overhead.py)
+    audit_backend: str = "sqlite"
+    #: SQLite audit database (default <var_dir>/audit.sqlite3)
+    audit_path: str = ""
+    #: PostgreSQL DSN and schema of the audit tables (audit_backend = "postgres")
+    audit_dsn: str = ""
+    audit_pg_schema: str = "gateway_audit"
+    #: HMAC-SHA256 key (hex, >= 16 bytes) of holder codes in audit records; required outside demo
+    #: mode (demo: a committed TEST key)
+    audit_hmac_key: str = ""
+    #: Ed25519 private key (PEM) signing audit checkpoints; required outside demo mode
+    audit_checkpoint_key: str = ""
+    #: P-256 (ES256) or Ed25519 private key (PEM) signing verification receipts; required outside demo mode
+    receipt_key: str = ""
+    #: sign a checkpoint of the chain head every N records, and every N seconds when records were added
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_seconds: int = 60
+    #: prune audit records older than N days, keeping the chain verifiable from a signed checkpoint
+    #: (0: keep forever); checked at start-up and hourly, or run `python -m gateway audit prune`
+    audit_retention_days: int = 0
+    #: group commit: most records in one transaction and how long the writer gathers, microseconds
+    audit_batch_max: int = 256
+    audit_batch_window_us: int = 1000
 
     @property
     def token_endpoint_url(self) -> str:
@@ -154,6 +180,16 @@ class Settings:
                               "status_fetch_timeout_seconds must be positive")
         if self.verify_cache_entries < 0 or self.verify_cache_ttl_seconds <= 0:
             raise ConfigError("verify_cache_entries must be >= 0 and verify_cache_ttl_seconds positive")
+        if self.audit_backend not in ("sqlite", "postgres", "memory", "off"):
+            raise ConfigError("audit_backend must be sqlite, postgres, memory or off")
+        if self.audit_backend in ("memory", "off") and not self.demo:
+            raise ConfigError(f"audit_backend = {self.audit_backend!r} keeps no durable audit trail: demo mode only")
+        if self.audit_backend == "postgres" and not self.audit_dsn:
+            raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
+        if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
+                or self.audit_batch_window_us < 0 or self.audit_retention_days < 0):
+            raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds and audit_batch_max must be positive; "
+                              "audit_batch_window_us and audit_retention_days not negative")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")
         if self.status_url_template and "{region}" not in self.status_url_template:
