@@ -35,7 +35,7 @@ from load.safety import (
 from load.scenarios import SCENARIOS, RequestPicker, get_scenario, load_corpus
 from load.schedule import ARRIVALS
 from load.slo import EXIT_SLO_MISSED, all_passed, evaluate, load_slo, render_table, slo_block
-from load.tokens import TokenProvider, file_token, no_token, static_token
+from load.tokens import DEFAULT_CLIENT_ID, TokenProvider, file_token, no_token, oauth_token, static_token
 
 DEFAULT_TARGET = "http://127.0.0.1:8080"
 DEFAULT_OUT_ROOT = Path("var/load")
@@ -60,9 +60,13 @@ def _add_common(p: argparse.ArgumentParser, *, scenario_required: bool = True) -
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"base URL (default {DEFAULT_TARGET}); loopback only")
     p.add_argument("--allow-non-loopback", action="store_true",
                    help="allow a target outside 127.0.0.0/8, ::1, localhost (you must own it)")
-    p.add_argument("--corpus", help="JSONL corpus of request bodies (see load/README.md)")
-    p.add_argument("--token", help="bearer token for Authorization")
+    p.add_argument("--corpus", help="JSONL corpus of request bodies (see load/README.md); default: made on the "
+                                    "fly by the issuer simulator on the demo TEST framework (var/demo)")
+    p.add_argument("--token", help="static bearer token (default: a real OAuth token, see --client-id)")
     p.add_argument("--token-file", help="file holding the bearer token (re-read on a 401)")
+    p.add_argument("--client-id", default=DEFAULT_CLIENT_ID,
+                   help=f"TEST partner whose key signs the OAuth client assertion (default {DEFAULT_CLIENT_ID})")
+    p.add_argument("--no-token", action="store_true", help="send no Authorization header")
     p.add_argument("--timeout", default="5s", help="per-request timeout (default 5s)")
     p.add_argument("--seed", type=int, default=1, help="RNG seed for arrivals and the request mix")
     p.add_argument("--out", help="output directory for result.json and report.html "
@@ -102,13 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _token_provider(args: argparse.Namespace) -> TokenProvider:
-    if args.token and args.token_file:
-        raise LoadRefused(TOKEN_UNAVAILABLE, "give --token or --token-file, not both")
+    if sum(map(bool, (args.token, args.token_file, args.no_token))) > 1:
+        raise LoadRefused(TOKEN_UNAVAILABLE, "give one of --token, --token-file, --no-token")
     if args.token:
         return static_token(args.token)
     if args.token_file:
         return file_token(args.token_file)
-    return no_token()
+    if args.no_token:
+        return no_token()
+    return oauth_token(args.target, client_id=args.client_id)
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -156,11 +162,34 @@ def _check_target(args: argparse.Namespace, err: TextIO) -> None:
         print(w, file=err)
 
 
-def _require_corpus(args: argparse.Namespace) -> Any:
-    if not args.corpus:
-        raise LoadRefused(CORPUS_INVALID, "--corpus FILE is required (JSONL; the naive peer writes one, see "
-                                          "load/README.md)")
-    return load_corpus(args.corpus)
+#: the corpus made when --corpus is not given: every region and family, the default case mix
+DEFAULT_CORPUS_COUNT = 450
+
+
+def _require_corpus(args: argparse.Namespace, err: TextIO | None = None) -> Any:
+    if args.corpus:
+        return load_corpus(args.corpus)
+    path = DEFAULT_OUT_ROOT / "corpus-default.jsonl"
+    try:
+        n = make_default_corpus(path)
+    except Exception as exc:  # the simulator or the demo framework is unusable here
+        raise LoadRefused(CORPUS_INVALID, f"no --corpus given and none could be made: {type(exc).__name__}: "
+                                          f"{exc}") from None
+    if err is not None:
+        print(f"[load] no --corpus: made {n} lines with the issuer simulator (demo TEST framework) -> {path}",
+              file=err, flush=True)
+    return load_corpus(path)
+
+
+def make_default_corpus(path: Path, count: int = DEFAULT_CORPUS_COUNT) -> int:
+    """A corpus made on the fly by ``gateway.corpus`` (the simulator on var/demo's TEST framework)."""
+    from gateway.config import load_settings
+    from gateway.corpus import CorpusPlan, demo_builder, write_jsonl
+
+    now = datetime.now(timezone.utc)
+    lines = demo_builder(load_settings(demo=True), now).build(
+        CorpusPlan(count=count, batches=max(1, count // 10), checks=max(1, count // 10)))
+    return write_jsonl(path, lines)
 
 
 def _finish(result: dict[str, Any], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -189,7 +218,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)  # refuse a bad SLO file before the run, not after it
-    picker = RequestPicker.build(scenario, _require_corpus(args), args.seed)
+    picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
     config = OpenLoopConfig(target=args.target, scenario=scenario, rate=rate, duration_s=duration,
                             arrivals=args.arrivals, connections=args.connections, max_in_flight=args.max_in_flight,
                             timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests)
@@ -206,7 +235,7 @@ def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)
-    picker = RequestPicker.build(scenario, _require_corpus(args), args.seed)
+    picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
     config = MaxConfig(target=args.target, scenario=scenario, step_duration_s=step, concurrency_steps=steps,
                        timeout_s=timeout, seed=args.seed)
     result = _run(run_max(config, picker, _token_provider(args), progress=None if args.quiet else err))

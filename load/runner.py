@@ -33,6 +33,7 @@ RESULT_SCHEMA = "elicence-load-result/1"
 # uvloop's loop.time() has millisecond resolution, too coarse for latency.
 START_LEAD_S = 0.05          # first intended send time is this far after setup
 TOKEN_REFRESH_MIN_S = 1.0
+TOKEN_PERIODIC_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ def verdicts_of(kind: str, payload: Any) -> list[str]:
         return ["unparsed"]
     if kind == "batch" and isinstance(payload.get("results"), list):
         return [r.get("verdict", "none") if isinstance(r, dict) else "unparsed" for r in payload["results"]]
-    v = payload.get("verdict")
+    v = payload.get("outcome") if kind == "check" else payload.get("verdict")
     return [v] if isinstance(v, str) else ["none"]
 
 
@@ -88,10 +89,23 @@ class _Client:
         self.headers = {"Content-Type": "application/json", **auth_headers(token)}
         self._last_refresh = time.monotonic()
 
+    async def keep_fresh(self) -> None:
+        """Asks the provider again every few seconds, so a provider renewing before expiry
+        (``oauth_token``) never lets a long run reach its token's expiry."""
+        while True:
+            await asyncio.sleep(TOKEN_PERIODIC_S)
+            try:
+                await self.refresh_token()
+            except Exception as exc:  # keep the old token; a real failure shows as 401s
+                print(f"load: token refresh failed: {exc}", file=sys.stderr)
+
     def _maybe_refresh(self) -> None:
         if self._refreshing or time.monotonic() - self._last_refresh < TOKEN_REFRESH_MIN_S:
             return
         self._refreshing = True
+        invalidate = getattr(self.token_provider, "invalidate", None)
+        if invalidate is not None:  # a cached token was refused: fetch a new one
+            invalidate()
 
         async def go() -> None:
             try:
@@ -221,6 +235,7 @@ async def run_open_loop(config: OpenLoopConfig, picker: RequestPicker, token_pro
                 last = rec.sent
 
         rep = loop.create_task(reporter())
+        fresh = loop.create_task(client.keep_fresh())
         try:
             for off in offsets:
                 if rec.scheduled >= config.max_requests:
@@ -241,6 +256,7 @@ async def run_open_loop(config: OpenLoopConfig, picker: RequestPicker, token_pro
                 await asyncio.wait(set(tasks), timeout=config.timeout_s + 1.0)
         finally:
             rep.cancel()
+            fresh.cancel()
             # anything still outstanding has outlived its own timeout: cancel it, count a timeout
             for t, intended in list(tasks.items()):
                 if not t.done():
@@ -298,6 +314,7 @@ async def run_max(config: MaxConfig, picker: RequestPicker, token_provider: Toke
     async with _session(max(config.concurrency_steps)) as session:
         client = _Client(session, config.target, token_provider or no_token())
         await client.refresh_token()
+        fresh = asyncio.get_running_loop().create_task(client.keep_fresh())
         for n in config.concurrency_steps:
             rec, wall, step_cpu = await _closed_step(client, picker, n, config.step_duration_s, timeout)
             common = _result_common(rec, wall, wall)
@@ -320,6 +337,7 @@ async def run_max(config: MaxConfig, picker: RequestPicker, token_provider: Toke
                 if flat >= 2:
                     break
             best = max(best, step["ok_throughput_rps"])
+        fresh.cancel()
     peak = max(steps, key=lambda s: s["ok_throughput_rps"])
     return {
         "schema": RESULT_SCHEMA,

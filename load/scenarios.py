@@ -6,14 +6,15 @@ Corpus file format (one JSON object per line, blank lines and lines starting wit
      "body": {"licence": "<string>", "encoding": "utf-8"}, "expect": "valid"}
     {"kind": "batch", "path": "/v1/licences/verify-batch",
      "body": {"licences": [...]}, "expect": ["valid", "invalid"]}
-    {"kind": "check", "path": "/v1/items/{code}/check", "body": {...}, "expect": "valid"}
+    {"kind": "check", "path": "/v1/items/{code}/check", "body": {...}, "expect": "complete"}
 
 * ``kind`` (required): ``verify`` | ``batch`` | ``check`` -- which scenarios may draw the line.
 * ``path`` (optional): defaults per kind (``check`` has no default: its path names the item).
 * ``body`` (required): a JSON object, sent as-is with ``Content-Type: application/json``.
 * ``method`` (optional): defaults to ``POST``.
 * ``expect`` (optional): the expected verdict (``valid`` | ``invalid`` | ``indeterminate``); for a
-  batch either one verdict for every item or a list, one per item. Mismatches are counted.
+  batch either one verdict for every item or a list, one per item; for a check the expected
+  ``outcome`` (``complete`` | ``incomplete`` | ``indeterminate``). Mismatches are counted.
 * ``tag`` (optional): free text (e.g. the tampering applied), carried into nothing but logs.
 """
 
@@ -32,6 +33,8 @@ from load.errors import CORPUS_INVALID, CORPUS_MISSING_KIND, SCENARIO_UNKNOWN, L
 
 KINDS: tuple[str, ...] = ("verify", "batch", "check")
 VERDICTS: tuple[str, ...] = ("valid", "invalid", "indeterminate")
+#: what an item check answers in ``outcome`` (check lines may expect these too)
+CHECK_OUTCOMES: tuple[str, ...] = ("complete", "incomplete", "indeterminate")
 DEFAULT_PATHS: dict[str, str] = {
     "verify": "/v1/licences/verify",
     "batch": "/v1/licences/verify-batch",
@@ -142,7 +145,9 @@ def parse_corpus_line(line: str | bytes, lineno: int = 1) -> CorpusEntry:
         if kind != "batch" or not all(e in VERDICTS for e in expect):
             raise _bad(lineno, "a list of expected verdicts is for batch lines, each one of " + "/".join(VERDICTS))
         expect = tuple(expect)
-    elif expect is not None and expect not in VERDICTS:
+    elif kind == "check" and expect is not None and expect not in CHECK_OUTCOMES:
+        raise _bad(lineno, f"a check line's expect is its outcome, one of {CHECK_OUTCOMES}, got {expect!r}")
+    elif kind != "check" and expect is not None and expect not in VERDICTS:
         raise _bad(lineno, f"expect must be one of {VERDICTS}, got {expect!r}")
     tag = obj.get("tag", "")
     if not isinstance(tag, str):

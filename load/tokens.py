@@ -7,6 +7,7 @@ header). The runner calls it once before the run and again (at most once a secon
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -43,6 +44,67 @@ def file_token(path: str | Path) -> TokenProvider:
         if not text or any(c in text for c in "\r\n "):
             raise LoadRefused(TOKEN_UNAVAILABLE, f"token file {p} must hold one non-empty line without spaces")
         return text
+    return provide
+
+
+#: the TEST partner the load tool uses by default (certs/partners/load-partner.toml: high rate limit)
+DEFAULT_CLIENT_ID = "load-partner"
+DEFAULT_REGISTRY_DIR = Path(__file__).resolve().parent.parent / "certs" / "partners"
+#: a token is renewed this long before it expires
+REFRESH_MARGIN_S = 60.0
+
+
+def oauth_token(target: str, *, client_id: str = DEFAULT_CLIENT_ID, registry_dir: str | Path = DEFAULT_REGISTRY_DIR,
+                scope: str | None = None, refresh_margin_s: float = REFRESH_MARGIN_S,
+                clock: Callable[[], float] = time.time, audience: str | None = None) -> TokenProvider:
+    """OAuth client credentials against ``<target>/v1/oauth/token``: a ``private_key_jwt`` client
+    assertion signed with the partner's TEST key (``<registry_dir>/<client_id>.test-private.pem``),
+    exchanged for an access token. The token is cached and renewed ``refresh_margin_s`` before
+    it expires (the runner asks again every few seconds and after a 401). ``audience`` (the
+    assertion's ``aud``) defaults to the endpoint URL, which is what the gateway expects when it
+    is reached under its configured address."""
+    import aiohttp
+    import orjson
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.auth.demo import make_client_assertion, partner_test_key_path, token_request_form
+    from gateway.auth.partners import PartnerRegistryError, load_partners
+
+    endpoint = target.rstrip("/") + "/v1/oauth/token"
+    try:
+        partner = load_partners(registry_dir)[client_id]
+        key = serialization.load_pem_private_key(partner_test_key_path(registry_dir, client_id).read_bytes(), None)
+    except (KeyError, OSError, ValueError, PartnerRegistryError) as exc:
+        raise LoadRefused(TOKEN_UNAVAILABLE, f"no TEST key for partner {client_id!r} in {registry_dir}: "
+                                             f"{type(exc).__name__}: {exc}") from None
+    held: dict[str, float | str] = {}
+
+    async def fetch() -> tuple[str, float]:
+        now = clock()
+        form = token_request_form(make_client_assertion(client_id, key, partner.alg, audience or endpoint, now), scope)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(endpoint, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise LoadRefused(TOKEN_UNAVAILABLE, f"token endpoint {endpoint} unreachable: {exc!r}") from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = {}
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise LoadRefused(TOKEN_UNAVAILABLE, f"token endpoint {endpoint} answered {status}: {raw[:300]!r}")
+        return body["access_token"], now + float(body.get("expires_in", 300))
+
+    async def provide() -> str | None:
+        token, expires = held.get("token"), held.get("expires", 0.0)
+        if not isinstance(token, str) or clock() >= float(expires) - refresh_margin_s:
+            token, exp = await fetch()
+            held["token"], held["expires"] = token, exp
+        return token
+
+    provide.invalidate = held.clear  # type: ignore[attr-defined]  # the runner calls it after a 401
     return provide
 
 

@@ -21,7 +21,7 @@ from load.scenarios import (
 
 VERIFY = '{"kind":"verify","body":{"licence":"eyJ.a.b","encoding":"utf-8"},"expect":"valid"}'
 BATCH = '{"kind":"batch","body":{"licences":["a","b"]},"expect":["valid","invalid"]}'
-CHECK = '{"kind":"check","path":"/v1/items/330100-0001/check","body":{"licences":["a"]},"expect":"valid"}'
+CHECK = '{"kind":"check","path":"/v1/items/330100-0001/check","body":{"licences":["a"]},"expect":"complete"}'
 
 
 def test_corpus_lines_parse_with_default_paths_and_expectations() -> None:
@@ -51,6 +51,8 @@ def test_corpus_round_trips_through_a_file(tmp_path: Path) -> None:
     ('{"kind":"verify","body":{},"method":"DELETE"}', "method"),
     ('{"kind":"verify","body":{},"expect":"probably"}', "expect"),
     ('{"kind":"verify","body":{},"expect":["valid"]}', "list"),
+    ('{"kind":"check","path":"/v1/items/X/check","body":{},"expect":"valid"}', "outcome"),  # checks answer outcomes
+    ('{"kind":"verify","body":{},"expect":"complete"}', "expect"),
     ('{"kind":"verify","body":{}', "JSON"),
     ('["verify"]', "object"),
 ])

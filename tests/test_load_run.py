@@ -253,7 +253,8 @@ def test_closed_loop_max_stops_stepping_when_errors_pile_up() -> None:
     ("verify", {"verdict": "valid", "reasons": []}, ["valid"]),
     ("batch", {"results": [{"verdict": "valid"}, {"verdict": "indeterminate"}, "junk"]},
      ["valid", "indeterminate", "unparsed"]),
-    ("check", {"verdict": "invalid"}, ["invalid"]),
+    ("check", {"outcome": "incomplete", "complete": False}, ["incomplete"]),
+    ("check", {"verdict": "invalid"}, ["none"]),  # a check answers its outcome, not a verdict
     ("verify", {"status": "ok"}, ["none"]),
     ("verify", ["valid"], ["unparsed"]),
 ])

@@ -1,0 +1,373 @@
+"""Gateway vs naive peer, in one run on this machine: the figures issue 7 asks for.
+
+    python load/bench_gateway.py [--reps 3] [--step 3] [--json FILE] [--soak 600]
+
+Starts, as loopback subprocesses, the naive peer (``python -m load peer``: one process,
+``jwt.decode`` only) and the demo gateway (``python -m gateway serve --demo --workers 2``:
+auth, status check, normalisation and whatever else the demo configuration runs on every
+verify), then prints medians over ``--reps`` repetitions of:
+
+1. single-licence verify throughput, closed-loop max, ES256 licences: gateway vs peer, ratio
+   (target >= 1.3);
+2. p99 latency at half the gateway's median max throughput, open loop, Poisson arrivals
+   (target <= 10 ms);
+3. batch verify throughput in licences/s vs workers x the raw per-core ES256 verify rate
+   measured here (target >= 0.8);
+4. the load generator's own CPU (% of one core) and each server's CPU per request (µs,
+   from /proc: utime + stime of the server processes over the requests answered), which
+   stays meaningful when other work shares the 2 cores;
+5. the same single and batch figures with the gateway's verification result cache switched
+   off (``GATEWAY_VERIFY_CACHE_ENTRIES=0``): the cost of a first verification.
+
+``--soak S`` then runs S seconds (at most 600) open loop at half the max and reports errors
+and the resident memory growth of the gateway workers (target 0 errors, <= 10 %). The soak is
+not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
+from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
+from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
+from load.tokens import oauth_token  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
+SINGLE_MIX = "valid=80,tampered=7,expired=7,unknown-issuer=6"
+TARGETS = {"ratio": 1.3, "p99_ms": 10.0, "batch_ratio": 0.8, "soak_rss_growth": 0.10}
+
+
+# --- processes ---------------------------------------------------------------------------
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return {**env, **(extra or {})}
+
+
+def start_gateway(port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "gateway", "serve", "--demo", "--workers", str(workers), "--port", str(port)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def start_peer(port: int, corpus_out: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
+           "--corpus-size", "2000"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"resource_tracker" not in cmdline:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def rss_kib(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+@contextmanager
+def serving(proc: subprocess.Popen[bytes], url: str, server_pids: Callable[[], list[int]]) -> Iterator[list[int]]:
+    try:
+        asyncio.run(wait_healthy(url, proc, timeout_s=60))
+        time.sleep(0.5)
+        yield server_pids()
+    finally:
+        stop_peer(proc)
+
+
+# --- measurements --------------------------------------------------------------------------
+def raw_es256_rate(seconds: float = 1.0) -> float:
+    """ES256 verifications per second on one core: cryptography (OpenSSL), one key, one message."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    msg = b"eyJhbGciOiJFUzI1NiJ9." + b"x" * 600
+    sig = key.sign(msg, ec.ECDSA(hashes.SHA256()))
+    pub, alg = key.public_key(), ec.ECDSA(hashes.SHA256())
+    n, t0 = 0, time.process_time()
+    while time.process_time() - t0 < seconds:
+        for _ in range(200):
+            pub.verify(sig, msg, alg)
+        n += 200
+    return n / (time.process_time() - t0)
+
+
+def closed_max(url: str, corpus: Any, scenario: str, step_s: float, steps: tuple[int, ...], token: Any,
+               pids: Sequence[int]) -> dict[str, Any]:
+    sc = get_scenario(scenario)
+    cfg = MaxConfig(target=url, scenario=sc, step_duration_s=step_s, concurrency_steps=steps, timeout_s=10.0)
+    c0 = cpu_seconds(pids)
+    result = asyncio.run(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
+    used = cpu_seconds(pids) - c0
+    answered = sum(s["counts"]["responses"] for s in result["steps"])
+    return {"peak_rps": result["peak"]["throughput_rps"], "concurrency": result["peak"]["concurrency"],
+            "p50_ms": result["peak"]["latency_ms"]["p50"], "p99_ms": result["peak"]["latency_ms"]["p99"],
+            "errors": sum(s["counts"]["errors"] for s in result["steps"]),
+            "generator_cpu_pct": result["cpu"]["percent_of_one_core"],
+            "server_cpu_us_per_request": round(1e6 * used / answered, 1) if answered else None}
+
+
+def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any, pids: Sequence[int],
+              progress: Any = None) -> dict[str, Any]:
+    sc = get_scenario("verify")
+    cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals="poisson",
+                         connections=64, max_in_flight=512, timeout_s=10.0, seed=7)
+    c0 = cpu_seconds(pids)
+    r = asyncio.run(run_open_loop(cfg, RequestPicker.build(sc, corpus, 7), token, progress=progress))
+    used = cpu_seconds(pids) - c0
+    return {"rate": rate, "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
+            "p99_9_ms": r["latency_ms"]["p99_9"], "max_ms": r["latency_ms"]["max"], "errors": r["counts"]["errors"],
+            "error_kinds": r["errors"], "mismatched": r["expectation"]["mismatched"], "late": r["counts"]["late"],
+            "throughput_rps": r["throughput_rps"], "generator_cpu_pct": r["cpu"]["percent_of_one_core"],
+            "server_cpu_us_per_request": round(1e6 * used / max(1, r["counts"]["responses"]), 1)}
+
+
+def med(rows: Sequence[dict[str, Any]], key: str) -> float:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.median(vals), 2) if vals else 0.0
+
+
+# --- the run ---------------------------------------------------------------------------------
+def make_corpora(work: Path, batch_size: int) -> tuple[Path, Path]:
+    from gateway.config import load_settings
+    from gateway.corpus import CorpusPlan, demo_builder, parse_mix, write_jsonl
+
+    b = demo_builder(load_settings(demo=True), datetime.now(timezone.utc))
+    single = b.build(CorpusPlan(count=2000, mix=parse_mix(SINGLE_MIX), algorithms=("ES256",), checks=0))
+    batch = b.build(CorpusPlan(count=2000, mix={"valid": 1}, algorithms=("ES256",), batches=200,
+                               batch_size=batch_size, checks=0))
+    paths = work / "es256-single.jsonl", work / "es256-batch.jsonl"
+    write_jsonl(paths[0], single)
+    write_jsonl(paths[1], batch)
+    return paths
+
+
+def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: Any, batch: Any, args: Any,
+                  reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    proc = start_gateway(port, workers, env)
+    with serving(proc, url, lambda: children(proc.pid)) as pids:
+        token = oauth_token(url)
+        closed_max(url, single, "verify", 1.0, (8,), token, pids)  # warm-up (and fill the cache)
+        singles, batches = [], []
+        for i in range(reps):
+            singles.append(closed_max(url, single, "verify", args.step, args.concurrency, token, pids))
+            log(f"  gateway single rep {i + 1}: {singles[-1]}")
+            b = closed_max(url, batch, "batch", args.step, args.batch_concurrency, token, pids)
+            b["licences_per_s"] = round(b["peak_rps"] * args.batch_size, 1)
+            batches.append(b)
+            log(f"  gateway batch  rep {i + 1}: {b}")
+        out: dict[str, Any] = {"single": singles, "batch": batches, "workers": len(pids)}
+        if env is None:
+            half = med(singles, "peak_rps") / 2
+            opens = []
+            for i in range(reps):
+                opens.append(open_loop(url, single, half, args.open_duration, token, pids))
+                log(f"  gateway open loop at {half:.0f}/s rep {i + 1}: {opens[-1]}")
+            out["open"] = opens
+            if args.soak:
+                out["soak"] = soak(url, single, half, args.soak, token, pids, log)
+    return out
+
+
+def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: Sequence[int],
+         log: Callable[[str], None]) -> dict[str, Any]:
+    seconds = min(seconds, 600.0)
+    rss0 = rss_kib(pids)
+    log(f"  soak: {seconds:g}s at {rate:.0f}/s, worker RSS at start {rss0} KiB")
+    r = open_loop(url, corpus, rate, seconds, token, pids, progress=sys.stderr)
+    rss1 = rss_kib(pids)
+    growth = (rss1 - rss0) / rss0 if rss0 else 0.0
+    return {**r, "seconds": seconds, "rss_start_kib": rss0, "rss_end_kib": rss1, "rss_growth": round(growth, 4)}
+
+
+def peer_round(port: int, work: Path, args: Any, reps: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}"
+    corpus_path = work / "peer-corpus.jsonl"
+    proc = start_peer(port, corpus_path)
+    with serving(proc, url, lambda: [proc.pid]) as pids:
+        corpus = load_corpus(corpus_path)
+        closed_max(url, corpus, "verify", 1.0, (8,), None, pids)  # warm-up
+        rows = []
+        for i in range(reps):
+            rows.append(closed_max(url, corpus, "verify", args.step, args.concurrency, None, pids))
+            log(f"  peer single rep {i + 1}: {rows[-1]}")
+    return rows
+
+
+def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, Any] | None, raw: list[float],
+              args: Any) -> dict[str, Any]:
+    workers = gw["workers"]
+    raw_rate = statistics.median(raw)
+    peer_max, gw_max = med(peer, "peak_rps"), med(gw["single"], "peak_rps")
+    ratios = [g["peak_rps"] / p["peak_rps"] for g, p in zip(gw["single"], peer) if p["peak_rps"]]
+    batch_lps = med(gw["batch"], "licences_per_s")
+    s: dict[str, Any] = {
+        "reps": args.reps, "workers": workers, "cores": os.cpu_count(),
+        "peer_max_rps": peer_max, "gateway_max_rps": gw_max,
+        "ratio_of_medians": round(gw_max / peer_max, 3) if peer_max else 0.0,
+        "median_of_paired_ratios": round(statistics.median(ratios), 3) if ratios else 0.0,
+        "p99_at_half_max_ms": med(gw["open"], "p99_ms"), "p50_at_half_max_ms": med(gw["open"], "p50_ms"),
+        "half_max_rate": round(gw_max / 2, 1),
+        "open_loop_errors": sum(o["errors"] for o in gw["open"]),
+        "open_loop_mismatched": sum(o["mismatched"] for o in gw["open"]),
+        "raw_es256_verify_per_core": round(raw_rate, 1),
+        "batch_licences_per_s": batch_lps, "batch_size": args.batch_size,
+        "batch_ratio": round(batch_lps / (workers * raw_rate), 3) if raw_rate else 0.0,
+        "generator_cpu_pct": {"peer_max": med(peer, "generator_cpu_pct"), "gateway_max": med(gw["single"], "generator_cpu_pct"),
+                              "gateway_open": med(gw["open"], "generator_cpu_pct"),
+                              "gateway_batch": med(gw["batch"], "generator_cpu_pct")},
+        "server_cpu_us_per_request": {"peer": med(peer, "server_cpu_us_per_request"),
+                                      "gateway": med(gw["single"], "server_cpu_us_per_request"),
+                                      "gateway_open": med(gw["open"], "server_cpu_us_per_request")},
+    }
+    if cold is not None:
+        cold_max = med(cold["single"], "peak_rps")
+        cold_batch = med(cold["batch"], "licences_per_s")
+        s["cache_off"] = {"gateway_max_rps": cold_max, "ratio": round(cold_max / peer_max, 3) if peer_max else 0.0,
+                          "batch_licences_per_s": cold_batch,
+                          "batch_ratio": round(cold_batch / (workers * raw_rate), 3) if raw_rate else 0.0,
+                          "server_cpu_us_per_request": med(cold["single"], "server_cpu_us_per_request")}
+    if "soak" in gw:
+        sk = gw["soak"]
+        s["soak"] = {k: sk[k] for k in ("seconds", "rate", "errors", "error_kinds", "mismatched", "p99_ms", "max_ms",
+                                        "rss_start_kib", "rss_end_kib", "rss_growth")}
+    return s
+
+
+def render(s: dict[str, Any]) -> str:
+    def ok(good: bool) -> str:
+        return "MET" if good else "MISSED"
+
+    lines = [
+        f"bench_gateway: medians of {s['reps']} repetitions; gateway {s['workers']} workers, {s['cores']} cores "
+        "shared with the load generator",
+        f"single verify, ES256, closed-loop max:  peer {s['peer_max_rps']:.0f}/s   gateway {s['gateway_max_rps']:.0f}/s   "
+        f"ratio {s['ratio_of_medians']:.2f} (median of paired ratios {s['median_of_paired_ratios']:.2f})   "
+        f"target >= {TARGETS['ratio']}: {ok(s['ratio_of_medians'] >= TARGETS['ratio'])}",
+        f"open loop at half max ({s['half_max_rate']:.0f}/s, Poisson):  p50 {s['p50_at_half_max_ms']:.2f} ms   "
+        f"p99 {s['p99_at_half_max_ms']:.2f} ms   target <= {TARGETS['p99_ms']:g} ms: "
+        f"{ok(s['p99_at_half_max_ms'] <= TARGETS['p99_ms'])}   errors {s['open_loop_errors']}   "
+        f"wrong verdicts {s['open_loop_mismatched']}",
+        f"batch verify ({s['batch_size']} per request):  {s['batch_licences_per_s']:.0f} licences/s   vs "
+        f"{s['workers']} x raw ES256 {s['raw_es256_verify_per_core']:.0f}/s/core = "
+        f"{s['workers'] * s['raw_es256_verify_per_core']:.0f}/s   ratio {s['batch_ratio']:.2f}   "
+        f"target >= {TARGETS['batch_ratio']}: {ok(s['batch_ratio'] >= TARGETS['batch_ratio'])}",
+        f"load generator CPU (% of one core):  {s['generator_cpu_pct']}",
+        f"server CPU per request (µs, all server processes):  {s['server_cpu_us_per_request']}",
+    ]
+    if "cache_off" in s:
+        c = s["cache_off"]
+        lines.append(f"result cache OFF (first verifications):  gateway {c['gateway_max_rps']:.0f}/s   ratio "
+                     f"{c['ratio']:.2f}   batch {c['batch_licences_per_s']:.0f} licences/s ratio {c['batch_ratio']:.2f}   "
+                     f"server CPU {c['server_cpu_us_per_request']} µs/request")
+    if "soak" in s:
+        k = s["soak"]
+        lines.append(f"soak {k['seconds']:g}s at {k['rate']:.0f}/s:  errors {k['errors']} {k['error_kinds'] or ''}  "
+                     f"wrong verdicts {k['mismatched']}  p99 {k['p99_ms']} ms  worker RSS {k['rss_start_kib']} -> "
+                     f"{k['rss_end_kib']} KiB ({100 * k['rss_growth']:+.1f} %)  target 0 errors, <= "
+                     f"{100 * TARGETS['soak_rss_growth']:g} %: "
+                     f"{ok(k['errors'] == 0 and k['rss_growth'] <= TARGETS['soak_rss_growth'])}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (medians are reported; default 3)")
+    ap.add_argument("--step", type=float, default=3.0, help="seconds per closed-loop step (default 3)")
+    ap.add_argument("--concurrency", default="8,16,32", help="closed-loop worker counts (default 8,16,32)")
+    ap.add_argument("--batch-concurrency", default="2,4,8", help="closed-loop worker counts for batches")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--open-duration", type=float, default=5.0, help="seconds per open-loop run (default 5)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-cache-off", action="store_true", help="skip the result-cache-off round")
+    ap.add_argument("--soak", type=float, default=0.0, help="also soak this many seconds at half max (<= 600)")
+    ap.add_argument("--json", help="write every figure here")
+    args = ap.parse_args(argv)
+    args.concurrency = tuple(int(x) for x in args.concurrency.split(","))
+    args.batch_concurrency = tuple(int(x) for x in args.batch_concurrency.split(","))
+    if args.reps < 1 or args.step <= 0 or not 0 <= args.soak <= 600:
+        ap.error("--reps >= 1, --step > 0, --soak 0..600")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import tempfile
+
+    args = parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        work = Path(tmp)
+        single_path, batch_path = make_corpora(work, args.batch_size)
+        single, batch = load_corpus(single_path), load_corpus(batch_path)
+        raw = [raw_es256_rate() for _ in range(args.reps)]
+        log(f"raw ES256 verify per core: {[round(r) for r in raw]}")
+        log("peer (naive jwt.decode, 1 process):")
+        peer = peer_round(free_port(), work, args, args.reps, log)
+        log(f"gateway ({args.workers} workers, demo configuration):")
+        gw = gateway_round(free_port(), args.workers, None, single, batch, args, args.reps, log)
+        cold = None
+        if not args.no_cache_off:
+            log("gateway with the verification result cache off:")
+            cold = gateway_round(free_port(), args.workers, {"GATEWAY_VERIFY_CACHE_ENTRIES": "0"}, single, batch,
+                                 args, args.reps, log)
+    s = summarise(peer, gw, cold, raw, args)
+    print(render(s))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"summary": s, "peer": peer, "gateway": gw, "cache_off": cold},
+                                                 option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
