@@ -181,7 +181,10 @@ async def verify_handler(request: web.Request) -> web.Response:
     body = await read_json(request)
     data = decode_presented(body, services.settings)
     result = verify_now(request.app, data)
-    return _json(render_result(result))
+    answer = render_result(result)
+    # the audit record is committed before the answer (AUDIT_UNAVAILABLE -> 503); signed receipt
+    answer["receipt"] = (await audit_wiring.audit_verifications(request, [result]))[0]
+    return _json(answer)
 
 
 @requires_scope(LICENCES_VERIFY)
@@ -194,14 +197,21 @@ async def verify_batch_handler(request: web.Request) -> web.Response:
     if len(items) > services.settings.max_batch:
         raise RequestRejected(errors.BATCH_TOO_LARGE, f"{len(items)} > max_batch {services.settings.max_batch}")
     results = []
+    verified: list[VerificationResult | None] = []
     for i, item in enumerate(items):
         try:
             data = decode_presented(item, services.settings, f"licences[{i}]: ")
         except RequestRejected as exc:  # one bad entry does not spoil the others
             results.append({"verdict": "invalid", "reasons": [errors.MALFORMED.as_dict(exc.detail)], "checks": {},
                             "region": None, "format": None, "licence": None})
+            verified.append(None)
             continue
-        results.append(render_result(verify_now(request.app, data)))
+        result = verify_now(request.app, data)
+        verified.append(result)
+        results.append(render_result(result))
+    # one audit record per entry, committed before the answer; one signed receipt per entry
+    for answer, receipt in zip(results, await audit_wiring.audit_verifications(request, verified), strict=True):
+        answer["receipt"] = receipt
     return _json({"results": results})
 
 
@@ -329,7 +339,7 @@ def create_app(services: Services) -> web.Application:
     app[AUTH_CLOCK] = epoch
     app.cleanup_ctx.append(trust_ctx)
     app.router.add_post("/v1/oauth/token", token_handler)
-    app.router.add_get("/v1/keys", jwks_handler)
+    app.router.add_get("/v1/keys", audit_wiring.keys_handler)  # token key + receipt and audit keys
     app.router.add_post("/v1/licences/verify", verify_handler)
     app.router.add_post("/v1/licences/verify-batch", verify_batch_handler)
     app.router.add_get("/v1/regions", regions_handler)
@@ -351,3 +361,6 @@ from . import items_routes, openapi_routes  # noqa: E402,F401
 from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v1/admin/trust)
 from . import console  # noqa: E402,F401  (service-window console at /console/)
 from . import query_routes  # noqa: E402,F401  (federated query, /v1/admin/upstreams)
+from . import audit_wiring  # noqa: E402  (audit records before answers, receipts)
+
+FEATURES.append(audit_wiring.setup)  # last: it wires the hooks of the features above

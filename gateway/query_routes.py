@@ -308,7 +308,8 @@ async def query_handler(request: web.Request) -> web.Response:
     hook = app.get(QUERY_AUDIT) or LogQueryAudit()
     record = QueryAuditRecord(
         request_id=request[REQUEST_ID], partner=principal.client_id, item_code=q.item.code, use_cause=q.use_cause,
-        holder_hmac=holder_hmac(settings.query_holder_hash_key.encode("utf-8"), q.code_type, q.code),
+        holder_hmac=holder_hmac(getattr(hook, "holder_key", None) or settings.query_holder_hash_key.encode("utf-8"),
+                                q.code_type, q.code),  # the audit trail's key when it is wired
         regions=tuple((a["region"], a["status"]) for a in answers),
         rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=elapsed_ms)
     try:

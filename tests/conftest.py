@@ -62,7 +62,7 @@ class World:
 
 
 def make_world(settings: Settings | None = None) -> World:
-    settings = settings or Settings(demo=True)
+    settings = settings or Settings(demo=True, audit_backend="memory")  # audit records in memory
     regions, specs, catalogue = load_static(settings)
     doc, material = make_dev_framework(specs, regions, NOW - dt.timedelta(days=30), valid_days=365)
     snapshot = build_snapshot(doc, regions)

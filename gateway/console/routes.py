@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 
 from .. import errors
-from ..app import LIVE, SERVICES, decode_presented, read_json, verify_now
+from ..app import LIVE, REQUEST_ID, SERVICES, decode_presented, read_json, verify_now
 from ..checking import Presented, parse_applicant
 from ..errors import RequestRejected
 from .accounts import StaffDirectory, make_hasher
@@ -344,7 +344,7 @@ async def case_add_licence(request: web.Request) -> web.Response:
     state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
     if state.audit is not None and result is not None:
         maybe = state.audit("console.verify", operator=session.username, window=session.window, item=case.item.code,
-                            result=result, request_id=request.headers.get("X-Request-Id", ""))
+                            result=result, request_id=request.get(REQUEST_ID, ""))
         if asyncio.iscoroutine(maybe):
             await maybe
     case.add(presented, "upload" if source == "upload" else "scan", now)

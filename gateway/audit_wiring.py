@@ -1,0 +1,545 @@
+"""The audit trail at the edge: one record per audited action, committed before the answer.
+
+The library (:mod:`gateway.audit`, :mod:`gateway.receipts`) knows chains, sinks and receipts;
+this module knows requests. For every
+
+* ``POST /v1/licences/verify`` -- one record (kind ``verify``) and one receipt;
+* ``POST /v1/licences/verify-batch`` -- one record **per entry** (kind ``verify``, ``extra.entry``
+  = its index, ``extra.entries`` = the batch size), all appended at once so they share one
+  group commit, and one receipt per entry (each names its own licence id and verdict);
+* ``POST /v1/items/{code}/check`` -- one record per presented licence (kind ``check``, the item
+  code, ``extra.outcome`` = the check's outcome, ``extra.applicant`` = the applicant's holder
+  HMAC) and one receipt over the whole answer;
+* ``POST /v1/licences/query`` -- one record (kind ``query``) through the query route's hook;
+* ``POST /v1/oauth/token`` -- one record (kind ``token``) per token issued;
+* ``POST /v1/admin/...`` -- one record (kind ``admin``) per call, and every trust list change
+  (admin reload or file change, kind ``trust``);
+* console verifications -- one record (kind ``check``) with the clerk as ``operator`` and
+  ``console/<window>`` as ``partner``;
+
+the handler awaits :meth:`AuditTrail.append` before it answers. If the store fails the
+append raises ``InfrastructureError(AUDIT_UNAVAILABLE)``: the answer is a 503 problem, never
+an answer without its record. Holder codes appear only as :func:`gateway.audit.holder_hmac`.
+Each record names the request id (``X-Request-Id``) and, for verify and check answers, the
+SHA-256 of the receipt given (``extra.receipt``), so a receipt shown later finds its record.
+
+The sink is opened once per worker in a cleanup context (retried in the background while the
+store is down) and closed on shutdown after a last checkpoint; a periodic task signs a
+checkpoint every ``audit_checkpoint_seconds`` and prunes records older than
+``audit_retention_days``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+
+from . import errors
+from .app import REQUEST_ID, SERVICES
+from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, holder_hmac
+from .audit.jws import public_jwk
+from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
+from .config import ROOT, ConfigError, Settings
+from .core import VerificationResult
+from .errors import GatewayError, InfrastructureError
+from .identifiers import citizen_id_valid
+from .logging_setup import note_personal, request_context_middleware
+from .receipts import ReceiptSigner
+
+log = logging.getLogger("gateway.audit")
+
+#: TEST holder-HMAC key of demo mode (public, committed on purpose: never use it in production)
+TEST_AUDIT_HMAC_KEY_HEX = b"TEST-ONLY audit holder HMAC key (public)".hex()
+TEST_KEYS = ROOT / "certs" / "audit"
+TEST_CHECKPOINT_KEY = TEST_KEYS / "checkpoint.test-private.pem"
+TEST_RECEIPT_KEY = TEST_KEYS / "receipt.test-private.pem"
+GATEWAY_ID = "elicence-gateway"
+TOKEN_PATH = "/v1/oauth/token"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
+_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_RETRY_OPEN_SECONDS = 2.0
+_PRUNE_EVERY_SECONDS = 3600.0
+
+
+# --- configuration ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuditSetup:
+    backend: str                       # sqlite | postgres | memory | off
+    path: str
+    dsn: str
+    schema: str
+    hmac_key: bytes
+    checkpoints: CheckpointSigner | None
+    receipts: ReceiptSigner | None
+    group: GroupCommitConfig
+    checkpoint_seconds: float
+    retention: timedelta | None
+
+
+def key_id(prefix: str, public_key: Any) -> str:
+    """A stable kid: the prefix and the first 16 hex digits of SHA-256 of the SPKI."""
+    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return f"{prefix}-{hashlib.sha256(spki).hexdigest()[:16]}"
+
+
+def _load_private(path: str, what: str) -> Any:
+    try:
+        return load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
+
+
+def audit_setup_from(settings: Settings) -> AuditSetup:
+    """Resolve keys and paths; outside demo mode every key must be configured (and not a TEST key)."""
+    if settings.audit_backend == "off":
+        return AuditSetup("off", "", "", "", b"", None, None, GroupCommitConfig(), 0, None)
+    demo = settings.demo
+    missing = [name for name in ("audit_hmac_key", "audit_checkpoint_key", "receipt_key")
+               if not demo and not getattr(settings, name)]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} required outside demo mode (the audit trail and receipts)")
+    cp_path = settings.audit_checkpoint_key or str(TEST_CHECKPOINT_KEY)
+    rc_path = settings.receipt_key or str(TEST_RECEIPT_KEY)
+    if not demo and any(Path(p).resolve().parent == TEST_KEYS.resolve() for p in (cp_path, rc_path)):
+        raise ConfigError("the TEST keys of certs/audit/ are refused outside demo mode")
+    try:
+        hmac_key = bytes.fromhex(settings.audit_hmac_key or TEST_AUDIT_HMAC_KEY_HEX)
+    except ValueError:
+        raise ConfigError("audit_hmac_key must be hex") from None
+    if len(hmac_key) < 16:
+        raise ConfigError("audit_hmac_key must be at least 16 bytes (32 hex digits)")
+    cp_key = _load_private(cp_path, "audit_checkpoint_key")
+    if not isinstance(cp_key, Ed25519PrivateKey):
+        raise ConfigError("audit_checkpoint_key must be an Ed25519 private key")
+    rc_key = _load_private(rc_path, "receipt_key")
+    try:
+        receipts = ReceiptSigner(rc_key, key_id("receipt", rc_key.public_key()), GATEWAY_ID)
+    except TypeError as exc:
+        raise ConfigError(f"receipt_key: {exc}") from None
+    return AuditSetup(
+        backend=settings.audit_backend,
+        path=settings.audit_path or str(Path(settings.var_dir) / "audit.sqlite3"),
+        dsn=settings.audit_dsn, schema=settings.audit_pg_schema, hmac_key=hmac_key,
+        checkpoints=CheckpointSigner(cp_key, key_id("audit", cp_key.public_key())),
+        receipts=receipts,
+        group=GroupCommitConfig(max_batch=settings.audit_batch_max, window=settings.audit_batch_window_us / 1e6,
+                                checkpoint_every=settings.audit_checkpoint_every),
+        checkpoint_seconds=float(settings.audit_checkpoint_seconds),
+        retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
+    )
+
+
+async def open_sink(setup: AuditSetup, clock: Callable[[], datetime]) -> Any:
+    """Open the configured sink (raises InfrastructureError(AUDIT_UNAVAILABLE) when it cannot)."""
+    kw: dict[str, Any] = {"signer": setup.checkpoints, "clock": clock, "config": setup.group}
+    if setup.backend == "memory":
+        from .audit import MemoryAuditSink
+
+        return await MemoryAuditSink.open(**kw)
+    if setup.backend == "postgres":
+        from .audit.postgres import PostgresAuditSink
+
+        return await PostgresAuditSink.open(setup.dsn, schema=setup.schema, **kw)
+    from .audit import SqliteAuditSink
+
+    Path(setup.path).parent.mkdir(parents=True, exist_ok=True)
+    return await SqliteAuditSink.open(setup.path, **kw)
+
+
+# --- the trail ---------------------------------------------------------------------------
+def safe_request_id(request_id: str) -> str:
+    """The request id as recorded: the caller's ``X-Request-Id`` when it is a plain token, else
+    a digest of it (a header must not be able to refuse the record or smuggle data into it)."""
+    if _SAFE_ID.match(request_id) and not any(citizen_id_valid(m.group(0).upper())
+                                               for m in _CODE_LIKE.finditer(request_id)):
+        return request_id
+    return "sha256:" + hashlib.sha256(request_id.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _text(value: str | None, limit: int = 128) -> str | None:
+    return None if value is None else value[:limit]
+
+
+def receipt_hash(receipt: str | None) -> str | None:
+    return hashlib.sha256(receipt.encode("ascii")).hexdigest()[:32] if receipt else None
+
+
+class AuditTrail:
+    """Per worker: the sink, the holder HMAC key and the receipt signer."""
+
+    def __init__(self, setup: AuditSetup, clock: Callable[[], datetime]) -> None:
+        self.setup = setup
+        self.clock = clock
+        self.sink: Any = None
+        self.last_error: str | None = None
+        self.holder_key = setup.hmac_key   # read by the query route (gateway.query_routes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.setup.backend != "off"
+
+    @property
+    def receipts(self) -> ReceiptSigner | None:
+        return self.setup.receipts
+
+    def holder(self, code_type: str | None, code: str | None) -> str | None:
+        if not self.enabled or not code or not code_type:
+            return None
+        return holder_hmac(self.setup.hmac_key, code_type, code)
+
+    async def append(self, event: AuditEvent) -> AppendReceipt:
+        if self.sink is None:
+            raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
+        return await self.sink.append(event)
+
+    async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
+        """Append several events at once (they share a group commit); all must be stored."""
+        if len(events) == 1:
+            return [await self.append(events[0])]
+        results = await asyncio.gather(*(self.append(e) for e in events), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)  # type: ignore[arg-type]
+
+    def sign_receipt(self, body: bytes, verdict: str, reasons: Sequence[str], item: str | None, time: datetime,
+                     licence_ids: Sequence[str]) -> str | None:
+        if self.receipts is None:
+            return None
+        return self.receipts.sign(request_body=body, verdict=verdict, reasons=reasons, item=item, time=time,
+                                  licence_ids=licence_ids)
+
+    def jwks(self) -> list[dict[str, str]]:
+        """The receipt key and the checkpoint key, as published at ``/v1/keys``."""
+        out = []
+        if self.setup.receipts is not None:
+            out.append(self.setup.receipts.jwk())
+        if self.setup.checkpoints is not None:
+            out.append(public_jwk(self.setup.checkpoints.public_key(), self.setup.checkpoints.kid))
+        return out
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.sink = await open_sink(self.setup, self.clock)
+        self.last_error = None
+
+    async def close(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        try:
+            await sink.checkpoint()  # seal the tail written by this worker
+        except GatewayError as exc:
+            log.warning("closing checkpoint failed: %s", exc.detail)
+        await sink.close()
+
+    async def maintain(self) -> None:
+        """Periodic: open the sink while it is not open, sign checkpoints, prune by retention."""
+        next_prune = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.sink is None:
+                try:
+                    await self.open()
+                    log.info("audit store %s open", self.setup.backend)
+                except GatewayError as exc:
+                    self.last_error = exc.detail
+                    await asyncio.sleep(_RETRY_OPEN_SECONDS)
+                    continue
+            await asyncio.sleep(self.setup.checkpoint_seconds)
+            if self.sink is None:
+                continue
+            try:
+                await self.sink.checkpoint()
+                if self.setup.retention is not None and loop.time() >= next_prune:
+                    result = await self.sink.prune(self.clock() - self.setup.retention)
+                    next_prune = loop.time() + _PRUNE_EVERY_SECONDS
+                    if result.deleted:
+                        log.info("audit retention: pruned %d records; the chain starts after checkpoint %d",
+                                 result.deleted, result.start_seq)
+            except GatewayError as exc:
+                log.error("audit maintenance failed: %s", exc.detail)
+
+
+AUDIT = web.AppKey("audit_trail", AuditTrail)
+
+
+# --- event builders (pure) ---------------------------------------------------------------
+def licence_event(trail: AuditTrail, kind: str, *, time: datetime, request_id: str, partner: str | None,
+                  operator: str | None, result: VerificationResult | None, item: str | None = None,
+                  extra: dict[str, Any] | None = None) -> AuditEvent:
+    """One record of one licence's verification (``result`` None: an undecodable entry)."""
+    lic = result.licence if result is not None else None
+    if lic is not None:
+        note_personal(lic.holder_name, lic.holder_code)
+    return AuditEvent(
+        kind=kind, time=time, request_id=request_id, partner=partner, operator=operator, item_code=item,
+        region=result.region.code if result is not None and result.region is not None else None,
+        licence_id=_text(lic.identifier, 256) if lic is not None else None,
+        verdict=result.verdict.value if result is not None else "invalid",
+        reasons=result.reason_codes if result is not None else (errors.MALFORMED.code,),
+        holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else None,
+        extra=extra or {},
+    )
+
+
+def _partner(request: web.Request) -> str | None:
+    principal = request.get(AUTH_PRINCIPAL)
+    return principal.client_id if principal is not None else None
+
+
+def _rid(request: web.Request) -> str:
+    return safe_request_id(request.get(REQUEST_ID) or uuid.uuid4().hex)
+
+
+# --- call sites ----------------------------------------------------------------------------
+async def audit_verifications(request: web.Request, results: Sequence[VerificationResult | None]) -> list[str | None]:
+    """Record each verification of a verify / verify-batch request; return one receipt per entry.
+
+    ``results[i]`` None stands for an entry that could not be decoded (answered MALFORMED)."""
+    trail = request.app[AUDIT]
+    if not trail.enabled:
+        return [None] * len(results)
+    body = await request.read()  # already read by the handler: cached
+    now = trail.clock()
+    rid, partner = _rid(request), _partner(request)
+    receipts: list[str | None] = []
+    events = []
+    batch = len(results) > 1 or request.path.endswith("verify-batch")
+    for i, result in enumerate(results):
+        ids = [result.licence.identifier] if result is not None and result.licence is not None else []
+        verdict = result.verdict.value if result is not None else "invalid"
+        reasons = result.reason_codes if result is not None else (errors.MALFORMED.code,)
+        receipt = trail.sign_receipt(body, verdict, reasons, None, now, ids)
+        receipts.append(receipt)
+        extra: dict[str, Any] = {"receipt": receipt_hash(receipt)}
+        if batch:
+            extra.update(entry=i, entries=len(results))
+        events.append(licence_event(trail, "verify", time=now, request_id=rid, partner=partner, operator=None,
+                                    result=result, extra=extra))
+    await trail.append_all(events)
+    return receipts
+
+
+async def audit_check(request: web.Request, item_code: str, applicant: Any, presented: Sequence[Any],
+                      outcome: Any) -> str | None:
+    """Record an item check (one record per presented licence); return the answer's receipt."""
+    trail = request.app[AUDIT]
+    if not trail.enabled:
+        return None
+    body = await request.read()
+    now = trail.clock()
+    rid, partner = _rid(request), _partner(request)
+    note_personal(getattr(applicant, "name", None), applicant.code)
+    reasons: list[str] = []
+    for lo in outcome.licences:
+        for f in lo.findings:
+            if f.reason.code not in reasons:
+                reasons.append(f.reason.code)
+    ids = [p.identifier for p in presented if p.identifier]
+    receipt = trail.sign_receipt(body, outcome.outcome, reasons, item_code, now, ids)
+    applicant_hmac = trail.holder(applicant.code_type, applicant.code)
+    events = []
+    for p in presented or [None]:
+        lic = p.licence if p is not None else None
+        if lic is not None:
+            note_personal(lic.holder_name, lic.holder_code)
+        extra = {"outcome": outcome.outcome, "applicant": applicant_hmac, "receipt": receipt_hash(receipt),
+                 "entry": p.index if p is not None else None, "entries": len(presented)}
+        events.append(AuditEvent(
+            kind="check", time=now, request_id=rid, partner=partner, item_code=item_code,
+            region=p.region[0] if p is not None and p.region else None,
+            licence_id=_text(lic.identifier, 256) if lic is not None else None,
+            verdict=p.verdict if p is not None else outcome.outcome,
+            reasons=tuple(r.code for r in p.reasons) if p is not None else (),
+            holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else applicant_hmac,
+            extra=extra))
+    await trail.append_all(events)
+    return receipt
+
+
+class TrailQueryAudit:
+    """The federated query's audit hook (``gateway.query_routes.QUERY_AUDIT``)."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+        self.holder_key = trail.setup.hmac_key
+
+    async def record_query(self, record: Any) -> None:
+        fields = record.as_audit_fields()
+        fields["request_id"] = safe_request_id(fields["request_id"])
+        await self.trail.append(AuditEvent(time=self.trail.clock(), **fields))
+
+
+class ConsoleAudit:
+    """The console's hooks: a record per console verification; the window's record search."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+
+    async def verified(self, event: str, *, operator: str, window: str, item: str, result: VerificationResult,
+                       request_id: str) -> None:
+        await self.trail.append(licence_event(
+            self.trail, "check", time=self.trail.clock(), request_id=safe_request_id(request_id or uuid.uuid4().hex),
+            partner=f"console/{window}"[:128], operator=operator[:128], result=result, item=item,
+            extra={"source": event}))
+
+    async def search(self, *, window: str, item: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if self.trail.sink is None:
+            raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the audit store is not open")
+        records = await self.trail.sink.search(AuditQuery(partner=f"console/{window}"[:128], item_code=item,
+                                                          limit=limit))
+        return [{"time": r.body["time"], "operator": r.body["operator"], "item": r.body["item_code"],
+                 "verdict": r.body["verdict"], "licence": r.body["licence_id"]} for r in records]
+
+
+def _token_claims(body: bytes) -> dict[str, Any]:
+    try:
+        token = orjson.loads(body)["access_token"]
+        payload = token.split(".")[1]
+        return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return {}
+
+
+@web.middleware
+async def audit_action_middleware(request: web.Request,
+                                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Records of token issues and admin calls (inside the problem middleware: a failed append
+    is answered 503 like any audit failure)."""
+    path = request.path
+    if request.method != "POST" or not (path == TOKEN_PATH or path.startswith("/v1/admin/")):
+        return await handler(request)
+    trail = request.app[AUDIT]
+    if not trail.enabled:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        if path.startswith("/v1/admin/"):
+            await trail.append(AuditEvent(kind="admin", time=trail.clock(), request_id=_rid(request),
+                                          partner=_partner(request), verdict="refused", reasons=(exc.reason.code,),
+                                          extra={"action": path[:128]}))
+        raise
+    if path == TOKEN_PATH:
+        if response.status == 200 and isinstance(response, web.Response) and response.body is not None:
+            claims = _token_claims(bytes(response.body))  # type: ignore[arg-type]
+            await trail.append(AuditEvent(
+                kind="token", time=trail.clock(), request_id=_rid(request),
+                partner=_text(str(claims.get("client_id") or ""), 128) or None, verdict="issued",
+                extra={"scope": _text(str(claims.get("scope", "")), 512), "jti": _text(str(claims.get("jti", "")), 64)}))
+        return response
+    await trail.append(AuditEvent(kind="admin", time=trail.clock(), request_id=_rid(request),
+                                  partner=_partner(request), verdict="ok" if response.status < 400 else "refused",
+                                  extra={"action": path[:128], "status": response.status}))
+    return response
+
+
+async def keys_handler(request: web.Request) -> web.Response:
+    """``GET /v1/keys``: the access-token key, the receipt key and the audit checkpoint key."""
+    keys = [request.app[TOKEN_SERVICE].signing_key.jwk()]
+    trail = request.app.get(AUDIT)
+    if trail is not None:
+        keys += trail.jwks()
+    return web.Response(body=orjson.dumps({"keys": keys}), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+
+# --- trust changes -------------------------------------------------------------------------
+def audited_reloader(app: web.Application, trail: AuditTrail) -> None:
+    """Replace the trust reloader by one that records every accepted or refused trust change."""
+    from .logging_setup import CURRENT_REQUEST
+    from .trust_routes import RELOADER, TrustReloader
+
+    base = app.get(RELOADER)
+    if base is None:
+        return
+
+    class AuditedReloader(TrustReloader):
+        async def reload(self, trigger: str):  # type: ignore[override]
+            outcome = await super().reload(trigger)
+            if outcome.outcome == "unchanged":
+                return outcome
+            request = CURRENT_REQUEST.get()
+            event = AuditEvent(kind="trust", time=trail.clock(),
+                               request_id=_rid(request) if request is not None else f"trust-{uuid.uuid4().hex}",
+                               partner=_partner(request) if request is not None else None,
+                               verdict=outcome.outcome, reasons=(errors.TRUST_LIST_REFUSED.code,)
+                               if outcome.outcome == "refused" else (),
+                               extra={"trigger": trigger, "version": outcome.version})
+            try:
+                await trail.append(event)
+            except GatewayError as exc:
+                if request is not None:
+                    raise
+                log.error("trust change (%s, v%s) not audited: %s", trigger, outcome.version, exc.detail)
+            return outcome
+
+    replacement = AuditedReloader(base.source, base.live, base.clock)
+    app[RELOADER] = replacement
+
+
+# --- wiring --------------------------------------------------------------------------------
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    trail = app[AUDIT]
+    task: asyncio.Task[None] | None = None
+    if trail.enabled:
+        try:
+            await trail.open()
+        except GatewayError as exc:  # keep serving: audited routes answer 503 until the store is back
+            trail.last_error = exc.detail
+            log.error("audit store unavailable at start-up, retrying: %s", exc.detail)
+        task = asyncio.create_task(trail.maintain(), name="audit-maintenance")
+    else:
+        log.warning("audit_backend = 'off' (demo benchmark baseline): NO audit records, NO receipts")
+    yield
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    await trail.close()
+
+
+def setup(app: web.Application) -> None:
+    services = app[SERVICES]
+    trail = AuditTrail(audit_setup_from(services.settings), services.clock)
+    app[AUDIT] = trail
+    app.middlewares.insert(0, request_context_middleware)
+    app.middlewares.append(audit_action_middleware)
+    app.cleanup_ctx.append(audit_ctx)
+    if trail.enabled:
+        from .query_routes import QUERY_AUDIT
+
+        if app.get(QUERY_AUDIT) is None:
+            app[QUERY_AUDIT] = TrailQueryAudit(trail)
+        from .console import AUDIT_SEARCH, CONSOLE
+
+        console = app.get(CONSOLE)
+        if console is not None:
+            hooks = ConsoleAudit(trail)
+            if console.audit is None:
+                console.audit = hooks.verified
+            if app.get(AUDIT_SEARCH) is None:
+                app[AUDIT_SEARCH] = hooks.search
+        audited_reloader(app, trail)
+
+
+__all__ = ["AUDIT", "AuditSetup", "AuditTrail", "ConsoleAudit", "TEST_AUDIT_HMAC_KEY_HEX", "TrailQueryAudit",
+           "audit_check", "audit_setup_from", "audit_verifications", "keys_handler", "licence_event", "open_sink",
+           "safe_request_id"]
