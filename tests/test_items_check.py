@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.app import LIVE, create_app
@@ -83,13 +85,23 @@ def allowed_fields(world, item_code: str, requirement_ids: list[str]) -> tuple[s
     return canonical, surface
 
 
+_JWS = re.compile(r"^[A-Za-z0-9_-]+\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+$")
+
+
 def strings_in(node: Any) -> list[str]:
-    """Every string (keys and values) anywhere in a JSON document."""
+    """Every string (keys and values) anywhere in a JSON document, including inside the
+    payload of any compact JWS it carries (e.g. the signed receipt), so base64 hides nothing."""
     if isinstance(node, dict):
         return [s for k, v in node.items() for s in (k, *strings_in(v))]
     if isinstance(node, list):
         return [s for v in node for s in strings_in(v)]
-    return [node] if isinstance(node, str) else []
+    if isinstance(node, str):
+        m = _JWS.match(node)
+        if m:
+            payload = base64.urlsafe_b64decode(m[1] + "=" * (-len(m[1]) % 4))
+            return [node, *strings_in(orjson.loads(payload))]
+        return [node]
+    return []
 
 
 #: licence fields that are references, not licence data: the GB/T 36904 identifier the partner
@@ -110,6 +122,8 @@ def assert_nothing_undisclosed(world, body: dict[str, Any], item_code: str, issu
         assert set(entry["licence"]) - {"surface"} <= canonical
         assert set(entry["licence"].get("surface", {})) <= surface
     text = strings_in(body)
+    if body.get("receipt"):
+        assert len(text) > len(strings_in({k: v for k, v in body.items() if k != "receipt"})) + 1  # payload walked
     disclosed_values: set[str] = set()
     for entry in body["licences"]:
         if entry["licence"]:
