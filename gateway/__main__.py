@@ -11,6 +11,8 @@ Commands:
   trust inspect FILE                                      summarise a (signed) trust list, no checks
   trust verify FILE --pubkey P [--held FILE]              check signature, expiry, rollback; build it
   staff add USER --role R --window W [--password-stdin]   add a service-window console account
+  audit verify|search|prune --store URL ...                check, search or prune the audit trail (gateway/audit/cli.py)
+  receipt verify TOKEN (--jwks FILE | --url URL) [--body F] check a verification receipt offline
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .logging_setup import configure_logging
+
+    configure_logging(settings.log_level)  # JSON lines with the request id; holder codes and names redacted
     workers = max(1, args.workers or 1)
     mode = "DEMO (TEST keys, simulated issuers for 45 regions)" if settings.demo else "operator"
     print(f"e-licence gateway on http://{settings.host}:{settings.port}  mode: {mode}  workers: {workers}", flush=True)
@@ -164,6 +168,34 @@ def _trust(args: argparse.Namespace) -> int:
     return 2
 
 
+def _receipt(args: argparse.Namespace) -> int:
+    """``receipt verify``: check a receipt against a published key set; print its claims."""
+    import urllib.request
+    from pathlib import Path
+
+    from .errors import RequestRejected
+    from .receipts import verify_receipt
+
+    token = sys.stdin.read().strip() if args.token == "-" else args.token.strip()
+    try:
+        if args.url:
+            with urllib.request.urlopen(args.url, timeout=10) as resp:  # noqa: S310 - an operator-given URL
+                jwks = orjson.loads(resp.read())
+        else:
+            jwks = orjson.loads(Path(args.jwks).read_bytes())
+        body = Path(args.body).read_bytes() if args.body else None
+    except (OSError, ValueError) as exc:
+        print(f"错误 / error: cannot read the key set or body: {exc}", file=sys.stderr)
+        return 2
+    try:
+        claims = verify_receipt(token, jwks, request_body=body)
+    except RequestRejected as exc:
+        print(f"无效 / INVALID receipt: {exc.detail}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps({"valid": True, "claims": claims}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gateway", description="Cross-region e-licence gateway (电子证照互认网关)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -209,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--pubkey", required=True, action="append", help="pinned operator public key (PEM); repeatable")
     tv.add_argument("--held", help="the signed list currently in force, to check for rollback")
     t.set_defaults(func=_trust)
+    r = sub.add_parser("receipt", help="verification receipts")
+    rsub = r.add_subparsers(dest="receipt_cmd", required=True)
+    rv = rsub.add_parser("verify", help="check a receipt's signature with the gateway's published keys")
+    rv.add_argument("token", help="the receipt (compact JWS), or - to read it from stdin")
+    src = rv.add_mutually_exclusive_group(required=True)
+    src.add_argument("--jwks", help="the key set saved from GET /v1/keys")
+    src.add_argument("--url", help="fetch the key set, e.g. http://127.0.0.1:8080/v1/keys")
+    rv.add_argument("--body", help="the exact request body the receipt was issued for (checks its digest)")
+    r.set_defaults(func=_receipt)
+    sub.add_parser("audit", help="audit trail: verify | search | prune (see python -m gateway audit -h)")
     from .console.cli import add_staff_parser
 
     add_staff_parser(sub)
@@ -216,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "audit":  # its own parser (gateway/audit/cli.py)
+        from .audit import audit_cli
+
+        return audit_cli(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -39,7 +39,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,20 @@ async def open_sink(setup: AuditSetup, clock: Callable[[], datetime]) -> Any:
 
     Path(setup.path).parent.mkdir(parents=True, exist_ok=True)
     return await SqliteAuditSink.open(setup.path, **kw)
+
+
+def prepare_audit_store(settings: Settings) -> None:
+    """Create the audit tables once (the parent of several workers calls it before they start)."""
+    setup = audit_setup_from(settings)
+
+    async def run() -> None:
+        sink = await open_sink(setup, lambda: datetime.now(timezone.utc))
+        await sink.close()
+
+    try:
+        asyncio.run(run())
+    except GatewayError as exc:  # the workers retry; their audited routes answer 503 meanwhile
+        log.error("audit store not ready before the workers start: %s", exc.detail)
 
 
 # --- the trail ---------------------------------------------------------------------------

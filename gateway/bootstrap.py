@@ -61,6 +61,10 @@ def prepare_shared(settings: Settings, now: dt.datetime | None = None) -> None:
     if settings.demo:
         regions, specs, _ = load_static(settings)
         ensure_framework(Path(settings.var_dir) / "demo", specs, regions, now or dt.datetime.now(dt.timezone.utc))
+    if settings.audit_backend in ("sqlite", "postgres"):
+        from .audit_wiring import prepare_audit_store
+
+        prepare_audit_store(settings)  # tables created once, before the workers append to one chain
 
 
 def build_services(settings: Settings, now: dt.datetime | None = None) -> Services:
