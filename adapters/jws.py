@@ -32,15 +32,18 @@ from .base import Envelope, KeyRef, Limits, SigningKey
 
 ALLOWED_ALGS = frozenset({"ES256", "EdDSA"})
 TYP = "elicence+jwt"
-_B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64d(part: bytes) -> bytes:
-    if not _B64URL.match(part):
+    """Strict base64url: any character outside the alphabet (or '+', '/', '=') is refused."""
+    if b"+" in part or b"/" in part or b"=" in part:
         raise LicenceRejected(errors.MALFORMED, "JWS part is not base64url")
     try:
-        return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+        return binascii.a2b_base64(part.translate(_URL_TO_STD) + b"=" * (-len(part) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
         raise LicenceRejected(errors.MALFORMED, "JWS part is not base64url") from None
 

@@ -380,9 +380,12 @@ SIGNATURE_ONLY_CHECKS: tuple[Check, ...] = (
 def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str, str]) -> Licence:
     """Region field dictionary -> canonical :class:`Licence` (raises LicenceRejected)."""
     f = spec.fields
+    get = raw.get
 
     def text(canon: str, required: bool = True) -> str | None:
-        v = raw.get(f[canon])
+        v = get(f[canon])
+        if type(v) is str and 0 < len(v) <= 512:  # the common case, first
+            return v
         if v is None or v == "":
             if required:
                 raise LicenceRejected(errors.FIELD_INVALID, f"missing field {f[canon]} ({canon})")
@@ -487,13 +490,11 @@ class Verifier:
                 results[check.name] = FAIL
                 reasons.append(InfrastructureError(errors.INTERNAL, f"{check.name}: {type(exc).__name__}"))
                 stopped = True
-        if any(isinstance(r, LicenceRejected) for r in reasons):
+        if not reasons:  # every check passed or was skipped; never valid without a verified signature
+            verdict = Verdict.VALID if results.get("signature") == PASS else Verdict.INDETERMINATE
+        elif any(isinstance(r, LicenceRejected) for r in reasons):
             verdict = Verdict.INVALID
-        elif reasons or any(v != PASS and v != SKIP for v in results.values()):
-            verdict = Verdict.INDETERMINATE
         else:
-            verdict = Verdict.VALID
-        if verdict is Verdict.VALID and results.get("signature") != PASS:  # belt and braces
             verdict = Verdict.INDETERMINATE
         region = None
         if ctx.issuer is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import mul
 
 LICENCE_ID_ROOT = "1.2.156.3005.2"
 _ALNUM36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -19,17 +21,38 @@ _VAL36 = {c: i for i, c in enumerate(_ALNUM36)}
 
 
 # --- ISO/IEC 7064 MOD 37,36 -----------------------------------------------------------
-def mod37_36_check(data: str) -> str:
-    """Return the check character for ``data`` (characters 0-9A-Z)."""
-    p = 36
-    for ch in data.upper():
-        v = _VAL36.get(ch)
-        if v is None:
-            raise ValueError(f"character {ch!r} not allowed in MOD 37,36 data")
-        s = p + v
-        r = s % 36 or 36
-        p = (2 * r) % 37
-    return _ALNUM36[(37 - p) % 36]
+# The recurrence p' = (2 * ((p + v) mod 36 or 36)) mod 37 depends only on (p, character), so
+# it is tabulated once: one dict lookup per character instead of arithmetic. The state after
+# a prefix is memoised, since every licence of one issuer and type shares its first 39
+# characters (type code + issuer code) -- the verify path then walks only the serial.
+_STEP: dict[tuple[int, str], int] = {}
+for _p in range(1, 37):
+    for _c, _v in _VAL36.items():
+        _r = (_p + _v) % 36 or 36
+        _STEP[(_p, _c)] = (2 * _r) % 37
+        _STEP[(_p, _c.lower())] = _STEP[(_p, _c)]
+
+
+def _mod37_state(data: str, p: int = 36) -> int:
+    step = _STEP
+    try:
+        for ch in data:
+            p = step[(p, ch)]
+    except KeyError:
+        raise ValueError(f"character not allowed in MOD 37,36 data: {data!r}") from None
+    return p
+
+
+@lru_cache(maxsize=4096)
+def _prefix_state(prefix: str) -> int:
+    return _mod37_state(prefix)
+
+
+def mod37_36_check(data: str, prefix_len: int = 0) -> str:
+    """Return the check character for ``data`` (characters 0-9A-Z). ``prefix_len`` marks a
+    leading part shared by many identifiers, whose state is memoised."""
+    p = _prefix_state(data[:prefix_len]) if prefix_len else 36
+    return _ALNUM36[(37 - _mod37_state(data[prefix_len:], p)) % 36]
 
 
 def mod37_36_valid(data_with_check: str) -> bool:
@@ -66,7 +89,7 @@ def parse_licence_identifier(text: str) -> LicenceIdentifier:
     if not m:
         raise ValueError("identifier does not have the six GB/T 36904 parts")
     body = m["type"] + m["issuer"] + m["serial"].upper() + m["version"]
-    expected = mod37_36_check(body)
+    expected = mod37_36_check(body, 39)
     if expected != m["check"]:
         raise ValueError(f"check character {m['check']} is wrong (expected {expected})")
     return LicenceIdentifier(m["type"], m["issuer"], m["serial"], m["version"], m["check"])
@@ -84,7 +107,9 @@ _CITIZEN_RE = re.compile(r"^\d{6}(\d{4})(\d{2})(\d{2})\d{3}[0-9X]$")
 
 
 def citizen_id_check(first17: str) -> str:
-    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True)) % 11]
+    if len(first17) != 17:
+        raise ValueError("need the first 17 digits")
+    return _ID_CHECK[sum(map(mul, map(int, first17), _ID_WEIGHTS)) % 11]
 
 
 def citizen_id_valid(code: str) -> bool:
@@ -110,7 +135,9 @@ USCC_ALLOW_LIST: frozenset[str] = frozenset()
 
 
 def uscc_check(first17: str) -> str:
-    total = sum(_USCC_VAL[c] * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
+    if len(first17) != 17:
+        raise ValueError("need the first 17 characters")
+    total = sum(map(mul, map(_USCC_VAL.__getitem__, first17), _USCC_WEIGHTS))
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
@@ -124,9 +151,12 @@ def uscc_valid(code: str, allow_list: frozenset[str] = USCC_ALLOW_LIST) -> bool:
     code = code.upper()
     if code in allow_list:
         return True
-    if len(code) != 18 or any(c not in _USCC_VAL for c in code):
+    if len(code) != 18:
         return False
-    return uscc_check(code[:17]) == code[17]
+    try:
+        return uscc_check(code[:17]) == code[17]
+    except KeyError:  # a character outside the GB 32100 alphabet
+        return False
 
 
 def uscc_division(code: str) -> str:

@@ -56,9 +56,16 @@ class CertInfo:
     digital_signature: bool
     public_key: Any  # cryptography key object, or gateway.crypto.sm2.SM2PublicKey
     _native: Any = field(repr=False, default=None)  # cryptography Certificate or SM2Certificate
+    nb_ts: float = field(repr=False, default=0.0)  # not_before / not_after as epoch seconds (hot path)
+    na_ts: float = field(repr=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nb_ts", self.not_before.timestamp())
+        object.__setattr__(self, "na_ts", self.not_after.timestamp())
 
     def valid_at(self, when: datetime, skew_s: float = 0.0) -> bool:
-        return (self.not_before.timestamp() - skew_s) <= when.timestamp() <= (self.not_after.timestamp() + skew_s)
+        t = when.timestamp()
+        return self.nb_ts - skew_s <= t <= self.na_ts + skew_s
 
     def issued_by(self, issuer: "CertInfo") -> bool:
         """Does ``issuer``'s key verify this certificate's signature (and names chain)?"""
