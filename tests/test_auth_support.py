@@ -157,7 +157,7 @@ def build_app(clock: FakeClock, mono: FakeClock, *, reg: PartnerRegistry | None 
 def test_every_committed_private_key_is_named_test() -> None:
     private = [p.name for p in REGISTRY_DIR.iterdir() if b"PRIVATE KEY" in p.read_bytes()]
     assert sorted(private) == ["demo-partner.test-private.pem", "gateway.test-signing-key.pem",
-                               "restricted-partner.test-private.pem"]
+                               "load-partner.test-private.pem", "restricted-partner.test-private.pem"]
     assert all(re.search(r"\.test[-.]", name) for name in private)
 
 
