@@ -11,10 +11,11 @@ handler formats it (message, arguments and exception text are rendered, then red
 
 * every valid citizen ID number (GB 11643, check digit verified) standing alone is masked
   (``3305**********123X``, :func:`gateway.identifiers.mask_holder_code`);
-* the personal values of the request being served are replaced by ``[redacted]``: the holder
-  names and codes of the licences verified in it (registered by the audit wiring with
-  :func:`note_personal`) and the applicant / holder ``name`` and ``code`` fields of its JSON
-  body. Looked up only when a line is logged, so the hot path pays nothing.
+* personal values are replaced by ``[redacted]``: the holder names and codes of the licences
+  verified recently in this process (registered by the audit wiring with :func:`note_personal`,
+  the last ``RECENT_MAX``; so also lines of background tasks), and the applicant / holder
+  ``name`` and ``code`` fields of the JSON body of the request being served. The body is
+  looked at only when a line is logged, so the hot path pays one dict update per licence.
 
 The current request travels in a context variable set by :func:`request_context_middleware`
 (the first middleware), so log lines written anywhere while serving it carry its id.
@@ -27,6 +28,7 @@ import logging
 import re
 import sys
 import traceback
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -38,8 +40,6 @@ from .identifiers import citizen_id_valid, mask_holder_code
 
 #: the request being served (None outside a request)
 CURRENT_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar("gateway_request", default=None)
-#: personal values (names, codes) seen while serving the current request
-_PERSONAL = web.RequestKey("log_personal_values", list)
 REDACTED = "[redacted]"
 _CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 #: JSON body fields whose string values are personal (applicant, query holder, names)
@@ -67,16 +67,21 @@ async def request_context_middleware(request: web.Request,
         CURRENT_REQUEST.reset(token)
 
 
+#: personal values seen recently in this process (bounded): a line logged by a background task
+#: (the audit writer, a status refresh) has no request, yet must not name a recent holder either
+_RECENT: OrderedDict[str, None] = OrderedDict()
+RECENT_MAX = 4096
+
+
 def note_personal(*values: str | None) -> None:
-    """Register personal values (holder name, code) of the current request for redaction."""
-    request = CURRENT_REQUEST.get()
-    if request is None:
-        return
-    seen = request.get(_PERSONAL)
-    if seen is None:
-        seen = []
-        request[_PERSONAL] = seen
-    seen.extend(v for v in values if v)
+    """Register personal values (holder names, codes) seen while serving; they are redacted from
+    every log line of this request, and from any line while they are among the recent ones."""
+    for v in values:
+        if v and len(v) >= 2:
+            _RECENT[v] = None
+            _RECENT.move_to_end(v)
+    while len(_RECENT) > RECENT_MAX:
+        _RECENT.popitem(last=False)
 
 
 def _strings_under_personal_keys(doc: Any, out: list[str], depth: int = 0) -> None:
@@ -95,9 +100,9 @@ def _strings_under_personal_keys(doc: Any, out: list[str], depth: int = 0) -> No
 
 def personal_values(request: web.Request | None) -> list[str]:
     """Personal strings of ``request``: registered ones and those of its (already read) body."""
+    values = list(_RECENT)  # a C-level copy: safe while the event loop adds values
     if request is None:
-        return []
-    values = list(request.get(_PERSONAL) or ())
+        return sorted(set(values), key=len, reverse=True)
     body = getattr(request, "_read_bytes", None)  # the body aiohttp cached when a handler read it
     if body and len(body) <= _MAX_BODY_SCAN:
         try:
