@@ -412,4 +412,5 @@ def demo_corpus_command(args: Any, settings: Any = None, now: dt.datetime | None
 
 
 __all__ = ["CORPUS_INDEX_BASE", "DEFAULT_MIX", "CorpusBuilder", "CorpusPlan", "add_corpus_arguments", "allocate",
-           "demo_builder", "demo_corpus_command", "parse_mix", "plan_from_args", "select_regions", "summary", "write_jsonl"]
+           "demo_builder", "demo_corpus_command", "parse_mix", "plan_from_args", "select_regions", "summary",
+           "write_jsonl"]

@@ -16,8 +16,10 @@ verify), then prints medians over ``--reps`` repetitions of:
 4. the load generator's own CPU (% of one core) and each server's CPU per request (µs,
    from /proc: utime + stime of the server processes over the requests answered), which
    stays meaningful when other work shares the 2 cores;
-5. the same single and batch figures with the gateway's verification result cache switched
-   off (``GATEWAY_VERIFY_CACHE_ENTRIES=0``): the cost of a first verification.
+5. the same single and batch figures for variants (``--variants``): ``cache_off`` (the
+   verification result cache off, ``GATEWAY_VERIFY_CACHE_ENTRIES=0``: the cost of a first
+   verification) and ``audit_off`` (``GATEWAY_AUDIT_BACKEND=off``, diagnostic only: what the
+   durable audit trail costs; the targets are judged with the audit on).
 
 ``--soak S`` then runs S seconds (at most 600) open loop at half the max and reports errors
 and the resident memory growth of the gateway workers (target 0 errors, <= 10 %). The soak is
@@ -52,6 +54,13 @@ from load.tokens import oauth_token  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
 SINGLE_MIX = "valid=80,tampered=7,expired=7,unknown-issuer=6"
+#: extra gateway rounds (single + batch only): name -> (environment, label)
+VARIANTS: dict[str, dict[str, str]] = {
+    "cache_off": {"GATEWAY_VERIFY_CACHE_ENTRIES": "0"},
+    "audit_off": {"GATEWAY_AUDIT_BACKEND": "off"},
+}
+VARIANT_LABELS = {"cache_off": "result cache OFF (first verifications)",
+                  "audit_off": "audit trail OFF (diagnostic: what the durable audit costs)"}
 TARGETS = {"ratio": 1.3, "p99_ms": 10.0, "batch_ratio": 0.8, "soak_rss_growth": 0.10}
 
 
@@ -66,9 +75,9 @@ def start_gateway(port: int, workers: int, env: dict[str, str] | None = None) ->
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def start_peer(port: int, corpus_out: Path) -> subprocess.Popen[bytes]:
+def start_peer(port: int, corpus_out: Path, size: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
-           "--corpus-size", "2000"]
+           "--corpus-size", str(size)]
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -175,12 +184,12 @@ def med(rows: Sequence[dict[str, Any]], key: str) -> float:
 
 
 # --- the run ---------------------------------------------------------------------------------
-def make_corpora(work: Path, batch_size: int) -> tuple[Path, Path]:
+def make_corpora(work: Path, batch_size: int, size: int) -> tuple[Path, Path]:
     from gateway.config import load_settings
     from gateway.corpus import CorpusPlan, demo_builder, parse_mix, write_jsonl
 
     b = demo_builder(load_settings(demo=True), datetime.now(timezone.utc))
-    single = b.build(CorpusPlan(count=2000, mix=parse_mix(SINGLE_MIX), algorithms=("ES256",), checks=0))
+    single = b.build(CorpusPlan(count=size, mix=parse_mix(SINGLE_MIX), algorithms=("ES256",), checks=0))
     batch = b.build(CorpusPlan(count=2000, mix={"valid": 1}, algorithms=("ES256",), batches=200,
                                batch_size=batch_size, checks=0))
     paths = work / "es256-single.jsonl", work / "es256-batch.jsonl"
@@ -231,7 +240,7 @@ def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: S
 def peer_round(port: int, work: Path, args: Any, reps: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}"
     corpus_path = work / "peer-corpus.jsonl"
-    proc = start_peer(port, corpus_path)
+    proc = start_peer(port, corpus_path, args.corpus_size)
     with serving(proc, url, lambda: [proc.pid]) as pids:
         corpus = load_corpus(corpus_path)
         closed_max(url, corpus, "verify", 1.0, (8,), None, pids)  # warm-up
@@ -242,15 +251,15 @@ def peer_round(port: int, work: Path, args: Any, reps: int, log: Callable[[str],
     return rows
 
 
-def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, Any] | None, raw: list[float],
-              args: Any) -> dict[str, Any]:
+def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, dict[str, Any]] | None,
+              raw: list[float], args: Any) -> dict[str, Any]:
     workers = gw["workers"]
     raw_rate = statistics.median(raw)
     peer_max, gw_max = med(peer, "peak_rps"), med(gw["single"], "peak_rps")
     ratios = [g["peak_rps"] / p["peak_rps"] for g, p in zip(gw["single"], peer) if p["peak_rps"]]
     batch_lps = med(gw["batch"], "licences_per_s")
     s: dict[str, Any] = {
-        "reps": args.reps, "workers": workers, "cores": os.cpu_count(),
+        "reps": args.reps, "workers": workers, "cores": os.cpu_count(), "corpus_size": args.corpus_size,
         "peer_max_rps": peer_max, "gateway_max_rps": gw_max,
         "ratio_of_medians": round(gw_max / peer_max, 3) if peer_max else 0.0,
         "median_of_paired_ratios": round(statistics.median(ratios), 3) if ratios else 0.0,
@@ -261,20 +270,21 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, An
         "raw_es256_verify_per_core": round(raw_rate, 1),
         "batch_licences_per_s": batch_lps, "batch_size": args.batch_size,
         "batch_ratio": round(batch_lps / (workers * raw_rate), 3) if raw_rate else 0.0,
-        "generator_cpu_pct": {"peer_max": med(peer, "generator_cpu_pct"), "gateway_max": med(gw["single"], "generator_cpu_pct"),
+        "generator_cpu_pct": {"peer_max": med(peer, "generator_cpu_pct"),
+                              "gateway_max": med(gw["single"], "generator_cpu_pct"),
                               "gateway_open": med(gw["open"], "generator_cpu_pct"),
                               "gateway_batch": med(gw["batch"], "generator_cpu_pct")},
         "server_cpu_us_per_request": {"peer": med(peer, "server_cpu_us_per_request"),
                                       "gateway": med(gw["single"], "server_cpu_us_per_request"),
                                       "gateway_open": med(gw["open"], "server_cpu_us_per_request")},
     }
-    if cold is not None:
-        cold_max = med(cold["single"], "peak_rps")
-        cold_batch = med(cold["batch"], "licences_per_s")
-        s["cache_off"] = {"gateway_max_rps": cold_max, "ratio": round(cold_max / peer_max, 3) if peer_max else 0.0,
-                          "batch_licences_per_s": cold_batch,
-                          "batch_ratio": round(cold_batch / (workers * raw_rate), 3) if raw_rate else 0.0,
-                          "server_cpu_us_per_request": med(cold["single"], "server_cpu_us_per_request")}
+    for name, variant in (cold or {}).items():
+        v_max = med(variant["single"], "peak_rps")
+        v_batch = med(variant["batch"], "licences_per_s")
+        s[name] = {"gateway_max_rps": v_max, "ratio": round(v_max / peer_max, 3) if peer_max else 0.0,
+                   "batch_licences_per_s": v_batch,
+                   "batch_ratio": round(v_batch / (workers * raw_rate), 3) if raw_rate else 0.0,
+                   "server_cpu_us_per_request": med(variant["single"], "server_cpu_us_per_request")}
     if "soak" in gw:
         sk = gw["soak"]
         s["soak"] = {k: sk[k] for k in ("seconds", "rate", "errors", "error_kinds", "mismatched", "p99_ms", "max_ms",
@@ -288,8 +298,9 @@ def render(s: dict[str, Any]) -> str:
 
     lines = [
         f"bench_gateway: medians of {s['reps']} repetitions; gateway {s['workers']} workers, {s['cores']} cores "
-        "shared with the load generator",
-        f"single verify, ES256, closed-loop max:  peer {s['peer_max_rps']:.0f}/s   gateway {s['gateway_max_rps']:.0f}/s   "
+        f"shared with the load generator; {s['corpus_size']} distinct ES256 licences (peer: as many JWTs)",
+        f"single verify, ES256, closed-loop max:  peer {s['peer_max_rps']:.0f}/s   "
+        f"gateway {s['gateway_max_rps']:.0f}/s   "
         f"ratio {s['ratio_of_medians']:.2f} (median of paired ratios {s['median_of_paired_ratios']:.2f})   "
         f"target >= {TARGETS['ratio']}: {ok(s['ratio_of_medians'] >= TARGETS['ratio'])}",
         f"open loop at half max ({s['half_max_rate']:.0f}/s, Poisson):  p50 {s['p50_at_half_max_ms']:.2f} ms   "
@@ -303,11 +314,12 @@ def render(s: dict[str, Any]) -> str:
         f"load generator CPU (% of one core):  {s['generator_cpu_pct']}",
         f"server CPU per request (µs, all server processes):  {s['server_cpu_us_per_request']}",
     ]
-    if "cache_off" in s:
-        c = s["cache_off"]
-        lines.append(f"result cache OFF (first verifications):  gateway {c['gateway_max_rps']:.0f}/s   ratio "
-                     f"{c['ratio']:.2f}   batch {c['batch_licences_per_s']:.0f} licences/s ratio {c['batch_ratio']:.2f}   "
-                     f"server CPU {c['server_cpu_us_per_request']} µs/request")
+    for name, label in VARIANT_LABELS.items():
+        if name in s:
+            c = s[name]
+            lines.append(f"{label}:  gateway {c['gateway_max_rps']:.0f}/s   ratio {c['ratio']:.2f}   batch "
+                         f"{c['batch_licences_per_s']:.0f} licences/s ratio {c['batch_ratio']:.2f}   "
+                         f"server CPU {c['server_cpu_us_per_request']} µs/request")
     if "soak" in s:
         k = s["soak"]
         lines.append(f"soak {k['seconds']:g}s at {k['rate']:.0f}/s:  errors {k['errors']} {k['error_kinds'] or ''}  "
@@ -325,12 +337,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--concurrency", default="8,16,32", help="closed-loop worker counts (default 8,16,32)")
     ap.add_argument("--batch-concurrency", default="2,4,8", help="closed-loop worker counts for batches")
     ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--corpus-size", type=int, default=500,
+                    help="distinct single licences, for the peer and the gateway alike (default 500, as the "
+                         "peer's own default); the batch corpus has 2000")
     ap.add_argument("--open-duration", type=float, default=5.0, help="seconds per open-loop run (default 5)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--no-cache-off", action="store_true", help="skip the result-cache-off round")
+    ap.add_argument("--variants", default="cache_off",
+                    help=f"extra gateway rounds, comma-separated, from {', '.join(VARIANTS)} or 'none' "
+                         "(default cache_off)")
     ap.add_argument("--soak", type=float, default=0.0, help="also soak this many seconds at half max (<= 600)")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v and v != "none"]
+    if any(v not in VARIANTS for v in args.variants):
+        ap.error(f"--variants from {', '.join(VARIANTS)}")
     args.concurrency = tuple(int(x) for x in args.concurrency.split(","))
     args.batch_concurrency = tuple(int(x) for x in args.batch_concurrency.split(","))
     if args.reps < 1 or args.step <= 0 or not 0 <= args.soak <= 600:
@@ -348,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
-        single_path, batch_path = make_corpora(work, args.batch_size)
+        single_path, batch_path = make_corpora(work, args.batch_size, args.corpus_size)
         single, batch = load_corpus(single_path), load_corpus(batch_path)
         raw = [raw_es256_rate() for _ in range(args.reps)]
         log(f"raw ES256 verify per core: {[round(r) for r in raw]}")
@@ -356,11 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer = peer_round(free_port(), work, args, args.reps, log)
         log(f"gateway ({args.workers} workers, demo configuration):")
         gw = gateway_round(free_port(), args.workers, None, single, batch, args, args.reps, log)
-        cold = None
-        if not args.no_cache_off:
-            log("gateway with the verification result cache off:")
-            cold = gateway_round(free_port(), args.workers, {"GATEWAY_VERIFY_CACHE_ENTRIES": "0"}, single, batch,
-                                 args, args.reps, log)
+        cold = {}
+        for name in args.variants:
+            log(f"gateway variant {name} ({VARIANTS[name]}):")
+            cold[name] = gateway_round(free_port(), args.workers, VARIANTS[name], single, batch, args, args.reps, log)
     s = summarise(peer, gw, cold, raw, args)
     print(render(s))
     if args.json:
