@@ -127,7 +127,9 @@ async def test_second_verify_of_a_licence_over_http_is_a_cache_hit_with_the_same
     second = await api.post("/v1/licences/verify", json=body)
     cache = api.server.app[RESULT_CACHE]
     assert first.status == second.status == 200
-    assert await first.json() == await second.json()
+    a, b = await first.json(), await second.json()
+    a.pop("receipt", None), b.pop("receipt", None)  # a signed receipt per answer (ECDSA: randomised)
+    assert a == b and a["verdict"] == "valid"
     assert cache is not None and cache.hits >= 1
 
 
