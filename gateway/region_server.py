@@ -45,7 +45,7 @@ from aiohttp import web
 from adapters import FAMILIES
 
 from .crypto.sm2 import sm3
-from .simulator import IssuerSimulator
+from .simulator import STANDING_REVOKED, IssuerSimulator
 from .specs import covers
 from .upstream.clients import PATHS, TWO_STEP_FETCH
 from .upstream.routing import home_district
@@ -54,7 +54,7 @@ from .upstream.signing import DEADLINE_HEADER, check_signature, app_secret_for_t
 
 #: status indices of served licences start here (the simulator's own counter starts at 1)
 STATUS_INDEX_BASE = 32768
-STATUS_INDEX_SPAN = 32000
+STATUS_INDEX_SPAN = STANDING_REVOKED.start - STATUS_INDEX_BASE  # stay below the standing revoked/suspended ranges
 #: bytes of an "oversized" answer (above the gateway's default 2 MiB limit)
 OVERSIZED_BYTES = 3 * 1024 * 1024
 #: a hanging handler is released at shutdown or after this many seconds

@@ -185,8 +185,19 @@ class IssuerSimulator:
             number=f"{region[:4]}{index:08d}", issuer_name=auth.name, issuer_code=auth.uscc,
             issue_date=valid_from, holder_name=holder[0], holder_code=holder[1], holder_code_type=holder[2],
             valid_from=valid_from, valid_until=valid_until, area_code=auth.area_code, surface=values,
-            status_index=index,
+            status_index=self._status_index(case, index),
         )
+
+    @staticmethod
+    def _status_index(case: str, index: int) -> int:
+        """Revoked and suspended cases take an index from the standing ranges, which every
+        simulator instance's list marks so: a licence issued by one process (the CLI, the load
+        corpus) is revoked in the list another process (the demo regions) serves."""
+        if case == "revoked":
+            return STANDING_REVOKED[index % len(STANDING_REVOKED)]
+        if case == "suspended":
+            return STANDING_SUSPENDED[index % len(STANDING_SUSPENDED)]
+        return index
 
     @staticmethod
     def _surface_value(f: Any, holder: tuple[str, str, str], today: dt.date, rng: random.Random) -> str:
