@@ -28,7 +28,7 @@ import orjson
 
 def _serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_settings
-    from .serve import run_worker, run_workers
+    from .serve import run_worker, run_workers, with_demo_regions
 
     try:
         settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host)
@@ -48,10 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
         from .console.cli import demo_banner
 
         print(demo_banner(settings.host, settings.port), flush=True)
-    if workers == 1:
-        run_worker(settings, reuse_port=False)
-        return 0
-    return run_workers(settings, workers)
+    settings, regions_proc = with_demo_regions(settings)
+    try:
+        if workers == 1:
+            run_worker(settings, reuse_port=False)
+            return 0
+        return run_workers(settings, workers)
+    finally:
+        if regions_proc is not None and regions_proc.is_alive():
+            regions_proc.terminate()
+            regions_proc.join(5)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -71,8 +77,16 @@ def _demo(args: argparse.Namespace) -> int:
 
         return demo_corpus_command(args)
     if args.demo_cmd == "issue":
-        services = build_services(load_settings(demo=True))
+        settings = load_settings(demo=True)
+        fetched = _issue_from_running_demo(settings, args)
+        if fetched is not None:
+            sys.stdout.write(fetched + "\n")
+            return 0 if not fetched.startswith('{"error"') else 2
+        services = build_services(settings)
         sim = services.simulator
+        if args.state in ("revoked", "suspended"):
+            print("注意 / note: no demo running; this licence uses a standing revoked/suspended status index",
+                  file=sys.stderr)
         try:
             issued = sim.issue(args.region, args.type, args.state, dt.datetime.now(dt.timezone.utc))
         except ValueError as exc:
@@ -81,6 +95,24 @@ def _demo(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(issued.body()).decode() + "\n")
         return 0
     return 2
+
+
+def _issue_from_running_demo(settings, args: argparse.Namespace) -> str | None:
+    """Ask a running demo's simulated regions to issue (so its status lists know the licence)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    port = settings.demo_regions_port or settings.port + 1
+    query = urllib.parse.urlencode({k: v for k, v in (("region", args.region), ("type", args.type),
+                                                      ("state", args.state)) if v})
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/issue?{query}", timeout=10) as resp:
+            return resp.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode("utf-8")
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _demo_token(args: argparse.Namespace) -> int:

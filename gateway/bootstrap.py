@@ -82,8 +82,14 @@ def build_services(settings: Settings, now: dt.datetime | None = None) -> Servic
         simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
         trust_source = FileTrustSource(signed_path, regions, settings.max_chain_depth,
                                        [load_operator_key(TEST_OPERATOR_PUBLIC)], skew=settings.clock_skew)
-        # Status lists: the simulator's signed lists over loopback HTTP, fetched like any region's.
-        status_source = http_status_source(settings, {}, IssuerServer(simulator, ttl=settings.status_refresh_seconds))
+        # Status lists: the simulator's signed lists over loopback HTTP, fetched like any region's --
+        # from the demo regions process when `serve --demo` started one (gateway/demo_regions.py),
+        # else from an issuer server inside this process.
+        if settings.status_url_template:
+            status_source = http_status_source(
+                settings, {code: settings.status_url_template.replace("{region}", code) for code in regions}, None)
+        else:
+            status_source = http_status_source(settings, {}, IssuerServer(simulator, ttl=settings.status_refresh_seconds))
         return Services(settings, regions, specs, verifier, trust_source, status_source,
                         simulator=simulator, catalogue=catalogue, partners=partners, gateway_key=gateway_key)
     # Operator mode: the signed trust list comes from a file, checked with the pinned operator

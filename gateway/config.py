@@ -70,6 +70,8 @@ class Settings:
     status_fetch_timeout_seconds: int = 5
     #: directory of region specs and catalogues
     specs_dir: str = str(ROOT / "specs")
+    #: demo mode: loopback port of the simulated issuing regions process (0 = the gateway port + 1)
+    demo_regions_port: int = 0
     #: where demo mode keeps its generated TEST material
     var_dir: str = str(ROOT / "var")
     #: partner registry (one TOML per partner, see certs/partners/README.md)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
+import time
 
 
 def run_worker(settings, reuse_port: bool) -> None:
@@ -50,3 +53,39 @@ def run_workers(settings, workers: int) -> int:
         if code == 0 and p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
             code = p.exitcode if p.exitcode and p.exitcode > 0 else 1
     return code
+
+
+def with_demo_regions(settings):
+    """Demo mode: start the simulated issuing regions (gateway/demo_regions.py) in their own
+    process and point the gateway's status fetcher and upstream clients at it. Returns the new
+    settings and the process (None outside demo mode or when the operator set both URLs)."""
+    if not settings.demo or (settings.status_url_template and settings.upstream_base_url):
+        return settings, None
+    import multiprocessing as mp
+
+    from . import demo_regions
+    from .bootstrap import prepare_shared
+
+    port = settings.demo_regions_port or settings.port + 1
+    settings = dataclasses.replace(settings, demo_regions_port=port)
+    status_url, upstream_url = demo_regions.urls(settings)
+    settings = dataclasses.replace(settings, status_url_template=settings.status_url_template or status_url,
+                                   upstream_base_url=settings.upstream_base_url or upstream_url)
+    prepare_shared(settings)  # the TEST framework exists before either process loads it
+    proc = mp.get_context("spawn").Process(target=demo_regions.run, args=(settings,), name="demo-regions",
+                                           daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not proc.is_alive():
+            raise SystemExit(f"demo regions process failed to start on port {port} (exit {proc.exitcode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        raise SystemExit(f"demo regions process did not open port {port} within 30 s")
+    print(f"  simulated issuing regions (TEST): http://127.0.0.1:{port}/  "
+          f"(GET /issue?region=330500&state=revoked)", flush=True)
+    return settings, proc
