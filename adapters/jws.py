@@ -52,6 +52,41 @@ def _b64e(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
+#: parsed, validated headers by their base64url text: one issuer key writes the same header on
+#: every licence, so each distinct header is decoded and checked once (bounded; pure)
+_HEADER_CACHE_SIZE = 1024
+_HEADERS: dict[bytes, tuple[str, KeyRef]] = {}
+
+
+def _read_header(header: dict[str, Any]) -> tuple[str, KeyRef]:
+    """Validate a JWS protected header; (alg, KeyRef) or LicenceRejected."""
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGS:
+        raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED, f"alg {alg!r} is not allowed (ES256, EdDSA only)")
+    if "crit" in header:
+        raise LicenceRejected(errors.MALFORMED, f"unsupported critical header(s) {header['crit']!r}")
+    if header.get("typ", TYP) != TYP:
+        raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"typ {header.get('typ')!r} is not {TYP}")
+    kid = header.get("kid")
+    chain: tuple[bytes, ...] = ()
+    if "x5c" in header:
+        x5c = header["x5c"]
+        if not isinstance(x5c, list) or not x5c or len(x5c) > 4:
+            raise LicenceRejected(errors.MALFORMED, "x5c must be a list of 1 to 4 certificates")
+        try:
+            chain = tuple(base64.b64decode(c, validate=True) for c in x5c)
+        except (binascii.Error, ValueError, TypeError):
+            raise LicenceRejected(errors.MALFORMED, "x5c entry is not base64") from None
+    region_hint = header.get("iss")
+    if region_hint is not None and not isinstance(region_hint, str):
+        raise LicenceRejected(errors.MALFORMED, "iss must be a region code string")
+    if kid is not None and not isinstance(kid, str):
+        raise LicenceRejected(errors.MALFORMED, "kid must be a string")
+    if kid is None and not chain:
+        raise LicenceRejected(errors.UNKNOWN_ISSUER, "JWS names no key (kid or x5c)")
+    return alg, KeyRef(kid=kid, chain=chain, region_hint=region_hint)
+
+
 class JwsFamily:
     name = "jws"
 
@@ -65,37 +100,22 @@ class JwsFamily:
         if len(parts) != 3:
             raise LicenceRejected(errors.MALFORMED, "JWS compact needs three parts")
         h64, p64, s64 = parts
+        cached = _HEADERS.get(h64)
         try:
-            header = orjson.loads(_b64d(h64))
+            header = orjson.loads(_b64d(h64)) if cached is None else None
             payload = orjson.loads(_b64d(p64))
         except orjson.JSONDecodeError:
             raise LicenceRejected(errors.MALFORMED, "JWS header or payload is not JSON") from None
-        if not isinstance(header, dict) or not isinstance(payload, dict):
+        if cached is None:
+            if not isinstance(header, dict) or not isinstance(payload, dict):
+                raise LicenceRejected(errors.MALFORMED, "JWS header and payload must be JSON objects")
+            cached = _read_header(header)
+            if len(_HEADERS) >= _HEADER_CACHE_SIZE:
+                _HEADERS.clear()
+            _HEADERS[h64] = cached
+        elif not isinstance(payload, dict):
             raise LicenceRejected(errors.MALFORMED, "JWS header and payload must be JSON objects")
-        alg = header.get("alg")
-        if alg not in ALLOWED_ALGS:
-            raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED, f"alg {alg!r} is not allowed (ES256, EdDSA only)")
-        if "crit" in header:
-            raise LicenceRejected(errors.MALFORMED, f"unsupported critical header(s) {header['crit']!r}")
-        if header.get("typ", TYP) != TYP:
-            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"typ {header.get('typ')!r} is not {TYP}")
-        kid = header.get("kid")
-        chain: tuple[bytes, ...] = ()
-        if "x5c" in header:
-            x5c = header["x5c"]
-            if not isinstance(x5c, list) or not x5c or len(x5c) > 4:
-                raise LicenceRejected(errors.MALFORMED, "x5c must be a list of 1 to 4 certificates")
-            try:
-                chain = tuple(base64.b64decode(c, validate=True) for c in x5c)
-            except (binascii.Error, ValueError, TypeError):
-                raise LicenceRejected(errors.MALFORMED, "x5c entry is not base64") from None
-        region_hint = header.get("iss")
-        if region_hint is not None and not isinstance(region_hint, str):
-            raise LicenceRejected(errors.MALFORMED, "iss must be a region code string")
-        if kid is not None and not isinstance(kid, str):
-            raise LicenceRejected(errors.MALFORMED, "kid must be a string")
-        if kid is None and not chain:
-            raise LicenceRejected(errors.UNKNOWN_ISSUER, "JWS names no key (kid or x5c)")
+        alg, key_ref = cached
         iat = payload.pop("iat", None)
         signing_time = None
         if iat is not None:
@@ -103,19 +123,19 @@ class JwsFamily:
                 raise LicenceRejected(errors.MALFORMED, "iat must be a number")
             signing_time = datetime.fromtimestamp(iat, tz=timezone.utc)
         sig = _b64d(s64)
-        return Envelope(self.name, alg, KeyRef(kid=kid, chain=chain, region_hint=region_hint), payload, signing_time,
-                        signed_bytes=h64 + b"." + p64, signature=sig)
+        return Envelope(self.name, alg, key_ref, payload, signing_time, h64 + b"." + p64, sig)
 
     def verify(self, env: Envelope, cert: CertInfo) -> bool:
         if env.algorithm != cert.algorithm:
             return False  # algorithm/key mismatch: the header cannot choose the key type
         try:
             if env.algorithm == "ES256":
-                if len(env.signature) != 64:
+                sig = env.signature
+                if len(sig) != 64:
                     return False
-                r = int.from_bytes(env.signature[:32], "big")
-                s = int.from_bytes(env.signature[32:], "big")
-                cert.public_key.verify(encode_dss_signature(r, s), env.signed_bytes, _ECDSA_SHA256)
+                cert.public_key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                                            int.from_bytes(sig[32:], "big")),
+                                       env.signed_bytes, _ECDSA_SHA256)
             else:
                 cert.public_key.verify(env.signature, env.signed_bytes)
             return True

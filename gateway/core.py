@@ -26,11 +26,13 @@ from . import errors
 from .errors import GatewayError, InfrastructureError, LicenceRejected
 from .identifiers import holder_code_valid, parse_licence_identifier, uscc_division, uscc_valid
 from .model import Licence
-from .specs import RegionInfo, RegionSpec, covers
+from .specs import RegionInfo, RegionSpec, _parse_date, covers
 from .status import REVOKED, SUSPENDED, StatusSnapshot
 from .trust import CertInfo, IssuerEntry, TrustSnapshot, build_chain, key_id_of, load_certificate
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+_CHINA_OFFSET_S = 8 * 3600
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 class Verdict(str, Enum):
@@ -99,6 +101,7 @@ class Context:
     policy: Policy
     specs: Mapping[str, RegionSpec]
     type_names: Mapping[str, str]
+    now_ts: float = 0.0  # ``now`` as epoch seconds, computed once per verification
     family: Family | None = None
     envelope: Envelope | None = None
     issuer: IssuerEntry | None = None
@@ -287,17 +290,21 @@ class IssuerCertificate(Check):
     name = "issuer_certificate"
 
     def run(self, ctx: Context) -> str:
-        entry, pol, now = ctx.issuer, ctx.policy, ctx.now
+        entry, pol, now, now_ts = ctx.issuer, ctx.policy, ctx.now, ctx.now_ts
         skew = pol.clock_skew.total_seconds()
         signed = ctx.envelope.signing_time
-        if signed is not None and signed.timestamp() > now.timestamp() + skew:
+        signed_ts = signed.timestamp() if signed is not None else None
+        if signed_ts is not None and signed_ts > now_ts + skew:
             raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"signed in the future ({signed.isoformat()})")
-        when = signed if (signed is not None and pol.issuer_time_policy == "signing-time") else now
+        if signed is not None and pol.issuer_time_policy == "signing-time":
+            when, when_ts = signed, signed_ts
+        else:
+            when, when_ts = now, now_ts
         # Clock skew covers the difference between OUR clock and the issuer's; a signing time and
         # a certificate's validity are both the issuer side's, so that boundary is exact.
         tolerance = 0.0 if when is signed else skew
         for cert in (entry.cert, *entry.chain):
-            if not cert.valid_at(when, tolerance):
+            if not cert.nb_ts - tolerance <= when_ts <= cert.na_ts + tolerance:
                 raise LicenceRejected(errors.ISSUER_CERT_EXPIRED,
                                       f"{cert.subject} valid {cert.not_before:%Y-%m-%d}..{cert.not_after:%Y-%m-%d}, "
                                       f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
@@ -308,7 +315,7 @@ class IssuerCertificate(Check):
             if rev.reason == "keyCompromise" or signed is None or signed >= rev.revoked_at:
                 raise LicenceRejected(errors.ISSUER_CERT_REVOKED,
                                       f"serial {rev.serial_hex} revoked {rev.revoked_at.isoformat()} ({rev.reason})")
-        if when is not now and not entry.cert.valid_at(now, skew):
+        if when is not now and not entry.cert.nb_ts - skew <= now_ts <= entry.cert.na_ts + skew:
             ctx.notes.append(Note("ISSUER_CERT_EXPIRED_SINCE_SIGNING",
                                   f"The issuer certificate expired on {entry.cert.not_after:%Y-%m-%d}; the licence was "
                                   f"signed on {signed:%Y-%m-%d}, while it was valid.",
@@ -321,12 +328,15 @@ class ValidityPeriod(Check):
     name = "validity_period"
 
     def run(self, ctx: Context) -> str:
-        lic, skew = ctx.licence, ctx.policy.clock_skew
-        latest_today = (ctx.now + skew).astimezone(CHINA_TZ).date()
-        earliest_today = (ctx.now - skew).astimezone(CHINA_TZ).date()
-        if lic.valid_from > latest_today:
+        lic, skew = ctx.licence, ctx.policy.clock_skew.total_seconds()
+        # Beijing calendar day (as a proleptic ordinal) of now +/- skew, by integer arithmetic on
+        # epoch seconds (UTC+8 has no DST): the same days as (now +/- skew).astimezone(CHINA_TZ).date()
+        local = ctx.now_ts + _CHINA_OFFSET_S
+        latest_today = int((local + skew) // 86400) + _EPOCH_ORDINAL
+        earliest_today = int((local - skew) // 86400) + _EPOCH_ORDINAL
+        if lic.valid_from.toordinal() > latest_today:
             raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"valid from {lic.valid_from.isoformat()}")
-        if lic.valid_until is not None and lic.valid_until < earliest_today:
+        if lic.valid_until is not None and lic.valid_until.toordinal() < earliest_today:
             raise LicenceRejected(errors.LICENCE_EXPIRED, f"valid until {lic.valid_until.isoformat()}")
         return PASS
 
@@ -378,7 +388,53 @@ SIGNATURE_ONLY_CHECKS: tuple[Check, ...] = (
 
 
 def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str, str]) -> Licence:
-    """Region field dictionary -> canonical :class:`Licence` (raises LicenceRejected)."""
+    """Region field dictionary -> canonical :class:`Licence` (raises LicenceRejected).
+
+    The common case -- every field present as short text, known vocabulary, well-formed
+    dates -- is handled straight from the spec's precomputed :class:`~gateway.specs.NormalisePlan`;
+    anything else goes through :func:`_normalise_checked`, which finds and names the problem.
+    """
+    p = spec.plan
+    get = raw.get
+    identifier, name, type_code, number = get(p.identifier), get(p.name), get(p.type_code), get(p.number)
+    issuer_name, issuer_code, issue_date = get(p.issuer_name), get(p.issuer_code), get(p.issue_date)
+    holder_name, holder_code, local_type = get(p.holder_name), get(p.holder_code), get(p.holder_code_type)
+    valid_from, area_code = get(p.valid_from), get(p.area_code)
+    for v in (identifier, name, type_code, number, issuer_name, issuer_code, issue_date, holder_name, holder_code,
+              local_type, valid_from, area_code):
+        if type(v) is not str or not 0 < len(v) <= 512:
+            return _normalise_checked(raw, spec, type_names)
+    valid_until = get(p.valid_until)
+    type_name = get(p.type_name) if p.type_name is not None else None
+    index = get(p.status_index)
+    surface_raw = get(p.surface_container, _NO_SURFACE)
+    code_type = spec.holder_code_types.get(local_type)
+    if (code_type is None or (valid_until is not None and (type(valid_until) is not str or not 0 < len(valid_until) <= 512))
+            or (type_name is not None and (type(type_name) is not str or not 0 < len(type_name) <= 512))
+            or (index is not None and (type(index) is not int or index < 0)) or type(surface_raw) is not dict):
+        return _normalise_checked(raw, spec, type_names)
+    fmt = p.date_format
+    try:
+        issued, start = _parse_date(issue_date, fmt), _parse_date(valid_from, fmt)
+        until = _parse_date(valid_until, fmt) if valid_until is not None else None
+    except ValueError:
+        return _normalise_checked(raw, spec, type_names)
+    rev = p.surface_reverse
+    if surface_raw is _NO_SURFACE:
+        surface: dict[str, Any] = {}
+    else:
+        surface = {rev.get(k, k): v for k, v in surface_raw.items()} if rev is not None else dict(surface_raw)
+    return Licence(identifier, name, type_code, type_name or type_names.get(type_code, ""), number, issuer_name,
+                   issuer_code.upper(), issued, holder_name, holder_code.upper(), code_type, start, until, area_code,
+                   surface, index)
+
+
+#: marks an absent surface container (never handed out, never mutated)
+_NO_SURFACE: dict[str, Any] = {}
+
+
+def _normalise_checked(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str, str]) -> Licence:
+    """:func:`normalise` for input off the common path: every field checked, the problem named."""
     f = spec.fields
     get = raw.get
 
@@ -427,7 +483,7 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
     type_code = text("type_code")
     return Licence(
         identifier=text("identifier"), name=text("name"), type_code=type_code,
-        type_name=text("type_name", False) or type_names.get(type_code, ""), number=text("number"),
+        type_name=(text("type_name", False) if "type_name" in f else None) or type_names.get(type_code, ""), number=text("number"),
         issuer_name=text("issuer_name"), issuer_code=text("issuer_code").upper(), issue_date=day("issue_date"),
         holder_name=text("holder_name"), holder_code=text("holder_code").upper(), holder_code_type=code_type,
         valid_from=day("valid_from"), valid_until=day("valid_until", False), area_code=text("area_code"),
@@ -471,7 +527,7 @@ class Verifier:
     def verify(self, data: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime) -> VerificationResult:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names)
+        ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp())
         results: dict[str, str] = {}
         reasons: list[GatewayError] = []
         stopped = False

@@ -88,6 +88,11 @@ class RegionSpec:
     notes: str
     source: str  # the file it came from
     options: Mapping[str, Any] = field(default_factory=dict)  # family-specific settings
+    #: derived once from the fields above (the verify hot path reads these, never rebuilds them)
+    plan: "NormalisePlan" = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", NormalisePlan.of(self))
 
     @property
     def reverse_fields(self) -> Mapping[str, str]:
@@ -105,6 +110,46 @@ class RegionSpec:
         if self.date_format == "%Y年%m月%d日":  # strftime pads; the region writes it padded too
             return f"{d.year:04d}年{d.month:02d}月{d.day:02d}日"
         return d.strftime(self.date_format)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisePlan:
+    """What normalisation needs of a spec, precomputed once: the region's name of every
+    canonical field, the reverse surface-name map, the date format."""
+
+    identifier: str
+    name: str
+    type_code: str
+    type_name: str | None
+    number: str
+    issuer_name: str
+    issuer_code: str
+    issue_date: str
+    holder_name: str
+    holder_code: str
+    holder_code_type: str
+    valid_from: str
+    valid_until: str
+    area_code: str
+    status_index: str
+    surface_container: str
+    surface_reverse: Mapping[str, str] | None  # region surface name -> canonical (None: identity)
+    date_format: str
+
+    @classmethod
+    def of(cls, spec: "RegionSpec") -> "NormalisePlan":
+        f = spec.fields
+        rev = MappingProxyType({v: k for k, v in spec.surface_names.items()}) if spec.surface_names else None
+        return cls(
+            identifier=f.get("identifier", ""), name=f.get("name", ""), type_code=f.get("type_code", ""),
+            type_name=f.get("type_name"), number=f.get("number", ""), issuer_name=f.get("issuer_name", ""),
+            issuer_code=f.get("issuer_code", ""), issue_date=f.get("issue_date", ""),
+            holder_name=f.get("holder_name", ""), holder_code=f.get("holder_code", ""),
+            holder_code_type=f.get("holder_code_type", ""), valid_from=f.get("valid_from", ""),
+            valid_until=f.get("valid_until", ""), area_code=f.get("area_code", ""),
+            status_index=f.get("status_index", ""), surface_container=spec.surface_container,
+            surface_reverse=rev, date_format=spec.date_format,
+        )
 
 
 @lru_cache(maxsize=8192)
