@@ -5,8 +5,10 @@ this module knows requests. For every
 
 * ``POST /v1/licences/verify`` -- one record (kind ``verify``) and one receipt;
 * ``POST /v1/licences/verify-batch`` -- one record **per entry** (kind ``verify``, ``extra.entry``
-  = its index, ``extra.entries`` = the batch size), all appended at once so they share one
-  group commit, and one receipt per entry (each names its own licence id and verdict);
+  = its index, ``extra.entries`` = the batch size), appended as ONE group (one queue item, one
+  future, always in the same transaction), and one receipt per entry (each names its own licence
+  id, verdict and entry index). Per-licence records are kept (rather than one record per request)
+  so that a search by holder HMAC finds every licence check of a person; they are cheap to build;
 * ``POST /v1/items/{code}/check`` -- one record per presented licence (kind ``check``, the item
   code, ``extra.outcome`` = the check's outcome, ``extra.applicant`` = the applicant's holder
   HMAC) and one receipt over the whole answer;
@@ -17,11 +19,15 @@ this module knows requests. For every
 * console verifications -- one record (kind ``check``) with the clerk as ``operator`` and
   ``console/<window>`` as ``partner``;
 
-the handler awaits :meth:`AuditTrail.append` before it answers. If the store fails the
+the handler awaits :meth:`AuditTrail.append` / :meth:`AuditTrail.append_group` before it answers. If the store fails the
 append raises ``InfrastructureError(AUDIT_UNAVAILABLE)``: the answer is a 503 problem, never
 an answer without its record. Holder codes appear only as :func:`gateway.audit.holder_hmac`.
 Each record names the request id (``X-Request-Id``) and, for verify and check answers, the
-SHA-256 of the receipt given (``extra.receipt``), so a receipt shown later finds its record.
+receipt's leaf hash (``extra.receipt``, :func:`gateway.receipts.receipt_ref`), so a receipt shown
+later finds its record. Receipts are batch-signed (:mod:`gateway.receipts`): the handler builds a
+cheap draft (claims + leaf hash) per answer, the audit writer seals every draft of a committed
+batch with ONE signature over their Merkle root, and the receipt exists only once the record is
+committed.
 
 The sink is opened once per worker in a cleanup context (retried in the background while the
 store is down) and closed on shutdown after a last checkpoint; a periodic task signs a
@@ -52,13 +58,15 @@ from . import errors
 from .app import REQUEST_ID, SERVICES
 from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, holder_hmac
 from .audit.jws import public_jwk
+from .audit.model import format_time
+from .audit.sink import Appended
 from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
 from .config import ROOT, ConfigError, Settings
 from .core import VerificationResult
 from .errors import GatewayError, InfrastructureError
 from .identifiers import citizen_id_valid
 from .logging_setup import note_personal, request_context_middleware
-from .receipts import ReceiptSigner
+from .receipts import ReceiptDraft, ReceiptSigner, receipt_ref, request_digest
 
 log = logging.getLogger("gateway.audit")
 
@@ -145,7 +153,8 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
 
 async def open_sink(setup: AuditSetup, clock: Callable[[], datetime]) -> Any:
     """Open the configured sink (raises InfrastructureError(AUDIT_UNAVAILABLE) when it cannot)."""
-    kw: dict[str, Any] = {"signer": setup.checkpoints, "clock": clock, "config": setup.group}
+    kw: dict[str, Any] = {"signer": setup.checkpoints, "clock": clock, "config": setup.group,
+                          "sealer": setup.receipts}
     if setup.backend == "memory":
         from .audit import MemoryAuditSink
 
@@ -189,7 +198,8 @@ def _text(value: str | None, limit: int = 128) -> str | None:
 
 
 def receipt_hash(receipt: str | None) -> str | None:
-    return hashlib.sha256(receipt.encode("ascii")).hexdigest()[:32] if receipt else None
+    """What the audit record of an answer keeps of its receipt (``extra.receipt``)."""
+    return receipt_ref(receipt) if receipt else None
 
 
 class AuditTrail:
@@ -220,22 +230,15 @@ class AuditTrail:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
         return await self.sink.append(event)
 
-    async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
-        """Append several events at once (they share a group commit); all must be stored."""
-        if len(events) == 1:
-            return [await self.append(events[0])]
-        results = await asyncio.gather(*(self.append(e) for e in events), return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return list(results)  # type: ignore[arg-type]
+    async def append_group(self, events: Sequence[AuditEvent], drafts: Sequence[ReceiptDraft] = ()) -> Appended:
+        """Append several events as one unit (one transaction) and seal ``drafts`` with their batch."""
+        if self.sink is None:
+            raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
+        return await self.sink.append_group(events, drafts)
 
-    def sign_receipt(self, body: bytes, verdict: str, reasons: Sequence[str], item: str | None, time: datetime,
-                     licence_ids: Sequence[str]) -> str | None:
-        if self.receipts is None:
-            return None
-        return self.receipts.sign(request_body=body, verdict=verdict, reasons=reasons, item=item, time=time,
-                                  licence_ids=licence_ids)
+    async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
+        """Append several events at once (one transaction); all must be stored."""
+        return list((await self.append_group(events)).records)
 
     def jwks(self) -> list[dict[str, str]]:
         """The receipt key and the checkpoint key, as published at ``/v1/keys``."""
@@ -331,22 +334,27 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
     body = await request.read()  # already read by the handler: cached
     now = trail.clock()
     rid, partner = _rid(request), _partner(request)
-    receipts: list[str | None] = []
+    signer = trail.receipts
+    digest, t_text, iat = request_digest(body), format_time(now), int(now.timestamp())
+    drafts: list[ReceiptDraft] = []
     events = []
     batch = len(results) > 1 or request.path.endswith("verify-batch")
     for i, result in enumerate(results):
         ids = [result.licence.identifier] if result is not None and result.licence is not None else []
         verdict = result.verdict.value if result is not None else "invalid"
         reasons = result.reason_codes if result is not None else (errors.MALFORMED.code,)
-        receipt = trail.sign_receipt(body, verdict, reasons, None, now, ids)
-        receipts.append(receipt)
-        extra: dict[str, Any] = {"receipt": receipt_hash(receipt)}
+        extra: dict[str, Any] = {"receipt": None}
+        if signer is not None:
+            d = signer.draft(request_digest=digest, request_id=rid, verdict=verdict, reasons=reasons, item=None,
+                             time_text=t_text, iat=iat, licence_ids=ids, entry=i if batch else None)
+            drafts.append(d)
+            extra["receipt"] = d.ref
         if batch:
             extra.update(entry=i, entries=len(results))
         events.append(licence_event(trail, "verify", time=now, request_id=rid, partner=partner, operator=None,
                                     result=result, extra=extra))
-    await trail.append_all(events)
-    return receipts
+    appended = await trail.append_group(events, drafts)
+    return list(appended.sealed) if signer is not None else [None] * len(results)
 
 
 async def audit_check(request: web.Request, item_code: str, applicant: Any, presented: Sequence[Any],
@@ -365,14 +373,17 @@ async def audit_check(request: web.Request, item_code: str, applicant: Any, pres
             if f.reason.code not in reasons:
                 reasons.append(f.reason.code)
     ids = [p.identifier for p in presented if p.identifier]
-    receipt = trail.sign_receipt(body, outcome.outcome, reasons, item_code, now, ids)
+    signer = trail.receipts
+    draft = None if signer is None else signer.draft(
+        request_digest=request_digest(body), request_id=rid, verdict=outcome.outcome, reasons=reasons,
+        item=item_code, time_text=format_time(now), iat=int(now.timestamp()), licence_ids=ids)
     applicant_hmac = trail.holder(applicant.code_type, applicant.code)
     events = []
     for p in presented or [None]:
         lic = p.licence if p is not None else None
         if lic is not None:
             note_personal(lic.holder_name, lic.holder_code)
-        extra = {"outcome": outcome.outcome, "applicant": applicant_hmac, "receipt": receipt_hash(receipt),
+        extra = {"outcome": outcome.outcome, "applicant": applicant_hmac, "receipt": draft.ref if draft else None,
                  "entry": p.index if p is not None else None, "entries": len(presented)}
         events.append(AuditEvent(
             kind="check", time=now, request_id=rid, partner=partner, item_code=item_code,
@@ -382,8 +393,8 @@ async def audit_check(request: web.Request, item_code: str, applicant: Any, pres
             reasons=tuple(r.code for r in p.reasons) if p is not None else (),
             holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else applicant_hmac,
             extra=extra))
-    await trail.append_all(events)
-    return receipt
+    appended = await trail.append_group(events, [draft] if draft is not None else [])
+    return appended.sealed[0] if draft is not None else None
 
 
 class TrailQueryAudit:

@@ -1,17 +1,41 @@
 """Signed verification receipts (回执): proof of what the gateway answered, checkable offline.
 
-A receipt is a compact JWS (header ``{"alg": "EdDSA"|"ES256", "kid": ..., "typ":
-"elicence-receipt+jws"}``) over::
+Two forms, both checked by :func:`verify_receipt` with the published key set (``/v1/keys``):
 
-    {"gateway": <gateway id>, "request_digest": <b64url SHA-256 of the request body>,
-     "verdict": ..., "reasons": [...], "item": <item code or null>,
-     "licence_ids": [...], "time": <canonical UTC text>, "iat": <unix seconds>}
+**Batch-signed receipt** (every API verify / batch entry / item check answer). The audit writer
+commits many answers in one transaction; for each committed batch the gateway signs ONE
+statement, a Merkle root over the receipt claims of that batch (X-Road style batch
+signatures), so the signing cost is shared by every answer of the batch. The receipt is one
+string of five dot-separated base64url parts::
 
-The partner keeps the receipt with its request; anyone with the published key set
-(``/v1/keys``, :meth:`ReceiptSigner.jwks`) checks it with :func:`verify_receipt`, or with
-any JOSE library. Signing is hand-rolled on ``cryptography`` + ``orjson``
-(gateway/audit/jws.py): the header is encoded once per signer, which matters because a
-receipt is signed on every verify answer (see load/bench_audit.py for the cost).
+    CLAIMS . PROOF . BATCH-JWS (header . payload . signature)
+
+* ``CLAIMS``: the JSON claims of this answer ``{"gateway", "request_id", "request_digest":
+  <b64url SHA-256 of the request body>, "verdict", "reasons", "item", "licence_ids", "time",
+  "iat"}`` (and ``"entry"``, the entry index, in the receipts of a verify-batch answer);
+* ``PROOF``: JSON ``{"i": <leaf index>, "path": [<b64url SHA-256 sibling hashes>, ...]}``;
+* ``BATCH-JWS``: a compact JWS (``typ`` ``elicence-receipt-batch+jws``, ES256 or EdDSA, ``kid``)
+  over ``{"gateway", "root": <b64url Merkle root>, "n": <leaves>, "seq": [<first>, <last>
+  audit record of the batch>], "time", "iat"}``.
+
+The tree: ``leaf = SHA-256(0x00 || CLAIMS bytes)`` (the exact decoded bytes, no
+re-serialisation), ``node = SHA-256(0x01 || left || right)``; leaves are paired left to right,
+an odd last node is promoted unchanged to the next level. To fold the proof, with ``i`` the
+index and ``n`` the signed leaf count: while ``n > 1``: if ``i`` is odd, ``h = node(path[k], h)``;
+else if ``i + 1 < n``, ``h = node(h, path[k])`` (k advances only when a sibling is used);
+``i //= 2``; ``n = ceil(n / 2)``. Every path element must be used, and ``h`` must equal
+``root``. A changed claim, proof element, index or signature fails.
+
+The audit record of the answer carries ``extra.receipt`` = the first 32 hex digits of the
+leaf hash (:func:`receipt_ref`), and the record lies within the signed ``seq`` range: the
+receipt finds its record.
+
+**Single-signed receipt** (the console's printed receipts): a plain compact JWS (``typ``
+``elicence-receipt+jws``) over the same claims (without ``request_id``), from
+:meth:`ReceiptSigner.sign`.
+
+Signing is hand-rolled on ``cryptography`` + ``orjson`` (gateway/audit/jws.py): headers are
+encoded once per signer.
 """
 
 from __future__ import annotations
@@ -19,14 +43,24 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.audit.jws import JwsError, JwsSigner, PrivateKey, PublicKey, key_from_jwk, public_jwk, verify_compact
+import orjson
+
+from gateway.audit.jws import (JwsError, JwsSigner, PrivateKey, PublicKey, b64u, b64u_decode, key_from_jwk,
+                               public_jwk, verify_compact)
 from gateway.audit.model import format_time
 from gateway.errors import RECEIPT_INVALID, RequestRejected
 
 RECEIPT_TYP = "elicence-receipt+jws"
+BATCH_TYP = "elicence-receipt-batch+jws"
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+#: longest receipt accepted for checking (claims + proof + batch JWS)
+MAX_RECEIPT_CHARS = 32_768
+_sha256 = hashlib.sha256
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "gateway": str, "request_digest": str, "verdict": str, "reasons": list, "item": (str, type(None)),
     "licence_ids": list, "time": str, "iat": int,
@@ -38,14 +72,95 @@ def request_digest(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii")
 
 
+# --- Merkle tree (pure) ----------------------------------------------------------------------
+def leaf_hash(claims: bytes) -> bytes:
+    return _sha256(LEAF_PREFIX + claims).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(NODE_PREFIX + left + right).digest()
+
+
+def merkle_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree, leaves first, root level (one hash) last."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    levels = [list(leaves)]
+    level = levels[0]
+    while len(level) > 1:
+        nxt = [_sha256(NODE_PREFIX + level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])   # odd last node: promoted unchanged
+        levels.append(nxt)
+        level = nxt
+    return levels
+
+
+def inclusion_proof(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
+    """The sibling hashes from leaf ``index`` up to the root (promoted levels add none)."""
+    path = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        index >>= 1
+    return path
+
+
+def root_from_proof(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
+    """Fold ``path`` from ``leaf`` at ``index`` in a tree of ``size`` leaves; raise ValueError
+    when the path is too short or too long for that position."""
+    if not 0 <= index < size:
+        raise ValueError("leaf index outside the signed batch")
+    h, k = leaf, 0
+    while size > 1:
+        if index & 1 or index + 1 < size:
+            if k >= len(path):
+                raise ValueError("inclusion proof too short")
+            h = node_hash(path[k], h) if index & 1 else node_hash(h, path[k])
+            k += 1
+        index >>= 1
+        size = (size + 1) >> 1
+    if k != len(path):
+        raise ValueError("inclusion proof too long")
+    return h
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptDraft:
+    """The claims of one answer, ready to be sealed with its committed batch."""
+
+    claims_b64: str
+    leaf: bytes
+
+    @property
+    def ref(self) -> str:
+        """What the audit record keeps (``extra.receipt``): 32 hex digits of the leaf hash."""
+        return self.leaf.hex()[:32]
+
+
+def receipt_ref(receipt: str) -> str:
+    """The audit record reference of a receipt: for a batch-signed receipt the first 32 hex digits
+    of its leaf hash (as :attr:`ReceiptDraft.ref`); for a single-signed JWS, of SHA-256 of the text."""
+    parts = receipt.split(".")
+    if len(parts) == 5:
+        try:
+            return leaf_hash(b64u_decode(parts[0])).hex()[:32]
+        except JwsError:
+            pass
+    return _sha256(receipt.encode("ascii", "replace")).hexdigest()[:32]
+
+
 class ReceiptSigner:
-    """Signs receipts with one key (Ed25519 -> EdDSA, P-256 -> ES256)."""
+    """Signs receipts with one key (Ed25519 -> EdDSA, P-256 -> ES256): single receipts
+    (:meth:`sign`) and batch-signed ones (:meth:`draft` per answer, :meth:`seal` per batch)."""
 
     def __init__(self, private_key: PrivateKey, kid: str, gateway_id: str) -> None:
         try:
             self._jws = JwsSigner(private_key, kid, RECEIPT_TYP)
         except JwsError as exc:
             raise TypeError(str(exc)) from exc
+        self._batch = JwsSigner(private_key, kid, BATCH_TYP)
         self.kid = kid
         self.gateway_id = gateway_id
         self.alg = self._jws.alg
@@ -63,6 +178,33 @@ class ReceiptSigner:
             "iat": int(time.timestamp()),
         }
         return self._jws.sign(claims)
+
+    def draft(self, *, request_digest: str, request_id: str, verdict: str, reasons: Sequence[str], item: str | None,
+              time_text: str, iat: int, licence_ids: Sequence[str], entry: int | None = None) -> ReceiptDraft:
+        """The claims of one answer (cheap: one JSON encoding and one hash); ``time_text`` is
+        :func:`format_time` of the answer time, computed once per request by the caller;
+        ``entry``: the index of a batch request's entry (claim present only then)."""
+        doc: dict[str, Any] = {
+            "gateway": self.gateway_id, "request_id": request_id, "request_digest": request_digest,
+            "verdict": verdict, "reasons": list(reasons), "item": item, "licence_ids": list(licence_ids),
+            "time": time_text, "iat": iat,
+        }
+        if entry is not None:
+            doc["entry"] = entry
+        claims = orjson.dumps(doc)
+        return ReceiptDraft(b64u(claims), _sha256(LEAF_PREFIX + claims).digest())
+
+    def seal(self, drafts: Sequence[ReceiptDraft], first_seq: int, last_seq: int, now: datetime) -> list[str]:
+        """Sign one statement over the Merkle root of ``drafts`` (a committed audit batch whose
+        records are ``first_seq..last_seq``) and return each draft's receipt, in order."""
+        levels = merkle_levels([d.leaf for d in drafts])
+        jws = self._batch.sign({"gateway": self.gateway_id, "root": b64u(levels[-1][0]), "n": len(drafts),
+                                "seq": [first_seq, last_seq], "time": format_time(now), "iat": int(now.timestamp())})
+        out = []
+        for i, d in enumerate(drafts):
+            proof = orjson.dumps({"i": i, "path": [b64u(h) for h in inclusion_proof(levels, i)]})
+            out.append(f"{d.claims_b64}.{b64u(proof)}.{jws}")
+        return out
 
     def public_key(self) -> PublicKey:
         return self._jws.public_key()
@@ -84,14 +226,7 @@ def _reject(detail: str) -> RequestRejected:
     return RequestRejected(RECEIPT_INVALID, detail)
 
 
-def verify_receipt(token: str, jwks: dict[str, Any], *, request_body: bytes | None = None) -> dict[str, Any]:
-    """Verify a receipt offline against a published key set; return its claims.
-
-    Raises ``RequestRejected(RECEIPT_INVALID)`` with the reason in ``detail``: malformed
-    token, unknown kid, algorithm not matching the key, signature not verifying (any
-    byte of header, claims or signature changed), missing claims, or -- when the original
-    ``request_body`` is given -- a request digest that does not match it.
-    """
+def _keyset(jwks: dict[str, Any]) -> dict[str, PublicKey]:
     keys: dict[str, PublicKey] = {}
     entries = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(entries, list):
@@ -102,10 +237,82 @@ def verify_receipt(token: str, jwks: dict[str, Any], *, request_body: bytes | No
                 keys[jwk["kid"]] = key_from_jwk(jwk)
             except JwsError:
                 continue  # keys of other types may be published next to ours
+    return keys
+
+
+def _json_part(text: str, what: str) -> Any:
     try:
-        claims = verify_compact(token, keys, typ=RECEIPT_TYP)
+        return orjson.loads(b64u_decode(text))
+    except (JwsError, orjson.JSONDecodeError) as exc:
+        raise _reject(f"{what} is not base64url JSON") from exc
+
+
+def _verify_batch(token: str, keys: dict[str, PublicKey]) -> dict[str, Any]:
+    """Claims of a batch-signed receipt once its proof folds to the signed root."""
+    c64, p64, jws = token.split(".", 2)
+    try:
+        claims_bytes = b64u_decode(c64)
+        statement = verify_compact(jws, keys, typ=BATCH_TYP)
     except JwsError as exc:
         raise _reject(str(exc)) from exc
+    proof = _json_part(p64, "proof")
+    if not isinstance(proof, dict):
+        raise _reject("the proof must be a JSON object")
+    index, path, size = proof.get("i"), proof.get("path"), statement.get("n")
+    if (not isinstance(index, int) or isinstance(index, bool) or not isinstance(size, int) or isinstance(size, bool)
+            or not isinstance(path, list) or len(path) > 64 or not all(isinstance(h, str) for h in path)):
+        raise _reject("proof or signed statement malformed")
+    try:
+        hashes = [b64u_decode(h) for h in path]
+        root = b64u_decode(statement.get("root", "")) if isinstance(statement.get("root"), str) else b""
+    except JwsError as exc:
+        raise _reject("proof hashes are not base64url") from exc
+    if any(len(h) != 32 for h in hashes) or len(root) != 32:
+        raise _reject("proof or root hashes are not SHA-256 values")
+    try:
+        folded = root_from_proof(leaf_hash(claims_bytes), index, size, hashes)
+    except ValueError as exc:
+        raise _reject(str(exc)) from exc
+    if folded != root:
+        raise _reject("the claims and proof do not lead to the signed batch root")
+    claims = _json_part(c64, "claims")   # parsed only once its bytes are proven part of the batch
+    if not isinstance(claims, dict):
+        raise _reject("the claims must be a JSON object")
+    if claims.get("gateway") != statement.get("gateway"):
+        raise _reject("the claims name another gateway than the signed statement")
+    kid = peek_kid(jws)
+    claims["batch"] = {"seq": statement.get("seq"), "n": size, "index": index, "root": statement["root"],
+                       "time": statement.get("time"), "kid": kid}
+    return claims
+
+
+def peek_kid(jws: str) -> str:
+    header = orjson.loads(b64u_decode(jws.split(".", 1)[0]))
+    return str(header.get("kid"))
+
+
+def verify_receipt(token: str, jwks: dict[str, Any], *, request_body: bytes | None = None) -> dict[str, Any]:
+    """Verify a receipt offline against a published key set; return its claims.
+
+    Batch-signed receipts (five parts) return the claims plus ``batch`` (the signed ``seq``
+    range, leaf count ``n``, ``index``, ``root``, ``time``, ``kid``); single-signed ones (a
+    compact JWS) their claims. Raises ``RequestRejected(RECEIPT_INVALID)`` with the reason in
+    ``detail``: malformed receipt, unknown kid, algorithm not matching the key, signature not
+    verifying, claims or proof not folding to the signed root (any changed byte), missing
+    claims, or -- when the original ``request_body`` is given -- a request digest that does
+    not match it.
+    """
+    keys = _keyset(jwks)
+    if not isinstance(token, str) or len(token) > MAX_RECEIPT_CHARS:
+        raise _reject("receipt missing or too long")
+    parts = token.split(".")
+    if len(parts) == 5:
+        claims = _verify_batch(token, keys)
+    else:
+        try:
+            claims = verify_compact(token, keys, typ=RECEIPT_TYP)
+        except JwsError as exc:
+            raise _reject(str(exc)) from exc
     for name, typ in _REQUIRED.items():
         if name not in claims or not isinstance(claims[name], typ) or isinstance(claims[name], bool):
             raise _reject(f"claim {name!r} missing or of the wrong type")

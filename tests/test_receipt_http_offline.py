@@ -1,9 +1,10 @@
 """Receipts on verify and check answers, checked offline with the key set of ``/v1/keys``.
 
 A third party saves the JWKS once, keeps the receipt and the exact request body, and runs
-``python -m gateway receipt verify`` without contacting the gateway. Any modified byte of
-the receipt, another key, or another request body fails. Access tokens still verify with the
-extended key set.
+``python -m gateway receipt verify`` without contacting the gateway. Receipts are batch-signed
+(claims . inclusion proof . batch JWS over the Merkle root): any modified part of the receipt,
+a proof taken from another receipt, another key, or another request body fails. Access tokens
+still verify with the extended key set.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ async def keys_and_verify(api, world, case: str = "valid") -> tuple[dict, bytes,
 
 
 def flip(token: str, part: int) -> str:
-    """Change one character of the header (0), claims (1) or signature (2)."""
+    """Change one character of the claims (0), proof (1), batch header (2), batch statement (3)
+    or signature (4)."""
     parts = token.split(".")
     s = parts[part]
     i = len(s) // 2
@@ -41,9 +43,17 @@ def flip(token: str, part: int) -> str:
     return ".".join(parts)
 
 
-def claims_of(token: str) -> dict:
-    payload = token.split(".")[1]
+def part_json(token: str, part: int) -> dict:
+    payload = token.split(".")[part]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def claims_of(token: str) -> dict:
+    return part_json(token, 0)
+
+
+def b64(doc: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode()
 
 
 async def test_verify_receipt_names_the_verdict_licence_and_request_digest(api, world):
@@ -53,6 +63,7 @@ async def test_verify_receipt_names_the_verdict_licence_and_request_digest(api, 
     assert claims["licence_ids"] == [answer["licence"]["identifier"]]
     assert claims["request_digest"] == request_digest(body)
     assert claims["time"] == "2026-11-27T04:00:00.000000Z"
+    assert claims["batch"]["n"] >= 1 and claims["batch"]["seq"][0] <= claims["batch"]["seq"][1]
 
 
 async def test_invalid_verdict_receipt_carries_the_reason_codes(api, world):
@@ -73,7 +84,25 @@ async def test_check_receipt_names_the_item_outcome_and_every_licence(api, world
     assert claims["licence_ids"] == [lic.licence.identifier]
 
 
-@pytest.mark.parametrize("part", [0, 1, 2], ids=["header", "claims", "signature"])
+async def test_batch_receipts_share_one_signature_and_each_proves_its_own_entry(api, world):
+    jwks = await (await api.get("/v1/keys")).json()
+    lics = [world.simulator.issue(HUZHOU, "id_card", case, NOW) for case in ("valid", "expired", "valid")]
+    body = orjson.dumps({"licences": [lic.body() for lic in lics]})
+    resp = await api.post("/v1/licences/verify-batch", data=body, headers={"Content-Type": "application/json"})
+    receipts = [r["receipt"] for r in (await resp.json())["results"]]
+    assert len({r.split(".", 2)[2] for r in receipts}) == 1     # one batch statement, one signature
+    claims = [verify_receipt(r, jwks, request_body=body) for r in receipts]
+    assert [c["entry"] for c in claims] == [0, 1, 2]
+    assert [c["verdict"] for c in claims] == ["valid", "invalid", "valid"]
+    assert [c["licence_ids"] for c in claims] == [[lic.licence.identifier] for lic in lics]
+    # entry 1's claims with entry 0's proof: the fold misses the signed root
+    c1, _p1, rest = receipts[1].split(".", 2)
+    _c0, p0, _ = receipts[0].split(".", 2)
+    with pytest.raises(RequestRejected, match="signed batch root"):
+        verify_receipt(f"{c1}.{p0}.{rest}", jwks)
+
+
+@pytest.mark.parametrize("part", [0, 1, 2, 3, 4], ids=["claims", "proof", "header", "statement", "signature"])
 async def test_modified_receipt_fails(api, world, part):
     jwks, body, answer = await keys_and_verify(api, world)
     with pytest.raises(RequestRejected) as exc:
@@ -87,13 +116,26 @@ async def test_receipt_with_a_verdict_rewritten_and_resigned_by_another_key_fail
     from gateway.receipts import ReceiptSigner
 
     jwks, body, answer = await keys_and_verify(api, world, "expired")
-    header = answer["receipt"].split(".")[0]
-    kid = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+    kid = part_json(answer["receipt"], 2)["kid"]
     forger = ReceiptSigner(ec.generate_private_key(ec.SECP256R1()), kid, "elicence-gateway")  # the gateway's kid
-    forged = forger.sign(request_body=body, verdict="valid", reasons=[], item=None, time=NOW,
-                         licence_ids=claims_of(answer["receipt"])["licence_ids"])
+    claims = claims_of(answer["receipt"])
+    draft = forger.draft(request_digest=claims["request_digest"], request_id=claims["request_id"], verdict="valid",
+                         reasons=[], item=None, time_text=claims["time"], iat=claims["iat"],
+                         licence_ids=claims["licence_ids"])
+    [forged] = forger.seal([draft], 1, 1, NOW)
     with pytest.raises(RequestRejected, match="signature"):
         verify_receipt(forged, jwks)
+
+
+async def test_receipt_with_a_verdict_rewritten_and_its_leaf_recomputed_fails(api, world):
+    """The attacker edits the claims and, being unable to re-sign, claims a one-leaf batch
+    (empty proof): the fold gives the new leaf, which is not the signed root."""
+    jwks, body, answer = await keys_and_verify(api, world, "expired")
+    _c, _p, rest = answer["receipt"].split(".", 2)
+    claims = {**claims_of(answer["receipt"]), "verdict": "valid", "reasons": []}
+    for proof in ({"i": 0, "path": []}, part_json(answer["receipt"], 1)):
+        with pytest.raises(RequestRejected):
+            verify_receipt(f"{b64(claims)}.{b64(proof)}.{rest}", jwks)
 
 
 async def test_receipt_for_another_request_body_fails(api, world):
@@ -110,7 +152,7 @@ async def test_cli_verifies_offline_and_refuses_a_modified_receipt(api, world, t
     assert main(["receipt", "verify", answer["receipt"], "--jwks", keys, "--body", req]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] is True and out["claims"]["verdict"] == "valid"
-    assert main(["receipt", "verify", flip(answer["receipt"], 1), "--jwks", keys]) == 1
+    assert main(["receipt", "verify", flip(answer["receipt"], 0), "--jwks", keys]) == 1
     assert "INVALID" in capsys.readouterr().err
     (tmp_path / "other.json").write_bytes(body.replace(b'"utf-8"', b'"utf-8" '))
     assert main(["receipt", "verify", answer["receipt"], "--jwks", keys, "--body", str(tmp_path / "other.json")]) == 1

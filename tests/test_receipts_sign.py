@@ -153,3 +153,116 @@ def test_malformed_key_set_is_rejected() -> None:
 def test_rsa_or_p384_keys_are_refused_for_signing() -> None:
     with pytest.raises(TypeError):
         ReceiptSigner(ec.generate_private_key(ec.SECP384R1()), "k", "gw")
+
+
+# --- batch-signed receipts (one signature over a Merkle root per committed audit batch) ----------
+def drafts(s: ReceiptSigner, n: int) -> list:
+    return [s.draft(request_digest=request_digest(BODY + bytes([i])), request_id=f"req-{i}", verdict="valid",
+                    reasons=[], item=None, time_text="2025-03-01T08:30:15.123456Z", iat=int(T.timestamp()),
+                    licence_ids=[LICENCE], entry=i) for i in range(n)]
+
+
+def parts(token: str) -> list[str]:
+    return token.split(".")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33])
+def test_every_receipt_of_a_batch_verifies_and_shares_the_one_signature(n: int) -> None:
+    s = signer("ES256")
+    receipts = s.seal(drafts(s, n), 101, 100 + n, T)
+    assert len({".".join(parts(r)[2:]) for r in receipts}) == 1
+    for i, r in enumerate(receipts):
+        claims = verify_receipt(r, s.jwks(), request_body=BODY + bytes([i]))
+        assert claims["entry"] == i and claims["request_id"] == f"req-{i}"
+        assert claims["batch"] == {"seq": [101, 100 + n], "n": n, "index": i, "root": claims["batch"]["root"],
+                                   "time": "2025-03-01T08:30:15.123456Z", "kid": s.kid}
+
+
+def test_merkle_root_of_known_leaves_is_domain_separated() -> None:
+    from hashlib import sha256
+
+    from gateway.receipts import inclusion_proof, merkle_levels, root_from_proof
+
+    leaves = [sha256(b"\x00" + bytes([i])).digest() for i in range(3)]
+    n01 = sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    root = sha256(b"\x01" + n01 + leaves[2]).digest()   # leaf 2 promoted unchanged
+    levels = merkle_levels(leaves)
+    assert levels[-1] == [root]
+    assert inclusion_proof(levels, 2) == [n01]
+    assert root_from_proof(leaves[2], 2, 3, [n01]) == root
+    assert root_from_proof(leaves[0], 0, 3, [leaves[1], leaves[2]]) == root
+
+
+def test_batch_receipt_with_an_edited_claim_fails() -> None:
+    s = signer("EdDSA")
+    r = s.seal(drafts(s, 5), 1, 5, T)[3]
+    c, rest = r.split(".", 1)
+    claims = orjson.loads(base64.urlsafe_b64decode(c + "=="))
+    claims["verdict"] = "invalid"
+    assert "signed batch root" in reject_detail(f"{b64(claims)}.{rest}", s.jwks())
+
+
+def test_batch_receipt_with_a_proof_hash_changed_fails() -> None:
+    s = signer("EdDSA")
+    c, p, *jws = parts(s.seal(drafts(s, 6), 1, 6, T)[2])
+    proof = orjson.loads(base64.urlsafe_b64decode(p + "=="))
+    proof["path"][0] = base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()
+    assert "signed batch root" in reject_detail(".".join([c, b64(proof), *jws]), s.jwks())
+
+
+@pytest.mark.parametrize("index, detail", [(1, "signed batch root"), (6, "outside the signed batch"),
+                                           (-1, "outside the signed batch")])
+def test_batch_receipt_claiming_another_leaf_index_fails(index: int, detail: str) -> None:
+    s = signer("EdDSA")
+    c, p, *jws = parts(s.seal(drafts(s, 6), 1, 6, T)[2])
+    proof = orjson.loads(base64.urlsafe_b64decode(p + "=="))
+    proof["i"] = index
+    assert detail in reject_detail(".".join([c, b64(proof), *jws]), s.jwks())
+
+
+def test_batch_receipt_with_an_extra_or_missing_proof_element_fails() -> None:
+    s = signer("EdDSA")
+    c, p, *jws = parts(s.seal(drafts(s, 4), 1, 4, T)[1])
+    proof = orjson.loads(base64.urlsafe_b64decode(p + "=="))
+    longer = {**proof, "path": [*proof["path"], proof["path"][0]]}
+    shorter = {**proof, "path": proof["path"][:1]}
+    assert "too long" in reject_detail(".".join([c, b64(longer), *jws]), s.jwks())
+    assert "too short" in reject_detail(".".join([c, b64(shorter), *jws]), s.jwks())
+
+
+def test_inner_node_presented_as_a_leaf_does_not_verify() -> None:
+    """Second-preimage attempt: an inner node's children as 'claims' (the 0x00/0x01 prefixes differ)."""
+    from gateway.receipts import merkle_levels
+
+    s = signer("EdDSA")
+    ds = drafts(s, 4)
+    levels = merkle_levels([d.leaf for d in ds])
+    r = s.seal(ds, 1, 4, T)[0]
+    _c, _p, *jws = parts(r)
+    fake_claims = base64.urlsafe_b64encode(levels[0][0] + levels[0][1]).rstrip(b"=").decode()
+    proof = {"i": 0, "path": [base64.urlsafe_b64encode(levels[1][1]).rstrip(b"=").decode()]}
+    assert "too short" in reject_detail(".".join([fake_claims, b64(proof), *jws]), s.jwks())   # n is signed
+    # and at full depth the 0x00 leaf prefix keeps the children bytes from hashing to their node
+    full = {"i": 0, "path": [base64.urlsafe_b64encode(levels[1][1]).rstrip(b"=").decode()] * 2}
+    assert "signed batch root" in reject_detail(".".join([fake_claims, b64(full), *jws]), s.jwks())
+
+
+def test_batch_statement_resigned_by_an_unpublished_key_fails() -> None:
+    s = signer("ES256")
+    rogue = ReceiptSigner(ec.generate_private_key(ec.SECP256R1()), s.kid, s.gateway_id)
+    assert "signature does not verify" in reject_detail(rogue.seal(drafts(rogue, 3), 1, 3, T)[0], s.jwks())
+
+
+def test_single_receipt_header_is_not_accepted_as_a_batch_statement() -> None:
+    """typ confusion: a single-signed receipt's JWS placed where the batch statement goes."""
+    s = signer("EdDSA")
+    c, p, *_ = parts(s.seal(drafts(s, 1), 1, 1, T)[0])
+    assert "typ" in reject_detail(".".join([c, p, receipt(s)]), s.jwks())
+
+
+def test_receipt_ref_is_the_leaf_hash_the_record_keeps() -> None:
+    from gateway.receipts import receipt_ref
+
+    s = signer("EdDSA")
+    ds = drafts(s, 3)
+    assert [receipt_ref(r) for r in s.seal(ds, 1, 3, T)] == [d.ref for d in ds]

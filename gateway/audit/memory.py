@@ -16,13 +16,13 @@ from typing import Any
 from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
 from gateway.audit.model import (GENESIS_HASH, AppendReceipt, AuditQuery, ChainState, Checkpoint,
                                  PruneResult, StoredRecord, format_time)
-from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, system_clock, unavailable
+from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, Sealer, system_clock, unavailable
 
 
 class MemoryAuditSink(GroupCommitSink):
     def __init__(self, *, signer: CheckpointSigner | None = None, clock: Clock = system_clock,
-                 config: GroupCommitConfig | None = None) -> None:
-        super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig())
+                 config: GroupCommitConfig | None = None, sealer: Sealer | None = None) -> None:
+        super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig(), sealer=sealer)
         self.table: dict[int, StoredRecord] = {}
         self.checkpoint_table: dict[int, Checkpoint] = {}
         self.state_row: dict[str, Any] = {"head_seq": 0, "head_hash": GENESIS_HASH, "start_seq": 0,

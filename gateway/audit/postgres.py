@@ -27,7 +27,7 @@ import orjson
 from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
 from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
                                  Checkpoint, PruneResult, StoredRecord, format_time, parse_time)
-from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, system_clock, unavailable
+from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, Sealer, system_clock, unavailable
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
@@ -82,8 +82,8 @@ def _record_of(row: asyncpg.Record) -> StoredRecord:
 
 class PostgresAuditSink(GroupCommitSink):
     def __init__(self, pool: asyncpg.Pool, schema: str, *, signer: CheckpointSigner | None, clock: Clock,
-                 config: GroupCommitConfig, acquire_timeout: float) -> None:
-        super().__init__(signer=signer, clock=clock, config=config)
+                 config: GroupCommitConfig, acquire_timeout: float, sealer: Sealer | None = None) -> None:
+        super().__init__(signer=signer, clock=clock, config=config, sealer=sealer)
         self._pool = pool
         self.schema = schema
         self._acquire_timeout = acquire_timeout
@@ -100,7 +100,7 @@ class PostgresAuditSink(GroupCommitSink):
     async def open(cls, dsn: str, *, schema: str = "gateway_audit", signer: CheckpointSigner | None = None,
                    clock: Clock = system_clock, config: GroupCommitConfig | None = None,
                    pool_size: int = 2, acquire_timeout: float = 5.0, command_timeout: float = 10.0,
-                   connect_timeout: float = 5.0) -> PostgresAuditSink:
+                   connect_timeout: float = 5.0, sealer: Sealer | None = None) -> PostgresAuditSink:
         """Connect, create the schema if needed (under an advisory lock, so several processes
         may start at once) and start the writer task."""
         if not _IDENT.match(schema):
@@ -118,7 +118,7 @@ class PostgresAuditSink(GroupCommitSink):
             await pool.close()
             raise unavailable(f"cannot create the audit schema: {type(exc).__name__}: {exc}") from exc
         sink = cls(pool, schema, signer=signer, clock=clock, config=config or GroupCommitConfig(),
-                   acquire_timeout=acquire_timeout)
+                   acquire_timeout=acquire_timeout, sealer=sealer)
         sink._start()
         return sink
 

@@ -3,11 +3,12 @@
 * :class:`AuditSink` -- what a handler needs: ``append`` (returns only after the record is
   durably committed) and ``close``.
 * :class:`AuditStore` -- what verification, search, retention and the CLI need.
-* :class:`GroupCommitSink` -- one writer task per sink. ``append`` validates and queues the
-  event with a future; the writer takes the first queued event, keeps collecting for at
-  most ``window`` seconds or until ``max_batch`` events, then the backend commits the whole
-  batch in ONE transaction (head lock, chain, insert, head update, maybe a checkpoint) and
-  the writer resolves every waiter. If the transaction fails, nothing of the batch is
+* :class:`GroupCommitSink` -- one writer per sink (a task; for SQLite a thread). ``append`` /
+  ``append_group`` queue events (validated when built) with one future; the writer takes the
+  first queued group, gathers what is queued (pausing once for ``window`` seconds when the batch
+  is not yet ``max_batch`` events), then the backend commits the whole batch in ONE transaction
+  (head lock, chain, insert, head update, maybe a checkpoint), the ``sealer`` signs one statement
+  over the batch's receipt drafts, and every waiter is resolved. If the transaction fails, nothing of the batch is
   stored and every waiter gets ``InfrastructureError(AUDIT_UNAVAILABLE)`` (the caller
   answers 503); the next batch starts again from the committed head.
 """
@@ -82,12 +83,38 @@ def unavailable(detail: str) -> InfrastructureError:
 _STOP: Any = object()
 
 
+class Sealer(Protocol):
+    """Signs one statement per committed batch over the drafts appended with it (receipts:
+    :meth:`gateway.receipts.ReceiptSigner.seal`); returns one sealed string per draft."""
+
+    def seal(self, drafts: Sequence[Any], first_seq: int, last_seq: int, now: datetime) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What :meth:`GroupCommitSink.append_group` returns once its records are committed."""
+
+    records: tuple[AppendReceipt, ...]   # one per event, in order
+    sealed: tuple[str, ...]              # one per draft, sealed with the committed batch
+
+
+#: a queued group: its events, its drafts, and the future its appender awaits
+_Item = tuple[tuple[AuditEvent, ...], tuple[Any, ...], "asyncio.Future[Appended]"]
+
+
 class GroupCommitSink:
     """Base of the three sinks. A backend implements :meth:`_commit_batch` (one
-    transaction, all or nothing) and :meth:`_close_backend`."""
+    transaction, all or nothing) and :meth:`_close_backend`; the SQLite sink replaces the
+    writer task by a writer thread (:meth:`_enqueue`, :meth:`_start`, :meth:`close`).
 
-    def __init__(self, *, signer: CheckpointSigner | None, clock: Clock, config: GroupCommitConfig) -> None:
+    ``append_group(events, drafts)`` queues several events and receipt drafts as one unit (a
+    batch request); once the batch holding them is committed, the ``sealer`` signs ONE
+    statement over every draft of that batch and each appender gets its sealed receipts."""
+
+    def __init__(self, *, signer: CheckpointSigner | None, clock: Clock, config: GroupCommitConfig,
+                 sealer: Sealer | None = None) -> None:
         self.signer = signer
+        self.sealer = sealer
         self.clock = clock
         self.config = config
         self.stats = SinkStats()
@@ -112,14 +139,29 @@ class GroupCommitSink:
     def _start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._run(), name=f"{type(self).__name__}-writer")
 
-    async def append(self, event: AuditEvent) -> AppendReceipt:
-        if self._closed or self._writer is None or self._writer.done():
-            raise unavailable("audit sink is closed")
-        fut: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
+    def _running(self) -> bool:
+        return not self._closed and self._writer is not None and not self._writer.done()
+
+    def _enqueue(self, item: _Item) -> None:
         try:
-            self._queue.put_nowait((event.body(), fut))
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             raise unavailable("audit queue is full") from None
+
+    async def append(self, event: AuditEvent) -> AppendReceipt:
+        return (await self.append_group((event,))).records[0]
+
+    async def append_group(self, events: Sequence[AuditEvent], drafts: Sequence[Any] = ()) -> Appended:
+        """Queue ``events`` (stored in order, in one transaction) and ``drafts`` (sealed with that
+        transaction's batch); return once they are committed, or raise AUDIT_UNAVAILABLE."""
+        if not events:
+            raise ValueError("append_group needs at least one event")
+        if drafts and self.sealer is None:
+            raise ValueError("receipt drafts given but the sink has no sealer")
+        if not self._running():
+            raise unavailable("audit sink is closed")
+        fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._enqueue((tuple(events), tuple(drafts), fut))
         return await fut
 
     async def close(self) -> None:
@@ -132,46 +174,62 @@ class GroupCommitSink:
         await self._close_backend()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         stop = False
+        limit, window = self.config.max_batch, self.config.window
         while not stop:
             first = await self._queue.get()
             if first is _STOP:
                 break
-            batch = [first]
-            deadline = loop.time() + self.config.window
-            while len(batch) < self.config.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
+            batch, n = [first], len(first[0])
+            for waited in (False, True):
+                while n < limit:
                     try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
                         break
-                if item is _STOP:
-                    stop = True
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                    n += len(item[0])
+                if stop or n >= limit or waited or window <= 0:
                     break
-                batch.append(item)
-            await self._flush(batch)
+                await asyncio.sleep(window)   # one gathering pause per batch, not one timer per event
+            try:
+                receipts = await self._commit_batch([e.body() for item in batch for e in item[0]])
+                outcome: list[Appended] | BaseException = self._finish(batch, receipts)
+            except Exception as exc:  # noqa: BLE001 - any store failure means "not audited"
+                outcome = exc
+            self._resolve(batch, outcome)
 
-    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[AppendReceipt]]]) -> None:
-        try:
-            receipts = await self._commit_batch([body for body, _ in batch])
-            if len(receipts) != len(batch):  # pragma: no cover - backend bug
-                raise RuntimeError("backend returned a wrong number of receipts")
-        except Exception as exc:  # noqa: BLE001 - any store failure means "not audited"
+    def _finish(self, batch: Sequence[_Item], receipts: Sequence[AppendReceipt]) -> list[Appended]:
+        """Split the committed receipts per group and seal the batch's drafts (one signature)."""
+        if len(receipts) != sum(len(item[0]) for item in batch):  # pragma: no cover - backend bug
+            raise RuntimeError("backend returned a wrong number of receipts")
+        drafts = [d for item in batch for d in item[1]]
+        sealed = (self.sealer.seal(drafts, receipts[0].seq, receipts[-1].seq, self.clock())
+                  if drafts and self.sealer is not None else [])
+        out, r, s = [], 0, 0
+        for events, ds, _ in batch:
+            out.append(Appended(tuple(receipts[r:r + len(events)]), tuple(sealed[s:s + len(ds)])))
+            r += len(events)
+            s += len(ds)
+        return out
+
+    def _resolve(self, batch: Sequence[_Item], outcome: list[Appended] | BaseException) -> None:
+        """On the event loop: answer every appender of the batch."""
+        if isinstance(outcome, BaseException):
             self.stats.failed_batches += 1
-            log.error("audit batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
-            for _, fut in batch:
+            log.error("audit batch of %d failed: %s: %s", sum(len(i[0]) for i in batch), type(outcome).__name__,
+                      outcome)
+            for _, _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(unavailable(f"audit store failed: {type(exc).__name__}"))
+                    fut.set_exception(unavailable(f"audit store failed: {type(outcome).__name__}"))
             return
+        n = sum(len(a.records) for a in outcome)
         self.stats.transactions += 1
-        self.stats.records += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for (_, fut), receipt in zip(batch, receipts, strict=True):
+        self.stats.records += n
+        self.stats.largest_batch = max(self.stats.largest_batch, n)
+        for (_, _, fut), appended in zip(batch, outcome, strict=True):
             if not fut.done():   # a cancelled caller: the record is stored all the same
-                fut.set_result(receipt)
+                fut.set_result(appended)

@@ -6,16 +6,23 @@ sync the WAL at commit, so the last transactions can vanish on power loss althou
 every commit; group commit spreads that one fsync over the whole batch, so FULL costs
 little (see load/bench_audit.py).
 
-Every sqlite call runs in a worker thread (``asyncio.to_thread``); the writer connection
-and the reader connection each have a lock so one connection is never used by two threads
-at once. A batch is one ``BEGIN IMMEDIATE`` transaction that re-reads the head row, so
-several processes may even share one file (SQLite serialises the writers).
+Appends go to ONE long-lived writer thread per sink (no thread-pool hand-off per batch):
+``append`` puts the group on a ``queue.SimpleQueue``; the thread takes what is queued (pausing
+once for ``window`` when the batch is small), builds the record bodies, chains and hashes them,
+commits them in one ``BEGIN IMMEDIATE`` transaction (``executemany`` of one cached statement),
+seals the batch's receipt drafts (one signature) and resolves every waiter with ONE
+``loop.call_soon_threadsafe``. The transaction re-reads the head row, so several processes may
+share one file (SQLite serialises the writers). Checkpoints, pruning and reads run through
+``asyncio.to_thread``; a thread lock keeps the writer connection to one thread at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +33,8 @@ import orjson
 from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
 from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
                                  Checkpoint, PruneResult, StoredRecord, format_time)
-from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, system_clock, unavailable
+from gateway.audit.sink import (_STOP, Appended, Clock, GroupCommitConfig, GroupCommitSink, Sealer, _Item,
+                                system_clock, unavailable)
 
 T = TypeVar("T")
 
@@ -95,14 +103,18 @@ def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
 
 class SqliteAuditSink(GroupCommitSink):
     def __init__(self, path: str | Path, *, signer: CheckpointSigner | None = None, clock: Clock = system_clock,
-                 config: GroupCommitConfig | None = None, busy_timeout_ms: int = 2000) -> None:
-        super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig())
+                 config: GroupCommitConfig | None = None, busy_timeout_ms: int = 2000,
+                 sealer: Sealer | None = None) -> None:
+        super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig(), sealer=sealer)
         self.path = str(path)
         self._busy_ms = busy_timeout_ms
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
-        self._wlock = asyncio.Lock()
+        self._wconn = threading.Lock()     # the writer connection: one thread at a time
         self._rlock = asyncio.Lock()
+        self._tq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def open(cls, path: str | Path, **kwargs: Any) -> SqliteAuditSink:
@@ -120,23 +132,77 @@ class SqliteAuditSink(GroupCommitSink):
         self._w.executescript(SCHEMA)
         self._r = _connect(self.path, self._busy_ms)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._wlock:
-            if self._w is None:
-                raise unavailable("audit database is closed")
-            return await asyncio.to_thread(_in_transaction, self._w, fn)
+    # -- the writer thread -------------------------------------------------------------------
+    def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer_main, name="sqlite-audit-writer", daemon=True)
+        self._thread.start()
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._rlock:
-            if self._r is None:
-                raise unavailable("audit database is closed")
-            try:
-                return await asyncio.to_thread(fn, self._r)
-            except sqlite3.Error as exc:
-                raise unavailable(f"audit database read failed: {exc}") from exc
+    def _running(self) -> bool:
+        return not self._closed and self._thread is not None and self._thread.is_alive()
 
-    # -- writes ------------------------------------------------------------------------------
-    async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
+    def _enqueue(self, item: _Item) -> None:
+        if self._tq.qsize() >= self.config.queue_limit:
+            raise unavailable("audit queue is full")
+        self._tq.put(item)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._tq.put(_STOP)   # queued appends before it are still written
+            await asyncio.to_thread(self._thread.join)
+            # the thread's last call_soon_threadsafe callbacks run before close returns
+            await asyncio.sleep(0)
+        await self._close_backend()
+
+    def _writer_main(self) -> None:
+        q, limit, window = self._tq, self.config.max_batch, self.config.window
+        while True:
+            first = q.get()
+            if first is _STOP:
+                return
+            batch, n, stop = [first], len(first[0]), False
+            deadline = time.monotonic() + window
+            while n < limit:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                n += len(item[0])
+            self._flush_sync(batch)
+            if stop:
+                return
+
+    def _flush_sync(self, batch: list[_Item]) -> None:
+        outcome: list[Appended] | BaseException
+        try:
+            bodies = [e.body() for item in batch for e in item[0]]
+            with self._wconn:
+                if self._w is None:
+                    raise unavailable("audit database is closed")
+                receipts = _in_transaction(self._w, self._txn(bodies))
+            outcome = self._finish(batch, receipts)
+        except Exception as exc:  # noqa: BLE001 - any store failure means "not audited"
+            outcome = exc
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._resolve, batch, outcome)
+        except RuntimeError:  # the loop is gone (shutdown): nobody waits any more
+            pass
+
+    def _txn(self, bodies: Sequence[dict[str, Any]]) -> Callable[[sqlite3.Connection], list[AppendReceipt]]:
         def txn(c: sqlite3.Connection) -> list[AppendReceipt]:
             head_seq, head_hash, last_cp = c.execute(
                 "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
@@ -150,7 +216,30 @@ class SqliteAuditSink(GroupCommitSink):
                       "commits = commits + 1 WHERE id = 1", (recs[-1].seq, recs[-1].hash, last_cp))
             return receipts_of(recs)
 
-        return await self._write(txn)
+        return txn
+
+    def _write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._wconn:
+            if self._w is None:
+                raise unavailable("audit database is closed")
+            return _in_transaction(self._w, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._write_sync, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._rlock:
+            if self._r is None:
+                raise unavailable("audit database is closed")
+            try:
+                return await asyncio.to_thread(fn, self._r)
+            except sqlite3.Error as exc:
+                raise unavailable(f"audit database read failed: {exc}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+    async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
+        """Commit ``bodies`` in one transaction (the writer thread calls the same ``_txn``)."""
+        return await self._write(self._txn(bodies))
 
     async def checkpoint(self) -> Checkpoint | None:
         if self.signer is None:
@@ -193,11 +282,15 @@ class SqliteAuditSink(GroupCommitSink):
             raise unavailable(f"audit database write failed: {exc}") from exc
 
     async def _close_backend(self) -> None:
-        async with self._wlock, self._rlock:
-            for conn in (self._w, self._r):
-                if conn is not None:
-                    await asyncio.to_thread(conn.close)
-            self._w = self._r = None
+        def close_all() -> None:
+            with self._wconn:
+                for conn in (self._w, self._r):
+                    if conn is not None:
+                        conn.close()
+                self._w = self._r = None
+
+        async with self._rlock:
+            await asyncio.to_thread(close_all)
 
     # -- reads -------------------------------------------------------------------------------
     async def state(self) -> ChainState:
