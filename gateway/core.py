@@ -523,6 +523,15 @@ class Verifier:
         self.specs = specs
         self.type_names = type_names or {}
         self.checks = checks
+        self._steps: tuple[tuple[str, Any, bool], ...] = ()
+        self._steps_of: tuple[Check, ...] | None = None
+
+    def _plan(self) -> tuple[tuple[str, Any, bool], ...]:
+        """(name, bound run, gate) per check, rebuilt only if ``checks`` is replaced."""
+        if self._steps_of is not self.checks:
+            self._steps = tuple((c.name, c.run, c.gate) for c in self.checks)
+            self._steps_of = self.checks
+        return self._steps
 
     def verify(self, data: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime) -> VerificationResult:
         if now.tzinfo is None:
@@ -530,39 +539,38 @@ class Verifier:
         ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp())
         results: dict[str, str] = {}
         reasons: list[GatewayError] = []
-        stopped = False
-        for check in self.checks:
-            if stopped:
-                results[check.name] = SKIP
-                continue
+        steps = self._plan()
+        for i, (name, run, gate) in enumerate(steps):
             try:
-                results[check.name] = check.run(ctx)
+                results[name] = run(ctx)
+                continue
             except GatewayError as exc:
-                results[check.name] = FAIL
+                results[name] = FAIL
                 reasons.append(exc)
-                if check.gate:
-                    stopped = True
+                if not gate:
+                    continue
             except Exception as exc:  # a bug must never turn into "valid"
-                results[check.name] = FAIL
-                reasons.append(InfrastructureError(errors.INTERNAL, f"{check.name}: {type(exc).__name__}"))
-                stopped = True
+                results[name] = FAIL
+                reasons.append(InfrastructureError(errors.INTERNAL, f"{name}: {type(exc).__name__}"))
+            for later, _, _ in steps[i + 1:]:  # a failed gate: nothing after it may be believed
+                results[later] = SKIP
+            break
         if not reasons:  # every check passed or was skipped; never valid without a verified signature
             verdict = Verdict.VALID if results.get("signature") == PASS else Verdict.INDETERMINATE
         elif any(isinstance(r, LicenceRejected) for r in reasons):
             verdict = Verdict.INVALID
         else:
             verdict = Verdict.INDETERMINATE
+        issuer, env = ctx.issuer, ctx.envelope
         region = None
-        if ctx.issuer is not None:
-            rt = trust.regions.get(ctx.issuer.region)
+        if issuer is not None:
+            rt = trust.regions.get(issuer.region)
             region = rt.info if rt else None
         return VerificationResult(
-            verdict=verdict, reasons=tuple(reasons), checks=results, region=region,
-            format=ctx.envelope.family if ctx.envelope else (ctx.family.name if ctx.family else None),
-            licence=ctx.licence, verified_at=now,
-            signer_key_id=ctx.issuer.key_id if ctx.issuer else None,
-            signing_time=ctx.envelope.signing_time if ctx.envelope else None,
-            status_age=ctx.status_age, notes=tuple(ctx.notes),
+            verdict, tuple(reasons), results, region,
+            env.family if env is not None else (ctx.family.name if ctx.family else None),
+            ctx.licence, now, issuer.key_id if issuer is not None else None,
+            env.signing_time if env is not None else None, ctx.status_age, tuple(ctx.notes),
         )
 
 

@@ -11,6 +11,7 @@ entries that inflate to more than they declared.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -103,6 +104,101 @@ def read_ofd_package(data: bytes, limits: ZipLimits = DEFAULT_LIMITS) -> OfdPack
         raise PackageTooLargeError(f"package is {len(data)} bytes, more than {limits.max_package_bytes}")
     if not data.startswith(b"PK"):
         raise NotAZipError("not a zip file (no PK signature)")
+    files = _read_plain(data, limits)
+    if files is not None:
+        return OfdPackage(MappingProxyType(files))
+    return _read_with_zipfile(data, limits)
+
+
+# --- the plain-package fast path ------------------------------------------------------
+# A licence OFD is a handful of small deflated entries in a plain zip: no comment, no zip64,
+# no extra fields, no encryption, ASCII names. For exactly that shape the central directory
+# is read with struct and each entry inflated with zlib directly, under every check the
+# general reader makes (and stricter ones: entries must lie before the central directory,
+# the deflate stream must end exactly, CRC-32 must match). Anything else -- including every
+# defect -- returns None and goes through zipfile, whose reading and errors are the reference.
+_EOCD = struct.Struct("<4s4H2LH")
+_CDH = struct.Struct("<4s4B4HL2L5H2L")
+_LFH = struct.Struct("<4s2B4HL2L2H")
+#: a name the fast path accepts: ASCII segments that do not start with a dot (so no '', '.',
+#: '..'), separated by single slashes, no leading slash, optional trailing slash (a folder)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*/?")
+_PLAIN_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descriptor, UTF-8 names
+_MAX_EXTRACT_VERSION = 63  # as zipfile
+
+
+def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
+    n = len(data)
+    if n < 22:
+        return None
+    sig, disk, cd_disk, count_disk, count, cd_size, cd_off, comment_len = _EOCD.unpack_from(data, n - 22)
+    if (sig != b"PK\x05\x06" or disk or cd_disk or count_disk != count or comment_len
+            or cd_off + cd_size != n - 22 or count > limits.max_entries):
+        return None
+    entries = []
+    seen: set[str] = set()
+    seen_folded: set[str] = set()
+    total = 0
+    pos = cd_off
+    for _ in range(count):
+        if pos + 46 > n - 22:
+            return None
+        (sig, _cv, _cs, extract_version, _r, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _ds, _ia,
+         _ea, offset) = _CDH.unpack_from(data, pos)
+        if (sig != b"PK\x01\x02" or xlen or flags & ~_PLAIN_FLAGS or method not in (0, 8)
+                or extract_version > _MAX_EXTRACT_VERSION or 0xFFFFFFFF in (csize, usize, offset)):
+            return None
+        raw_name = data[pos + 46: pos + 46 + nlen]
+        pos += 46 + nlen + xlen + clen
+        if not raw_name.isascii() or len(raw_name) > limits.max_entry_name_length:
+            return None
+        name = raw_name.decode("ascii")
+        if _PLAIN_NAME.fullmatch(name) is None or name in seen:
+            return None
+        folded = name.casefold()
+        if folded in seen_folded:
+            return None
+        seen.add(name)
+        seen_folded.add(folded)
+        total += usize
+        if total > limits.max_total_uncompressed or (
+                usize >= limits.ratio_check_min_bytes and usize > limits.max_compression_ratio * max(csize, 1)):
+            return None
+        entries.append((name, raw_name, flags, method, crc, csize, usize, offset))
+    if pos != n - 22:
+        return None
+    files: dict[str, bytes] = {}
+    for name, raw_name, flags, method, crc, csize, usize, offset in entries:
+        if name[-1] == "/":
+            continue
+        if offset + 30 > cd_off:
+            return None
+        lsig, _v, _s, lflags, _m, _t, _d, _c, _cs, _us, lnlen, lxlen = _LFH.unpack_from(data, offset)
+        start = offset + 30 + lnlen + lxlen
+        end = start + csize
+        if (lsig != b"PK\x03\x04" or (lflags ^ flags) & 0x0800 or end > cd_off
+                or data[offset + 30: offset + 30 + lnlen] != raw_name):
+            return None
+        if method == 8:
+            inflater = zlib.decompressobj(-15)
+            try:
+                content = inflater.decompress(data[start:end], usize + 1)
+            except zlib.error:
+                return None
+            if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(content) != usize:
+                return None
+        else:
+            content = data[start:end]
+            if csize != usize:
+                return None
+        if zlib.crc32(content) != crc:
+            return None
+        files[name] = content
+    return files
+
+
+def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:
+    """The general reader (any zip the standard library reads), with the same limits."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.LargeZipFile as exc:

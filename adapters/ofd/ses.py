@@ -215,7 +215,19 @@ def parse_seal(seal: SESeal) -> SealInfo:
 
 
 def parse_ses_signature(data: bytes) -> SesSignature:
-    """Parse SignedValue.dat as SES_Signature v4. Raises SesFormatError / SesVersionError."""
+    """Parse SignedValue.dat as SES_Signature v4. Raises SesFormatError / SesVersionError.
+
+    A well-formed DER SES_Signature v4 is read by :func:`_parse_plain` (a direct walk of the
+    few fields needed; the SESeal, identical on every document an issuer seals, is parsed
+    once per distinct seal); anything that walk does not accept is read by asn1crypto
+    (:func:`_parse_asn1`), whose result and errors are the reference.
+    """
+    data = bytes(data)
+    fast = _parse_plain(data)
+    return fast if fast is not None else _parse_asn1(data)
+
+
+def _parse_asn1(data: bytes) -> SesSignature:
     try:
         outer = core.Sequence.load(bytes(data), strict=True)
         first = outer[0]
@@ -246,6 +258,151 @@ def parse_ses_signature(data: bytes) -> SesSignature:
     except Exception as exc:  # asn1crypto raises assorted types on hostile input
         raise SesFormatError(f"SES_Signature v4 is malformed: {type(exc).__name__}: {exc}") from exc
     return result
+
+
+# --- the plain DER walk ----------------------------------------------------------------
+_OID_NAMES: dict[bytes, str] = {}  # OID content octets -> dotted text (OIDs are few and recur)
+
+
+def _tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at ``pos``; ValueError if it
+    does not fit before ``end`` or uses a form DER forbids (indefinite / non-minimal length)."""
+    if pos + 2 > end:
+        raise ValueError("truncated")
+    tag, first = buf[pos], buf[pos + 1]
+    if tag & 0x1F == 0x1F:
+        raise ValueError("multi-byte tag")
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        k = first & 0x7F
+        if k == 0 or k > 4 or pos + k > end:
+            raise ValueError("bad length")
+        length = int.from_bytes(buf[pos:pos + k], "big")
+        if length < 0x80 or buf[pos] == 0:
+            raise ValueError("non-minimal length")
+        pos += k
+    if pos + length > end:
+        raise ValueError("truncated")
+    return tag, pos, pos + length
+
+
+def _oid(content: bytes) -> str:
+    name = _OID_NAMES.get(content)
+    if name is None:
+        if not content or content[-1] & 0x80 or len(content) > 64:
+            raise ValueError("bad OID")
+        arcs, value = [], 0
+        for b in content:
+            if value == 0 and b == 0x80:
+                raise ValueError("non-minimal OID arc")
+            value = (value << 7) | (b & 0x7F)
+            if not b & 0x80:
+                arcs.append(value)
+                value = 0
+        first = min(arcs[0] // 40, 2)
+        name = ".".join(map(str, (first, arcs[0] - 40 * first, *arcs[1:])))
+        if len(_OID_NAMES) < 256:
+            _OID_NAMES[content] = name
+    return name
+
+
+def _gtime(content: bytes) -> datetime:
+    """GeneralizedTime in the one form DER signers write: YYYYMMDDHHMMSSZ."""
+    if len(content) != 15 or content[14:] != b"Z" or not content[:14].isdigit():
+        raise ValueError("not YYYYMMDDHHMMSSZ")
+    t = content.decode("ascii")
+    return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]), int(t[12:14]),
+                    tzinfo=timezone.utc)
+
+
+def _bits(buf: bytes, start: int, end: int) -> bytes:
+    if start >= end or buf[start] != 0:
+        raise ValueError("BIT STRING with unused bits")
+    return buf[start + 1:end]
+
+
+#: parsed seals by their DER (a seal is the same on every document its holder seals); bounded
+_SEALS: dict[bytes, SealInfo] = {}
+_SEAL_CACHE_SIZE = 256
+
+
+def _seal(der: bytes) -> SealInfo:
+    info = _SEALS.get(der)
+    if info is None:
+        info = parse_seal(SESeal.load(der, strict=True))
+        if len(_SEALS) >= _SEAL_CACHE_SIZE:
+            _SEALS.clear()
+        _SEALS[der] = info
+    return info
+
+
+def _parse_plain(data: bytes) -> SesSignature | None:
+    """SES_Signature v4 read field by field; None when anything is not the plain DER shape."""
+    try:
+        n = len(data)
+        tag, s0, s1 = _tlv(data, 0, n)
+        if tag != 0x30 or s1 != n:
+            return None
+        tag, t0, t1 = _tlv(data, s0, s1)  # TBS_Sign
+        if tag != 0x30:
+            return None
+        tag, a, b = _tlv(data, t0, t1)  # version
+        if tag != 0x02 or b - a != 1 or data[a] != SES_V4:
+            return None
+        tag, e0, e1 = _tlv(data, b, t1)  # eseal: its whole element is the seal's DER
+        if tag != 0x30:
+            return None
+        seal_der = data[b:e1]
+        tag, a, b = _tlv(data, e1, t1)
+        if tag != 0x18:
+            return None
+        time_info = _gtime(data[a:b])
+        tag, a, b = _tlv(data, b, t1)
+        if tag != 0x03:
+            return None
+        data_hash = _bits(data, a, b)
+        tag, a, b = _tlv(data, b, t1)
+        if tag != 0x16 or not data[a:b].isascii():
+            return None
+        property_info = data[a:b].decode("ascii")
+        if b != t1:  # extDatas [0] EXPLICIT, then nothing
+            tag, a, b = _tlv(data, b, t1)
+            if tag != 0xA0 or b != t1:
+                return None
+            tag, x0, x1 = _tlv(data, a, b)
+            if tag != 0x30 or x1 != b:
+                return None
+        tag, a, b = _tlv(data, t1, s1)  # cert
+        if tag != 0x04:
+            return None
+        cert_der = data[a:b]
+        tag, a, b = _tlv(data, b, s1)
+        if tag != 0x06:
+            return None
+        algorithm = _oid(data[a:b])
+        tag, a, b = _tlv(data, b, s1)
+        if tag != 0x03:
+            return None
+        signature = _bits(data, a, b)
+        has_timestamp = False
+        if b != s1:  # timeStamp [0] EXPLICIT BIT STRING, then nothing
+            tag, a, b = _tlv(data, b, s1)
+            if tag != 0xA0 or b != s1:
+                return None
+            tag, x0, x1 = _tlv(data, a, b)
+            if tag != 0x03 or x1 != b:
+                return None
+            _bits(data, x0, x1)
+            has_timestamp = True
+        seal = _seal(seal_der)
+    except Exception:  # any surprise: the asn1crypto reader decides (and words the error)
+        return None
+    return SesSignature(version=SES_V4, seal=seal, time_info=time_info, data_hash=data_hash,
+                        property_info=property_info, tbs_der=data[s0:t1],
+                        cert_der=cert_der, signature_algorithm=algorithm, signature=signature,
+                        has_timestamp=has_timestamp)
 
 
 # --- building (issuer simulator / tests) ---------------------------------------------
