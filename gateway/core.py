@@ -411,8 +411,13 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
     code_type = spec.holder_code_types.get(local_type)
     if (code_type is None or (valid_until is not None and (type(valid_until) is not str or not 0 < len(valid_until) <= 512))
             or (type_name is not None and (type(type_name) is not str or not 0 < len(type_name) <= 512))
-            or (index is not None and (type(index) is not int or index < 0)) or type(surface_raw) is not dict):
+            or type(surface_raw) is not dict):
         return _normalise_checked(raw, spec, type_names)
+    if index is not None and (type(index) is not int or index < 0):
+        if type(index) is str and index.isascii() and index.isdigit() and len(index) < 12:  # XML carries text
+            index = int(index)
+        else:
+            return _normalise_checked(raw, spec, type_names)
     fmt = p.date_format
     try:
         issued, start = _parse_date(issue_date, fmt), _parse_date(valid_from, fmt)

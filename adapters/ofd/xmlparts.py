@@ -35,8 +35,16 @@ def parse_xml(data: bytes, what: str) -> ET.Element:
         raise OfdStructureError(f"{what} is not well-formed XML: {exc}") from exc
 
 
+_LOCAL_NAMES: dict[str, str] = {}  # tag -> local name (tags are few and recur; bounded)
+
+
 def local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = tag.rsplit("}", 1)[-1]
+        if len(_LOCAL_NAMES) < 4096:
+            _LOCAL_NAMES[tag] = name
+    return name
 
 
 def child(elem: ET.Element, name: str) -> ET.Element | None:
@@ -57,6 +65,9 @@ def text(elem: ET.Element | None) -> str:
 def resolve(base_dir: str, loc: str) -> str:
     """Resolve an OFD location (absolute ``/a/b`` or relative to ``base_dir``) to a
     package path without a leading slash; refuses anything escaping the package."""
+    if (loc[:1] == "/" and len(loc) > 1 and "//" not in loc and "/." not in loc and "\\" not in loc
+            and "\x00" not in loc and loc[-1] != "/" and not loc[-1].isspace() and not loc[1].isspace()):
+        return loc[1:]  # already a normal absolute path: what normpath would return
     loc = loc.strip()
     if not loc or "\\" in loc or "\x00" in loc:
         raise UnsafeEntryNameError(f"bad location {loc!r}")
@@ -107,7 +118,22 @@ def find_signatures_xml(ofd_xml: bytes) -> list[str]:
     return out
 
 
+#: parsed Signatures.xml by (bytes, path): one issuer's packages carry the same one (bounded)
+_SIGNATURES: dict[tuple[bytes, str], tuple[SignatureEntry, ...]] = {}
+
+
 def parse_signatures_xml(data: bytes, path: str) -> list[SignatureEntry]:
+    key = (data, path)
+    hit = _SIGNATURES.get(key)
+    if hit is None:
+        hit = tuple(_parse_signatures_xml(data, path))
+        if len(_SIGNATURES) >= 256:
+            _SIGNATURES.clear()
+        _SIGNATURES[key] = hit
+    return list(hit)
+
+
+def _parse_signatures_xml(data: bytes, path: str) -> list[SignatureEntry]:
     root = parse_xml(data, path)
     if local(root.tag) != "Signatures":
         raise OfdStructureError(f"{path}: root element is not Signatures")
@@ -172,6 +198,14 @@ _DT_FORMATS: Final = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", 
 def parse_signature_datetime(value: str) -> datetime | None:
     """OFD SignatureDateTime (no zone: Beijing time; a trailing Z: UTC). None if unreadable."""
     value = value.strip()
+    if (len(value) == 19 and value[4] == value[7] == "-" and value[10] == " " and value[13] == value[16] == ":"
+            and value.isascii() and (value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16]
+                                     + value[17:]).isdigit()):
+        try:  # the common "%Y-%m-%d %H:%M:%S", without strptime
+            return datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                            int(value[14:16]), int(value[17:]), tzinfo=OFD_LOCAL_TZ).astimezone(timezone.utc)
+        except ValueError:
+            pass
     for fmt in _DT_FORMATS:
         try:
             dt = datetime.strptime(value, fmt)
