@@ -137,6 +137,73 @@ def data_from_element(data_el: ET.Element, what: str) -> dict[str, Any]:
     return out
 
 
+# --- the plain-document fast path --------------------------------------------------------
+# Licences as issuers write them use a small subset of XML: unprefixed elements, no attributes
+# in <Data>, text without markup, entities, CDATA or comments. For text entirely within that
+# subset the fields are read with one tokenising regex -- the same dictionary as ET +
+# data_from_element would give. Anything outside it (or any defect) returns None and goes
+# through the hardened ElementTree path, whose results and errors are the reference.
+_FNAME = r"[A-Za-z_\u4e00-\u9fa5][A-Za-z0-9_.\-\u4e00-\u9fa5]{0,63}"
+#: character data XML reads verbatim: no markup, no references, no CR (line-end normalised),
+#: no characters XML forbids
+_FTEXT = r"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"
+_FTOKEN = re.compile(rf"<({_FNAME})>({_FTEXT})</\1>|<({_FNAME})>|</({_FNAME})>|([ \t\n]+)")
+_FDOC = re.compile(
+    rf"[ \t\n]*<{ROOT} xmlns=\"{re.escape(NS)}\">[ \t\n]*<Data>(.*?)</Data>[ \t\n]*"
+    r"<SignatureValue((?: [A-Za-z]{1,16}=\"[^\"<&\s]{0,200}\")*)>([A-Za-z0-9+/= \t\n]*)</SignatureValue>"
+    rf"[ \t\n]*</{ROOT}>[ \t\n]*", re.S)
+_FATTR = re.compile(r' ([A-Za-z]{1,16})="([^"<&\s]{0,200})"')
+
+
+def fast_data(inner: str) -> dict[str, Any] | None:
+    """The content of a plain ``<Data>`` element -> fields, or None (use the ElementTree path)."""
+    if "]]>" in inner:
+        return None
+    out: dict[str, Any] = {}
+    pos, end = 0, len(inner)
+    match = _FTOKEN.match
+    sub: dict[str, str] | None = None
+    sub_name = ""
+    while pos < end:
+        m = match(inner, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        leaf, opening, closing = m.group(1), m.group(3), m.group(4)
+        if leaf is not None:
+            target = sub if sub is not None else out
+            if leaf in target:
+                return None
+            target[leaf] = m.group(2)
+        elif opening is not None:
+            if sub is not None or opening in out:
+                return None  # deeper than one container, or a duplicate
+            sub, sub_name = {}, opening
+        elif closing is not None:
+            if sub is None or closing != sub_name:
+                return None
+            out[sub_name] = sub if sub else ""  # an empty container is an empty text field, as in ET
+            sub = None
+    if sub is not None or len(out) > MAX_ELEMENTS:
+        return None
+    return out
+
+
+def _fast_document(text: str) -> tuple[dict[str, Any], dict[str, str], str] | None:
+    m = _FDOC.fullmatch(text)
+    if m is None:
+        return None
+    fields = fast_data(m.group(1))
+    if fields is None:
+        return None
+    attrs: dict[str, str] = {}
+    for name, value in _FATTR.findall(m.group(2)):
+        if name in attrs:
+            return None
+        attrs[name] = value
+    return fields, attrs, m.group(3)
+
+
 # --- writing ---------------------------------------------------------------------------
 def as_text_data(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The region fields with every value as text (what XML can carry and what is signed)."""
@@ -182,6 +249,18 @@ class Sm2XmlFamily:
     def open(self, data: bytes, limits: Limits) -> Envelope:
         if len(data) > limits.max_licence_bytes:
             raise LicenceRejected(errors.MALFORMED, f"licence larger than {limits.max_licence_bytes} bytes")
+        text = decode_xml(data, "SM2-XML licence")
+        fast = _fast_document(text) if text.count("<") <= 2 * MAX_ELEMENTS else None
+        if fast is not None:
+            fields, attrs, value = fast
+            key_ref = key_ref_from(attrs)
+            unknown = set(attrs) - {"alg", "region", "serial", "kid", "encoding"}
+            if unknown:
+                raise LicenceRejected(errors.MALFORMED, f"<SignatureValue> has unexpected content {sorted(unknown)}")
+            signature = decode_signature_value(value.strip())
+            signed = canonical_bytes(fields)
+            raw, signing_time = split_signing_time(fields)
+            return Envelope(self.name, "SM2", key_ref, raw, signing_time, signed_bytes=signed, signature=signature)
         root = parse_hardened(data, "SM2-XML licence")
         if root.tag != f"{{{NS}}}{ROOT}":
             raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"root element {root.tag!r} is not {{{NS}}}{ROOT}")
