@@ -80,6 +80,7 @@ from .sm2_xml import (
     MAX_ELEMENTS,
     as_text_data,
     data_from_element,
+    data_block,
     data_xml,
     decode_xml,
     fast_data,
@@ -293,14 +294,16 @@ def _cert_der(data: bytes, where: str) -> bytes:
     raise _bad(f"{where}: not a DER or PEM certificate", errors.MALFORMED)
 
 
-_PLAIN_PART = re.compile(rf"[ \t\n]*<{DATA_ROOT} xmlns=\"{re.escape(DATA_NS)}\">[ \t\n]*<Data>(.*?)</Data>"
-                         rf"[ \t\n]*</{DATA_ROOT}>[ \t\n]*", re.S)
+_PLAIN_HEAD = re.compile(rf"[ \t\n]*<{DATA_ROOT} xmlns=\"{re.escape(DATA_NS)}\">[ \t\n]*")
+_PLAIN_TAIL = re.compile(rf"[ \t\n]*</{DATA_ROOT}>[ \t\n]*")
 
 
 def _licence_data(part: bytes) -> dict[str, Any]:
     text = decode_xml(part, DATA_PART)
-    m = _PLAIN_PART.fullmatch(text) if text.count("<") <= 2 * MAX_ELEMENTS else None
-    fields = fast_data(m.group(1)) if m is not None else None
+    block = data_block(text) if text.count("<") <= 2 * MAX_ELEMENTS else None
+    fields = None
+    if block is not None and _PLAIN_HEAD.fullmatch(block[0]) and _PLAIN_TAIL.fullmatch(block[2]):
+        fields = fast_data(block[1])
     if fields is not None:  # the plain shape the simulator and issuers write (see adapters.sm2_xml)
         return fields
     root = parse_hardened(part, DATA_PART)

@@ -148,10 +148,6 @@ _FNAME = r"[A-Za-z_\u4e00-\u9fa5][A-Za-z0-9_.\-\u4e00-\u9fa5]{0,63}"
 #: no characters XML forbids
 _FTEXT = r"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"
 _FTOKEN = re.compile(rf"<({_FNAME})>({_FTEXT})</\1>|<({_FNAME})>|</({_FNAME})>|([ \t\n]+)")
-_FDOC = re.compile(
-    rf"[ \t\n]*<{ROOT} xmlns=\"{re.escape(NS)}\">[ \t\n]*<Data>(.*?)</Data>[ \t\n]*"
-    r"<SignatureValue((?: [A-Za-z]{1,16}=\"[^\"<&\s]{0,200}\")*)>([A-Za-z0-9+/= \t\n]*)</SignatureValue>"
-    rf"[ \t\n]*</{ROOT}>[ \t\n]*", re.S)
 _FATTR = re.compile(r' ([A-Za-z]{1,16})="([^"<&\s]{0,200})"')
 
 
@@ -159,49 +155,68 @@ def fast_data(inner: str) -> dict[str, Any] | None:
     """The content of a plain ``<Data>`` element -> fields, or None (use the ElementTree path)."""
     if "]]>" in inner:
         return None
+    tokens = _FTOKEN.findall(inner)
+    covered = 0  # matches never overlap: if they cover every character, they are the whole text
     out: dict[str, Any] = {}
-    pos, end = 0, len(inner)
-    match = _FTOKEN.match
     sub: dict[str, str] | None = None
     sub_name = ""
-    while pos < end:
-        m = match(inner, pos)
-        if m is None:
-            return None
-        pos = m.end()
-        leaf, opening, closing = m.group(1), m.group(3), m.group(4)
-        if leaf is not None:
+    for leaf, value, opening, closing, space in tokens:
+        if leaf:
+            covered += 2 * len(leaf) + 5 + len(value)
             target = sub if sub is not None else out
             if leaf in target:
                 return None
-            target[leaf] = m.group(2)
-        elif opening is not None:
+            target[leaf] = value
+        elif opening:
+            covered += len(opening) + 2
             if sub is not None or opening in out:
                 return None  # deeper than one container, or a duplicate
             sub, sub_name = {}, opening
-        elif closing is not None:
+        elif closing:
+            covered += len(closing) + 3
             if sub is None or closing != sub_name:
                 return None
             out[sub_name] = sub if sub else ""  # an empty container is an empty text field, as in ET
             sub = None
-    if sub is not None or len(out) > MAX_ELEMENTS:
+        else:
+            covered += len(space)
+    if covered != len(inner) or sub is not None or len(out) > MAX_ELEMENTS:
         return None
     return out
 
 
-def _fast_document(text: str) -> tuple[dict[str, Any], dict[str, str], str] | None:
-    m = _FDOC.fullmatch(text)
-    if m is None:
+def data_block(text: str) -> tuple[str, str, str] | None:
+    """(before ``<Data>``, its content, after ``</Data>``) of a document's text, or None."""
+    start = text.find("<Data>")
+    end = text.rfind("</Data>")
+    if start < 0 or end < start + 6:
         return None
-    fields = fast_data(m.group(1))
+    return text[:start], text[start + 6:end], text[end + 7:]
+
+
+_FHEAD = re.compile(rf"[ \t\n]*<{ROOT} xmlns=\"{re.escape(NS)}\">[ \t\n]*")
+_FTAIL = re.compile(
+    r"[ \t\n]*<SignatureValue((?: [A-Za-z]{1,16}=\"[^\"<&\s]{0,200}\")*)>([A-Za-z0-9+/= \t\n]*)</SignatureValue>"
+    rf"[ \t\n]*</{ROOT}>[ \t\n]*")
+
+
+def _fast_document(text: str) -> tuple[dict[str, Any], dict[str, str], str] | None:
+    block = data_block(text)
+    if block is None:
+        return None
+    head, inner, tail = block
+    m = _FTAIL.fullmatch(tail)
+    if m is None or _FHEAD.fullmatch(head) is None:
+        return None
+    fields = fast_data(inner)
     if fields is None:
         return None
     attrs: dict[str, str] = {}
-    for name, value in _FATTR.findall(m.group(2)):
+    for name, value in _FATTR.findall(m.group(1)):
         if name in attrs:
             return None
         attrs[name] = value
-    return fields, attrs, m.group(3)
+    return fields, attrs, m.group(2)
 
 
 # --- writing ---------------------------------------------------------------------------

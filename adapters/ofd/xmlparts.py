@@ -26,8 +26,7 @@ MAX_REFERENCES: Final = 2000
 
 
 def parse_xml(data: bytes, what: str) -> ET.Element:
-    head = data[:4096].upper()
-    if b"<!DOCTYPE" in head or b"<!ENTITY" in data.upper():
+    if b"<!" in data and (b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper()):
         raise OfdStructureError(f"{what}: DTDs and entities are not allowed")
     try:
         return ET.fromstring(data)
@@ -166,12 +165,19 @@ def parse_signature_xml(data: bytes, path: str) -> SignatureXml:
     if refs_el is None:
         raise OfdStructureError(f"{path}: no References")
     refs = []
-    for ref in children(refs_el, "Reference"):
+    for ref in refs_el:
+        if local(ref.tag) != "Reference":
+            continue
         file_ref = ref.get("FileRef", "")
         if not file_ref:
             raise OfdStructureError(f"{path}: a Reference has no FileRef")
+        check_el = None
+        for c in ref:
+            if local(c.tag) == "CheckValue":
+                check_el = c
+                break
         try:
-            value: bytes | None = base64.b64decode(text(child(ref, "CheckValue")), validate=True)
+            value: bytes | None = base64.b64decode(text(check_el), validate=True)
         except (binascii.Error, ValueError):
             value = None
         # FileRef is an absolute package path by the standard; a relative one is read from the root
