@@ -66,6 +66,11 @@ class GroupCommitConfig:
     window: float = 0.001         # seconds the writer waits for more events after the first
     queue_limit: int = 20_000     # appends waiting beyond this fail fast with AUDIT_UNAVAILABLE
     checkpoint_every: int = 1000  # sign a checkpoint when the head is this far past the last one
+    #: SQLite writer thread: the process's GIL switch interval is lowered to at most this (seconds;
+    #: 0 leaves it). The writer re-takes the GIL after every sqlite call (BEGIN, INSERT, COMMIT's
+    #: fsync...); at the default 5 ms a busy event loop makes each re-take wait up to 5 ms, so a
+    #: commit took ~10 ms under load and every answer waited for it.
+    gil_switch_interval: float = 0.0002
 
 
 @dataclass(slots=True)
