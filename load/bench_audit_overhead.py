@@ -8,7 +8,7 @@ Starts two demo gateways side by side on loopback (``python -m gateway serve --d
 * **audit on**: the configured backend (default SQLite in a temporary file, WAL,
   ``synchronous=FULL``; ``--backend postgres`` uses ``--pg`` / GATEWAY_TEST_PG_DSN /
   ``scripts/pg.sh start``): every answer waits for its record's commit (group commit) and
-  carries a signed ES256 receipt;
+  carries a batch-signed receipt (one ES256 signature per committed batch, Merkle proof per answer);
 * **audit off**: ``GATEWAY_AUDIT_BACKEND=off`` (demo-only baseline: no record, no receipt).
 
 Both get the same corpus (ES256 licences of the demo TEST framework: single verifies, and
