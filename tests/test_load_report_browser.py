@@ -5,10 +5,7 @@ blank and the chart elements exist in the DOM after load. Chromium comes from De
 from __future__ import annotations
 
 import asyncio
-import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from load.cli import write_outputs
 from load.peer import generate_keys, make_app, make_corpus, utc_now
+from tests.browser_support import HEADLESS_FLAGS, chromium_path, png_pixels
 from load.runner import OpenLoopConfig, run_open_loop
 from load.scenarios import RequestPicker, get_scenario
 
@@ -24,59 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CHARTS = ("chart-latency-time", "chart-latency-dist", "chart-throughput-time")
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], check=True, timeout=600)
-        path = shutil.which("chromium")
-    assert path is not None, "scripts/install-chromium.sh did not provide chromium"
-    return path
-
-
 def _browser(profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-                           "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                           "--hide-scrollbars",
+    return subprocess.run([chromium_path(), *HEADLESS_FLAGS,
                            f"--user-data-dir={profile}", *args],
                           capture_output=True, timeout=90, check=True)
-
-
-def _png_pixels(data: bytes) -> tuple[int, int, int, list[bytes]]:
-    """Minimal PNG decoder (8-bit RGB/RGBA, not interlaced): width, height, channels, rows."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    height = depth = colour = interlace = 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, chunk = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
-        elif kind == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    assert depth == 8 and colour in (2, 6) and interlace == 0
-    ch = 3 if colour == 2 else 4
-    raw, stride = zlib.decompress(idat), width * ch
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - ch] if i >= ch else 0
-            b, c = prev[i], prev[i - ch] if i >= ch else 0
-            if f == 1:
-                line[i] = (line[i] + a) & 255
-            elif f == 2:
-                line[i] = (line[i] + b) & 255
-            elif f == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line))
-        prev = line
-    return width, height, ch, rows
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +47,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_screenshot_in_headless_chromium_is_not_blank(report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
     _browser(tmp_path / "profile", "--window-size=900,1400", f"--screenshot={shot}", report.as_uri())
-    width, height, ch, rows = _png_pixels(shot.read_bytes())
+    width, height, ch, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (900, 1400)
     colours: set[bytes] = set()
     ink = 0

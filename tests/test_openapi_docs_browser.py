@@ -5,25 +5,15 @@ then holds every operation and schema of specs/openapi.yaml."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.openapi_routes import load_spec
+from tests.browser_support import chromium_path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], check=True, timeout=600)
-        path = shutil.which("chromium")
-    assert path is not None, "scripts/install-chromium.sh did not provide chromium"
-    return path
 
 
 async def test_docs_page_renders_every_operation_and_schema_in_a_browser(world, tmp_path):
@@ -32,7 +22,7 @@ async def test_docs_page_renders_every_operation_and_schema_in_a_browser(world, 
     await server.start_server()
     try:
         proc = await asyncio.create_subprocess_exec(
-            _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-extensions", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=5000", "--dump-dom", str(server.make_url("/v1/docs")),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
