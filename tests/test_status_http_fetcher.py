@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.issuer_server import IssuerServer
-from gateway.status import REVOKED
+from gateway.status import REVOKED, SUSPENDED
 from gateway.status_source import HttpStatusSource
 
 from .conftest import NOW
@@ -80,8 +80,11 @@ async def test_unchanged_list_is_revalidated_with_etag_and_304_refreshes_its_age
 
 async def test_revoked_and_suspended_licences_through_the_http_fetcher(world, fetcher):
     src, server, clock, _ = fetcher
-    revoked = world.simulator.issue(REGION, None, "revoked", NOW)
-    suspended = world.simulator.issue(REGION, None, "suspended", NOW)
+    # licences issued valid, then revoked / suspended at the issuer after the gateway's last fetch
+    revoked = world.simulator.issue(REGION, None, "valid", NOW)
+    suspended = world.simulator.issue(REGION, None, "valid", NOW)
+    world.simulator.set_status(REGION, revoked.licence.status_index, REVOKED)
+    world.simulator.set_status(REGION, suspended.licence.status_index, SUSPENDED)
     before = verify(world, src, revoked.data, clock())
     assert before.verdict.value == "valid"  # the gateway has not fetched the change yet
     clock.advance(seconds=30)
