@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 

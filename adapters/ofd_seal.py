@@ -51,7 +51,7 @@ import hmac
 import posixpath
 import re
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import datetime
 from threading import Lock
 from typing import Any, Mapping
 from xml.sax.saxutils import escape, quoteattr

@@ -18,9 +18,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import logging
 import sys
 
 import orjson

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from . import errors
 from .auth import (AUTH_CLOCK, LICENCES_VERIFY, TOKEN_SERVICE, PartnerRegistry, RateLimiter, TokenService,
-                   TokenVerifier, auth_middleware, jwks_handler, requires_scope, token_handler,
+                   TokenVerifier, auth_middleware, requires_scope, token_handler,
                    unprotected_routes)
 from .auth.jose import SigningKey as GatewaySigningKey
 from .config import Settings

@@ -30,14 +30,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import orjson
 from aiohttp import web
 
 from . import errors
-from .app import FEATURES, LIVE, REQUEST_ID, SERVICES, read_json, verify_now
+from .app import FEATURES, REQUEST_ID, SERVICES, read_json, verify_now
 from .auth import ADMIN, AUTH_PRINCIPAL, LICENCES_QUERY, requires_scope
 from .catalogue import Catalogue, Item, LicenceType, Requirement, disclose
 from .config import ConfigError, Settings

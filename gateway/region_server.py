@@ -35,7 +35,7 @@ import datetime as dt
 import random
 import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Mapping
 from xml.sax.saxutils import escape
 

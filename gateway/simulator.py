@@ -147,7 +147,7 @@ class IssuerSimulator:
 
     def canonical(self, region: str, type_key: str, now: dt.datetime, *, holder: tuple[str, str, str] | None = None,
                   case: str = "valid", surface: Mapping[str, Any] | None = None) -> Licence:
-        spec, lt = self.specs[region], self.types[type_key]
+        lt = self.types[type_key]
         rng = self.rng
         auth = self.material[region].authority
         if holder is None:

@@ -33,7 +33,6 @@ from gateway.core import SIGNATURE_ONLY_CHECKS, Verifier
 from gateway.edges import MemoryTrustSource
 from gateway.trust import build_snapshot, load_certificate
 
-from .conftest import NOW
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ofd"
 if not VECTORS.exists():  # the work tree may live elsewhere; the shared folder is beside it

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from gateway.app import create_app
 from gateway.issuer_server import IssuerServer
 from gateway.status import REVOKED, SUSPENDED
 from gateway.status_source import HttpStatusSource

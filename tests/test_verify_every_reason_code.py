@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from dataclasses import replace
 
 import orjson
 import pytest
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway.app import LIVE, create_app
+from gateway.app import LIVE
 from gateway.devtrust import make_issuer, to_pem, trust_list_document
 from gateway.edges import MemoryStatusSource, MemoryTrustSource
 from gateway.status import StatusSnapshot
