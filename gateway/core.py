@@ -15,6 +15,7 @@ Verdict: any licence rejection -> ``invalid``; otherwise any infrastructure fail
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
@@ -24,11 +25,23 @@ from adapters import FAMILIES, Envelope, Family, Limits, detect
 
 from . import errors
 from .errors import GatewayError, InfrastructureError, LicenceRejected
-from .identifiers import holder_code_valid, parse_licence_identifier, uscc_division, uscc_valid
+from .identifiers import (
+    holder_code_valid,
+    parse_licence_identifier,
+    uscc_division,
+    uscc_valid,
+)
 from .model import Licence
 from .specs import RegionInfo, RegionSpec, _parse_date, covers
 from .status import REVOKED, SUSPENDED, StatusSnapshot
-from .trust import CertInfo, IssuerEntry, TrustSnapshot, build_chain, key_id_of, load_certificate
+from .trust import (
+    CertInfo,
+    IssuerEntry,
+    TrustSnapshot,
+    build_chain,
+    key_id_of,
+    load_certificate,
+)
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 _CHINA_OFFSET_S = 8 * 3600
@@ -111,15 +124,16 @@ class Context:
     notes: list[Note] = field(default_factory=list)
 
 
-class Check:
+class Check(ABC):
     """A policy object: one named check. ``run`` returns PASS or SKIP, or raises."""
 
     name: str = ""
     #: gate checks stop the run on failure (before the signature is trusted)
     gate: bool = False
 
-    def run(self, ctx: Context) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: Context) -> str:
+        """Return PASS or SKIP, or raise a LicenceRejected / InfrastructureError."""
 
 
 class TrustCurrent(Check):

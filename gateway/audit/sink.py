@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.audit.chain import CheckpointSigner
-from gateway.audit.model import (AppendReceipt, AuditEvent, AuditQuery, ChainState, Checkpoint,
-                                 PruneResult, StoredRecord)
+from gateway.audit.model import (
+    AppendReceipt,
+    AuditEvent,
+    AuditQuery,
+    ChainState,
+    Checkpoint,
+    PruneResult,
+    StoredRecord,
+)
 from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
 
 log = logging.getLogger("gateway.audit")
@@ -107,7 +115,7 @@ class Appended:
 _Item = tuple[tuple[AuditEvent, ...], tuple[Any, ...], "asyncio.Future[Appended]"]
 
 
-class GroupCommitSink:
+class GroupCommitSink(ABC):
     """Base of the three sinks. A backend implements :meth:`_commit_batch` (one
     transaction, all or nothing) and :meth:`_close_backend`; the SQLite sink replaces the
     writer task by a writer thread (:meth:`_enqueue`, :meth:`_start`, :meth:`close`).
@@ -128,11 +136,13 @@ class GroupCommitSink:
         self._closed = False
 
     # -- backend hooks -------------------------------------------------------------------
+    @abstractmethod
     async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
-        raise NotImplementedError
+        """Write one batch in one transaction; return each record's (seq, hash)."""
 
+    @abstractmethod
     async def _close_backend(self) -> None:
-        raise NotImplementedError
+        """Release the backend's connections."""
 
     def _due_checkpoint(self, head_seq: int, head_hash: str, last_cp_seq: int) -> Checkpoint | None:
         """A checkpoint to store in the same transaction, when one is due."""
