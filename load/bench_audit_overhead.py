@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
 from load.runner import MaxConfig, run_max  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
+from load.procstat import cpu_seconds, process_tree  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
 
 TARGET = 0.85
 BATCH_SIZE = 10
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def start_gateway(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -53,31 +53,6 @@ def start_gateway(port: int, workers: int, env: dict[str, str]) -> subprocess.Po
     full = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING", **env}
     return subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its children (the workers of ``--workers N``)."""
-    out = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
 
 
 def make_corpora(work: Path) -> tuple[Path, Path]:

@@ -49,9 +49,9 @@ sys.path.insert(0, str(ROOT))
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
 from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
+from load.procstat import children, cpu_seconds, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
 SINGLE_MIX = "valid=80,tampered=7,expired=7,unknown-issuer=6"
 #: extra gateway rounds (single + batch only): name -> (environment, label)
@@ -79,45 +79,6 @@ def start_peer(port: int, corpus_out: Path, size: int) -> subprocess.Popen[bytes
     cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
            "--corpus-size", str(size)]
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"resource_tracker" not in cmdline:
-            out.append(int(entry.name))
-    return sorted(out)
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
-
-
-def rss_kib(pids: Sequence[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
 
 
 @contextmanager
