@@ -100,6 +100,37 @@ def parse_licence_identifier(text: str) -> LicenceIdentifier:
     return LicenceIdentifier(type_code, issuer, serial, version, check)
 
 
+_TYPE_CODE_RE = re.compile(r"[0-9A-Z]{21}")
+_ISSUER_CODE_RE = re.compile(r"[0-9A-Z]{18}")
+_ID_TAIL_RE = re.compile(r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>\d{3})\.(?P<check>[0-9A-Z])$")
+
+
+@lru_cache(maxsize=4096)
+def _id_prefix(type_code: str, issuer_code: str) -> tuple[str, int] | None:
+    """(the identifier text up to the serial, MOD 37,36 state after type + issuer code), or
+    None when the two codes cannot be an identifier's parts."""
+    if not (_TYPE_CODE_RE.fullmatch(type_code) and _ISSUER_CODE_RE.fullmatch(issuer_code)):
+        return None
+    return f"{LICENCE_ID_ROOT}.{type_code}.{issuer_code}.", _prefix_state(type_code + issuer_code)
+
+
+def licence_identifier_matches(text: str, type_code: str, issuer_code: str) -> bool:
+    """Is ``text`` a valid GB/T 36904 identifier whose type and issuer codes are exactly these?
+
+    The same answer as ``parse_licence_identifier(text)`` succeeding with these two codes,
+    without building the parts: the prefix every licence of one issuer and type shares is
+    checked once (memoised), so only serial, version and check character are read per call.
+    False says nothing about *why*; :func:`parse_licence_identifier` explains."""
+    pre = _id_prefix(type_code, issuer_code)
+    if pre is None or not text.startswith(pre[0]):
+        return False
+    m = _ID_TAIL_RE.match(text, len(pre[0]))
+    if m is None:
+        return False
+    serial, version, check = m.groups()
+    return _ALNUM36[(37 - _mod37_state(serial.upper() + version, pre[1])) % 36] == check
+
+
 def make_licence_identifier(type_code: str, issuer_code: str, serial: str, version: str = "001") -> str:
     check = mod37_36_check(type_code + issuer_code + serial.upper() + version)
     return ".".join((LICENCE_ID_ROOT, type_code, issuer_code, serial, version, check))
@@ -123,6 +154,13 @@ def citizen_id_check(first17: str) -> str:
 
 
 def citizen_id_valid(code: str) -> bool:
+    if len(code) == 18 and code.isascii() and code[:17].isdigit():  # the common shape, without the regex
+        y, mo, d = int(code[6:10]), int(code[10:12]), int(code[12:14])
+        if not (1 <= mo <= 12 and 1 <= d <= 31 and 1900 <= y <= 2100):
+            return False
+        last = code[17]
+        return _ID_CHECK[(sum(map(mul, code[:17].encode(), _ID_WEIGHTS)) - _ID_ASCII_BIAS) % 11] == (
+            "X" if last == "x" else last)
     code = code.upper()
     m = _CITIZEN_RE.match(code)
     if not m:
