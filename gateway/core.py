@@ -27,11 +27,12 @@ from . import errors
 from .errors import GatewayError, InfrastructureError, LicenceRejected
 from .identifiers import (
     holder_code_valid,
+    licence_identifier_matches,
     parse_licence_identifier,
     uscc_division,
     uscc_valid,
 )
-from .model import Licence
+from .model import Licence, make_licence, positional_builder
 from .specs import RegionInfo, RegionSpec, _parse_date, covers
 from .status import REVOKED, SUSPENDED, StatusSnapshot
 from .trust import (
@@ -255,6 +256,21 @@ class Normalise(Check):
         return PASS
 
 
+#: covers(region, code) by pair: pure, immutable string inputs, bounded (cleared when full)
+_COVERS_CACHE_SIZE = 4096
+_COVERS: dict[tuple[str, str], bool] = {}
+
+
+def _covers(region: str, code: str) -> bool:
+    key = (region, code)
+    hit = _COVERS.get(key)
+    if hit is None:
+        if len(_COVERS) >= _COVERS_CACHE_SIZE:
+            _COVERS.clear()
+        hit = _COVERS[key] = covers(region, code)
+    return hit
+
+
 class RegionBinding(Check):
     """A region's issuer may only sign for its own jurisdiction (anti-spoofing)."""
 
@@ -262,12 +278,12 @@ class RegionBinding(Check):
 
     def run(self, ctx: Context) -> str:
         lic, region = ctx.licence, ctx.issuer.region
-        if not covers(region, lic.area_code):
+        if not _covers(region, lic.area_code):
             raise LicenceRejected(errors.ISSUER_REGION_MISMATCH,
                                   f"area code {lic.area_code} is outside signer region {region}")
         if not uscc_valid(lic.issuer_code):
             raise LicenceRejected(errors.FIELD_INVALID, "issuer code is not a valid USCC")
-        if not covers(region, uscc_division(lic.issuer_code)):
+        if not _covers(region, uscc_division(lic.issuer_code)):
             raise LicenceRejected(errors.ISSUER_REGION_MISMATCH,
                                   f"issuing authority {lic.issuer_code} is registered outside signer region {region}")
         return PASS
@@ -278,7 +294,9 @@ class IdentifierCheck(Check):
 
     def run(self, ctx: Context) -> str:
         lic = ctx.licence
-        try:
+        if licence_identifier_matches(lic.identifier, lic.type_code, lic.issuer_code):
+            return PASS
+        try:  # not valid: find and name the problem
             ident = parse_licence_identifier(lic.identifier)
         except ValueError as exc:
             raise LicenceRejected(errors.IDENTIFIER_INVALID, str(exc)) from None
@@ -443,9 +461,9 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
         surface: dict[str, Any] = {}
     else:
         surface = {rev.get(k, k): v for k, v in surface_raw.items()} if rev is not None else dict(surface_raw)
-    return Licence(identifier, name, type_code, type_name or type_names.get(type_code, ""), number, issuer_name,
-                   issuer_code.upper(), issued, holder_name, holder_code.upper(), code_type, start, until, area_code,
-                   surface, index)
+    return make_licence(identifier, name, type_code, type_name or type_names.get(type_code, ""), number, issuer_name,
+                        issuer_code.upper(), issued, holder_name, holder_code.upper(), code_type, start, until, area_code,
+                        surface, index)
 
 
 #: marks an absent surface container (never handed out, never mutated)
@@ -543,12 +561,15 @@ class Verifier:
         self.type_names = type_names or {}
         self.checks = checks
         self._steps: tuple[tuple[str, Any, bool], ...] = ()
+        self._skipped: dict[str, str] = {}
         self._steps_of: tuple[Check, ...] | None = None
 
     def _plan(self) -> tuple[tuple[str, Any, bool], ...]:
-        """(name, bound run, gate) per check, rebuilt only if ``checks`` is replaced."""
+        """(name, bound run, gate) per check, and the results template (every check SKIP, in
+        order), rebuilt only if ``checks`` is replaced."""
         if self._steps_of is not self.checks:
             self._steps = tuple((c.name, c.run, c.gate) for c in self.checks)
+            self._skipped = {c.name: SKIP for c in self.checks}
             self._steps_of = self.checks
         return self._steps
 
@@ -556,10 +577,12 @@ class Verifier:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp())
-        results: dict[str, str] = {}
-        reasons: list[GatewayError] = []
         steps = self._plan()
-        for i, (name, run, gate) in enumerate(steps):
+        # every check starts as SKIP, in order: a failed gate leaves the rest so (nothing after
+        # it may be believed)
+        results: dict[str, str] = self._skipped.copy()
+        reasons: list[GatewayError] = []
+        for name, run, gate in steps:
             try:
                 results[name] = run(ctx)
                 continue
@@ -571,8 +594,6 @@ class Verifier:
             except Exception as exc:  # a bug must never turn into "valid"
                 results[name] = FAIL
                 reasons.append(InfrastructureError(errors.INTERNAL, f"{name}: {type(exc).__name__}"))
-            for later, _, _ in steps[i + 1:]:  # a failed gate: nothing after it may be believed
-                results[later] = SKIP
             break
         if not reasons:  # every check passed or was skipped; never valid without a verified signature
             verdict = Verdict.VALID if results.get("signature") == PASS else Verdict.INDETERMINATE
@@ -585,12 +606,16 @@ class Verifier:
         if issuer is not None:
             rt = trust.regions.get(issuer.region)
             region = rt.info if rt else None
-        return VerificationResult(
+        return _make_result(
             verdict, tuple(reasons), results, region,
             env.family if env is not None else (ctx.family.name if ctx.family else None),
             ctx.licence, now, issuer.key_id if issuer is not None else None,
             env.signing_time if env is not None else None, ctx.status_age, tuple(ctx.notes),
         )
+
+
+#: ``VerificationResult(...)`` with every field given (the verify hot path)
+_make_result = positional_builder(VerificationResult)
 
 
 def known_families() -> list[str]:
