@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import orjson
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway import errors
 from gateway.errors import LicenceRejected
+from gateway.model import positional_builder
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
 
@@ -47,6 +49,10 @@ def _b64d(part: bytes) -> bytes:
     except (binascii.Error, ValueError):
         raise LicenceRejected(errors.MALFORMED, "JWS part is not base64url") from None
 
+
+#: ``Envelope(...)`` with every field given (open's hot path); JWS carries no family extras
+_make_envelope = positional_builder(Envelope)
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 _BYTE = tuple(bytes((i,)) for i in range(256))
 
@@ -113,10 +119,11 @@ class JwsFamily:
             raise LicenceRejected(errors.MALFORMED, f"token larger than {limits.max_licence_bytes} bytes")
         if data[-1:].isspace() or data[:1].isspace():
             data = data.strip()
-        parts = data.split(b".")
-        if len(parts) != 3:
+        i = data.find(b".")
+        j = data.find(b".", i + 1) if i >= 0 else -1
+        if j < 0 or data.find(b".", j + 1) >= 0:
             raise LicenceRejected(errors.MALFORMED, "JWS compact needs three parts")
-        h64, p64, s64 = parts
+        signed, h64, p64, s64 = data[:j], data[:i], data[i + 1:j], data[j + 1:]
         cached = _HEADERS.get(h64)
         try:
             header = orjson.loads(_b64d(h64)) if cached is None else None
@@ -140,7 +147,7 @@ class JwsFamily:
                 raise LicenceRejected(errors.MALFORMED, "iat must be a number")
             signing_time = datetime.fromtimestamp(iat, tz=timezone.utc)
         sig = _b64d(s64)
-        return Envelope(self.name, alg, key_ref, payload, signing_time, h64 + b"." + p64, sig)
+        return _make_envelope(self.name, alg, key_ref, payload, signing_time, signed, sig, _NO_EXTRA)
 
     def verify(self, env: Envelope, cert: CertInfo) -> bool:
         if env.algorithm != cert.algorithm:
