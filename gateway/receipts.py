@@ -200,9 +200,19 @@ class ReceiptSigner:
         levels = merkle_levels([d.leaf for d in drafts])
         jws = self._batch.sign({"gateway": self.gateway_id, "root": b64u(levels[-1][0]), "n": len(drafts),
                                 "seq": [first_seq, last_seq], "time": format_time(now), "iat": int(now.timestamp())})
+        # every node is encoded once (a node is in the proof of each leaf below it), and each
+        # proof is the same JSON orjson would write: {"i":<i>,"path":["<b64u>",...]}
+        coded = [[b64u(h) for h in level] for level in levels[:-1]]
         out = []
         for i, d in enumerate(drafts):
-            proof = orjson.dumps({"i": i, "path": [b64u(h) for h in inclusion_proof(levels, i)]})
+            path, index = [], i
+            for level in coded:
+                sibling = index ^ 1
+                if sibling < len(level):
+                    path.append(level[sibling])
+                index >>= 1
+            inner = '"' + '","'.join(path) + '"' if path else ""
+            proof = ('{"i":%d,"path":[%s]}' % (i, inner)).encode("ascii")
             out.append(f"{d.claims_b64}.{b64u(proof)}.{jws}")
         return out
 

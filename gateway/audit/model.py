@@ -53,10 +53,21 @@ def holder_hmac(key: bytes, code_type: str, code: str) -> str:
     return hmac.new(bytes(key), msg, hashlib.sha256).hexdigest()
 
 
+#: the last (instant, text) of format_time: one request formats the same instant for its receipt
+#: drafts and each of its records (a batch request: 2 x entries times); datetimes are immutable
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
 def format_time(t: datetime) -> str:
     """Canonical text of an instant: UTC, microseconds, ``Z`` (sorts as text)."""
+    global _last_time
+    last = _last_time
+    if t is last[0]:
+        return last[1]
     if t.tzinfo is timezone.utc and t.year >= 1000:   # the common case, ~5x cheaper than strftime
-        return t.isoformat(timespec="microseconds")[:26] + "Z"
+        text = t.isoformat(timespec="microseconds")[:26] + "Z"
+        _last_time = (t, text)
+        return text
     if t.tzinfo is None or t.utcoffset() is None:
         raise _bad("time must be timezone-aware")
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
 );
 CREATE INDEX IF NOT EXISTS audit_records_holder ON audit_records(holder_hmac) WHERE holder_hmac IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_records_partner ON audit_records(partner, time);
-CREATE INDEX IF NOT EXISTS audit_records_item ON audit_records(item_code, time);
+DROP INDEX IF EXISTS audit_records_item;
+CREATE INDEX IF NOT EXISTS audit_records_item_nn ON audit_records(item_code, time) WHERE item_code IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records(time);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq INTEGER PRIMARY KEY,
