@@ -335,11 +335,14 @@ class IssuerCertificate(Check):
         # Clock skew covers the difference between OUR clock and the issuer's; a signing time and
         # a certificate's validity are both the issuer side's, so that boundary is exact.
         tolerance = 0.0 if when is signed else skew
-        for cert in (entry.cert, *entry.chain):
-            if not cert.nb_ts - tolerance <= when_ts <= cert.na_ts + tolerance:
-                raise LicenceRejected(errors.ISSUER_CERT_EXPIRED,
-                                      f"{cert.subject} valid {cert.not_before:%Y-%m-%d}..{cert.not_after:%Y-%m-%d}, "
-                                      f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
+        # the whole chain's common window first (precomputed per entry); outside it, the loop
+        # finds and names the first certificate that is out of its validity
+        if not entry.valid_nb_ts - tolerance <= when_ts <= entry.valid_na_ts + tolerance:
+            for cert in (entry.cert, *entry.chain):
+                if not cert.nb_ts - tolerance <= when_ts <= cert.na_ts + tolerance:
+                    raise LicenceRejected(errors.ISSUER_CERT_EXPIRED,
+                                          f"{cert.subject} valid {cert.not_before:%Y-%m-%d}..{cert.not_after:%Y-%m-%d}, "
+                                          f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
         rev = entry.revocation
         if rev is not None:
             # keyCompromise: nothing the key ever signed is trusted; otherwise only what it
@@ -428,14 +431,15 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
     """
     p = spec.plan
     get = raw.get
-    identifier, name, type_code, number = get(p.identifier), get(p.name), get(p.type_code), get(p.number)
-    issuer_name, issuer_code, issue_date = get(p.issuer_name), get(p.issuer_code), get(p.issue_date)
-    holder_name, holder_code, local_type = get(p.holder_name), get(p.holder_code), get(p.holder_code_type)
-    valid_from, area_code = get(p.valid_from), get(p.area_code)
-    for v in (identifier, name, type_code, number, issuer_name, issuer_code, issue_date, holder_name, holder_code,
-              local_type, valid_from, area_code):
+    try:
+        required = p.required(raw)
+    except LookupError:  # a required field is missing
+        return _normalise_checked(raw, spec, type_names)
+    for v in required:
         if type(v) is not str or not 0 < len(v) <= 512:
             return _normalise_checked(raw, spec, type_names)
+    (identifier, name, type_code, number, issuer_name, issuer_code, issue_date, holder_name, holder_code, local_type,
+     valid_from, area_code) = required
     valid_until = get(p.valid_until)
     type_name = get(p.type_name) if p.type_name is not None else None
     index = get(p.status_index)

@@ -15,10 +15,11 @@ import csv
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .model import CANONICAL_FIELDS, REQUIRED_FIELDS
 
@@ -135,6 +136,10 @@ class NormalisePlan:
     surface_container: str
     surface_reverse: Mapping[str, str] | None  # region surface name -> canonical (None: identity)
     date_format: str
+    #: raw -> the 12 required text fields' values in one call (identifier, name, type_code,
+    #: number, issuer_name, issuer_code, issue_date, holder_name, holder_code,
+    #: holder_code_type, valid_from, area_code); KeyError when one is missing
+    required: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @classmethod
     def of(cls, spec: "RegionSpec") -> "NormalisePlan":
@@ -149,7 +154,13 @@ class NormalisePlan:
             valid_until=f.get("valid_until", ""), area_code=f.get("area_code", ""),
             status_index=f.get("status_index", ""), surface_container=spec.surface_container,
             surface_reverse=rev, date_format=spec.date_format,
+            required=itemgetter(*(f.get(k, "") for k in _PLAN_REQUIRED)),
         )
+
+
+#: the canonical fields NormalisePlan.required reads, in its order
+_PLAN_REQUIRED = ("identifier", "name", "type_code", "number", "issuer_name", "issuer_code", "issue_date",
+                  "holder_name", "holder_code", "holder_code_type", "valid_from", "area_code")
 
 
 @lru_cache(maxsize=8192)

@@ -177,6 +177,15 @@ class IssuerEntry:
     cert: CertInfo
     chain: tuple[CertInfo, ...]  # from the issuer's parent up to and including the anchor
     revocation: Revocation | None = None
+    #: the window in which the signer certificate AND its whole chain are valid, as epoch
+    #: seconds (latest not_before, earliest not_after): one comparison on the verify path
+    valid_nb_ts: float = field(init=False, repr=False, compare=False, default=0.0)
+    valid_na_ts: float = field(init=False, repr=False, compare=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        certs = (self.cert, *self.chain)
+        object.__setattr__(self, "valid_nb_ts", max(c.nb_ts for c in certs))
+        object.__setattr__(self, "valid_na_ts", min(c.na_ts for c in certs))
 
 
 @dataclass(frozen=True, slots=True)
