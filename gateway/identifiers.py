@@ -155,8 +155,8 @@ def citizen_id_check(first17: str) -> str:
 
 def citizen_id_valid(code: str) -> bool:
     if len(code) == 18 and code.isascii() and code[:17].isdigit():  # the common shape, without the regex
-        y, mo, d = int(code[6:10]), int(code[10:12]), int(code[12:14])
-        if not (1 <= mo <= 12 and 1 <= d <= 31 and 1900 <= y <= 2100):
+        # fixed-width ASCII digit strings compare like their numbers (no int() per part)
+        if not ("01" <= code[10:12] <= "12" and "01" <= code[12:14] <= "31" and "1900" <= code[6:10] <= "2100"):
             return False
         last = code[17]
         return _ID_CHECK[(sum(map(mul, code[:17].encode(), _ID_WEIGHTS)) - _ID_ASCII_BIAS) % 11] == (
