@@ -38,6 +38,8 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 _PAD = (b"", b"=", b"==", b"===")
+_UTC = timezone.utc
+_fromtimestamp = datetime.fromtimestamp
 _b64decode = pybase64.b64decode
 
 
@@ -150,7 +152,7 @@ class JwsFamily:
         if iat is not None:
             if not isinstance(iat, (int, float)) or isinstance(iat, bool):
                 raise LicenceRejected(errors.MALFORMED, "iat must be a number")
-            signing_time = datetime.fromtimestamp(iat, tz=timezone.utc)
+            signing_time = _fromtimestamp(iat, _UTC)
         sig = _b64d(s64)
         return _make_envelope(self.name, alg, key_ref, payload, signing_time, signed, sig, _NO_EXTRA)
 
