@@ -83,6 +83,8 @@ def _looks_like_holder_code(value: str) -> bool:
     Only citizen IDs (personal data) are looked for: a USCC is also the issuer part of every
     licence identifier and of item codes, so it cannot be told from a holder code by shape.
     """
+    if _CODE_LIKE.search(value) is None:   # the common case: one C call, no iterator
+        return False
     return any(citizen_id_valid(m.group(0).upper()) for m in _CODE_LIKE.finditer(value))
 
 
