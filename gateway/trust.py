@@ -261,31 +261,8 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
         if code not in regions:
             dropped.append(DroppedEntry(code, "", "", "unknown region code"))
             continue
-        anchors: list[CertInfo] = []
-        for pem in rdoc.get("anchors", []):
-            try:
-                a = load_certificate(pem.encode())
-            except ValueError as exc:
-                dropped.append(DroppedEntry(code, "", "", f"anchor unreadable: {exc}"))
-                continue
-            if not a.is_ca:
-                dropped.append(DroppedEntry(code, a.subject, a.key_id, "anchor is not a CA certificate"))
-                continue
-            if not a.issued_by(a):
-                dropped.append(DroppedEntry(code, a.subject, a.key_id, "anchor is not validly self-signed"))
-                continue
-            anchors.append(a)
-        intermediates: list[CertInfo] = []
-        for pem in rdoc.get("intermediates", []):
-            try:
-                c = load_certificate(pem.encode())
-            except ValueError as exc:
-                dropped.append(DroppedEntry(code, "", "", f"intermediate unreadable: {exc}"))
-                continue
-            if not c.is_ca:
-                dropped.append(DroppedEntry(code, c.subject, c.key_id, "intermediate is not a CA certificate"))
-                continue
-            intermediates.append(c)
+        anchors = _load_cas(rdoc.get("anchors", []), code, "anchor", dropped, self_signed=True)
+        intermediates = _load_cas(rdoc.get("intermediates", []), code, "intermediate", dropped, self_signed=False)
         revoked = {}
         for i, r in enumerate(rdoc.get("revoked", [])):
             try:
@@ -323,6 +300,25 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
         framework=str(doc.get("framework", "")), version=version, issued_at=issued_at, expires_at=expires_at,
         regions=MappingProxyType(out), by_key_id=MappingProxyType(by_key_id), dropped=tuple(dropped),
     )
+
+
+def _load_cas(pems: list[str], code: str, kind: str, dropped: list[DroppedEntry], *,
+              self_signed: bool) -> list[CertInfo]:
+    """Load a region's anchors or intermediates; each unusable one is dropped with its reason."""
+    out: list[CertInfo] = []
+    for pem in pems:
+        try:
+            c = load_certificate(pem.encode())
+        except ValueError as exc:
+            dropped.append(DroppedEntry(code, "", "", f"{kind} unreadable: {exc}"))
+            continue
+        if not c.is_ca:
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not a CA certificate"))
+        elif self_signed and not c.issued_by(c):
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not validly self-signed"))
+        else:
+            out.append(c)
+    return out
 
 
 def build_chain(leaf: CertInfo, intermediates: list[CertInfo], anchors: list[CertInfo],
