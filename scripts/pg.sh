@@ -2,7 +2,7 @@
 # A throw-away PostgreSQL server for the tests and the audit benchmark.
 #
 #   scripts/pg.sh [start]   install PostgreSQL from Debian packages if missing, initdb a data
-#                           dir under var/pg (gitignored), start it on 127.0.0.1:55432, create
+#                           dir under var/pg (gitignored), start it on 127.0.0.1:15432, create
 #                           the database gateway_test, and print its DSN on stdout (only the DSN,
 #                           progress goes to stderr). Idempotent: a second call only prints the DSN.
 #   scripts/pg.sh stop      stop the server (no error when it is not running)
@@ -11,11 +11,11 @@
 #
 # Runs as root (CI, containers): the server runs as the `postgres` user created by the
 # package. Runs as a normal user: the server runs as that user.
-# Environment: PG_PORT (55432), PG_DB (gateway_test), PG_ROOT (<repo>/var/pg).
+# Environment: PG_PORT (15432: below the ephemeral port range, so no client socket can hold it), PG_DB (gateway_test), PG_ROOT (<repo>/var/pg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-PORT=${PG_PORT:-55432}
+PORT=${PG_PORT:-15432}
 DB=${PG_DB:-gateway_test}
 ROOT=${PG_ROOT:-$REPO/var/pg}
 DATA=$ROOT/data
