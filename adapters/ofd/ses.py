@@ -331,11 +331,119 @@ _SEAL_CACHE_SIZE = 256
 def _seal(der: bytes) -> SealInfo:
     info = _SEALS.get(der)
     if info is None:
-        info = parse_seal(SESeal.load(der, strict=True))
+        info = _parse_seal_plain(der)
+        if info is None:  # not the plain DER shape: asn1crypto decides (and words the error)
+            info = parse_seal(SESeal.load(der, strict=True))
         if len(_SEALS) >= _SEAL_CACHE_SIZE:
             _SEALS.clear()
         _SEALS[der] = info
     return info
+
+
+def _uint(buf: bytes, start: int, end: int) -> int:
+    """A non-negative DER INTEGER in minimal form (what signers write); ValueError otherwise."""
+    if start >= end or end - start > 8 or buf[start] & 0x80 or (
+            end - start > 1 and buf[start] == 0 and not buf[start + 1] & 0x80):
+        raise ValueError("not a small non-negative minimal INTEGER")
+    return int.from_bytes(buf[start:end], "big")
+
+
+def _ascii(buf: bytes, start: int, end: int) -> str:
+    raw = buf[start:end]
+    if not raw.isascii():
+        raise ValueError("not ASCII")
+    return raw.decode("ascii")
+
+
+def _expect(buf: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
+    t, a, b = _tlv(buf, pos, end)
+    if t != tag:
+        raise ValueError(f"tag {t:#x}, expected {tag:#x}")
+    return a, b
+
+
+def _parse_seal_plain(der: bytes) -> SealInfo | None:
+    """SESeal read field by field, for the plain DER shape only (primitive strings, small
+    non-negative integers, YYYYMMDDHHMMSSZ times, no extDatas); None for anything else, which
+    :func:`parse_seal` (asn1crypto) then reads. For every seal it accepts the result equals
+    ``parse_seal(SESeal.load(der, strict=True))`` (tests/test_ofd_seal_parse_fast_equals_asn1.py)."""
+    try:
+        n = len(der)
+        s0, s1 = _expect(der, 0, n, 0x30)
+        if s1 != n:
+            return None
+        i0, i1 = _expect(der, s0, s1, 0x30)  # SES_SealInfo
+        h0, h1 = _expect(der, i0, i1, 0x30)  # SES_Header
+        a, b = _expect(der, h0, h1, 0x16)
+        header_id = _ascii(der, a, b)
+        a, b = _expect(der, b, h1, 0x02)
+        version = _uint(der, a, b)
+        a, b = _expect(der, b, h1, 0x16)
+        vendor_id = _ascii(der, a, b)
+        if b != h1:
+            return None
+        a, b = _expect(der, h1, i1, 0x16)  # esID
+        es_id = _ascii(der, a, b)
+        p0, p1 = _expect(der, b, i1, 0x30)  # SES_ESPropertyInfo
+        a, b = _expect(der, p0, p1, 0x02)
+        seal_type = _uint(der, a, b)
+        a, b = _expect(der, b, p1, 0x0C)
+        name = der[a:b].decode("utf-8")
+        a, b = _expect(der, b, p1, 0x02)
+        list_type = _uint(der, a, b)
+        l0, l1 = _expect(der, b, p1, 0x30)  # certList
+        certs: list[bytes] = []
+        digests: list[tuple[str, bytes]] = []
+        pos = l0
+        if list_type == CERT_LIST_CERTS:
+            while pos < l1:
+                a, pos = _expect(der, pos, l1, 0x04)
+                certs.append(der[a:pos])
+        elif list_type == CERT_LIST_DIGESTS:
+            while pos < l1:
+                d0, pos = _expect(der, pos, l1, 0x30)
+                a, b = _expect(der, d0, pos, 0x13)
+                kind = _ascii(der, a, b)
+                a, b = _expect(der, b, pos, 0x04)
+                if b != pos:
+                    return None
+                digests.append((kind, der[a:b]))
+        else:
+            return None
+        a, b = _expect(der, l1, p1, 0x18)
+        create_date = _gtime(der[a:b])
+        a, b = _expect(der, b, p1, 0x18)
+        valid_start = _gtime(der[a:b])
+        a, b = _expect(der, b, p1, 0x18)
+        valid_end = _gtime(der[a:b])
+        if b != p1:
+            return None
+        q0, q1 = _expect(der, p1, i1, 0x30)  # SES_ESPictrueInfo
+        a, b = _expect(der, q0, q1, 0x16)
+        picture_type = _ascii(der, a, b)
+        a, b = _expect(der, b, q1, 0x04)  # picture data: not kept
+        a, b = _expect(der, b, q1, 0x02)
+        width = _uint(der, a, b)
+        a, b = _expect(der, b, q1, 0x02)
+        height = _uint(der, a, b)
+        if b != q1 or q1 != i1:  # extDatas present: left to asn1crypto
+            return None
+        a, b = _expect(der, i1, s1, 0x04)  # maker certificate
+        maker_cert = der[a:b]
+        a, b = _expect(der, b, s1, 0x06)
+        maker_alg = _oid(der[a:b])
+        a, b = _expect(der, b, s1, 0x03)
+        maker_signature = _bits(der, a, b)
+        if b != s1:
+            return None
+    except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
+        return None
+    return SealInfo(der=der, header_id=header_id, version=version, vendor_id=vendor_id, es_id=es_id,
+                    seal_type=seal_type, name=name, cert_list_type=list_type, certs=tuple(certs),
+                    cert_digests=tuple(digests), create_date=create_date, valid_start=valid_start,
+                    valid_end=valid_end, picture_type=picture_type, picture_width=width, picture_height=height,
+                    sealinfo_der=der[s0:i1], maker_cert_der=maker_cert, maker_signature_algorithm=maker_alg,
+                    maker_signature=maker_signature)
 
 
 def _parse_plain(data: bytes) -> SesSignature | None:
