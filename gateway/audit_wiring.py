@@ -96,6 +96,7 @@ class AuditSetup:
     group: GroupCommitConfig
     checkpoint_seconds: float
     retention: timedelta | None
+    index_seconds: float = 5.0
 
 
 def key_id(prefix: str, public_key: Any) -> str:
@@ -148,6 +149,7 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
                                 checkpoint_every=settings.audit_checkpoint_every),
         checkpoint_seconds=float(settings.audit_checkpoint_seconds),
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
+        index_seconds=float(settings.audit_index_seconds),
     )
 
 
@@ -265,9 +267,12 @@ class AuditTrail:
         await sink.close()
 
     async def maintain(self) -> None:
-        """Periodic: open the sink while it is not open, sign checkpoints, prune by retention."""
+        """Periodic: open the sink while it is not open, index holders (SQLite), sign checkpoints,
+        prune by retention."""
         next_prune = 0.0
         loop = asyncio.get_running_loop()
+        next_checkpoint = loop.time() + self.setup.checkpoint_seconds
+        tick = min(self.setup.index_seconds, self.setup.checkpoint_seconds)
         while True:
             if self.sink is None:
                 try:
@@ -277,10 +282,16 @@ class AuditTrail:
                     self.last_error = exc.detail
                     await asyncio.sleep(_RETRY_OPEN_SECONDS)
                     continue
-            await asyncio.sleep(self.setup.checkpoint_seconds)
+            await asyncio.sleep(tick)
             if self.sink is None:
                 continue
             try:
+                index = getattr(self.sink, "index_holders", None)
+                if index is not None:
+                    await index()
+                if loop.time() < next_checkpoint:
+                    continue
+                next_checkpoint = loop.time() + self.setup.checkpoint_seconds
                 await self.sink.checkpoint()
                 if self.setup.retention is not None and loop.time() >= next_prune:
                     result = await self.sink.prune(self.clock() - self.setup.retention)

@@ -145,6 +145,9 @@ class Settings:
     #: sign a checkpoint of the chain head every N records, and every N seconds when records were added
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 60
+    #: SQLite: bring the deferred holder search index (<audit_path>-holders) up to the chain head every
+    #: N seconds, off the request path (searches stay complete: they scan the records not yet indexed)
+    audit_index_seconds: float = 5.0
     #: prune audit records older than N days, keeping the chain verifiable from a signed checkpoint
     #: (0: keep forever); checked at start-up and hourly, or run `python -m gateway audit prune`
     audit_retention_days: int = 0
@@ -189,8 +192,9 @@ class Settings:
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
-                or self.audit_batch_window_us < 0 or self.audit_retention_days < 0):
-            raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds and audit_batch_max must be positive; "
+                or self.audit_batch_window_us < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
+            raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds and audit_batch_max "
+                              "must be positive; "
                               "audit_batch_window_us and audit_retention_days not negative")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")

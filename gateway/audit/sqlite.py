@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS audit_records (
     holder_hmac TEXT,
     extra TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_records_holder ON audit_records(holder_hmac) WHERE holder_hmac IS NOT NULL;
+DROP INDEX IF EXISTS audit_records_holder;
 CREATE INDEX IF NOT EXISTS audit_records_partner ON audit_records(partner, time);
 DROP INDEX IF EXISTS audit_records_item;
 CREATE INDEX IF NOT EXISTS audit_records_item_nn ON audit_records(item_code, time) WHERE item_code IS NOT NULL;
@@ -77,6 +77,27 @@ CREATE TABLE IF NOT EXISTS audit_state (
 );
 INSERT OR IGNORE INTO audit_state VALUES (1, 0, '{GENESIS_HASH}', 0, '{GENESIS_HASH}', 0, 0);
 """
+
+#: The holder search index lives in a database of its own (``<audit file>-holders``), filled after
+#: the fact by :meth:`SqliteAuditSink.index_holders`: derived data, rebuilt from the records when
+#: missing. An index on ``audit_records(holder_hmac)`` puts each record at a random position of a
+#: B-tree, so a group commit of n records dirtied ~n index pages that all went through the WAL and
+#: its fsync: it cost ~3x the rest of the commit (38 vs 10 us per record at 32 a batch, 200k rows).
+HOLDER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS holder_index (
+    holder_hmac TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (holder_hmac, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holder_index_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO holder_index_state VALUES (1, 0);
+"""
+#: records indexed per transaction of the holder index (it never blocks the audit writer: it has
+#: its own file, and WAL readers of the records do not block the writer either)
+INDEX_CHUNK = 20_000
 
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
 _INSERT = f"INSERT INTO audit_records ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"
@@ -108,10 +129,10 @@ def _record_of(row: Sequence[Any]) -> StoredRecord:
     return StoredRecord(row[0], row[1], row[2], body)
 
 
-def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+def _connect(path: str, busy_timeout_ms: int, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     return conn
 
@@ -122,9 +143,13 @@ class SqliteAuditSink(GroupCommitSink):
                  sealer: Sealer | None = None) -> None:
         super().__init__(signer=signer, clock=clock, config=config or GroupCommitConfig(), sealer=sealer)
         self.path = str(path)
+        self.index_path = self.path + "-holders"
         self._busy_ms = busy_timeout_ms
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
+        self._ix: sqlite3.Connection | None = None   # holder index (its own file, its own lock)
+        self._ixr: sqlite3.Connection | None = None  # the indexer's reader of the records
+        self._ixlock = threading.Lock()
         self._wconn = threading.Lock()     # the writer connection: one thread at a time
         self._rlock = asyncio.Lock()
         self._tq: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -146,6 +171,10 @@ class SqliteAuditSink(GroupCommitSink):
         self._w = _connect(self.path, self._busy_ms)
         self._w.executescript(SCHEMA)
         self._r = _connect(self.path, self._busy_ms)
+        # derived data: NORMAL is enough (a lost tail is re-indexed from the records)
+        self._ix = _connect(self.index_path, self._busy_ms, "NORMAL")
+        self._ix.executescript(HOLDER_SCHEMA)
+        self._ixr = _connect(self.path, self._busy_ms)
 
     # -- the writer thread -------------------------------------------------------------------
     def _start(self) -> None:
@@ -292,7 +321,57 @@ class SqliteAuditSink(GroupCommitSink):
             c.execute("UPDATE audit_state SET start_seq = ?, start_hash = ? WHERE id = 1", (cp_seq, cp_hash))
             return PruneResult(deleted, cp_seq)
 
-        return await self._write_or_503(txn)
+        result = await self._write_or_503(txn)
+        if result.deleted:
+            # the pruned records' holder entries go too (a search would no longer find them anyway)
+            await self._index_op(lambda ix: ix.execute("DELETE FROM holder_index WHERE seq <= ?",
+                                                       (result.start_seq,)).rowcount)
+        return result
+
+    # -- the holder index --------------------------------------------------------------------
+    def _index_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._ixlock:
+            if self._ix is None:
+                raise unavailable("audit holder index is closed")
+            return _in_transaction(self._ix, fn)
+
+    async def _index_op(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await asyncio.to_thread(self._index_sync, fn)
+        except sqlite3.Error as exc:
+            raise unavailable(f"audit holder index failed: {exc}") from exc
+
+    async def index_holders(self, max_records: int = 200_000) -> int:
+        """Bring the holder index up to the chain head (at most ``max_records`` records, in
+        chunks of :data:`INDEX_CHUNK`, one transaction each); return how many records were
+        indexed. Runs off the request path (the maintenance task); searches stay complete
+        meanwhile by scanning the records past the index's watermark."""
+        done = 0
+        while done < max_records:
+            head = (await self.state()).head_seq
+            n = await self._index_op(lambda ix: self._index_chunk(ix, head))
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def _index_chunk(self, ix: sqlite3.Connection, head: int) -> int:
+        (indexed,) = ix.execute("SELECT indexed_seq FROM holder_index_state WHERE id = 1").fetchone()
+        if indexed > head:   # the records were restored from an older copy: rebuild the index
+            ix.execute("DELETE FROM holder_index")
+            indexed = 0
+        upto = min(head, indexed + INDEX_CHUNK)
+        if upto <= indexed:
+            ix.execute("UPDATE holder_index_state SET indexed_seq = ? WHERE id = 1", (indexed,))
+            return 0
+        assert self._ixr is not None
+        rows = self._ixr.execute(
+            "SELECT holder_hmac, seq FROM audit_records WHERE seq > ? AND seq <= ? AND holder_hmac IS NOT NULL",
+            (indexed, upto)).fetchall()
+        rows.sort()   # B-tree order: each index page is written once per chunk
+        ix.executemany("INSERT OR IGNORE INTO holder_index VALUES (?, ?)", rows)
+        ix.execute("UPDATE holder_index_state SET indexed_seq = ? WHERE id = 1", (upto,))
+        return upto - indexed
 
     async def _write_or_503(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -302,11 +381,11 @@ class SqliteAuditSink(GroupCommitSink):
 
     async def _close_backend(self) -> None:
         def close_all() -> None:
-            with self._wconn:
-                for conn in (self._w, self._r):
+            with self._wconn, self._ixlock:
+                for conn in (self._w, self._r, self._ix, self._ixr):
                     if conn is not None:
                         conn.close()
-                self._w = self._r = None
+                self._w = self._r = self._ix = self._ixr = None
 
         async with self._rlock:
             await asyncio.to_thread(close_all)
@@ -340,8 +419,25 @@ class SqliteAuditSink(GroupCommitSink):
         if query.until is not None:
             where.append("time < ?")
             args.append(format_time(query.until))
-        sql = f"{_SELECT} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq DESC LIMIT ?"
-        rows = await self._read(lambda c: c.execute(sql, (*args, query.limit)).fetchall())
+        cond = " AND ".join(where)
+        if query.holder_hmac is None:
+            sql = f"{_SELECT} {'WHERE ' + cond if cond else ''} ORDER BY seq DESC LIMIT ?"
+            rows = await self._read(lambda c: c.execute(sql, (*args, query.limit)).fetchall())
+            return [_record_of(r) for r in rows]
+        # by holder: the records the index names (up to its watermark) and a scan of the rest
+        holder = query.holder_hmac
+
+        def from_index(ix: sqlite3.Connection) -> tuple[int, list[int]]:
+            (upto,) = ix.execute("SELECT indexed_seq FROM holder_index_state WHERE id = 1").fetchone()
+            seqs = [r[0] for r in ix.execute("SELECT seq FROM holder_index WHERE holder_hmac = ? AND seq <= ?",
+                                             (holder, upto))]
+            return upto, seqs
+
+        upto, seqs = await self._index_op(from_index)
+        sql = (f"SELECT * FROM ({_SELECT} WHERE seq IN (SELECT value FROM json_each(?)) AND {cond} "
+               f"UNION ALL {_SELECT} WHERE seq > ? AND {cond}) ORDER BY seq DESC LIMIT ?")
+        params = (orjson.dumps(seqs).decode(), *args, upto, *args, query.limit)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_record_of(r) for r in rows]
 
 
