@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -148,7 +149,96 @@ def _parse_signatures_xml(data: bytes, path: str) -> list[SignatureEntry]:
     return entries
 
 
+# --- the plain Signature.xml fast path ---------------------------------------------------
+# Signature.xml as signers write it (the simulator, ofdrw): ASCII, the OFD namespace bound to one
+# prefix on the root, the elements in the standard's order, no entity or character references,
+# no comments, CDATA or DTD, double-quoted attributes. For exactly that shape a regular expression
+# reads it in a few microseconds; anything else -- including every defect -- returns None and the
+# ElementTree reader below (the reference: its errors, its reading) decides.
+_WS = rb"[ \t\r\n]*"
+#: element text: no markup, no references, no CR (XML would normalise it), no control character XML forbids
+_TXT = rb"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*"
+_ATTRS = rb"((?:[ \t\n]+[A-Za-z_][A-Za-z0-9_.\-]*=\"[^\"<&\x00-\x1f]*\")*)[ \t\n]*"
+_P = rb"(?P=p):"
+_PLAIN_SIGNATURE = re.compile(
+    rb'(?:<\?xml version="1\.0" encoding="UTF-8"\?>' + _WS + rb")?"
+    rb"<(?P<p>[A-Za-z_][A-Za-z0-9_.\-]*):Signature xmlns:(?P=p)=\"http://www\.ofdspec\.org/2016\">" + _WS
+    + rb"<" + _P + rb"SignedValue>(?P<sv>" + _TXT + rb")</" + _P + rb"SignedValue>" + _WS
+    + rb"<" + _P + rb"SignedInfo>" + _WS
+    + rb"(?:<" + _P + rb"Provider(?P<prov>" + _ATTRS + rb")/>" + _WS + rb")?"
+    + rb"<" + _P + rb"SignatureMethod>(?P<sm>" + _TXT + rb")</" + _P + rb"SignatureMethod>" + _WS
+    + rb"<" + _P + rb"SignatureDateTime>(?P<dt>" + _TXT + rb")</" + _P + rb"SignatureDateTime>" + _WS
+    + rb"(?:<" + _P + rb"Seal>" + _WS + rb"<" + _P + rb"BaseLoc>(?P<seal>" + _TXT + rb")</" + _P + rb"BaseLoc>"
+    + _WS + rb"</" + _P + rb"Seal>" + _WS + rb")?"
+    + rb"(?P<stamps>(?:<" + _P + rb"StampAnnot" + _ATTRS + rb"/>" + _WS + rb")*)"
+    + rb"<" + _P + rb'References CheckMethod="(?P<cm>[^"<&\x00-\x1f]*)"[ \t\n]*>'
+    + rb"(?P<refs>(?:" + _WS + rb"<" + _P + rb'Reference FileRef="[^"<&\x00-\x1f]+"[ \t\n]*>' + _WS
+    + rb"<" + _P + rb"CheckValue>" + _TXT + rb"</" + _P + rb"CheckValue>" + _WS + rb"</" + _P + rb"Reference>)*)"
+    + _WS + rb"</" + _P + rb"References>" + _WS
+    + rb"</" + _P + rb"SignedInfo>" + _WS + rb"</" + _P + rb"Signature>" + _WS)
+_PLAIN_REFERENCE = re.compile(rb'FileRef="([^"]+)"[ \t\n]*>' + _WS + rb"<[^>]+>(" + _TXT + rb")<")
+_PLAIN_ATTR = re.compile(rb'([A-Za-z_][A-Za-z0-9_.\-]*)="([^"]*)"')
+
+
+def _plain_attrs(raw: bytes) -> dict[str, str] | None:
+    pairs = _PLAIN_ATTR.findall(raw)
+    out = {name.decode("ascii"): value.decode("ascii") for name, value in pairs}
+    if len(out) != len(pairs) or any(name[:3].lower() == "xml" for name in out):
+        return None  # a duplicate attribute (an XML error) or a namespace declaration: the reference decides
+    return out
+
+
+def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
+    if not data.isascii() or b"]]>" in data:
+        return None
+    m = _PLAIN_SIGNATURE.fullmatch(data)
+    if m is None or m["p"][:3].lower() == b"xml":
+        return None
+    if m["stamps"] and any(_plain_attrs(tag) is None for tag in m["stamps"].split(b"/>")[:-1]):
+        return None
+    provider: dict[str, str] = {}
+    if m["prov"] is not None:
+        attrs = _plain_attrs(m["prov"])
+        if attrs is None:
+            return None
+        provider = attrs
+    signed_value = m["sv"].decode("ascii").strip()
+    if not signed_value:
+        return None
+    base = posixpath.dirname(path)
+    refs = []
+    try:
+        for file_ref, check in _PLAIN_REFERENCE.findall(m["refs"]):
+            try:
+                value: bytes | None = base64.b64decode(check.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                value = None
+            ref = file_ref.decode("ascii")
+            refs.append(Reference(file_ref=ref, path=resolve("", ref), check_value=value))
+        if len(refs) > MAX_REFERENCES:
+            return None
+        seal_loc = m["seal"].decode("ascii").strip() if m["seal"] is not None else ""
+        return SignatureXml(
+            provider=provider,
+            signature_method=m["sm"].decode("ascii").strip(),
+            signature_datetime=m["dt"].decode("ascii").strip(),
+            check_method=m["cm"].decode("ascii"),
+            references=tuple(refs),
+            seal_path=resolve(base, seal_loc) if seal_loc else None,
+            signed_value_path=resolve(base, signed_value),
+        )
+    except (OfdStructureError, UnsafeEntryNameError):  # e.g. a location escaping the package: the
+        return None  # reference reader words it
+
+
 def parse_signature_xml(data: bytes, path: str) -> SignatureXml:
+    plain = _parse_signature_xml_plain(data, path)
+    if plain is not None:
+        return plain
+    return _parse_signature_xml_tree(data, path)
+
+
+def _parse_signature_xml_tree(data: bytes, path: str) -> SignatureXml:
     root = parse_xml(data, path)
     if local(root.tag) != "Signature":
         raise OfdStructureError(f"{path}: root element is not Signature")
