@@ -118,82 +118,82 @@ def read_ofd_package(data: bytes, limits: ZipLimits = DEFAULT_LIMITS) -> OfdPack
 # the deflate stream must end exactly, CRC-32 must match). Anything else -- including every
 # defect -- returns None and goes through zipfile, whose reading and errors are the reference.
 _EOCD = struct.Struct("<4s4H2LH")
-_CDH = struct.Struct("<4s4B4HL2L5H2L")
-_LFH = struct.Struct("<4s2B4HL2L2H")
+#: central directory header, only the fields read: signature, version needed (low byte), flags, method,
+#: CRC-32, compressed and uncompressed size, name / extra / comment lengths, local header offset
+_CDH = struct.Struct("<4s2xBxHH4xLLLHHH8xL")
+#: local file header, only the fields read: signature, flags, name and extra lengths
+_LFH = struct.Struct("<4s2xH18xHH")
 #: a name the fast path accepts: ASCII segments that do not start with a dot (so no '', '.',
 #: '..'), separated by single slashes, no leading slash, optional trailing slash (a folder)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*/?")
 _PLAIN_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descriptor, UTF-8 names
+_NOT_PLAIN_FLAGS = ~_PLAIN_FLAGS
 _MAX_EXTRACT_VERSION = 63  # as zipfile
 
 
 def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
+    """One pass over the central directory: each entry's header, name and limits are checked, then
+    its local header, and it is inflated (under a max_length cap) and CRC-checked at once."""
     n = len(data)
     if n < 22:
         return None
     sig, disk, cd_disk, count_disk, count, cd_size, cd_off, comment_len = _EOCD.unpack_from(data, n - 22)
+    cd_end = n - 22
     if (sig != b"PK\x05\x06" or disk or cd_disk or count_disk != count or comment_len
-            or cd_off + cd_size != n - 22 or count > limits.max_entries):
+            or cd_off + cd_size != cd_end or count > limits.max_entries):
         return None
-    entries = []
-    seen: set[str] = set()
-    seen_folded: set[str] = set()
+    max_name, max_total = limits.max_entry_name_length, limits.max_total_uncompressed
+    ratio_min, max_ratio = limits.ratio_check_min_bytes, limits.max_compression_ratio
+    unpack_cdh, unpack_lfh, name_ok, inflater_for, crc32 = (_CDH.unpack_from, _LFH.unpack_from,
+                                                            _PLAIN_NAME.fullmatch, zlib.decompressobj, zlib.crc32)
+    files: dict[str, bytes] = {}
+    folded: set[str] = set()  # names are ASCII here: lower() is casefold(); an exact duplicate folds alike
     total = 0
     pos = cd_off
     for _ in range(count):
-        if pos + 46 > n - 22:
+        if pos + 46 > cd_end:
             return None
-        (sig, _cv, _cs, extract_version, _r, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _ds, _ia,
-         _ea, offset) = _CDH.unpack_from(data, pos)
-        if (sig != b"PK\x01\x02" or xlen or flags & ~_PLAIN_FLAGS or method not in (0, 8)
-                or extract_version > _MAX_EXTRACT_VERSION or 0xFFFFFFFF in (csize, usize, offset)):
-            return None
-        raw_name = data[pos + 46: pos + 46 + nlen]
-        pos += 46 + nlen + xlen + clen
-        if not raw_name.isascii() or len(raw_name) > limits.max_entry_name_length:
+        sig, extract_version, flags, method, crc, csize, usize, nlen, xlen, clen, offset = unpack_cdh(data, pos)
+        name_end = pos + 46 + nlen
+        raw_name = data[pos + 46: name_end]
+        pos = name_end + xlen + clen
+        if (sig != b"PK\x01\x02" or xlen or flags & _NOT_PLAIN_FLAGS or extract_version > _MAX_EXTRACT_VERSION
+                or nlen > max_name or not raw_name.isascii()):
             return None
         name = raw_name.decode("ascii")
-        if _PLAIN_NAME.fullmatch(name) is None or name in seen:
-            return None
-        folded = name.casefold()
-        if folded in seen_folded:
-            return None
-        seen.add(name)
-        seen_folded.add(folded)
+        key = name.lower()
         total += usize
-        if total > limits.max_total_uncompressed or (
-                usize >= limits.ratio_check_min_bytes and usize > limits.max_compression_ratio * max(csize, 1)):
+        if (name_ok(name) is None or key in folded or total > max_total
+                or (usize >= ratio_min and usize > max_ratio * max(csize, 1))):
             return None
-        entries.append((name, raw_name, flags, method, crc, csize, usize, offset))
-    if pos != n - 22:
-        return None
-    files: dict[str, bytes] = {}
-    for name, raw_name, flags, method, crc, csize, usize, offset in entries:
+        folded.add(key)
         if name[-1] == "/":
             continue
         if offset + 30 > cd_off:
             return None
-        lsig, _v, _s, lflags, _m, _t, _d, _c, _cs, _us, lnlen, lxlen = _LFH.unpack_from(data, offset)
+        lsig, lflags, lnlen, lxlen = unpack_lfh(data, offset)
         start = offset + 30 + lnlen + lxlen
         end = start + csize
         if (lsig != b"PK\x03\x04" or (lflags ^ flags) & 0x0800 or end > cd_off
                 or data[offset + 30: offset + 30 + lnlen] != raw_name):
             return None
         if method == 8:
-            inflater = zlib.decompressobj(-15)
+            inflater = inflater_for(-15)
             try:
                 content = inflater.decompress(data[start:end], usize + 1)
             except zlib.error:
                 return None
             if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(content) != usize:
                 return None
-        else:
+        elif method == 0 and csize == usize:
             content = data[start:end]
-            if csize != usize:
-                return None
-        if zlib.crc32(content) != crc:
+        else:
+            return None
+        if crc32(content) != crc:
             return None
         files[name] = content
+    if pos != cd_end:
+        return None
     return files
 
 

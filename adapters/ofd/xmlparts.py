@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from adapters.ofd.errors import OfdStructureError, UnsafeEntryNameError
+from gateway.model import positional_builder
 
 OFD_NS: Final = "http://www.ofdspec.org/2016"
 #: OFD SignatureDateTime carries no zone; producers write Beijing time (UTC+8), as the
@@ -87,14 +88,14 @@ class SignatureEntry:
     path: str  # package path of its Signature.xml
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reference:
     file_ref: str  # as written
     path: str  # resolved package path
     check_value: bytes | None  # None when the base64 is invalid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SignatureXml:
     provider: dict[str, str]
     signature_method: str
@@ -105,8 +106,63 @@ class SignatureXml:
     signed_value_path: str
 
 
+#: ``Reference(...)`` / ``SignatureXml(...)`` with every field positional (the fast reader's hot path)
+_make_reference = positional_builder(Reference)
+_make_signature_xml = positional_builder(SignatureXml)
+
+
 def find_signatures_xml(ofd_xml: bytes) -> list[str]:
     """Package paths of the Signatures.xml of every DocBody in OFD.xml."""
+    plain = _find_signatures_xml_plain(ofd_xml)
+    if plain is not None:
+        return plain
+    return _find_signatures_xml_tree(ofd_xml)
+
+
+# --- the plain OFD.xml fast path -----------------------------------------------------------
+# OFD.xml as producers write it for one document (the simulator, ofdrw): ASCII, the OFD namespace
+# bound to one prefix on the root, one DocBody holding DocInfo (simple text elements only), DocRoot
+# and an optional Signatures, no comment, CDATA, DTD, processing instruction or character reference
+# (the five predefined entities are allowed in DocInfo, which is not read). For exactly that shape a
+# regular expression finds the Signatures location; anything else -- several DocBody elements,
+# nested DocInfo data, any defect -- returns None and the ElementTree reader (the reference) decides.
+_INFO_TXT = (rb"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*(?:&(?:amp|lt|gt|quot|apos);"
+             rb"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*)*")
+_PLAIN_OFD = re.compile(
+    rb'(?:<\?xml version="1\.0" encoding="UTF-8"\?>[ \t\r\n]*)?'
+    rb"<(?P<p>[A-Za-z_][A-Za-z0-9_.\-]*):OFD xmlns:(?P=p)=\"http://www\.ofdspec\.org/2016\""
+    rb"(?P<attrs>(?:[ \t\n]+[A-Za-z_][A-Za-z0-9_.\-]*=\"[^\"<&\x00-\x1f]*\")*)[ \t\n]*>[ \t\r\n]*"
+    rb"<(?P=p):DocBody>[ \t\r\n]*"
+    rb"<(?P=p):DocInfo>(?:[ \t\r\n]*<(?P=p):(?P<n>[A-Za-z_][A-Za-z0-9_.\-]*)>" + _INFO_TXT
+    + rb"</(?P=p):(?P=n)>)*[ \t\r\n]*</(?P=p):DocInfo>[ \t\r\n]*"
+    rb"<(?P=p):DocRoot>[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*</(?P=p):DocRoot>[ \t\r\n]*"
+    rb"(?:<(?P=p):Signatures>(?P<sig>[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*)</(?P=p):Signatures>[ \t\r\n]*)?"
+    rb"</(?P=p):DocBody>[ \t\r\n]*</(?P=p):OFD>[ \t\r\n]*")
+
+
+_PLAIN_ATTR_NAME = re.compile(rb'([A-Za-z_][A-Za-z0-9_.\-]*)="')
+
+
+def _find_signatures_xml_plain(ofd_xml: bytes) -> list[str] | None:
+    if not ofd_xml.isascii() or b"]]>" in ofd_xml:
+        return None
+    m = _PLAIN_OFD.fullmatch(ofd_xml)
+    if m is None or m["p"][:3].lower() == b"xml":
+        return None
+    if m["attrs"]:  # not read, but a duplicate is an XML error and xmlns* a declaration: the reference decides
+        names = _PLAIN_ATTR_NAME.findall(m["attrs"])
+        if len(set(names)) != len(names) or any(name[:3].lower() == b"xml" for name in names):
+            return None
+    loc = m["sig"].decode("ascii").strip() if m["sig"] is not None else ""
+    if not loc:
+        return []
+    try:
+        return [resolve("", loc)]
+    except UnsafeEntryNameError:  # the reference reader words it
+        return None
+
+
+def _find_signatures_xml_tree(ofd_xml: bytes) -> list[str]:
     root = parse_xml(ofd_xml, "OFD.xml")
     if local(root.tag) != "OFD":
         raise OfdStructureError("OFD.xml root element is not OFD")
@@ -188,14 +244,42 @@ def _plain_attrs(raw: bytes) -> dict[str, str] | None:
     return out
 
 
+_PLAIN_REFERENCE_TEXT = re.compile(r'FileRef="([^"]+)"[ \t\n]*>[ \t\r\n]*<[^>]+>([^<]*)<')
+#: what ``base64.b64decode(value, validate=True)`` lets through to ``binascii.a2b_base64``
+_B64_VALIDATE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+#: an absolute location :func:`resolve` returns unchanged but for the slash (plain segments, none
+#: starting with a dot: no '', '.', '..')
+_NORMAL_ABS = re.compile(r"/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
+
+
+def _plain_references(refs_text: str) -> list[Reference]:
+    """The References of a plain Signature.xml (its ASCII text); :func:`resolve`'s errors propagate."""
+    out = []
+    abs_ok, b64_ok, a2b = _NORMAL_ABS.fullmatch, _B64_VALIDATE.fullmatch, binascii.a2b_base64
+    for file_ref, check in _PLAIN_REFERENCE_TEXT.findall(refs_text):
+        check = check.strip()
+        value: bytes | None = None
+        if b64_ok(check) is not None:
+            try:
+                value = a2b(check)
+            except binascii.Error:
+                value = None
+        out.append(_make_reference(file_ref, file_ref[1:] if abs_ok(file_ref) is not None else resolve("", file_ref),
+                                   value))
+    return out
+
+
 def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
     if not data.isascii() or b"]]>" in data:
         return None
     m = _PLAIN_SIGNATURE.fullmatch(data)
     if m is None or m["p"][:3].lower() == b"xml":
         return None
-    if m["stamps"] and any(_plain_attrs(tag) is None for tag in m["stamps"].split(b"/>")[:-1]):
-        return None
+    if m["stamps"]:  # not read, but a duplicate attribute is an XML error, xmlns* a declaration
+        for tag in m["stamps"].split(b"/>")[:-1]:
+            names = _PLAIN_ATTR_NAME.findall(tag)
+            if len(set(names)) != len(names) or any(name[:3].lower() == b"xml" for name in names):
+                return None
     provider: dict[str, str] = {}
     if m["prov"] is not None:
         attrs = _plain_attrs(m["prov"])
@@ -206,26 +290,19 @@ def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
     if not signed_value:
         return None
     base = posixpath.dirname(path)
-    refs = []
     try:
-        for file_ref, check in _PLAIN_REFERENCE.findall(m["refs"]):
-            try:
-                value: bytes | None = base64.b64decode(check.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                value = None
-            ref = file_ref.decode("ascii")
-            refs.append(Reference(file_ref=ref, path=resolve("", ref), check_value=value))
+        refs = _plain_references(m["refs"].decode("ascii"))
         if len(refs) > MAX_REFERENCES:
             return None
         seal_loc = m["seal"].decode("ascii").strip() if m["seal"] is not None else ""
-        return SignatureXml(
-            provider=provider,
-            signature_method=m["sm"].decode("ascii").strip(),
-            signature_datetime=m["dt"].decode("ascii").strip(),
-            check_method=m["cm"].decode("ascii"),
-            references=tuple(refs),
-            seal_path=resolve(base, seal_loc) if seal_loc else None,
-            signed_value_path=resolve(base, signed_value),
+        return _make_signature_xml(
+            provider,
+            m["sm"].decode("ascii").strip(),
+            m["dt"].decode("ascii").strip(),
+            m["cm"].decode("ascii"),
+            tuple(refs),
+            resolve(base, seal_loc) if seal_loc else None,
+            resolve(base, signed_value),
         )
     except (OfdStructureError, UnsafeEntryNameError):  # e.g. a location escaping the package: the
         return None  # reference reader words it
