@@ -80,6 +80,7 @@ TOKEN_PATH = "/v1/oauth/token"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
 _CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _RETRY_OPEN_SECONDS = 2.0
+_WATCH_SECONDS = 0.5   # how soon a sink whose writer died is noticed and reopened
 _PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -97,6 +98,7 @@ class AuditSetup:
     checkpoint_seconds: float
     retention: timedelta | None
     index_seconds: float = 5.0
+    writer: str = "process"            # SQLite appends: writer process or writer thread
 
 
 def key_id(prefix: str, public_key: Any) -> str:
@@ -150,6 +152,7 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
         checkpoint_seconds=float(settings.audit_checkpoint_seconds),
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
         index_seconds=float(settings.audit_index_seconds),
+        writer=settings.audit_writer,
     )
 
 
@@ -166,9 +169,11 @@ async def open_sink(setup: AuditSetup, clock: Callable[[], datetime]) -> Any:
 
         return await PostgresAuditSink.open(setup.dsn, schema=setup.schema, **kw)
     from .audit import SqliteAuditSink
+    from .audit.sqlite_process import SqliteProcessAuditSink
 
     Path(setup.path).parent.mkdir(parents=True, exist_ok=True)
-    return await SqliteAuditSink.open(setup.path, **kw)
+    cls = SqliteProcessAuditSink if setup.writer == "process" else SqliteAuditSink
+    return await cls.open(setup.path, **kw)
 
 
 def prepare_audit_store(settings: Settings) -> None:
@@ -272,8 +277,15 @@ class AuditTrail:
         next_prune = 0.0
         loop = asyncio.get_running_loop()
         next_checkpoint = loop.time() + self.setup.checkpoint_seconds
-        tick = min(self.setup.index_seconds, self.setup.checkpoint_seconds)
+        next_index = loop.time() + self.setup.index_seconds
         while True:
+            if self.sink is not None and not self.sink.alive:   # its writer died: reopen
+                log.error("audit sink lost its writer; reopening")
+                sink, self.sink = self.sink, None
+                try:
+                    await sink.close()
+                except Exception as exc:  # noqa: BLE001 - already broken; the reopen matters
+                    log.warning("closing the broken audit sink: %s", exc)
             if self.sink is None:
                 try:
                     await self.open()
@@ -282,12 +294,13 @@ class AuditTrail:
                     self.last_error = exc.detail
                     await asyncio.sleep(_RETRY_OPEN_SECONDS)
                     continue
-            await asyncio.sleep(tick)
-            if self.sink is None:
+            await asyncio.sleep(_WATCH_SECONDS)
+            if self.sink is None or not self.sink.alive:
                 continue
             try:
                 index = getattr(self.sink, "index_holders", None)
-                if index is not None:
+                if index is not None and loop.time() >= next_index:
+                    next_index = loop.time() + self.setup.index_seconds
                     await index()
                 if loop.time() < next_checkpoint:
                     continue
@@ -307,21 +320,36 @@ AUDIT = web.AppKey("audit_trail", AuditTrail)
 
 
 # --- event builders (pure) ---------------------------------------------------------------
+def _checked_event(kind: str, time: datetime, request_id: str, partner: str | None, operator: str | None,
+                   item_code: str | None, region: str | None, licence_id: str | None, verdict: str,
+                   reasons: tuple[str, ...], holder_hmac: str | None, extra: dict[str, Any]) -> AuditEvent:
+    return AuditEvent(kind=kind, time=time, request_id=request_id, partner=partner, operator=operator,
+                      item_code=item_code, region=region, licence_id=licence_id, verdict=verdict, reasons=reasons,
+                      holder_hmac=holder_hmac, extra=extra)
+
+
 def licence_event(trail: AuditTrail, kind: str, *, time: datetime, request_id: str, partner: str | None,
                   operator: str | None, result: VerificationResult | None, item: str | None = None,
-                  extra: dict[str, Any] | None = None) -> AuditEvent:
-    """One record of one licence's verification (``result`` None: an undecodable entry)."""
+                  extra: dict[str, Any] | None = None, reasons: tuple[str, ...] | None = None) -> AuditEvent:
+    """One record of one licence's verification (``result`` None: an undecodable entry).
+
+    Every field is the gateway's own typed value (``request_id`` must come from
+    :func:`safe_request_id`), so the record is built by :meth:`AuditEvent.of_verification`; with an
+    ``operator`` (a clerk id typed by people) the fully checked constructor is used."""
     lic = result.licence if result is not None else None
     if lic is not None:
         note_personal(lic.holder_name, lic.holder_code)
-    return AuditEvent(
-        kind=kind, time=time, request_id=request_id, partner=partner, operator=operator, item_code=item,
-        region=result.region.code if result is not None and result.region is not None else None,
-        licence_id=_text(lic.identifier, 256) if lic is not None else None,
-        verdict=result.verdict.value if result is not None else "invalid",
-        reasons=result.reason_codes if result is not None else (errors.MALFORMED.code,),
-        holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else None,
-        extra=extra or {},
+    if reasons is None:
+        reasons = result.reason_codes if result is not None else (errors.MALFORMED.code,)
+    build = AuditEvent.of_verification if operator is None else _checked_event
+    return build(
+        kind, time, request_id, partner, operator, item,
+        result.region.code if result is not None and result.region is not None else None,
+        lic.identifier[:256] if lic is not None and lic.identifier is not None else None,
+        result.verdict.value if result is not None else "invalid",
+        reasons,
+        trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else None,
+        extra if extra is not None else {},
     )
 
 
@@ -351,7 +379,8 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
     events = []
     batch = len(results) > 1 or request.path.endswith("verify-batch")
     for i, result in enumerate(results):
-        ids = [result.licence.identifier] if result is not None and result.licence is not None else []
+        lic = result.licence if result is not None else None
+        ids = [lic.identifier] if lic is not None else []
         verdict = result.verdict.value if result is not None else "invalid"
         reasons = result.reason_codes if result is not None else (errors.MALFORMED.code,)
         extra: dict[str, Any] = {"receipt": None}
@@ -361,9 +390,9 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
             drafts.append(d)
             extra["receipt"] = d.ref
         if batch:
-            extra.update(entry=i, entries=len(results))
+            extra["entry"], extra["entries"] = i, len(results)
         events.append(licence_event(trail, "verify", time=now, request_id=rid, partner=partner, operator=None,
-                                    result=result, extra=extra))
+                                    result=result, extra=extra, reasons=reasons))
     appended = await trail.append_group(events, drafts)
     return list(appended.sealed) if signer is not None else [None] * len(results)
 

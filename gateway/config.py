@@ -145,6 +145,9 @@ class Settings:
     #: sign a checkpoint of the chain head every N records, and every N seconds when records were added
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 60
+    #: SQLite: who commits the appends -- "process" (default: a writer process of each worker, so chaining,
+    #: inserts, fsync and receipt sealing never hold the worker's interpreter lock) or "thread"
+    audit_writer: str = "process"
     #: SQLite: bring the deferred holder search index (<audit_path>-holders) up to the chain head every
     #: N seconds, off the request path (searches stay complete: they scan the records not yet indexed)
     audit_index_seconds: float = 5.0
@@ -189,6 +192,8 @@ class Settings:
             raise ConfigError("audit_backend must be sqlite, postgres, memory or off")
         if self.audit_backend in ("memory", "off") and not self.demo:
             raise ConfigError(f"audit_backend = {self.audit_backend!r} keeps no durable audit trail: demo mode only")
+        if self.audit_writer not in ("process", "thread"):
+            raise ConfigError("audit_writer must be process or thread")
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0

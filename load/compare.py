@@ -22,10 +22,27 @@ from load.tokens import TokenProvider
 PEER_START_TIMEOUT_S = 15.0
 
 
+#: ports handed out by free_port in this process, with the next one (a demo gateway on P starts its
+#: demo regions process on P + 1): two servers started back to back never collide
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port P whose neighbour P + 1 is free too and not handed out before."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if {port, port + 1} & _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        _HANDED_OUT.update((port - 1, port, port + 1))
+        return port
+    raise RuntimeError("no free pair of loopback ports")
 
 
 def start_peer(port: int, corpus_out: Path, corpus_size: int) -> subprocess.Popen[bytes]:

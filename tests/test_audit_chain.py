@@ -20,6 +20,7 @@ from gateway.audit import (GENESIS_HASH, AuditEvent, AuditSink, AuditStore, Audi
 from gateway.audit.chain import extend_chain
 from gateway.audit.model import format_time, parse_time
 from gateway.audit.postgres import PostgresAuditSink
+from gateway.audit.sqlite_process import SqliteProcessAuditSink
 from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
 from tests.pg_fixture import TEST_AUDIT_KEY_SEED, drop_schema, new_schema_name, pg_dsn  # noqa: F401 - fixture
 
@@ -54,8 +55,9 @@ def event(i: int, **kw: Any) -> AuditEvent:
 class Backend:
     """One store under test plus the attacker's direct access to its tables."""
 
-    def __init__(self, name: str, tmp: Path, pg: tuple[str, str] | None) -> None:
+    def __init__(self, name: str, tmp: Path, pg: tuple[str, str] | None, process: bool = False) -> None:
         self.name = name
+        self.process = process   # sqlite: appends committed by the writer process, not a thread
         self.tmp = tmp
         self.pg = pg
         self.clock = Clock(T0)
@@ -69,7 +71,8 @@ class Backend:
         if self.name == "memory":
             self.sink = await MemoryAuditSink.open(config=config, **kw)
         elif self.name == "sqlite":
-            self.sink = await SqliteAuditSink.open(self.tmp / "audit.db", config=config, **kw)
+            cls = SqliteProcessAuditSink if self.process else SqliteAuditSink
+            self.sink = await cls.open(self.tmp / "audit.db", config=config, **kw)
         else:
             assert self.pg is not None
             self.sink = await PostgresAuditSink.open(self.pg[0], schema=self.pg[1], config=config, **kw)
@@ -172,12 +175,12 @@ class Backend:
         await self.set_state("head_hash", h)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-process", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     pg = None
     if request.param == "postgres":
         pg = (request.getfixturevalue("pg_dsn"), new_schema_name())
-    b = Backend(request.param, tmp_path, pg)
+    b = Backend(request.param.removesuffix("-process"), tmp_path, pg, process=request.param.endswith("-process"))
     yield b
     await b.close()
     if pg is not None:
@@ -406,7 +409,8 @@ async def test_unreachable_store_raises_audit_unavailable(backend: Backend, tmp_
             sink.fail_with = ConnectionError("store gone")
             await sink.append(event(1))
         elif backend.name == "sqlite":
-            await SqliteAuditSink.open(tmp_path / "no-such-dir" / "audit.db")
+            cls = SqliteProcessAuditSink if backend.process else SqliteAuditSink
+            await cls.open(tmp_path / "no-such-dir" / "audit.db")
         else:
             await PostgresAuditSink.open("postgresql://postgres@127.0.0.1:1/none", schema="x", connect_timeout=2)
     assert exc.value.reason is AUDIT_UNAVAILABLE

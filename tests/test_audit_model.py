@@ -116,3 +116,34 @@ def test_checkpoint_verifies_with_the_public_key_and_names_forgeries() -> None:
 def test_checkpoint_time_is_canonical() -> None:
     cp = CheckpointSigner(AUDIT_KEY, "k").sign(1, "a" * 64, T)
     assert cp.time == format_time(T)
+
+
+# --- the hot path's constructor ---------------------------------------------------------------
+def _fields() -> dict[str, object]:
+    return dict(kind="verify", time=T, request_id="req-7", partner="demo-partner", operator=None, item_code=None,
+                region="330500", licence_id="1.2.156.3005.2.11100000000013338W009.11330105002500287C.2025052201.002.0",
+                verdict="invalid", reasons=("LICENCE_EXPIRED",), holder_hmac=holder_hmac(KEY, "111", CITIZEN),
+                extra={"receipt": "ab" * 16, "entry": 2, "entries": 3})
+
+
+def test_of_verification_builds_the_same_event_and_record_hash_as_the_checked_constructor() -> None:
+    fast = AuditEvent.of_verification(**_fields())  # type: ignore[arg-type]
+    slow = AuditEvent(**_fields())  # type: ignore[arg-type]
+    assert fast == slow and fast.body() == slow.body()
+    assert record_hash(1, GENESIS_HASH, fast.body()) == record_hash(1, GENESIS_HASH, slow.body())
+
+
+@pytest.mark.parametrize("bad", [dict(kind="delete"), dict(time=T.replace(tzinfo=None)), dict(request_id=""),
+                                 dict(partner="p" * 257), dict(licence_id="L" * 257)])
+def test_of_verification_keeps_the_structural_checks(bad: dict[str, object]) -> None:
+    with pytest.raises(InfrastructureError) as exc:
+        AuditEvent.of_verification(**{**_fields(), **bad})  # type: ignore[arg-type]
+    assert exc.value.reason is INTERNAL
+
+
+def test_holder_hmac_is_plain_hmac_sha256_of_type_and_code() -> None:
+    import hashlib
+    import hmac as std_hmac
+
+    expected = std_hmac.new(KEY, f"111\x1f{CITIZEN}".encode(), hashlib.sha256).hexdigest()
+    assert holder_hmac(KEY, "111", CITIZEN) == expected

@@ -157,6 +157,11 @@ class GroupCommitSink(ABC):
     def _running(self) -> bool:
         return not self._closed and self._writer is not None and not self._writer.done()
 
+    @property
+    def alive(self) -> bool:
+        """False once closed or once its writer is gone (appends then fail with AUDIT_UNAVAILABLE)."""
+        return self._running()
+
     def _enqueue(self, item: _Item) -> None:
         try:
             self._queue.put_nowait(item)

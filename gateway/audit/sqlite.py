@@ -249,22 +249,7 @@ class SqliteAuditSink(GroupCommitSink):
             pass
 
     def _txn(self, bodies: Sequence[dict[str, Any]]) -> Callable[[sqlite3.Connection], list[AppendReceipt]]:
-        def txn(c: sqlite3.Connection) -> list[AppendReceipt]:
-            head_seq, head_hash, last_cp = c.execute(
-                "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
-            recs = extend_chain(head_seq, head_hash, bodies)
-            for i in range(0, len(recs), _ROWS_PER_INSERT):
-                chunk = recs[i:i + _ROWS_PER_INSERT]
-                c.execute(_insert_rows(len(chunk)), [v for r in chunk for v in _row_of(r.seq, r.prev_hash, r.hash, r.body)])
-            cp = self._due_checkpoint(recs[-1].seq, recs[-1].hash, last_cp)
-            if cp is not None:
-                c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
-                last_cp = cp.seq
-            c.execute("UPDATE audit_state SET head_seq = ?, head_hash = ?, last_checkpoint_seq = ?, "
-                      "commits = commits + 1 WHERE id = 1", (recs[-1].seq, recs[-1].hash, last_cp))
-            return receipts_of(recs)
-
-        return txn
+        return append_txn(bodies, self._due_checkpoint)
 
     def _write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._wconn:
@@ -439,6 +424,29 @@ class SqliteAuditSink(GroupCommitSink):
         params = (orjson.dumps(seqs).decode(), *args, upto, *args, query.limit)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_record_of(r) for r in rows]
+
+
+def append_txn(bodies: Sequence[dict[str, Any]], due: Callable[[int, str, int], Checkpoint | None]
+               ) -> Callable[[sqlite3.Connection], list[AppendReceipt]]:
+    """The append transaction of one batch (run by :func:`_in_transaction`): re-read the head (other
+    processes may share the file), chain and insert the records, store a checkpoint when ``due``
+    returns one, move the head. Shared by the writer thread and the writer process."""
+    def txn(c: sqlite3.Connection) -> list[AppendReceipt]:
+        head_seq, head_hash, last_cp = c.execute(
+            "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
+        recs = extend_chain(head_seq, head_hash, bodies)
+        for i in range(0, len(recs), _ROWS_PER_INSERT):
+            chunk = recs[i:i + _ROWS_PER_INSERT]
+            c.execute(_insert_rows(len(chunk)), [v for r in chunk for v in _row_of(r.seq, r.prev_hash, r.hash, r.body)])
+        cp = due(recs[-1].seq, recs[-1].hash, last_cp)
+        if cp is not None:
+            c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
+            last_cp = cp.seq
+        c.execute("UPDATE audit_state SET head_seq = ?, head_hash = ?, last_checkpoint_seq = ?, "
+                  "commits = commits + 1 WHERE id = 1", (recs[-1].seq, recs[-1].hash, last_cp))
+        return receipts_of(recs)
+
+    return txn
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -1,0 +1,124 @@
+"""The SQLite writer process: what happens when it dies, and how the trail comes back.
+
+The chain-level behaviour (tamper detection, group commit, store failures, close) runs against
+this sink in tests/test_audit_chain.py ("sqlite-process"); here: the process itself is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import CheckpointSigner, GroupCommitConfig, verify_chain
+from gateway.audit.sqlite_process import SqliteProcessAuditSink
+from gateway.audit.writer_proc import FrameReader, frame
+from gateway.audit_wiring import AuditTrail, audit_setup_from
+from gateway.config import load_settings
+from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
+from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
+
+
+async def open_sink(path: Path) -> SqliteProcessAuditSink:
+    return await SqliteProcessAuditSink.open(path, signer=CheckpointSigner(AUDIT_KEY, "test-audit-1"), clock=Clock(T0),
+                                             config=GroupCommitConfig(checkpoint_every=20))
+
+
+async def wait_until(predicate, seconds: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_killed_writer_fails_waiting_and_later_appends_and_a_new_sink_continues_the_chain(tmp_path: Path):
+    path = tmp_path / "audit.db"
+    sink = await open_sink(path)
+    for i in range(1, 6):
+        await sink.append(event(i))
+    assert sink.alive and sink.writer_pid is not None
+    os.kill(sink.writer_pid, signal.SIGKILL)
+    await wait_until(lambda: not sink.alive)
+    with pytest.raises(InfrastructureError) as exc:
+        await sink.append(event(6))
+    assert exc.value.reason is AUDIT_UNAVAILABLE
+    await sink.close()
+    again = await open_sink(path)
+    try:
+        assert (await again.append(event(7))).seq == 6          # gap-free after the five committed ones
+        report = await verify_chain(again, PUBLIC)
+        assert report.ok and report.records_checked == 6
+    finally:
+        await again.close()
+
+
+async def test_appends_in_flight_when_the_writer_dies_get_503_not_silence(tmp_path: Path):
+    path = tmp_path / "audit.db"
+    sink = await open_sink(path)
+    try:
+        await sink.append(event(1))
+        os.kill(sink.writer_pid, signal.SIGSTOP)     # frozen: appends queue up in the pipe
+        pending = [asyncio.ensure_future(sink.append(event(i))) for i in range(2, 12)]
+        await asyncio.sleep(0.1)
+        assert not any(p.done() for p in pending)
+        os.kill(sink.writer_pid, signal.SIGKILL)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(r, InfrastructureError) and r.reason is AUDIT_UNAVAILABLE for r in results)
+    finally:
+        await sink.close()
+    again = await open_sink(path)
+    try:
+        assert (await again.state()).head_seq == 1            # nothing answered, nothing half-stored
+        assert (await verify_chain(again, PUBLIC)).ok
+    finally:
+        await again.close()
+
+
+async def test_trail_maintenance_reopens_the_sink_after_its_writer_died(tmp_path: Path):
+    settings = dataclasses.replace(load_settings(demo=True), audit_path=str(tmp_path / "audit.db"))
+    setup = audit_setup_from(settings)
+    assert setup.writer == "process"
+    now = T0
+    trail = AuditTrail(setup, lambda: now + timedelta(0))
+    await trail.open()
+    task = asyncio.create_task(trail.maintain())
+    try:
+        first = trail.sink
+        await trail.append(event(1))
+        os.kill(first.writer_pid, signal.SIGKILL)
+        await wait_until(lambda: trail.sink is not None and trail.sink is not first and trail.sink.alive)
+        assert (await trail.append(event(2))).seq == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await trail.close()
+
+
+def test_writer_reads_frames_split_across_reads_and_stops_at_end_of_input(tmp_path: Path):
+    r, w = os.pipe()
+    data = frame({"a": 1}) + frame([2, "x" * 5000])
+    os.write(w, data[:3])                # a header cut in two
+    reader = FrameReader(r)
+    assert reader.poll(0.05) == []
+    os.write(w, data[3:4000])
+    os.write(w, data[4000:])
+    os.close(w)
+    assert reader.read() == [{"a": 1}, [2, "x" * 5000]]
+    assert reader.read() == [] and reader.eof
+    os.close(r)
+
+
+def test_process_sink_on_an_unopenable_database_is_audit_unavailable_and_spawns_nothing(tmp_path: Path):
+    async def run() -> None:
+        with pytest.raises(InfrastructureError) as exc:
+            await open_sink(tmp_path / "missing-dir" / "audit.db")
+        assert exc.value.reason is AUDIT_UNAVAILABLE
+
+    asyncio.run(run())
+
+
