@@ -60,6 +60,7 @@ from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, Grou
 from .audit.jws import public_jwk
 from .audit.model import format_time
 from .audit.sink import Appended
+from .audit.verifications import VerificationGroup
 from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
 from .config import ROOT, ConfigError, Settings
 from .core import VerificationResult
@@ -243,6 +244,12 @@ class AuditTrail:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
         return await self.sink.append_group(events, drafts)
 
+    async def append_verifications(self, group: VerificationGroup) -> Appended:
+        """The records and receipts of one verify answer (compact; expanded where it is committed)."""
+        if self.sink is None:
+            raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
+        return await self.sink.append_verifications(group)
+
     async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
         """Append several events at once (one transaction); all must be stored."""
         return list((await self.append_group(events)).records)
@@ -372,29 +379,24 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
         return [None] * len(results)
     body = await request.read()  # already read by the handler: cached
     now = trail.clock()
-    rid, partner = _rid(request), _partner(request)
-    signer = trail.receipts
-    digest, t_text, iat = request_digest(body), format_time(now), int(now.timestamp())
-    drafts: list[ReceiptDraft] = []
-    events = []
-    batch = len(results) > 1 or request.path.endswith("verify-batch")
-    for i, result in enumerate(results):
+    entries = []
+    for result in results:
         lic = result.licence if result is not None else None
-        ids = [lic.identifier] if lic is not None else []
-        verdict = result.verdict.value if result is not None else "invalid"
-        reasons = result.reason_codes if result is not None else (errors.MALFORMED.code,)
-        extra: dict[str, Any] = {"receipt": None}
-        if signer is not None:
-            d = signer.draft(request_digest=digest, request_id=rid, verdict=verdict, reasons=reasons, item=None,
-                             time_text=t_text, iat=iat, licence_ids=ids, entry=i if batch else None)
-            drafts.append(d)
-            extra["receipt"] = d.ref
-        if batch:
-            extra["entry"], extra["entries"] = i, len(results)
-        events.append(licence_event(trail, "verify", time=now, request_id=rid, partner=partner, operator=None,
-                                    result=result, extra=extra, reasons=reasons))
-    appended = await trail.append_group(events, drafts)
-    return list(appended.sealed) if signer is not None else [None] * len(results)
+        if lic is None:
+            entries.append((result.region.code if result is not None and result.region is not None else None, None,
+                            result.verdict.value if result is not None else "invalid",
+                            result.reason_codes if result is not None else (errors.MALFORMED.code,), None, ()))
+            continue
+        note_personal(lic.holder_name, lic.holder_code)
+        ident = lic.identifier
+        entries.append((result.region.code if result.region is not None else None,
+                        ident[:256] if ident is not None else None, result.verdict.value, result.reason_codes,
+                        trail.holder(lic.holder_code_type, lic.holder_code), (ident,) if ident is not None else ()))
+    group = VerificationGroup(format_time(now), int(now.timestamp()), _rid(request), _partner(request),
+                              request_digest(body), len(results) > 1 or request.path.endswith("verify-batch"),
+                              tuple(entries))
+    appended = await trail.append_verifications(group)
+    return list(appended.sealed) if trail.receipts is not None else [None] * len(results)
 
 
 async def audit_check(request: web.Request, item_code: str, applicant: Any, presented: Sequence[Any],

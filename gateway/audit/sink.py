@@ -184,6 +184,15 @@ class GroupCommitSink(ABC):
         self._enqueue((tuple(events), tuple(drafts), fut))
         return await fut
 
+    async def append_verifications(self, group: Any) -> Appended:
+        """Append the records of one verify answer (a :class:`gateway.audit.verifications.
+        VerificationGroup`) and seal its receipt drafts; here expanded by the caller's interpreter
+        (the SQLite writer process expands it in its own)."""
+        from gateway.audit.verifications import PreparedRecord, expand
+
+        bodies, drafts = expand(group, self.sealer)
+        return await self.append_group([PreparedRecord(b) for b in bodies], drafts)
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -144,14 +144,26 @@ class SqliteProcessAuditSink(SqliteAuditSink):
         return (not self._closed and self._dead is None and self._proc is not None and self._proc.returncode is None
                 and self._reader is not None and not self._reader.done())
 
+    async def append_verifications(self, group: Any) -> Appended:
+        """One message for the whole answer: the writer process expands it into its records and
+        drafts (:func:`gateway.audit.verifications.expand`, in its interpreter, not this one)."""
+        if not self._running():
+            raise unavailable(self._dead or "audit sink is closed")
+        fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._send((group.entries, (), fut), [0, group.time_text, None, None, group.as_wire()])
+        return await fut
+
     def _enqueue(self, item: _Item) -> None:
-        if len(self._waiting) >= self.config.queue_limit:
-            raise unavailable("audit queue is full")
         events, drafts, _ = item
-        gid = next(self._gids)
         bodies = [e.body() for e in events]
         # the time the seal and a checkpoint of this batch carry: the group's (all of one request)
-        doc = [gid, bodies[-1]["time"], bodies, [[d.claims_b64, d.leaf.hex()] for d in drafts] if drafts else []]
+        self._send(item, [0, bodies[-1]["time"], bodies, [[d.claims_b64, d.leaf.hex()] for d in drafts] if drafts
+                          else [], None])
+
+    def _send(self, item: _Item, doc: list[Any]) -> None:
+        if len(self._waiting) >= self.config.queue_limit:
+            raise unavailable("audit queue is full")
+        gid = doc[0] = next(self._gids)
         self._waiting[gid] = item
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)

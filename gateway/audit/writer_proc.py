@@ -12,9 +12,11 @@ Protocol on stdin / stdout, frames of ``4-byte big-endian length + orjson``:
   "checkpoint_every", "checkpoint_key", "checkpoint_kid", "receipt_key", "receipt_kid",
   "gateway_id"}`` (keys as PKCS#8 PEM text or null: a pipe, never argv or the environment);
   answered by ``{"ready": true}`` or ``{"error": text}``;
-* parent -> writer, then: one frame per appended group ``[gid, now, bodies, drafts]`` (``now``:
-  the parent clock's canonical time text, used for the batch seal and checkpoints; ``drafts``:
-  ``[[claims_b64, leaf_hex], ...]``);
+* parent -> writer, then: one frame per appended group ``[gid, now, bodies, drafts, null]`` (``now``:
+  the group's canonical time text, used for the batch seal and checkpoints; ``drafts``:
+  ``[[claims_b64, leaf_hex], ...]``), or ``[gid, now, null, null, group]`` for the records of one
+  verify answer in compact form (:class:`gateway.audit.verifications.VerificationGroup`), expanded
+  here into its record bodies and receipt drafts;
 * writer -> parent: one frame per committed batch ``{"ok": [[gid, [[seq, hash], ...], [sealed,
   ...]], ...]}`` or, when its transaction failed (nothing of it stored), ``{"failed": [gid, ...],
   "error": text}``.
@@ -129,15 +131,24 @@ class Writer:
             return None
         return self.signer.sign(head_seq, head_hash, parse_time(self.now_text))
 
-    def commit(self, groups: Sequence[list[Any]]) -> dict[str, Any]:
-        """One transaction for ``groups`` (``[gid, now, bodies, drafts]`` each), then one seal."""
+    def prepare(self, doc: list[Any]) -> list[Any]:
+        """A frame as ``[gid, now, bodies, drafts]`` (drafts as ReceiptDraft objects)."""
+        from gateway.audit.verifications import VerificationGroup, expand
         from gateway.receipts import ReceiptDraft
 
+        gid, now, bodies, drafts, group = doc
+        if group is not None:
+            bodies, drafts = expand(VerificationGroup.from_wire(group), self.sealer)
+            return [gid, now, bodies, drafts]
+        return [gid, now, bodies, [ReceiptDraft(c, bytes.fromhex(leaf)) for c, leaf in drafts]]
+
+    def commit(self, groups: Sequence[list[Any]]) -> dict[str, Any]:
+        """One transaction for ``groups`` (prepared: ``[gid, now, bodies, drafts]`` each), then one seal."""
         self.now_text = max(g[1] for g in groups)
         bodies = [b for g in groups for b in g[2]]
         try:
             receipts = _in_transaction(self.conn, append_txn(bodies, self._due))
-            drafts = [ReceiptDraft(c, bytes.fromhex(leaf)) for g in groups for c, leaf in g[3]]
+            drafts = [d for g in groups for d in g[3]]
             sealed = (self.sealer.seal(drafts, receipts[0].seq, receipts[-1].seq, parse_time(self.now_text))
                       if drafts and self.sealer is not None else [])
         except Exception as exc:  # noqa: BLE001 - any failure: nothing of the batch is stored
@@ -155,23 +166,24 @@ def serve(inp: int, out: int) -> int:
     first = reader.read()
     if not first:
         return 0
-    setup, queued = first[0], deque(first[1:])
+    setup = first[0]
     try:
         writer = Writer(setup)
     except (sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
         write_all(out, frame({"error": f"{type(exc).__name__}: {exc}"[:500]}))
         return 1
     write_all(out, frame({"ready": True}))
+    queued = deque(writer.prepare(doc) for doc in first[1:])
     while True:
         if not queued:
             if reader.eof:
                 return 0
-            queued.extend(reader.read())
+            queued.extend(writer.prepare(doc) for doc in reader.read())
             continue
         n = sum(len(g[2]) for g in queued)
         deadline = time.monotonic() + writer.window
         while n < writer.max_batch and not reader.eof:
-            more = reader.poll(deadline - time.monotonic())
+            more = [writer.prepare(doc) for doc in reader.poll(deadline - time.monotonic())]
             if not more:
                 break
             queued.extend(more)
