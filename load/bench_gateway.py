@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
 from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
-from load.procstat import children, cpu_seconds, rss_kib  # noqa: E402
+from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
 
 #: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
@@ -163,7 +163,7 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
                   reps: int, log: Callable[[str], None]) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     proc = start_gateway(port, workers, env)
-    with serving(proc, url, lambda: children(proc.pid)) as pids:
+    with serving(proc, url, lambda: descendants(proc.pid)) as pids:
         token = oauth_token(url)
         closed_max(url, single, "verify", 1.0, (8,), token, pids)  # warm-up (and fill the cache)
         singles, batches = [], []
@@ -298,8 +298,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3, help="repetitions (medians are reported; default 3)")
     ap.add_argument("--step", type=float, default=3.0, help="seconds per closed-loop step (default 3)")
-    ap.add_argument("--concurrency", default="8,16,32", help="closed-loop worker counts (default 8,16,32)")
-    ap.add_argument("--batch-concurrency", default="2,4,8", help="closed-loop worker counts for batches")
+    ap.add_argument("--concurrency", default="8,16,32,64,128",
+                    help="closed-loop worker counts, the same for peer and gateway (default 8,16,32,64,128: a "
+                         "gateway that commits an audit record before each answer needs more in flight to be busy)")
+    ap.add_argument("--batch-concurrency", default="2,4,8,16", help="closed-loop worker counts for batches")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--corpus-size", type=int, default=500,
                     help="distinct single licences, for the peer and the gateway alike (default 500, as the "

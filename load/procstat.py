@@ -25,6 +25,16 @@ def children(pid: int) -> list[int]:
     return sorted(out)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (workers, their audit writer processes, demo regions...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return sorted(out)
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -49,5 +59,5 @@ def rss_kib(pids: Sequence[int]) -> int:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its children (the workers of ``--workers N``)."""
-    return [pid, *children(pid)]
+    """``pid`` and every process below it (the workers of ``--workers N`` and their audit writers)."""
+    return [pid, *descendants(pid)]
