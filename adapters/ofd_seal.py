@@ -46,11 +46,9 @@ with several seals would need a rule for which one speaks for the region.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import posixpath
 import re
-from collections import OrderedDict
 from datetime import datetime
 from threading import Lock
 from typing import Any, Mapping
@@ -72,6 +70,7 @@ from gateway import errors
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, OID_SM3, SM2PublicKey, sm2_sign, sm2_verify, sm3
 from gateway.crypto.sm2cert import load_sm2_certificate
 from gateway.errors import LicenceRejected
+from gateway.model import positional_builder
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
 
@@ -101,28 +100,27 @@ _ZIP_STAMP = datetime(2026, 1, 1, tzinfo=OFD_LOCAL_TZ)
 
 
 class _MakerKeys:
-    """Bounded cache: seal maker certificate (SHA-256 of DER) -> SM2 public key handle.
+    """Bounded cache: seal maker certificate (its DER bytes) -> SM2 public key handle.
 
-    Loading a certificate costs more than verifying a signature; seal makers are few.
+    Loading a certificate costs more than verifying a signature; seal makers are few. A hit is
+    one dict read (atomic under the GIL, no lock, no SHA-256 of the certificate); a miss loads
+    the certificate and stores it under the lock, dropping the oldest entry when full.
     """
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._items: OrderedDict[bytes, SM2PublicKey] = OrderedDict()
+        self._items: dict[bytes, SM2PublicKey] = {}
         self._lock = Lock()
 
     def get(self, cert_der: bytes) -> SM2PublicKey:
-        digest = hashlib.sha256(cert_der).digest()
-        with self._lock:
-            hit = self._items.get(digest)
-            if hit is not None:
-                self._items.move_to_end(digest)
-                return hit
+        hit = self._items.get(cert_der)
+        if hit is not None:
+            return hit
         key = load_sm2_certificate(cert_der).public_key  # ValueError on a bad certificate
         with self._lock:
-            self._items[digest] = key
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
+            self._items[bytes(cert_der)] = key
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]  # insertion order: the oldest first
         return key
 
 
@@ -130,8 +128,21 @@ _MAKER_KEYS = _MakerKeys()
 
 
 def zip_limits(limits: Limits) -> ZipLimits:
-    return ZipLimits(max_package_bytes=limits.max_zip_uncompressed, max_total_uncompressed=limits.max_zip_uncompressed,
-                     max_compression_ratio=limits.max_zip_ratio, max_entries=limits.max_zip_entries)
+    hit = _ZIP_LIMITS.get(limits)
+    if hit is None:
+        hit = ZipLimits(max_package_bytes=limits.max_zip_uncompressed,
+                        max_total_uncompressed=limits.max_zip_uncompressed,
+                        max_compression_ratio=limits.max_zip_ratio, max_entries=limits.max_zip_entries)
+        if len(_ZIP_LIMITS) >= 64:  # Limits come from settings: a handful per process
+            _ZIP_LIMITS.clear()
+        _ZIP_LIMITS[limits] = hit
+    return hit
+
+
+#: ZipLimits per (frozen, hashable) Limits: made once, not per licence
+_ZIP_LIMITS: dict[Limits, ZipLimits] = {}
+#: ``Envelope(...)`` with every field positional
+_make_envelope = positional_builder(Envelope)
 
 
 def _bad(detail: str, reason=errors.SIGNATURE_INVALID) -> LicenceRejected:
@@ -188,8 +199,8 @@ class OfdSealFamily:
         else:
             raw = _licence_data(part)
             extra["data_part"] = DATA_PART
-        return Envelope(self.name, "SM2", KeyRef(chain=chain), raw, signing_time, signed_bytes=signed_bytes,
-                        signature=signature, extra=extra)
+        return _make_envelope(self.name, "SM2", KeyRef(None, chain), raw, signing_time, signed_bytes, signature,
+                              extra)
 
     # --- verification ----------------------------------------------------------------
     def verify(self, env: Envelope, cert: CertInfo) -> bool:
@@ -200,8 +211,8 @@ class OfdSealFamily:
         sx: SignatureXml = x["sx"]
         if sx.signature_method != OID_SM2_WITH_SM3:
             raise _bad(f"SignatureMethod {sx.signature_method!r} is not SM2-with-SM3", errors.ALGORITHM_NOT_ALLOWED)
-        _check_references(pkg, sx)
-        if "data_part" in x and x["data_part"] not in {r.path for r in sx.references}:
+        protected = _check_references(pkg, sx, x.get("data_part"))
+        if not protected:
             raise _bad(f"the licence data part {x['data_part']} is not protected by the signature")
         if x["type"] == "Sign":
             if not sm2_verify(cert.public_key, env.signed_bytes, env.signature):
@@ -312,19 +323,26 @@ def _licence_data(part: bytes) -> dict[str, Any]:
     return data_from_element(root[0], DATA_PART)
 
 
-def _check_references(pkg: OfdPackage, sx: SignatureXml) -> None:
+def _check_references(pkg: OfdPackage, sx: SignatureXml, data_part: str | None = None) -> bool:
+    """Every Reference's SM3 digest; True when ``data_part`` (if given) is one of them."""
     if sx.check_method not in SM3_METHODS:
         raise _bad(f"CheckMethod {sx.check_method!r} is not SM3", errors.ALGORITHM_NOT_ALLOWED)
     if not sx.references:
         raise _bad("the signature protects no part")
+    get, equal = pkg.files.get, hmac.compare_digest
+    protected = data_part is None
     for ref in sx.references:
-        content = pkg.get(ref.path)
+        path = ref.path
+        content = get(path)
         if content is None:
             raise _bad(f"protected part {ref.file_ref} is missing")
         if ref.check_value is None:
             raise _bad(f"CheckValue of {ref.file_ref} is not base64", errors.MALFORMED)
-        if not hmac.compare_digest(sm3(content), ref.check_value):
+        if not equal(sm3(content), ref.check_value):
             raise _bad(f"{ref.file_ref} was altered (SM3 digest mismatch)")
+        if path == data_part:
+            protected = True
+    return protected
 
 
 def _page(name: str, holder: str) -> bytes:
