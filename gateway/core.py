@@ -101,7 +101,10 @@ class VerificationResult:
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
-        return tuple(r.code for r in self.reasons)
+        reasons = self.reasons
+        if not reasons:   # the common case (valid): no generator for an empty tuple
+            return ()
+        return tuple([r.code for r in reasons])
 
 
 @dataclass(slots=True)
