@@ -98,7 +98,7 @@ class AuditSetup:
     group: GroupCommitConfig
     checkpoint_seconds: float
     retention: timedelta | None
-    index_seconds: float = 5.0
+    index_seconds: float = 60.0
     writer: str = "process"            # SQLite appends: writer process or writer thread
 
 
@@ -305,6 +305,9 @@ class AuditTrail:
             if self.sink is None or not self.sink.alive:
                 continue
             try:
+                wal = getattr(self.sink, "checkpoint_wal", None)
+                if wal is not None:
+                    await wal()
                 index = getattr(self.sink, "index_holders", None)
                 if index is not None and loop.time() >= next_index:
                     next_index = loop.time() + self.setup.index_seconds

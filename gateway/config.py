@@ -150,7 +150,7 @@ class Settings:
     audit_writer: str = "process"
     #: SQLite: bring the deferred holder search index (<audit_path>-holders) up to the chain head every
     #: N seconds, off the request path (searches stay complete: they scan the records not yet indexed)
-    audit_index_seconds: float = 5.0
+    audit_index_seconds: float = 60.0
     #: prune audit records older than N days, keeping the chain verifiable from a signed checkpoint
     #: (0: keep forever); checked at start-up and hourly, or run `python -m gateway audit prune`
     audit_retention_days: int = 0
@@ -222,6 +222,14 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"setting {name}: {raw!r} is not an integer") from None
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name}: {raw!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"setting {name}: {raw!r} is not a finite number")
+        return value
     if isinstance(default, tuple):
         if isinstance(raw, str):
             return tuple(x.strip() for x in raw.split(",") if x.strip())

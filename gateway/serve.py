@@ -22,7 +22,20 @@ def run_worker(settings, reuse_port: bool) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     app = create_app(build_services(settings))
+    app.on_startup.append(freeze_heap)   # after every start-up resource (cleanup contexts run first)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, reuse_port=reuse_port)
+
+
+async def freeze_heap(app: object = None) -> None:  # noqa: ARG001 - an on_startup signal handler
+    """Collect once, then move everything alive after start-up (trust framework, specs, item
+    catalogue, pinyin tables: ~250,000 objects) out of the garbage collector's reach
+    (``gc.freeze``). A full collection walked that heap in ~70-110 ms, stopping the event loop
+    each time the collector chose to -- the p99 spikes of the open-loop benchmark. Objects made
+    later are collected as usual."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def run_workers(settings, workers: int) -> int:

@@ -32,7 +32,7 @@ def holder_seqs(first: int, last: int, holder: str) -> list[int]:
 
 def index_rows(path: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(f"{path}-holders") as c:
-        return c.execute("SELECT holder_hmac, seq FROM holder_index ORDER BY seq").fetchall()
+        return c.execute("SELECT hkey, seq FROM holder_keys ORDER BY seq").fetchall()
 
 
 async def test_search_is_complete_before_during_and_after_indexing(tmp_path: Path) -> None:
@@ -138,5 +138,51 @@ async def test_indexing_goes_in_bounded_chunks(tmp_path: Path, monkeypatch) -> N
         assert [seq for _, seq in index_rows(path)] == list(range(1, 15))
         assert await sink.index_holders() == 16                 # 15..30 in three more chunks
         assert [r.seq for r in await sink.search(AuditQuery(holder_hmac=HOLDER_A))] == [30, 25, 20, 15, 10, 5]
+    finally:
+        await sink.close()
+
+
+async def test_appends_and_searches_go_on_while_the_index_file_is_locked(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    sink = await open_sink(path)
+    blocker = sqlite3.connect(f"{path}-holders", isolation_level=None)
+    try:
+        await append(sink, 1, 10)
+        await sink.index_holders()
+        blocker.execute("BEGIN IMMEDIATE")          # another indexer, stuck mid-transaction
+        blocker.execute("DELETE FROM holder_keys WHERE seq = 5")
+        await append(sink, 11, 15)                   # the records' file is not touched by it
+        assert (await sink.state()).head_seq == 15
+        found = await sink.search(AuditQuery(holder_hmac=HOLDER_A))
+        assert [r.seq for r in found] == [15, 10, 5]  # the committed index (5 still there) + the tail
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await sink.close()
+
+
+async def test_wal_checkpoint_copies_committed_pages_without_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    sink = await open_sink(path)
+    try:
+        await append(sink, 1, 40)
+        busy, wal_pages, done = await sink.checkpoint_wal()
+        assert busy == 0 and wal_pages > 0 and done == wal_pages
+        assert (await sink.checkpoint_wal())[2] == wal_pages   # nothing new: the same pages, already copied
+        await append(sink, 41, 42)
+        assert (await verify_chain(sink, PUBLIC)).ok
+    finally:
+        await sink.close()
+
+
+async def test_holders_sharing_the_index_key_prefix_do_not_see_each_others_records(tmp_path: Path) -> None:
+    one, other = "ab" * 12 + "1" * 40, "ab" * 12 + "2" * 40     # the same first 24 hex digits
+    sink = await open_sink(tmp_path / "audit.db")
+    try:
+        for i, h in enumerate((one, other, one, other), start=1):
+            await sink.append(event(i, holder_hmac=h))
+        await sink.index_holders()
+        assert [r.seq for r in await sink.search(AuditQuery(holder_hmac=one))] == [3, 1]
+        assert [r.seq for r in await sink.search(AuditQuery(holder_hmac=other))] == [4, 2]
     finally:
         await sink.close()

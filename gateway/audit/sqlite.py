@@ -84,20 +84,27 @@ INSERT OR IGNORE INTO audit_state VALUES (1, 0, '{GENESIS_HASH}', 0, '{GENESIS_H
 #: B-tree, so a group commit of n records dirtied ~n index pages that all went through the WAL and
 #: its fsync: it cost ~3x the rest of the commit (38 vs 10 us per record at 32 a batch, 200k rows).
 HOLDER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS holder_index (
-    holder_hmac TEXT NOT NULL,
+DROP TABLE IF EXISTS holder_index;
+DROP TABLE IF EXISTS holder_index_state;
+CREATE TABLE IF NOT EXISTS holder_keys (
+    hkey TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    PRIMARY KEY (holder_hmac, seq)
+    PRIMARY KEY (hkey, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS holder_index_state (
+CREATE TABLE IF NOT EXISTS holder_keys_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_seq INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO holder_index_state VALUES (1, 0);
+INSERT OR IGNORE INTO holder_keys_state VALUES (1, 0);
 """
+#: the index keys a record by the first 24 hex digits (96 bits) of its holder HMAC: a third of the
+#: full value's size, so fewer pages to rewrite; a search re-checks the full HMAC on the records
+HOLDER_KEY_CHARS = 24
 #: records indexed per transaction of the holder index (it never blocks the audit writer: it has
-#: its own file, and WAL readers of the records do not block the writer either)
-INDEX_CHUNK = 20_000
+#: its own file, and WAL readers of the records do not block the writer either). Indexing rarely and
+#: in large sorted chunks is what keeps it cheap: k random keys into an index of P pages rewrite
+#: about P(1 - e^(-k/P)) pages, so every page is written about once per run, however many keys.
+INDEX_CHUNK = 100_000
 
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
 _INSERT = f"INSERT INTO audit_records ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"
@@ -129,10 +136,20 @@ def _record_of(row: Sequence[Any]) -> StoredRecord:
     return StoredRecord(row[0], row[1], row[2], body)
 
 
-def _connect(path: str, busy_timeout_ms: int, synchronous: str = "FULL") -> sqlite3.Connection:
+#: WAL pages after which the appending connection checkpoints by itself -- a safety net only: the
+#: maintenance task checkpoints every half second from another connection (``checkpoint_wal``), so an
+#: append never waits for the WAL being copied into the database file (~4 MB and an fsync at the
+#: default 1000 pages)
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
+
+
+def _connect(path: str, busy_timeout_ms: int, synchronous: str = "FULL",
+             autocheckpoint: int | None = None) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    if autocheckpoint is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     return conn
 
@@ -148,7 +165,6 @@ class SqliteAuditSink(GroupCommitSink):
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self._ix: sqlite3.Connection | None = None   # holder index (its own file, its own lock)
-        self._ixr: sqlite3.Connection | None = None  # the indexer's reader of the records
         self._ixlock = threading.Lock()
         self._wconn = threading.Lock()     # the writer connection: one thread at a time
         self._rlock = asyncio.Lock()
@@ -168,13 +184,14 @@ class SqliteAuditSink(GroupCommitSink):
         return sink
 
     def _open_sync(self) -> None:
-        self._w = _connect(self.path, self._busy_ms)
+        self._w = _connect(self.path, self._busy_ms, autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES)
         self._w.executescript(SCHEMA)
         self._r = _connect(self.path, self._busy_ms)
         # derived data: NORMAL is enough (a lost tail is re-indexed from the records)
         self._ix = _connect(self.index_path, self._busy_ms, "NORMAL")
         self._ix.executescript(HOLDER_SCHEMA)
-        self._ixr = _connect(self.path, self._busy_ms)
+        # the records, read by the indexer's one INSERT ... SELECT (no row passes through Python)
+        self._ix.execute("ATTACH DATABASE ? AS rec", (self.path,))
 
     # -- the writer thread -------------------------------------------------------------------
     def _start(self) -> None:
@@ -309,16 +326,35 @@ class SqliteAuditSink(GroupCommitSink):
         result = await self._write_or_503(txn)
         if result.deleted:
             # the pruned records' holder entries go too (a search would no longer find them anyway)
-            await self._index_op(lambda ix: ix.execute("DELETE FROM holder_index WHERE seq <= ?",
+            await self._index_op(lambda ix: ix.execute("DELETE FROM holder_keys WHERE seq <= ?",
                                                        (result.start_seq,)).rowcount)
         return result
+
+    async def checkpoint_wal(self) -> tuple[int, int, int]:
+        """Copy committed WAL pages into the database file (PASSIVE: never waits for, nor blocks,
+        the writer); returns SQLite's (busy, WAL pages, pages checkpointed)."""
+        row = await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        return (int(row[0]), int(row[1]), int(row[2]))
 
     # -- the holder index --------------------------------------------------------------------
     def _index_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._ixlock:
             if self._ix is None:
                 raise unavailable("audit holder index is closed")
-            return _in_transaction(self._ix, fn)
+            ix = self._ix
+            # DEFERRED, not IMMEDIATE: an immediate transaction would take the write lock of every
+            # attached database, the records' too, and stall the audit writer. The first statement
+            # is a write to the index file only, so the index's writers still queue at once.
+            ix.execute("BEGIN")
+            try:
+                ix.execute("UPDATE holder_keys_state SET indexed_seq = indexed_seq WHERE id = 1")
+                result = fn(ix)
+                ix.execute("COMMIT")
+                return result
+            except BaseException:
+                if ix.in_transaction:
+                    ix.execute("ROLLBACK")
+                raise
 
     async def _index_op(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -338,24 +374,34 @@ class SqliteAuditSink(GroupCommitSink):
             if n == 0:
                 break
             done += n
+        if done:
+            # the index file's WAL would otherwise keep every page a run rewrote (derived data: TRUNCATE,
+            # which waits for nothing but the index's own readers)
+            def truncate() -> None:
+                with self._ixlock:
+                    if self._ix is not None:
+                        self._ix.execute("PRAGMA main.wal_checkpoint(TRUNCATE)")
+
+            try:
+                await asyncio.to_thread(truncate)
+            except sqlite3.Error as exc:
+                raise unavailable(f"audit holder index checkpoint failed: {exc}") from exc
         return done
 
     def _index_chunk(self, ix: sqlite3.Connection, head: int) -> int:
-        (indexed,) = ix.execute("SELECT indexed_seq FROM holder_index_state WHERE id = 1").fetchone()
+        (indexed,) = ix.execute("SELECT indexed_seq FROM holder_keys_state WHERE id = 1").fetchone()
         if indexed > head:   # the records were restored from an older copy: rebuild the index
-            ix.execute("DELETE FROM holder_index")
+            ix.execute("DELETE FROM holder_keys")
             indexed = 0
         upto = min(head, indexed + INDEX_CHUNK)
         if upto <= indexed:
-            ix.execute("UPDATE holder_index_state SET indexed_seq = ? WHERE id = 1", (indexed,))
+            ix.execute("UPDATE holder_keys_state SET indexed_seq = ? WHERE id = 1", (indexed,))
             return 0
-        assert self._ixr is not None
-        rows = self._ixr.execute(
-            "SELECT holder_hmac, seq FROM audit_records WHERE seq > ? AND seq <= ? AND holder_hmac IS NOT NULL",
-            (indexed, upto)).fetchall()
-        rows.sort()   # B-tree order: each index page is written once per chunk
-        ix.executemany("INSERT OR IGNORE INTO holder_index VALUES (?, ?)", rows)
-        ix.execute("UPDATE holder_index_state SET indexed_seq = ? WHERE id = 1", (upto,))
+        # in B-tree order, so each index page is written once per chunk; all of it inside SQLite
+        ix.execute(f"INSERT OR IGNORE INTO main.holder_keys (hkey, seq) SELECT substr(holder_hmac, 1, {HOLDER_KEY_CHARS}) AS k, "
+                   "seq FROM rec.audit_records WHERE seq > ? AND seq <= ? AND holder_hmac IS NOT NULL "
+                   "ORDER BY k, seq", (indexed, upto))
+        ix.execute("UPDATE holder_keys_state SET indexed_seq = ? WHERE id = 1", (upto,))
         return upto - indexed
 
     async def _write_or_503(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -367,10 +413,10 @@ class SqliteAuditSink(GroupCommitSink):
     async def _close_backend(self) -> None:
         def close_all() -> None:
             with self._wconn, self._ixlock:
-                for conn in (self._w, self._r, self._ix, self._ixr):
+                for conn in (self._w, self._r, self._ix):
                     if conn is not None:
                         conn.close()
-                self._w = self._r = self._ix = self._ixr = None
+                self._w = self._r = self._ix = None
 
         async with self._rlock:
             await asyncio.to_thread(close_all)
@@ -413,12 +459,21 @@ class SqliteAuditSink(GroupCommitSink):
         holder = query.holder_hmac
 
         def from_index(ix: sqlite3.Connection) -> tuple[int, list[int]]:
-            (upto,) = ix.execute("SELECT indexed_seq FROM holder_index_state WHERE id = 1").fetchone()
-            seqs = [r[0] for r in ix.execute("SELECT seq FROM holder_index WHERE holder_hmac = ? AND seq <= ?",
-                                             (holder, upto))]
+            (upto,) = ix.execute("SELECT indexed_seq FROM holder_keys_state WHERE id = 1").fetchone()
+            seqs = [r[0] for r in ix.execute("SELECT seq FROM holder_keys WHERE hkey = ? AND seq <= ?",
+                                             (holder[:HOLDER_KEY_CHARS], upto))]
             return upto, seqs
 
-        upto, seqs = await self._index_op(from_index)
+        def read_index() -> tuple[int, list[int]]:
+            with self._ixlock:
+                if self._ix is None:
+                    raise unavailable("audit holder index is closed")
+                return from_index(self._ix)   # two reads; entries up to the watermark never change
+
+        try:
+            upto, seqs = await asyncio.to_thread(read_index)
+        except sqlite3.Error as exc:
+            raise unavailable(f"audit holder index failed: {exc}") from exc
         sql = (f"SELECT * FROM ({_SELECT} WHERE seq IN (SELECT value FROM json_each(?)) AND {cond} "
                f"UNION ALL {_SELECT} WHERE seq > ? AND {cond}) ORDER BY seq DESC LIMIT ?")
         params = (orjson.dumps(seqs).decode(), *args, upto, *args, query.limit)

@@ -29,6 +29,7 @@ At end of input (the worker closed the pipe, or died) it commits what it has rea
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import sqlite3
@@ -42,7 +43,7 @@ import orjson
 
 from gateway.audit.chain import CheckpointSigner
 from gateway.audit.model import Checkpoint, parse_time
-from gateway.audit.sqlite import _connect, _in_transaction, append_txn
+from gateway.audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES, _connect, _in_transaction, append_txn
 
 _HEADER = 4
 _READ = 1 << 20
@@ -123,7 +124,7 @@ class Writer:
         rc_key = _load_key(setup.get("receipt_key"))
         self.sealer = (ReceiptSigner(rc_key, setup["receipt_kid"], setup["gateway_id"])
                        if rc_key is not None else None)
-        self.conn = _connect(setup["path"], int(setup["busy_ms"]))
+        self.conn = _connect(setup["path"], int(setup["busy_ms"]), autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES)
         self.now_text = ""
 
     def _due(self, head_seq: int, head_hash: str, last_cp: int) -> Checkpoint | None:
@@ -173,6 +174,8 @@ def serve(inp: int, out: int) -> int:
         write_all(out, frame({"error": f"{type(exc).__name__}: {exc}"[:500]}))
         return 1
     write_all(out, frame({"ready": True}))
+    gc.collect()
+    gc.freeze()   # the imports' objects: never walked by a full collection in the middle of a commit
     queued = deque(writer.prepare(doc) for doc in first[1:])
     while True:
         if not queued:
