@@ -186,3 +186,24 @@ async def test_holders_sharing_the_index_key_prefix_do_not_see_each_others_recor
         assert [r.seq for r in await sink.search(AuditQuery(holder_hmac=other))] == [4, 2]
     finally:
         await sink.close()
+
+
+async def test_background_work_runs_on_a_low_priority_thread(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import threading
+
+    from gateway.audit.sqlite import BACKGROUND_NICENESS
+
+    sink = await open_sink(tmp_path / "audit.db")
+    try:
+        def niceness() -> tuple[int, int]:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), os.getpriority(os.PRIO_PROCESS, 0)
+
+        bg, _ = await asyncio.get_running_loop().run_in_executor(sink._bg, niceness)
+        assert bg == BACKGROUND_NICENESS
+        assert niceness()[0] != BACKGROUND_NICENESS          # the event loop's thread keeps its priority
+        await append(sink, 1, 5)
+        assert await sink.index_holders() == 5               # and the work still gets done there
+    finally:
+        await sink.close()
