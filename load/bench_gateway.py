@@ -73,10 +73,14 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def start_gateway(port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A demo gateway whose audit trail starts empty, in a file of its own (a benchmark must not
     depend on what earlier runs left in var/audit.sqlite3, nor add to it)."""
+    import atexit
+    import shutil
     import tempfile
 
     cmd = [sys.executable, "-m", "gateway", "serve", "--demo", "--workers", str(workers), "--port", str(port)]
-    audit = {"GATEWAY_AUDIT_PATH": str(Path(tempfile.mkdtemp(prefix="bench-gateway-audit-")) / "audit.sqlite3")}
+    folder = tempfile.mkdtemp(prefix="bench-gateway-audit-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    audit = {"GATEWAY_AUDIT_PATH": str(Path(folder) / "audit.sqlite3")}
     return subprocess.Popen(cmd, cwd=ROOT, env=_env({**audit, **(env or {})}), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
