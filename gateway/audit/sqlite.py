@@ -368,20 +368,14 @@ class SqliteAuditSink(GroupCommitSink):
         with self._ixlock:
             if self._ix is None:
                 raise unavailable("audit holder index is closed")
-            ix = self._ix
             # DEFERRED, not IMMEDIATE: an immediate transaction would take the write lock of every
             # attached database, the records' too, and stall the audit writer. The first statement
             # is a write to the index file only, so the index's writers still queue at once.
-            ix.execute("BEGIN")
-            try:
+            def locked_first(ix: sqlite3.Connection) -> T:
                 ix.execute("UPDATE holder_keys_state SET indexed_seq = indexed_seq WHERE id = 1")
-                result = fn(ix)
-                ix.execute("COMMIT")
-                return result
-            except BaseException:
-                if ix.in_transaction:
-                    ix.execute("ROLLBACK")
-                raise
+                return fn(ix)
+
+            return _in_transaction(self._ix, locked_first, begin="BEGIN")
 
     async def _index_op(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -532,8 +526,9 @@ def append_txn(bodies: Sequence[dict[str, Any]], due: Callable[[int, str, int], 
     return txn
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+                    begin: str = "BEGIN IMMEDIATE") -> T:
+    conn.execute(begin)
     try:
         result = fn(conn)
         conn.execute("COMMIT")
