@@ -184,7 +184,7 @@ class Issuer(Check):
                 raise LicenceRejected(errors.UNKNOWN_REGION, f"region {ref.region_hint} is not recognised")
             entry = next((i for i in rt.issuers if i.cert.serial_hex == ref.serial_hex.lower()), None)
         elif ref.chain:
-            entry = ctx.trust.by_key_id.get(key_id_of(ref.chain[0])) or self._from_chain(ctx, ref.chain)
+            entry = ctx.trust.by_key_id.get(_leaf_key_id(ref.chain[0])) or self._from_chain(ctx, ref.chain)
         if entry is None:
             if ref.chain:
                 raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded certificate chain reaches no region anchor")
@@ -212,6 +212,23 @@ class Issuer(Check):
             if path is not None:
                 return IssuerEntry(leaf.key_id, code, leaf, path, rt_revocation(ctx.trust, code, leaf))
         return None
+
+
+#: key id (SHA-256 thumbprint) of an embedded signer certificate, by its DER bytes: issuers are
+#: few and sign many licences (OFD carries the certificate in every licence). Bounded (cleared
+#: when full); a hit is one dict read (atomic under the GIL). Keyed by the certificate, never by
+#: a licence's own bytes.
+_LEAF_KEY_IDS_SIZE = 1024
+_LEAF_KEY_IDS: dict[bytes, str] = {}
+
+
+def _leaf_key_id(der: bytes) -> str:
+    hit = _LEAF_KEY_IDS.get(der)
+    if hit is None:
+        if len(_LEAF_KEY_IDS) >= _LEAF_KEY_IDS_SIZE:
+            _LEAF_KEY_IDS.clear()
+        hit = _LEAF_KEY_IDS[bytes(der)] = key_id_of(der)
+    return hit
 
 
 def rt_revocation(trust: TrustSnapshot, region: str, cert: CertInfo):

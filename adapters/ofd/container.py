@@ -125,15 +125,18 @@ _CDH = struct.Struct("<4s2xBxHH4xLLLHHH8xL")
 _LFH = struct.Struct("<4s2xH18xHH")
 #: a name the fast path accepts: ASCII segments that do not start with a dot (so no '', '.',
 #: '..'), separated by single slashes, no leading slash, optional trailing slash (a folder)
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*/?")
+_PLAIN_SEGMENTS = rb"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*/?"
+#: every entry name of a package, joined by newlines (which no plain name contains)
+_PLAIN_NAMES = re.compile(_PLAIN_SEGMENTS + rb"(?:\n" + _PLAIN_SEGMENTS + rb")*")
 _PLAIN_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descriptor, UTF-8 names
 _NOT_PLAIN_FLAGS = ~_PLAIN_FLAGS
 _MAX_EXTRACT_VERSION = 63  # as zipfile
 
 
 def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
-    """One pass over the central directory: each entry's header, name and limits are checked, then
-    its local header, and it is inflated (under a max_length cap) and CRC-checked at once."""
+    """One pass over the central directory: each entry's header, sizes and local header are checked
+    and it is inflated (under a max_length cap) and CRC-checked at once; the names are checked
+    together at the end (one regular expression over all of them, one case-folded set)."""
     n = len(data)
     if n < 22:
         return None
@@ -144,38 +147,34 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
         return None
     max_name, max_total = limits.max_entry_name_length, limits.max_total_uncompressed
     ratio_min, max_ratio = limits.ratio_check_min_bytes, limits.max_compression_ratio
-    unpack_cdh, unpack_lfh, name_ok, inflater_for, crc32 = (_CDH.unpack_from, _LFH.unpack_from,
-                                                            _PLAIN_NAME.fullmatch, zlib.decompressobj, zlib.crc32)
-    files: dict[str, bytes] = {}
-    folded: set[str] = set()  # names are ASCII here: lower() is casefold(); an exact duplicate folds alike
+    unpack_cdh, unpack_lfh, starts_with, inflater_for, crc32 = (_CDH.unpack_from, _LFH.unpack_from, data.startswith,
+                                                                zlib.decompressobj, zlib.crc32)
+    names: list[bytes] = []
+    contents: list[bytes] = []
     total = 0
     pos = cd_off
     for _ in range(count):
         if pos + 46 > cd_end:
             return None
         sig, extract_version, flags, method, crc, csize, usize, nlen, xlen, clen, offset = unpack_cdh(data, pos)
-        name_end = pos + 46 + nlen
-        raw_name = data[pos + 46: name_end]
-        pos = name_end + xlen + clen
-        if (sig != b"PK\x01\x02" or xlen or flags & _NOT_PLAIN_FLAGS or extract_version > _MAX_EXTRACT_VERSION
-                or nlen > max_name or not raw_name.isascii()):
-            return None
-        name = raw_name.decode("ascii")
-        key = name.lower()
+        pos += 46
+        raw_name = data[pos: pos + nlen]
+        pos += nlen + xlen + clen
         total += usize
-        if (name_ok(name) is None or key in folded or total > max_total
-                or (usize >= ratio_min and usize > max_ratio * max(csize, 1))):
+        if (sig != b"PK\x01\x02" or xlen or flags & _NOT_PLAIN_FLAGS or extract_version > _MAX_EXTRACT_VERSION
+                or nlen > max_name or total > max_total or (usize >= ratio_min and usize > max_ratio * max(csize, 1))):
             return None
-        folded.add(key)
-        if name[-1] == "/":
+        names.append(raw_name)
+        if raw_name[-1:] == b"/":  # a folder: its name is checked with the others, nothing is kept
+            contents.append(b"")
             continue
         if offset + 30 > cd_off:
             return None
         lsig, lflags, lnlen, lxlen = unpack_lfh(data, offset)
         start = offset + 30 + lnlen + lxlen
         end = start + csize
-        if (lsig != b"PK\x03\x04" or (lflags ^ flags) & 0x0800 or end > cd_off
-                or data[offset + 30: offset + 30 + lnlen] != raw_name):
+        if (lsig != b"PK\x03\x04" or (lflags ^ flags) & 0x0800 or end > cd_off or lnlen != nlen
+                or not starts_with(raw_name, offset + 30)):
             return None
         if method == 8:
             inflater = inflater_for(-15)
@@ -191,10 +190,17 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
             return None
         if crc32(content) != crc:
             return None
-        files[name] = content
+        contents.append(content)
     if pos != cd_end:
         return None
-    return files
+    # every name at once: as many pieces as names (so no name holds a newline, and the join splits
+    # back exactly), each plain ASCII segments, no two alike once case-folded (ASCII: lower() is
+    # casefold(); an exact duplicate folds alike too)
+    joined = b"\n".join(names)
+    folded = joined.lower().split(b"\n")
+    if len(folded) != count or len(set(folded)) != count or _PLAIN_NAMES.fullmatch(joined) is None:
+        return None
+    return {name: content for name, content in zip(joined.decode("ascii").split("\n"), contents) if name[-1] != "/"}
 
 
 def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:

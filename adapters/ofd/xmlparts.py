@@ -232,16 +232,21 @@ _PLAIN_SIGNATURE = re.compile(
     + rb"<" + _P + rb"CheckValue>" + _TXT + rb"</" + _P + rb"CheckValue>" + _WS + rb"</" + _P + rb"Reference>)*)"
     + _WS + rb"</" + _P + rb"References>" + _WS
     + rb"</" + _P + rb"SignedInfo>" + _WS + rb"</" + _P + rb"Signature>" + _WS)
-_PLAIN_REFERENCE = re.compile(rb'FileRef="([^"]+)"[ \t\n]*>' + _WS + rb"<[^>]+>(" + _TXT + rb")<")
-_PLAIN_ATTR = re.compile(rb'([A-Za-z_][A-Za-z0-9_.\-]*)="([^"]*)"')
 
 
 def _plain_attrs(raw: bytes) -> dict[str, str] | None:
-    pairs = _PLAIN_ATTR.findall(raw)
-    out = {name.decode("ascii"): value.decode("ascii") for name, value in pairs}
-    if len(out) != len(pairs) or any(name[:3].lower() == "xml" for name in out):
+    text = raw.decode("ascii")
+    pairs = _PLAIN_ATTR_TEXT.findall(text)
+    out = dict(pairs)
+    if len(out) != len(pairs) or _XML_ATTR_NAME.search(text) is not None:
         return None  # a duplicate attribute (an XML error) or a namespace declaration: the reference decides
     return out
+
+
+_PLAIN_ATTR_TEXT = re.compile(r'([A-Za-z_][A-Za-z0-9_.\-]*)="([^"]*)"')
+#: an attribute name starting with "xml" (any case): a declaration or a reserved name. It may also
+#: hit inside a value (" xml" in Company="..."): then the reference reader decides, harmlessly
+_XML_ATTR_NAME = re.compile(r"(?:^|[ \t\n])[Xx][Mm][Ll]")
 
 
 _PLAIN_REFERENCE_TEXT = re.compile(r'FileRef="([^"]+)"[ \t\n]*>[ \t\r\n]*<[^>]+>([^<]*)<')
@@ -252,8 +257,29 @@ _B64_VALIDATE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _NORMAL_ABS = re.compile(r"/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
 
 
+#: one Reference whose FileRef is a normal absolute location and whose CheckValue is bare base64
+#: (no surrounding space): what :func:`_plain_references` reads without resolve() and strip(). It
+#: starts at the Reference tag's "<", which a CheckValue text cannot contain, so it never matches
+#: inside one
+_NORMAL_REFERENCE_TEXT = re.compile(
+    r'<[A-Za-z_][A-Za-z0-9_.\-]*:Reference FileRef="(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*)"'
+    r"[ \t\n]*>[ \t\r\n]*<[^>]+>([A-Za-z0-9+/]*={0,2})<")
+
+
 def _plain_references(refs_text: str) -> list[Reference]:
     """The References of a plain Signature.xml (its ASCII text); :func:`resolve`'s errors propagate."""
+    normal = _NORMAL_REFERENCE_TEXT.findall(refs_text)
+    # in the plain shape each Reference has exactly four tags and its texts no "<": when every one
+    # of them is normal, the locations need no resolve() and the values no strip() (same answers)
+    if len(normal) << 2 == refs_text.count("<"):
+        a2b, make = binascii.a2b_base64, _make_reference
+        out = []
+        for file_ref, check in normal:
+            try:
+                out.append(make(file_ref, file_ref[1:], a2b(check)))
+            except binascii.Error:  # e.g. bad padding: as base64.b64decode(validate=True) refuses it
+                out.append(make(file_ref, file_ref[1:], None))
+        return out
     out = []
     abs_ok, b64_ok, a2b = _NORMAL_ABS.fullmatch, _B64_VALIDATE.fullmatch, binascii.a2b_base64
     for file_ref, check in _PLAIN_REFERENCE_TEXT.findall(refs_text):
@@ -368,15 +394,20 @@ _DT_FORMATS: Final = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", 
                       "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S.%f")
 
 
+#: OFD_LOCAL_TZ's offset from UTC
+_OFD_LOCAL_OFFSET: Final = timedelta(hours=8)
+
+
 def parse_signature_datetime(value: str) -> datetime | None:
     """OFD SignatureDateTime (no zone: Beijing time; a trailing Z: UTC). None if unreadable."""
     value = value.strip()
     if (len(value) == 19 and value[4] == value[7] == "-" and value[10] == " " and value[13] == value[16] == ":"
             and value.isascii() and (value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16]
                                      + value[17:]).isdigit()):
-        try:  # the common "%Y-%m-%d %H:%M:%S", without strptime
+        try:  # the common "%Y-%m-%d %H:%M:%S", without strptime; Beijing time is UTC+8 (no DST), so
+            # the UTC instant is the same fields read as UTC minus eight hours (as astimezone gives it)
             return datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                            int(value[14:16]), int(value[17:]), tzinfo=OFD_LOCAL_TZ).astimezone(timezone.utc)
+                            int(value[14:16]), int(value[17:]), tzinfo=timezone.utc) - _OFD_LOCAL_OFFSET
         except ValueError:
             pass
     for fmt in _DT_FORMATS:
