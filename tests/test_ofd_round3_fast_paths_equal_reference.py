@@ -334,3 +334,100 @@ def test_zip_central_directory_offsets_helper_sanity(issued) -> None:
     fast = _read_plain(data, DEFAULT_LIMITS)
     assert fast is not None and len(fast) == eocd[4]
     assert fast == dict(_read_with_zipfile(data, DEFAULT_LIMITS).files)
+
+
+# --- SES: the plain DER walk's times and one-call element reader ------------------------------
+@pytest.mark.parametrize("text", ["20261127120000Z", "20240229235959Z", "99991231235959Z", "00010101000000Z",
+                                  "20230229000000Z", "20261127240000Z", "20261127126000Z", "20261127120060Z",
+                                  "00000101000000Z", "20261301000000Z", "20261100000000Z"])
+def test_generalized_time_read_by_fromisoformat_equals_the_field_by_field_datetime(text) -> None:
+    from adapters.ofd.ses import _gtime
+    try:
+        expected: object = dt.datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                                       int(text[10:12]), int(text[12:14]), tzinfo=dt.timezone.utc)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = _gtime(text.encode())
+    except ValueError:
+        got = ValueError
+    assert got == expected
+    if expected is not ValueError:
+        assert got.tzinfo is dt.timezone.utc
+
+
+@pytest.mark.parametrize("text", [b"2026112712000Z", b"20261127120000+", b"2026112712000aZ", b"2026-11-27T12:0Z",
+                                  b"\xd9\xa2026112712000Z"])
+def test_generalized_time_in_another_form_is_refused(text) -> None:
+    from adapters.ofd.ses import _gtime
+    with pytest.raises(ValueError):
+        _gtime(text)
+
+
+@pytest.mark.parametrize("der", [b"", b"\x04", b"\x04\x05abc", b"\x04\x81\x05abcde", b"\x04\x80", b"\x04\x85" + b"\x00" * 9,
+                                 b"\x1f\x01\x00", b"\x04\x82\x00\x05abcde", b"\x04\x03abc", b"\x04\x81\x80" + b"x" * 128])
+def test_one_call_element_reader_agrees_with_the_general_reader(der) -> None:
+    from adapters.ofd.ses import _expect, _tlv
+    try:
+        tag, a, b = _tlv(der, 0, len(der))
+        reference: object = (a, b) if tag == 0x04 else ValueError
+    except ValueError:
+        reference = ValueError
+    try:
+        got: object = _expect(der, 0, len(der), 0x04)
+    except ValueError:
+        got = ValueError
+    assert got == reference
+
+
+def test_simulator_seal_read_by_the_plain_walk_equals_asn1crypto(issued) -> None:
+    from adapters.ofd.ses import SESeal, _parse_seal_plain, parse_seal
+    seal_der = read_ofd_package(issued[("310000", "valid")]).get("Doc_0/Signs/Sign_0/Seal.esl")
+    fast = _parse_seal_plain(seal_der)
+    assert fast is not None and fast == parse_seal(SESeal.load(seal_der, strict=True))
+
+
+# --- licence data: the plain prolog read without decode_xml's scans ----------------------------
+def _licence_text_both(part: bytes):
+    from adapters.ofd_seal import _plain_text
+    from adapters.sm2_xml import decode_xml
+    try:
+        reference: object = decode_xml(part, "licence.xml")
+    except GatewayError as exc:
+        reference = (exc.code, str(exc))
+    return _plain_text(part), reference
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "GB18030"])
+def test_plain_prolog_text_equals_decode_xml(encoding) -> None:
+    part = (f'<?xml version="1.0" encoding="{encoding}"?>\n<LicenceData xmlns="urn:elicence:ofd-data:1">'
+            "<Data><持证主体>周宇轩</持证主体></Data></LicenceData>").encode(encoding)
+    fast, reference = _licence_text_both(part)
+    assert fast is not None and fast == reference
+
+
+@pytest.mark.parametrize("part", [
+    b'\xef\xbb\xbf<?xml version="1.0" encoding="UTF-8"?>\n<a/>',                     # BOM
+    b' <?xml version="1.0" encoding="UTF-8"?>\n<a/>',                                # leading space
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<a/>",                                 # single quotes
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<a/>',                # more attributes
+    b'<?xml version="1.0" encoding="GBK"?>\n<a/>',                                    # another encoding
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>',  # entity expansion
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<a><!-- c --></a>',                    # a comment
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<a>\xff\xfe</a>',                      # not UTF-8
+    b'<?xml version="1.0" encoding="UTF-8"?><?xml version="1.0" encoding="GB18030"?><a/>',  # two prologs
+])
+def test_odd_prolog_or_content_leaves_the_text_to_decode_xml(part) -> None:
+    fast, reference = _licence_text_both(part)
+    assert fast is None or fast == reference
+    if part.startswith((b"\xef", b" ", b"<?xml version='")) or b"<!" in part or b"\xff" in part or b"GBK" in part:
+        assert fast is None
+
+
+def test_licence_data_with_an_entity_declaration_is_refused_as_before() -> None:
+    from adapters.ofd_seal import _licence_data
+    part = (b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE d [<!ENTITY e "x">]>'
+            b'<LicenceData xmlns="urn:elicence:ofd-data:1"><Data><a>&e;</a></Data></LicenceData>')
+    with pytest.raises(GatewayError) as info:
+        _licence_data(part)
+    assert info.value.code == "MALFORMED"

@@ -32,6 +32,7 @@ from typing import Final
 from asn1crypto import core
 
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, sm2_sign
+from gateway.model import positional_builder
 
 SES_V4: Final = 4
 CERT_LIST_CERTS: Final = 1
@@ -120,7 +121,7 @@ class SESSignature(core.Sequence):
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SealInfo:
     """What a seal says about itself (SESeal)."""
 
@@ -146,7 +147,7 @@ class SealInfo:
     maker_signature: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SesSignature:
     """A parsed SES_Signature v4."""
 
@@ -312,9 +313,12 @@ def _gtime(content: bytes) -> datetime:
     """GeneralizedTime in the one form DER signers write: YYYYMMDDHHMMSSZ."""
     if len(content) != 15 or content[14:] != b"Z" or not content[:14].isdigit():
         raise ValueError("not YYYYMMDDHHMMSSZ")
-    t = content.decode("ascii")
-    return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]), int(t[12:14]),
-                    tzinfo=timezone.utc)
+    # YYYYMMDD "T" HHMMSS "Z": ISO 8601 basic format, which fromisoformat (3.11) reads in C -- the
+    # same datetime (tzinfo timezone.utc) and the same ValueError for an impossible date or time
+    return _from_iso((content[:8] + b"T" + content[8:]).decode("ascii"))
+
+
+_from_iso = datetime.fromisoformat
 
 
 def _bits(buf: bytes, start: int, end: int) -> bytes:
@@ -356,10 +360,27 @@ def _ascii(buf: bytes, start: int, end: int) -> str:
 
 
 def _expect(buf: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
-    t, a, b = _tlv(buf, pos, end)
-    if t != tag:
-        raise ValueError(f"tag {t:#x}, expected {tag:#x}")
-    return a, b
+    """(content start, content end) of the DER element at ``pos``, which must have ``tag`` (a
+    single-byte tag); ValueError as :func:`_tlv` otherwise. :func:`_tlv` inlined: one call per element."""
+    if pos + 2 > end:
+        raise ValueError("truncated")
+    if buf[pos] != tag:
+        raise ValueError(f"tag {buf[pos]:#x}, expected {tag:#x}")
+    first = buf[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        k = first & 0x7F
+        if k == 0 or k > 4 or pos + k > end:
+            raise ValueError("bad length")
+        length = int.from_bytes(buf[pos:pos + k], "big")
+        if length < 0x80 or buf[pos] == 0:
+            raise ValueError("non-minimal length")
+        pos += k
+    if pos + length > end:
+        raise ValueError("truncated")
+    return pos, pos + length
 
 
 def _parse_seal_plain(der: bytes) -> SealInfo | None:
@@ -438,12 +459,14 @@ def _parse_seal_plain(der: bytes) -> SealInfo | None:
             return None
     except (ValueError, IndexError):  # UnicodeDecodeError is a ValueError
         return None
-    return SealInfo(der=der, header_id=header_id, version=version, vendor_id=vendor_id, es_id=es_id,
-                    seal_type=seal_type, name=name, cert_list_type=list_type, certs=tuple(certs),
-                    cert_digests=tuple(digests), create_date=create_date, valid_start=valid_start,
-                    valid_end=valid_end, picture_type=picture_type, picture_width=width, picture_height=height,
-                    sealinfo_der=der[s0:i1], maker_cert_der=maker_cert, maker_signature_algorithm=maker_alg,
-                    maker_signature=maker_signature)
+    return _make_seal_info(der, header_id, version, vendor_id, es_id, seal_type, name, list_type, tuple(certs),
+                           tuple(digests), create_date, valid_start, valid_end, picture_type, width, height,
+                           der[s0:i1], maker_cert, maker_alg, maker_signature)
+
+
+#: ``SealInfo(...)`` / ``SesSignature(...)`` with every field positional (the plain walk's hot path)
+_make_seal_info = positional_builder(SealInfo)
+_make_ses_signature = positional_builder(SesSignature)
 
 
 def _parse_plain(data: bytes) -> SesSignature | None:
@@ -507,10 +530,8 @@ def _parse_plain(data: bytes) -> SesSignature | None:
         seal = _seal(seal_der)
     except Exception:  # any surprise: the asn1crypto reader decides (and words the error)
         return None
-    return SesSignature(version=SES_V4, seal=seal, time_info=time_info, data_hash=data_hash,
-                        property_info=property_info, tbs_der=data[s0:t1],
-                        cert_der=cert_der, signature_algorithm=algorithm, signature=signature,
-                        has_timestamp=has_timestamp)
+    return _make_ses_signature(SES_V4, seal, time_info, data_hash, property_info, data[s0:t1], cert_der, algorithm,
+                               signature, has_timestamp)
 
 
 # --- building (issuer simulator / tests) ---------------------------------------------
