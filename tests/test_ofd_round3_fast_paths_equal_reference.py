@@ -431,3 +431,41 @@ def test_licence_data_with_an_entity_declaration_is_refused_as_before() -> None:
     with pytest.raises(GatewayError) as info:
         _licence_data(part)
     assert info.value.code == "MALFORMED"
+
+
+# --- attribute lists: a name starting with "xml" sends the document to the tree ---------------
+def test_stamp_annotation_declaring_a_namespace_goes_to_the_tree(plain_signature_xml) -> None:
+    assert b'<ofd:StampAnnot ID="2"' in plain_signature_xml
+    data = plain_signature_xml.replace(b'<ofd:StampAnnot ID="2"', b'<ofd:StampAnnot xmlns:s="urn:s" ID="2"')
+    assert _parse_signature_xml_plain(data, SIGNATURE_XML) is None
+    assert parse_signature_xml(data, SIGNATURE_XML) == _parse_signature_xml_tree(data, SIGNATURE_XML)
+
+
+def test_stamp_annotation_with_a_duplicate_attribute_is_not_read_fast_and_is_refused(plain_signature_xml) -> None:
+    data = plain_signature_xml.replace(b'<ofd:StampAnnot ID="2"', b'<ofd:StampAnnot ID="2" ID="3"')
+    assert _parse_signature_xml_plain(data, SIGNATURE_XML) is None
+    with pytest.raises(OfdError):
+        parse_signature_xml(data, SIGNATURE_XML)
+
+
+def test_ofd_xml_root_attribute_value_mentioning_xml_is_read_alike(issued) -> None:
+    from adapters.ofd.xmlparts import _find_signatures_xml_tree, find_signatures_xml
+    ofd_xml = read_ofd_package(issued[("310000", "valid")]).get("OFD.xml")
+    data = ofd_xml.replace(b'DocType="OFD"', b'DocType="OFD" Note="see xml spec"')
+    assert data != ofd_xml
+    assert find_signatures_xml(data) == _find_signatures_xml_tree(data) == ["Doc_0/Signs/Signatures.xml"]
+
+
+def test_ofd_xml_root_attribute_named_xml_anything_goes_to_the_tree(issued) -> None:
+    from adapters.ofd.xmlparts import _find_signatures_xml_plain, _find_signatures_xml_tree, find_signatures_xml
+    ofd_xml = read_ofd_package(issued[("310000", "valid")]).get("OFD.xml")
+    data = ofd_xml.replace(b'DocType="OFD"', b'DocType="OFD" XMLthing="1"')
+    assert _find_signatures_xml_plain(data) is None
+    assert find_signatures_xml(data) == _find_signatures_xml_tree(data)
+
+
+def test_every_check_value_badly_padded_reads_as_no_value_on_both_paths(plain_signature_xml) -> None:
+    data = re.sub(rb"<ofd:CheckValue>[^<]*</ofd:CheckValue>", b"<ofd:CheckValue>QUJ</ofd:CheckValue>",
+                  plain_signature_xml)
+    fast, tree = _both(data)
+    assert fast is not None and fast == tree and all(r.check_value is None for r in fast.references)

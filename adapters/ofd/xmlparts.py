@@ -141,6 +141,9 @@ _PLAIN_OFD = re.compile(
 
 
 _PLAIN_ATTR_NAME = re.compile(rb'([A-Za-z_][A-Za-z0-9_.\-]*)="')
+#: in a plain attribute list, a name starting with "xml" (any case): a declaration or a reserved
+#: name. It may also hit inside a value (" xml..."): then the reference reader decides, harmlessly
+_XML_ATTR_NAME_B = re.compile(rb"(?:^|[ \t\n])[Xx][Mm][Ll]")
 
 
 def _find_signatures_xml_plain(ofd_xml: bytes) -> list[str] | None:
@@ -150,8 +153,9 @@ def _find_signatures_xml_plain(ofd_xml: bytes) -> list[str] | None:
     if m is None or m["p"][:3].lower() == b"xml":
         return None
     if m["attrs"]:  # not read, but a duplicate is an XML error and xmlns* a declaration: the reference decides
-        names = _PLAIN_ATTR_NAME.findall(m["attrs"])
-        if len(set(names)) != len(names) or any(name[:3].lower() == b"xml" for name in names):
+        attrs = m["attrs"]
+        names = _PLAIN_ATTR_NAME.findall(attrs)
+        if len(set(names)) != len(names) or _XML_ATTR_NAME_B.search(attrs) is not None:
             return None
     loc = m["sig"].decode("ascii").strip() if m["sig"] is not None else ""
     if not loc:
@@ -273,11 +277,15 @@ def _plain_references(refs_text: str) -> list[Reference]:
     # of them is normal, the locations need no resolve() and the values no strip() (same answers)
     if len(normal) << 2 == refs_text.count("<"):
         a2b, make = binascii.a2b_base64, _make_reference
+        try:
+            return [make(file_ref, file_ref[1:], a2b(check)) for file_ref, check in normal]
+        except binascii.Error:  # e.g. bad padding: as base64.b64decode(validate=True), no value
+            pass
         out = []
         for file_ref, check in normal:
             try:
                 out.append(make(file_ref, file_ref[1:], a2b(check)))
-            except binascii.Error:  # e.g. bad padding: as base64.b64decode(validate=True) refuses it
+            except binascii.Error:
                 out.append(make(file_ref, file_ref[1:], None))
         return out
     out = []
@@ -304,7 +312,7 @@ def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
     if m["stamps"]:  # not read, but a duplicate attribute is an XML error, xmlns* a declaration
         for tag in m["stamps"].split(b"/>")[:-1]:
             names = _PLAIN_ATTR_NAME.findall(tag)
-            if len(set(names)) != len(names) or any(name[:3].lower() == b"xml" for name in names):
+            if len(set(names)) != len(names) or _XML_ATTR_NAME_B.search(tag) is not None:
                 return None
     provider: dict[str, str] = {}
     if m["prov"] is not None:
