@@ -469,3 +469,28 @@ def test_every_check_value_badly_padded_reads_as_no_value_on_both_paths(plain_si
                   plain_signature_xml)
     fast, tree = _both(data)
     assert fast is not None and fast == tree and all(r.check_value is None for r in fast.references)
+
+
+# --- zip names: byte searches == the name expression -----------------------------------------
+def test_name_check_by_byte_searches_equals_the_plain_name_expression_on_random_names() -> None:
+    import random
+
+    from adapters.ofd.container import _PLAIN_NAMES, _plain_names
+    rng = random.Random(20261127)
+    alphabet = b"aZ09_.-/\n\\ :\x00\xff"
+    for _ in range(60_000):
+        joined = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 14)))
+        assert _plain_names(joined) == (_PLAIN_NAMES.fullmatch(joined) is not None), joined
+
+
+@pytest.mark.parametrize("joined", [b"OFD.xml", b"Doc_0/\nDoc_0/a.xml", b"a\nb/c/d.xml\ne/"])
+def test_plain_name_lists_pass_the_byte_searches(joined) -> None:
+    from adapters.ofd.container import _PLAIN_NAMES, _plain_names
+    assert _plain_names(joined) and _PLAIN_NAMES.fullmatch(joined) is not None
+
+
+@pytest.mark.parametrize("joined", [b"", b"/OFD.xml", b".x", b"a\n", b"\na", b"a\n\nb", b"a//b", b"a/.b", b"a\n/b",
+                                    b"a\n.b", b"a b", b"a\\b", b"a/../b", "文档".encode()])
+def test_odd_name_lists_fail_the_byte_searches(joined) -> None:
+    from adapters.ofd.container import _PLAIN_NAMES, _plain_names
+    assert not _plain_names(joined) and _PLAIN_NAMES.fullmatch(joined) is None

@@ -151,6 +151,7 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
                                                                 zlib.decompressobj, zlib.crc32)
     names: list[bytes] = []
     contents: list[bytes] = []
+    folders = False
     total = 0
     pos = cd_off
     for _ in range(count):
@@ -167,6 +168,7 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
         names.append(raw_name)
         if raw_name[-1:] == b"/":  # a folder: its name is checked with the others, nothing is kept
             contents.append(b"")
+            folders = True
             continue
         if offset + 30 > cd_off:
             return None
@@ -198,9 +200,25 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
     # casefold(); an exact duplicate folds alike too)
     joined = b"\n".join(names)
     folded = joined.lower().split(b"\n")
-    if len(folded) != count or len(set(folded)) != count or _PLAIN_NAMES.fullmatch(joined) is None:
+    if len(folded) != count or len(set(folded)) != count or not _plain_names(joined):
         return None
-    return {name: content for name, content in zip(joined.decode("ascii").split("\n"), contents) if name[-1] != "/"}
+    files = dict(zip(joined.decode("ascii").split("\n"), contents))
+    if folders:
+        return {name: content for name, content in files.items() if name[-1] != "/"}
+    return files
+
+
+#: the bytes a plain name may hold, and the newline that joins names
+_NAME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-/\n"
+
+
+def _plain_names(joined: bytes) -> bool:
+    """``_PLAIN_NAMES.fullmatch(joined)`` by byte searches: only name bytes; no empty name (no
+    leading, trailing or doubled newline); no segment empty or starting with a dot (no leading
+    "/" or ".", no "//", "/.", "\\n/", "\\n."). A trailing "/" (a folder) stays allowed."""
+    return bool(joined) and not (joined.translate(None, _NAME_BYTES) or joined[0] in b"/.\n"
+                                 or joined[-1] == 10 or b"//" in joined or b"/." in joined
+                                 or b"\n/" in joined or b"\n." in joined or b"\n\n" in joined)
 
 
 def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:
