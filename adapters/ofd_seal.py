@@ -141,8 +141,21 @@ def zip_limits(limits: Limits) -> ZipLimits:
 
 #: ZipLimits per (frozen, hashable) Limits: made once, not per licence
 _ZIP_LIMITS: dict[Limits, ZipLimits] = {}
-#: ``Envelope(...)`` with every field positional
+#: ``Envelope(...)`` / ``KeyRef(...)`` with every field positional
 _make_envelope = positional_builder(Envelope)
+_make_key_ref = positional_builder(KeyRef)
+#: package path of a Type=Sign signer certificate, by its Signature.xml path (path arithmetic on
+#: the few paths Signatures.xml names; bounded, cleared when full)
+_SIGNER_CERT_PATHS: dict[str, str] = {}
+
+
+def _signer_cert_path(signature_path: str) -> str:
+    hit = _SIGNER_CERT_PATHS.get(signature_path)
+    if hit is None:
+        if len(_SIGNER_CERT_PATHS) >= 256:
+            _SIGNER_CERT_PATHS.clear()
+        hit = _SIGNER_CERT_PATHS[signature_path] = posixpath.join(posixpath.dirname(signature_path), SIGNER_CERT_NAME)
+    return hit
 
 
 def _bad(detail: str, reason=errors.SIGNATURE_INVALID) -> LicenceRejected:
@@ -182,7 +195,7 @@ class OfdSealFamily:
             chain, signing_time = (ses.cert_der,), ses.time_info
             signed_bytes, signature = ses.tbs_der, ses.signature
         elif entry.type == "Sign":
-            cert_path = posixpath.join(posixpath.dirname(entry.path), SIGNER_CERT_NAME)
+            cert_path = _signer_cert_path(entry.path)
             cert_bytes = pkg.get(cert_path)
             if cert_bytes is None:
                 raise _bad(f"the Type=Sign signature names no certificate and {cert_path} is absent",
@@ -199,8 +212,8 @@ class OfdSealFamily:
         else:
             raw = _licence_data(part)
             extra["data_part"] = DATA_PART
-        return _make_envelope(self.name, "SM2", KeyRef(None, chain), raw, signing_time, signed_bytes, signature,
-                              extra)
+        return _make_envelope(self.name, "SM2", _make_key_ref(None, chain, None, None), raw, signing_time, signed_bytes,
+                              signature, extra)
 
     # --- verification ----------------------------------------------------------------
     def verify(self, env: Envelope, cert: CertInfo) -> bool:

@@ -600,7 +600,8 @@ class Verifier:
     def verify(self, data: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime) -> VerificationResult:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        ctx = Context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp())
+        ctx = _make_context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp(),
+                            None, None, None, None, None, None, [])
         steps = self._plan()
         # every check starts as SKIP, in order: a failed gate leaves the rest so (nothing after
         # it may be believed)
@@ -638,8 +639,9 @@ class Verifier:
         )
 
 
-#: ``VerificationResult(...)`` with every field given (the verify hot path)
+#: ``VerificationResult(...)`` / ``Context(...)`` with every field given (the verify hot path)
 _make_result = positional_builder(VerificationResult)
+_make_context = positional_builder(Context)
 
 
 def known_families() -> list[str]:

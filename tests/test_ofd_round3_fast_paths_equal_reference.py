@@ -494,3 +494,29 @@ def test_plain_name_lists_pass_the_byte_searches(joined) -> None:
 def test_odd_name_lists_fail_the_byte_searches(joined) -> None:
     from adapters.ofd.container import _PLAIN_NAMES, _plain_names
     assert not _plain_names(joined) and _PLAIN_NAMES.fullmatch(joined) is None
+
+
+# --- open(): signer certificate path memo, positional KeyRef --------------------------------------
+@pytest.mark.parametrize("path", ["Doc_0/Signs/Sign_0/Signature.xml", "Signature.xml", "a/b/c/Signature.xml"])
+def test_signer_certificate_path_equals_the_path_arithmetic(path, monkeypatch) -> None:
+    import posixpath
+
+    import adapters.ofd_seal as ofd_seal
+    monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
+    for _ in range(2):  # computed, then remembered
+        assert ofd_seal._signer_cert_path(path) == posixpath.join(posixpath.dirname(path), "SignerCert.der")
+
+
+def test_signer_certificate_path_memo_stays_bounded(monkeypatch) -> None:
+    import adapters.ofd_seal as ofd_seal
+    monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
+    for i in range(600):
+        assert ofd_seal._signer_cert_path(f"Doc_{i}/Signature.xml") == f"Doc_{i}/SignerCert.der"
+        assert len(ofd_seal._SIGNER_CERT_PATHS) <= 256
+
+
+def test_envelope_key_ref_equals_the_dataclass_constructor(issued) -> None:
+    from adapters.base import KeyRef
+    for region in ("310000", "500102"):
+        env = FAMILY.open(issued[(region, "valid")], Limits())
+        assert env.key_ref == KeyRef(None, env.key_ref.chain) and len(env.key_ref.chain) == 1
