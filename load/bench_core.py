@@ -87,7 +87,7 @@ def core_verify_all(verifier: Verifier, data: list[bytes], trust, status) -> Non
 def core_verify_all_sm2_stubbed(verifier: Verifier, data: list[bytes], trust, status) -> None:
     """Diagnostic only (ofd-seal rows): the core with the family's SM2 verification answering True
     at once, i.e. the parsing, hashing and checks alone; restored before returning."""
-    import adapters.ofd_seal as ofd_seal
+    from adapters import ofd_seal
 
     real = ofd_seal.sm2_verify
     ofd_seal.sm2_verify = lambda *args: True

@@ -27,7 +27,12 @@ import pytest
 import gateway.core as core_module
 from adapters import Limits
 from adapters.ofd import container, xmlparts
-from adapters.ofd.container import DEFAULT_LIMITS, _read_plain, _read_with_zipfile, read_ofd_package
+from adapters.ofd.container import (
+    DEFAULT_LIMITS,
+    _read_plain,
+    _read_with_zipfile,
+    read_ofd_package,
+)
 from adapters.ofd.errors import OfdError
 from adapters.ofd.xmlparts import (
     OFD_LOCAL_TZ,
@@ -457,7 +462,11 @@ def test_ofd_xml_root_attribute_value_mentioning_xml_is_read_alike(issued) -> No
 
 
 def test_ofd_xml_root_attribute_named_xml_anything_goes_to_the_tree(issued) -> None:
-    from adapters.ofd.xmlparts import _find_signatures_xml_plain, _find_signatures_xml_tree, find_signatures_xml
+    from adapters.ofd.xmlparts import (
+        _find_signatures_xml_plain,
+        _find_signatures_xml_tree,
+        find_signatures_xml,
+    )
     ofd_xml = read_ofd_package(issued[("310000", "valid")]).get("OFD.xml")
     data = ofd_xml.replace(b'DocType="OFD"', b'DocType="OFD" XMLthing="1"')
     assert _find_signatures_xml_plain(data) is None
@@ -501,14 +510,14 @@ def test_odd_name_lists_fail_the_byte_searches(joined) -> None:
 def test_signer_certificate_path_equals_the_path_arithmetic(path, monkeypatch) -> None:
     import posixpath
 
-    import adapters.ofd_seal as ofd_seal
+    from adapters import ofd_seal
     monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
     for _ in range(2):  # computed, then remembered
         assert ofd_seal._signer_cert_path(path) == posixpath.join(posixpath.dirname(path), "SignerCert.der")
 
 
 def test_signer_certificate_path_memo_stays_bounded(monkeypatch) -> None:
-    import adapters.ofd_seal as ofd_seal
+    from adapters import ofd_seal
     monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
     for i in range(600):
         assert ofd_seal._signer_cert_path(f"Doc_{i}/Signature.xml") == f"Doc_{i}/SignerCert.der"
