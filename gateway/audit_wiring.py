@@ -149,7 +149,8 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
         checkpoints=CheckpointSigner(cp_key, key_id("audit", cp_key.public_key())),
         receipts=receipts,
         group=GroupCommitConfig(max_batch=settings.audit_batch_max, window=settings.audit_batch_window_us / 1e6,
-                                checkpoint_every=settings.audit_checkpoint_every),
+                                checkpoint_every=settings.audit_checkpoint_every,
+                                commit_interval=settings.audit_commit_interval_us / 1e6),
         checkpoint_seconds=float(settings.audit_checkpoint_seconds),
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
         index_seconds=float(settings.audit_index_seconds),
@@ -170,10 +171,11 @@ async def open_sink(setup: AuditSetup, clock: Callable[[], datetime]) -> Any:
 
         return await PostgresAuditSink.open(setup.dsn, schema=setup.schema, **kw)
     from .audit import SqliteAuditSink
+    from .audit.sqlite_inline import SqliteInlineAuditSink
     from .audit.sqlite_process import SqliteProcessAuditSink
 
     Path(setup.path).parent.mkdir(parents=True, exist_ok=True)
-    cls = SqliteProcessAuditSink if setup.writer == "process" else SqliteAuditSink
+    cls = {"process": SqliteProcessAuditSink, "inline": SqliteInlineAuditSink}.get(setup.writer, SqliteAuditSink)
     return await cls.open(setup.path, **kw)
 
 

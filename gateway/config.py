@@ -146,7 +146,9 @@ class Settings:
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 60
     #: SQLite: who commits the appends -- "process" (default: a writer process of each worker, so chaining,
-    #: inserts, fsync and receipt sealing never hold the worker's interpreter lock) or "thread"
+    #: inserts, fsync and receipt sealing never hold the worker's interpreter lock), "inline" (on the worker's
+    #: event loop, the COMMIT and its fsync on a commit thread: no hop to another process; see
+    #: gateway/audit/sqlite_inline.py) or "thread"
     audit_writer: str = "process"
     #: SQLite: bring the deferred holder search index (<audit_path>-holders) up to the chain head every
     #: N seconds, off the request path (searches stay complete: they scan the records not yet indexed)
@@ -157,6 +159,9 @@ class Settings:
     #: group commit: most records in one transaction and how long the writer gathers, microseconds
     audit_batch_max: int = 256
     audit_batch_window_us: int = 1000
+    #: inline writer: the least time between the starts of two commits, microseconds (a commit's fixed
+    #: cost -- fsync, receipt signature -- is ~10x a record's; an append after a quiet spell commits at once)
+    audit_commit_interval_us: int = 4000
 
     @property
     def token_endpoint_url(self) -> str:
@@ -192,12 +197,12 @@ class Settings:
             raise ConfigError("audit_backend must be sqlite, postgres, memory or off")
         if self.audit_backend in ("memory", "off") and not self.demo:
             raise ConfigError(f"audit_backend = {self.audit_backend!r} keeps no durable audit trail: demo mode only")
-        if self.audit_writer not in ("process", "thread"):
-            raise ConfigError("audit_writer must be process or thread")
+        if self.audit_writer not in ("process", "thread", "inline"):
+            raise ConfigError("audit_writer must be inline, process or thread")
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
-                or self.audit_batch_window_us < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
+                or self.audit_batch_window_us < 0 or self.audit_commit_interval_us < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
             raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds and audit_batch_max "
                               "must be positive; "
                               "audit_batch_window_us and audit_retention_days not negative")

@@ -20,12 +20,16 @@ from gateway.audit import (GENESIS_HASH, AuditEvent, AuditSink, AuditStore, Audi
 from gateway.audit.chain import extend_chain
 from gateway.audit.model import format_time, parse_time
 from gateway.audit.postgres import PostgresAuditSink
+from gateway.audit.sqlite_inline import SqliteInlineAuditSink
 from gateway.audit.sqlite_process import SqliteProcessAuditSink
 from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
 from tests.pg_fixture import TEST_AUDIT_KEY_SEED, drop_schema, new_schema_name, pg_dsn  # noqa: F401 - fixture
 
 AUDIT_KEY = Ed25519PrivateKey.from_private_bytes(TEST_AUDIT_KEY_SEED)   # TEST key
 PUBLIC = AUDIT_KEY.public_key()
+#: the SQLite sink by who commits its appends
+SQLITE_SINKS: dict[str, Any] = {"thread": SqliteAuditSink, "process": SqliteProcessAuditSink,
+                                "inline": SqliteInlineAuditSink}
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 HMAC_KEY = b"test-holder-hmac-key-0123456789"                          # TEST key
 # synthetic citizen ID and USCC with valid check characters (no real person or company)
@@ -55,9 +59,9 @@ def event(i: int, **kw: Any) -> AuditEvent:
 class Backend:
     """One store under test plus the attacker's direct access to its tables."""
 
-    def __init__(self, name: str, tmp: Path, pg: tuple[str, str] | None, process: bool = False) -> None:
+    def __init__(self, name: str, tmp: Path, pg: tuple[str, str] | None, writer: str = "thread") -> None:
         self.name = name
-        self.process = process   # sqlite: appends committed by the writer process, not a thread
+        self.writer = writer   # sqlite: who commits the appends (thread, process or inline on the loop)
         self.tmp = tmp
         self.pg = pg
         self.clock = Clock(T0)
@@ -71,7 +75,7 @@ class Backend:
         if self.name == "memory":
             self.sink = await MemoryAuditSink.open(config=config, **kw)
         elif self.name == "sqlite":
-            cls = SqliteProcessAuditSink if self.process else SqliteAuditSink
+            cls = SQLITE_SINKS[self.writer]
             self.sink = await cls.open(self.tmp / "audit.db", config=config, **kw)
         else:
             assert self.pg is not None
@@ -175,12 +179,13 @@ class Backend:
         await self.set_state("head_hash", h)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-process", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-process", "sqlite-inline", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     pg = None
     if request.param == "postgres":
         pg = (request.getfixturevalue("pg_dsn"), new_schema_name())
-    b = Backend(request.param.removesuffix("-process"), tmp_path, pg, process=request.param.endswith("-process"))
+    name, _, writer = request.param.partition("-")
+    b = Backend(name, tmp_path, pg, writer=writer or "thread")
     yield b
     await b.close()
     if pg is not None:
@@ -409,7 +414,7 @@ async def test_unreachable_store_raises_audit_unavailable(backend: Backend, tmp_
             sink.fail_with = ConnectionError("store gone")
             await sink.append(event(1))
         elif backend.name == "sqlite":
-            cls = SqliteProcessAuditSink if backend.process else SqliteAuditSink
+            cls = SQLITE_SINKS[backend.writer]
             await cls.open(tmp_path / "no-such-dir" / "audit.db")
         else:
             await PostgresAuditSink.open("postgresql://postgres@127.0.0.1:1/none", schema="x", connect_timeout=2)

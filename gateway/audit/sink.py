@@ -79,6 +79,9 @@ class GroupCommitConfig:
     #: fsync...); at the default 5 ms a busy event loop makes each re-take wait up to 5 ms, so a
     #: commit took ~10 ms under load and every answer waited for it.
     gil_switch_interval: float = 0.0002
+    #: SQLite inline writer (gateway/audit/sqlite_inline.py): the least time between the starts of two
+    #: commits (seconds); an append arriving later than that after the last commit is committed at once
+    commit_interval: float = 0.004
 
 
 @dataclass(slots=True)

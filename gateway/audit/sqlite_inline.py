@@ -1,0 +1,225 @@
+"""SQLite audit sink whose appends are committed on the event loop's own thread
+(``audit_writer = "inline"``).
+
+Why: on a small machine under load every hop to another thread or process costs more than the
+commit itself. A writer *thread* re-takes the interpreter lock after each sqlite call and waits
+for the busy loop to release it; a writer *process* needs two pipe hops and two wake-ups per
+batch, and when the cores are saturated each wake-up waits for the scheduler (milliseconds). The
+work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` with its fsync
+(~0.25 ms here), one receipt signature per batch -- so it is done where the answers wait:
+
+* ``append_*`` queues the group and, for the first group since the last commit, schedules ONE
+  drain: at once when the previous commit started at least ``commit_interval`` ago (an idle
+  gateway adds no wait), else at that moment (``call_later``), or at once when ``max_batch``
+  records are queued. A commit has a large fixed cost here -- the WAL fsync alone is ~150 us of
+  kernel CPU on this VM, the receipt signature ~35 us, the statements ~20 us -- against ~25 us a
+  record, so spacing commits a few milliseconds apart under load is what keeps the trail cheap
+  (load/bench_audit_overhead.py); a lone answer never waits more than ``commit_interval``;
+* the drain runs the statements of everything queued (up to ``max_batch`` records per
+  transaction) in one ``BEGIN IMMEDIATE`` transaction on a connection of its own -- head read,
+  chaining, one multi-row ``INSERT``, head update: memory work, no waiting -- and hands the
+  ``COMMIT`` (the WAL write and its fsync, 0.3-1 ms here) to a commit thread, so the loop goes on
+  serving the requests that will form the next batch (the classic group-commit pipeline: one
+  transaction in flight at a time). When the commit is durable, the loop seals the batch's
+  receipt drafts (one signature) and resolves every waiter;
+* the connection never waits for SQLite's lock: another process (a second worker) holding it
+  makes ``BEGIN IMMEDIATE`` fail at once, the batch stays queued (growing meanwhile) and the drain
+  is retried after :data:`RETRY_FIRST_S`, doubling to :data:`RETRY_MAX_S`, so the loop keeps serving;
+  past the sink's busy timeout the batch fails with ``AUDIT_UNAVAILABLE`` (503), nothing of it stored.
+
+The loop never waits for the disk. Everything else -- reads, search,
+checkpoints, pruning, the holder index, WAL copies -- is :class:`SqliteAuditSink`'s, on threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from gateway.audit.model import AppendReceipt
+from gateway.audit.sink import Appended, _Item, unavailable
+from gateway.audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES, SqliteAuditSink, _connect
+
+#: first wait before retrying a commit that found the database locked by another writer (seconds)
+RETRY_FIRST_S = 0.0002
+#: the longest wait between two such retries (seconds)
+RETRY_MAX_S = 0.005
+_BUSY_CODES = frozenset({5, 6, 261, 262, 517})   # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """The commit thread: COMMIT, or roll back and re-raise (nothing of the batch stored)."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SqliteInlineAuditSink(SqliteAuditSink):
+    """:class:`SqliteAuditSink` with its appends committed on the event loop thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._a: sqlite3.Connection | None = None   # the appending connection: loop thread only, never waits
+        self._pending: list[_Item] = []
+        self._queued_records = 0
+        self._handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._last_start = -1e9   # time.monotonic() of the last commit's start
+        self._retry = RETRY_FIRST_S
+        self._busy_since: float | None = None
+        self._drained: asyncio.Event | None = None
+        self._inflight: list[_Item] | None = None   # the batch whose COMMIT the commit thread runs
+        # the COMMIT (WAL write + fsync, ~0.3-1 ms) off the event loop: the loop serves the next
+        # batch's requests meanwhile. The connection is used by one thread at a time: the loop
+        # runs no statement while a COMMIT is in flight.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
+
+    def _open_sync(self) -> None:
+        super()._open_sync()
+        # busy timeout 0: a locked database answers at once and the drain is retried later
+        self._a = _connect(self.path, 0, autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES)
+
+    def _start(self) -> None:
+        if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
+            sys.setswitchinterval(min(sys.getswitchinterval(), self.config.gil_switch_interval))
+        self._loop = asyncio.get_running_loop()
+
+    def _running(self) -> bool:
+        return not self._closed and self._a is not None
+
+    # -- queueing ----------------------------------------------------------------------------
+    def _enqueue(self, item: _Item) -> None:
+        if self._queued_records >= self.config.queue_limit:
+            raise unavailable("audit queue is full")
+        self._pending.append(item)
+        self._queued_records += len(item[0])
+        if self._handle is None:
+            self._schedule(self._wait())
+        elif self._queued_records >= self.config.max_batch and isinstance(self._handle, asyncio.TimerHandle) \
+                and self._busy_since is None:
+            self._handle.cancel()   # a full batch does not wait for the interval
+            self._schedule(0)
+
+    def _wait(self) -> float:
+        """Seconds until the next commit may start (0 with a full batch queued)."""
+        if self._queued_records >= self.config.max_batch:
+            return 0.0
+        return max(0.0, self._last_start + self.config.commit_interval - time.monotonic())
+
+    def _schedule(self, delay: float) -> None:
+        assert self._loop is not None
+        self._handle = (self._loop.call_later(delay, self._drain) if delay > 0
+                        else self._loop.call_soon(self._drain))
+
+    # -- the drain (event loop thread) -------------------------------------------------------
+    def _take(self) -> list[_Item]:
+        """The queued groups of the next transaction: at least one, then up to ``max_batch`` records."""
+        limit, pending = self.config.max_batch, self._pending
+        n, k = len(pending[0][0]), 1
+        while k < len(pending) and n + len(pending[k][0]) <= limit:
+            n += len(pending[k][0])
+            k += 1
+        return pending[:k]
+
+    def _drain(self) -> None:
+        """Run the next transaction's statements here; its ``COMMIT`` (the WAL write and fsync)
+        goes to the commit thread, and :meth:`_committed` answers the batch when it is durable."""
+        self._handle = None
+        if not self._pending or self._inflight is not None:
+            return
+        batch = self._take()
+        self._last_start = time.monotonic()
+        conn = self._a
+        try:
+            if conn is None:
+                raise unavailable("audit database is closed")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _is_busy(exc) and self._retry_allowed():
+                self._schedule(self._retry)          # the batch stays queued; more may join it
+                self._retry = min(self._retry * 2, RETRY_MAX_S)
+                return
+            self._done(batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - any store failure means "not audited"
+            self._done(batch, exc)
+            return
+        self._retry, self._busy_since = RETRY_FIRST_S, None
+        try:
+            receipts: list[AppendReceipt] = self._txn([e.body() for item in batch for e in item[0]])(conn)
+        except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored
+            _rollback(conn)
+            self._done(batch, exc)
+            return
+        assert self._loop is not None
+        self._inflight = batch
+        fut = self._loop.run_in_executor(self._committer, _commit, conn)
+        fut.add_done_callback(lambda f: self._committed(batch, receipts, f))
+
+    def _committed(self, batch: list[_Item], receipts: list[AppendReceipt], fut: asyncio.Future[None]) -> None:
+        self._inflight = None
+        exc = fut.exception()
+        outcome: list[Appended] | BaseException
+        if exc is not None:
+            outcome = exc
+        else:
+            try:
+                outcome = self._finish(batch, receipts)
+            except Exception as err:  # noqa: BLE001 - committed but not sealed: the waiters get 503
+                outcome = err
+        self._done(batch, outcome)
+
+    def _done(self, batch: list[_Item], outcome: list[Appended] | BaseException) -> None:
+        del self._pending[:len(batch)]
+        self._queued_records -= sum(len(item[0]) for item in batch)
+        self._resolve(batch, outcome)
+        if self._pending:
+            if self._handle is None:
+                self._schedule(self._wait())
+        elif self._drained is not None:
+            self._drained.set()
+
+    def _retry_allowed(self) -> bool:
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        return now - self._busy_since < self._busy_ms / 1000
+
+    # -- closing -----------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True    # new appends are refused; the queued ones are still committed
+        if self._pending:
+            self._drained = asyncio.Event()
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            if self._inflight is None:
+                self._schedule(0)
+            await self._drained.wait()
+        await self._close_backend()
+
+    async def _close_backend(self) -> None:
+        await asyncio.to_thread(self._committer.shutdown)
+        if self._a is not None:
+            self._a.close()
+            self._a = None
+        await super()._close_backend()
