@@ -99,7 +99,7 @@ class AuditSetup:
     checkpoint_seconds: float
     retention: timedelta | None
     index_seconds: float = 60.0
-    writer: str = "process"            # SQLite appends: writer process or writer thread
+    writer: str = "inline"             # SQLite appends: inline (event loop + commit thread), process or thread
 
 
 def key_id(prefix: str, public_key: Any) -> str:

@@ -145,11 +145,11 @@ class Settings:
     #: sign a checkpoint of the chain head every N records, and every N seconds when records were added
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: int = 60
-    #: SQLite: who commits the appends -- "process" (default: a writer process of each worker, so chaining,
-    #: inserts, fsync and receipt sealing never hold the worker's interpreter lock), "inline" (on the worker's
-    #: event loop, the COMMIT and its fsync on a commit thread: no hop to another process; see
-    #: gateway/audit/sqlite_inline.py) or "thread"
-    audit_writer: str = "process"
+    #: SQLite: who commits the appends -- "inline" (default: the statements on the worker's event loop, the
+    #: COMMIT and its fsync on a commit thread; no hop to another process; gateway/audit/sqlite_inline.py),
+    #: "process" (a writer process of each worker: chaining, inserts, fsync and receipt sealing in its own
+    #: interpreter, two pipe hops per batch) or "thread" (a writer thread doing all of it)
+    audit_writer: str = "inline"
     #: SQLite: bring the deferred holder search index (<audit_path>-holders) up to the chain head every
     #: N seconds, off the request path (searches stay complete: they scan the records not yet indexed)
     audit_index_seconds: float = 60.0

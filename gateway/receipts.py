@@ -40,7 +40,6 @@ encoded once per signer.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 def request_digest(body: bytes) -> str:
     """b64url (no padding) SHA-256 of the exact request body bytes."""
-    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii")
+    return b64u(_sha256(body).digest())
 
 
 # --- Merkle tree (pure) ----------------------------------------------------------------------

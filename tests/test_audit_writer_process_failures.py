@@ -80,7 +80,8 @@ async def test_appends_in_flight_when_the_writer_dies_get_503_not_silence(tmp_pa
 
 
 async def test_trail_maintenance_reopens_the_sink_after_its_writer_died(tmp_path: Path):
-    settings = dataclasses.replace(load_settings(demo=True), audit_path=str(tmp_path / "audit.db"))
+    settings = dataclasses.replace(load_settings(demo=True), audit_path=str(tmp_path / "audit.db"),
+                                   audit_writer="process")
     setup = audit_setup_from(settings)
     assert setup.writer == "process"
     now = T0

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
+from gateway.audit.chain import CheckpointSigner, record_hash
 from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
                                  Checkpoint, PruneResult, StoredRecord, format_time)
 from gateway.audit.sink import (_STOP, Appended, Clock, GroupCommitConfig, GroupCommitSink, Sealer, _Item,
@@ -129,6 +129,23 @@ def _row_of(seq: int, prev: str, h: str, body: dict[str, Any]) -> tuple[Any, ...
             body["item_code"], body["region"], body["licence_id"], body["verdict"],
             orjson.dumps(body["reasons"]).decode(),
             body["holder_hmac"], orjson.dumps(body["extra"], option=orjson.OPT_SORT_KEYS).decode())
+
+
+def chained_rows(head_seq: int, head_hash: str, bodies: Sequence[dict[str, Any]]
+                 ) -> tuple[list[Any], list[AppendReceipt]]:
+    """Chain ``bodies`` after the head (as :func:`gateway.audit.chain.extend_chain`) straight into
+    the flat parameters of the multi-row INSERT and each record's (seq, hash): one pass, no
+    intermediate record objects (this runs for every audited answer)."""
+    params: list[Any] = []
+    receipts: list[AppendReceipt] = []
+    seq, prev = head_seq, head_hash
+    for body in bodies:
+        seq += 1
+        h = record_hash(seq, prev, body)
+        params += _row_of(seq, prev, h, body)
+        receipts.append(AppendReceipt(seq, h))
+        prev = h
+    return params, receipts
 
 
 def _record_of(row: Sequence[Any]) -> StoredRecord:
@@ -511,17 +528,19 @@ def append_txn(bodies: Sequence[dict[str, Any]], due: Callable[[int, str, int], 
     def txn(c: sqlite3.Connection) -> list[AppendReceipt]:
         head_seq, head_hash, last_cp = c.execute(
             "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
-        recs = extend_chain(head_seq, head_hash, bodies)
-        for i in range(0, len(recs), _ROWS_PER_INSERT):
-            chunk = recs[i:i + _ROWS_PER_INSERT]
-            c.execute(_insert_rows(len(chunk)), [v for r in chunk for v in _row_of(r.seq, r.prev_hash, r.hash, r.body)])
-        cp = due(recs[-1].seq, recs[-1].hash, last_cp)
+        params, receipts = chained_rows(head_seq, head_hash, bodies)
+        width = len(_COLS)
+        for i in range(0, len(receipts), _ROWS_PER_INSERT):
+            n = min(_ROWS_PER_INSERT, len(receipts) - i)
+            c.execute(_insert_rows(n), params[i * width:(i + n) * width])
+        last = receipts[-1]
+        cp = due(last.seq, last.hash, last_cp)
         if cp is not None:
             c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
             last_cp = cp.seq
         c.execute("UPDATE audit_state SET head_seq = ?, head_hash = ?, last_checkpoint_seq = ?, "
-                  "commits = commits + 1 WHERE id = 1", (recs[-1].seq, recs[-1].hash, last_cp))
-        return receipts_of(recs)
+                  "commits = commits + 1 WHERE id = 1", (last.seq, last.hash, last_cp))
+        return receipts
 
     return txn
 

@@ -47,7 +47,7 @@ from gateway.audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES, SqliteAuditSink, _
 #: first wait before retrying a commit that found the database locked by another writer (seconds)
 RETRY_FIRST_S = 0.0002
 #: the longest wait between two such retries (seconds)
-RETRY_MAX_S = 0.005
+RETRY_MAX_S = 0.001
 _BUSY_CODES = frozenset({5, 6, 261, 262, 517})   # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
 
 

@@ -1,0 +1,131 @@
+"""The SQLite inline writer (gateway/audit/sqlite_inline.py): its own behaviour.
+
+The chain-level behaviour (tamper detection, group commit, store failures, locked store, close)
+runs against this sink in tests/test_audit_chain.py ("sqlite-inline"); here: commit spacing,
+a database locked by another writer (the event loop keeps serving meanwhile), COMMIT off the
+loop, and the fused chain/row builder equal to the reference chain."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from gateway.audit import CheckpointSigner, GroupCommitConfig, verify_chain
+from gateway.audit.chain import extend_chain
+from gateway.audit.sqlite import _row_of, chained_rows
+from gateway.audit.sqlite_inline import SqliteInlineAuditSink
+from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
+
+
+async def open_sink(path: Path, **config: float) -> SqliteInlineAuditSink:
+    return await SqliteInlineAuditSink.open(path, signer=CheckpointSigner(AUDIT_KEY, "test-audit-1"), clock=Clock(T0),
+                                            config=GroupCommitConfig(checkpoint_every=20, **config))
+
+
+def test_fused_chain_rows_equal_the_reference_chain_and_rows() -> None:
+    bodies = [event(i).body() for i in range(1, 40)]
+    params, receipts = chained_rows(7, "ab" * 32, bodies)
+    recs = extend_chain(7, "ab" * 32, bodies)
+    assert params == [v for r in recs for v in _row_of(r.seq, r.prev_hash, r.hash, r.body)]
+    assert [(r.seq, r.hash) for r in receipts] == [(r.seq, r.hash) for r in recs]
+
+
+async def test_appends_of_one_loop_pass_share_one_commit(tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    try:
+        got = await asyncio.gather(*(sink.append(event(i)) for i in range(1, 31)))
+        assert [r.seq for r in got] == list(range(1, 31))
+        assert sink.stats.transactions == 1 and sink.stats.largest_batch == 30
+    finally:
+        await sink.close()
+    assert (await _verify(tmp_path / "audit.db")).records_checked == 30
+
+
+async def test_commits_are_spaced_by_the_interval_and_a_lone_append_after_a_quiet_spell_waits_for_nothing(
+        tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.05)
+    try:
+        await sink.append(event(1))                       # first commit: at once
+        t0 = time.monotonic()
+        await sink.append(event(2))                       # within the interval: waits for it
+        waited = time.monotonic() - t0
+        assert waited >= 0.03, waited
+        # appends arriving while a commit waits for its slot join it: one more transaction for all
+        before = sink.stats.transactions
+        await asyncio.gather(*(sink.append(event(i)) for i in range(3, 13)))
+        assert sink.stats.transactions == before + 1
+        await asyncio.sleep(0.08)                         # a quiet spell longer than the interval
+        t0 = time.monotonic()
+        await sink.append(event(13))
+        assert time.monotonic() - t0 < 0.03
+    finally:
+        await sink.close()
+    assert (await _verify(tmp_path / "audit.db")).records_checked == 13
+
+
+async def test_a_database_locked_by_another_writer_is_retried_while_the_loop_keeps_serving(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    sink = await open_sink(path, commit_interval=0.0)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await sink.append(event(1))
+        other.execute("BEGIN IMMEDIATE")                  # another worker holds the write lock
+        append = asyncio.create_task(sink.append(event(2)))
+        ticks = 0
+        for _ in range(20):                               # the loop is not blocked meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not append.done()
+        threading.Timer(0.0, lambda: other.execute("COMMIT")).start()
+        receipt = await asyncio.wait_for(append, 5)
+        assert receipt.seq == 2
+    finally:
+        other.close()
+        await sink.close()
+    assert (await _verify(path)).records_checked == 2
+
+
+async def test_commit_runs_off_the_event_loop_thread(tmp_path: Path, monkeypatch) -> None:
+    import gateway.audit.sqlite_inline as inline
+
+    threads: list[str] = []
+    real = inline._commit
+
+    def spy(conn: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        real(conn)
+
+    monkeypatch.setattr(inline, "_commit", spy)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    try:
+        await asyncio.gather(*(sink.append(event(i)) for i in range(1, 4)))
+    finally:
+        await sink.close()
+    assert threads and all(name.startswith("audit-commit") for name in threads)
+    assert threading.current_thread().name not in threads
+
+
+async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.2)
+    await sink.append(event(1))
+    pending = [asyncio.create_task(sink.append(event(i))) for i in range(2, 6)]   # wait for their slot
+    await asyncio.sleep(0)
+    await sink.close()
+    assert [t.result().seq for t in pending] == [2, 3, 4, 5]
+    assert not sink.alive
+    assert (await _verify(tmp_path / "audit.db")).records_checked == 5
+
+
+async def _verify(path: Path):
+    from gateway.audit import SqliteAuditSink
+
+    store = await SqliteAuditSink.open(path)
+    try:
+        report = await verify_chain(store, PUBLIC)
+        assert report.ok, report
+        return report
+    finally:
+        await store.close()
