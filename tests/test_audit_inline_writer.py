@@ -88,7 +88,8 @@ async def test_a_database_locked_by_another_writer_is_retried_while_the_loop_kee
     assert (await _verify(path)).records_checked == 2
 
 
-async def test_commit_runs_off_the_event_loop_thread(tmp_path: Path, monkeypatch) -> None:
+async def test_a_large_batch_commits_off_the_event_loop_thread_and_a_small_one_on_it(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
     import gateway.audit.sqlite_inline as inline
 
     threads: list[str] = []
@@ -99,13 +100,15 @@ async def test_commit_runs_off_the_event_loop_thread(tmp_path: Path, monkeypatch
         real(conn)
 
     monkeypatch.setattr(inline, "_commit", spy)
-    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=4)
     try:
-        await asyncio.gather(*(sink.append(event(i)) for i in range(1, 4)))
+        await asyncio.gather(*(sink.append(event(i)) for i in range(1, 11)))    # 10 records: the thread
+        assert len(threads) == 1 and threads[0].startswith("audit-commit")
+        await asyncio.gather(*(sink.append(event(i)) for i in range(11, 14)))   # 3 records: the loop
+        assert len(threads) == 2 and threads[1] == threading.current_thread().name
     finally:
         await sink.close()
-    assert threads and all(name.startswith("audit-commit") for name in threads)
-    assert threading.current_thread().name not in threads
+    assert (await _verify(tmp_path / "audit.db")).records_checked == 13
 
 
 async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
