@@ -12,7 +12,12 @@ from adapters.ofd import OfdError, verify_ofd_signatures
 from adapters.ofd.build import build_sealed_ofd
 from adapters.ofd.ses import parse_ses_signature
 from gateway.crypto.sm2 import SM2PrivateKey, sm3
-from gateway.crypto.sm2cert import issue_sm2_certificate, load_sm2_certificate, verify_issued_by
+from gateway.crypto.sm2cert import (
+    issue_sm2_certificate,
+    load_sm2_certificate,
+    verify_issued_by,
+)
+from tests.ofd_support import rezip
 
 UTC = timezone.utc
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -47,14 +52,6 @@ def built(trust) -> bytes:
 def _files(data: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {i.filename: zf.read(i) for i in zf.infolist()}
-
-
-def _rezip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
 
 
 def test_built_ofd_verifies_and_reports_signer_seal_and_time(built, trust) -> None:
@@ -105,7 +102,7 @@ def test_one_byte_change_in_each_built_part_is_caught(built) -> None:
         pos = len(files[part]) // 2
         tampered[part] = files[part][:pos] + bytes([files[part][pos] ^ 0x01]) + files[part][pos + 1:]
         try:
-            result = verify_ofd_signatures(_rezip(tampered))
+            result = verify_ofd_signatures(rezip(tampered))
         except OfdError:
             continue
         assert result.ok is False, part

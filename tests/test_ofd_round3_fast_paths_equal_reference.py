@@ -46,6 +46,7 @@ from gateway.errors import GatewayError
 from gateway.simulator import EXPECTED
 from gateway.trust import key_id_of, load_certificate
 from tests.conftest import NOW
+from tests.ofd_support import rezip
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ofd"
 if not VECTORS.is_dir():
@@ -68,14 +69,6 @@ def _result_facts(result) -> tuple:
     return (result.verdict, result.reason_codes, tuple((type(r), str(r)) for r in result.reasons),
             dict(result.checks), result.region, result.format, result.licence, result.signer_key_id,
             result.signing_time, result.status_age, result.notes)
-
-
-def _rezip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +121,7 @@ def _vector_files() -> dict[str, bytes]:
     files = {info.filename: src.read(info) for info in src.infolist() if not info.is_dir()}
     sign_dir = next(n for n in files if n.endswith("/Signature.xml")).rsplit("/", 1)[0]
     files[f"{sign_dir}/SignerCert.der"] = cert
-    out["DigitalSign.ofd+SignerCert.der"] = _rezip(files)
+    out["DigitalSign.ofd+SignerCert.der"] = rezip(files)
     return out
 
 

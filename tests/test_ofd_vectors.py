@@ -11,6 +11,7 @@ import pytest
 
 from adapters.ofd import OfdError, verify_ofd_signatures
 from gateway.crypto.sm2cert import load_sm2_certificate, verify_issued_by
+from tests.ofd_support import rezip
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ofd"
 if not VECTORS.is_dir():
@@ -25,14 +26,6 @@ def _read(name: str) -> bytes:
 def _files(data: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
-
-
-def _rezip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
 
 
 def _edit_one_byte(content: bytes) -> bytes:
@@ -132,7 +125,7 @@ def test_one_byte_change_in_each_protected_part_is_caught(vector: str, ofdrw_sig
         tampered = dict(files)
         tampered[part] = _edit_one_byte(files[part])
         try:
-            result = verify_ofd_signatures(_rezip(tampered), cert_lookup=lookup)
+            result = verify_ofd_signatures(rezip(tampered), cert_lookup=lookup)
         except OfdError as exc:  # e.g. OFD.xml no longer well-formed: rejected as MALFORMED
             assert exc.code == "MALFORMED", part
             continue
@@ -149,14 +142,14 @@ def test_one_byte_change_in_each_protected_part_is_caught(vector: str, ofdrw_sig
 def test_unchanged_rezip_still_verifies(ofdrw_signer) -> None:
     # guards the tamper loop: re-zipping alone must not be what makes it fail
     for vector in ("allprotected.ofd", "v4signed.ofd", "DigitalSign.ofd"):
-        result = verify_ofd_signatures(_rezip(_files(_read(vector))), cert_lookup=lambda e, s: [ofdrw_signer])
+        result = verify_ofd_signatures(rezip(_files(_read(vector))), cert_lookup=lambda e, s: [ofdrw_signer])
         assert result.ok is True, vector
 
 
 def test_swapped_seal_file_is_reported_as_seal_mismatch() -> None:
     files = _files(_read("allprotected.ofd"))
     files["Doc_0/Signs/Sign_0/Seal.esl"] = files["Doc_0/Signs/Sign_0/Seal.esl"][:-1] + b"\x00"
-    (sig,) = verify_ofd_signatures(_rezip(files)).signatures
+    (sig,) = verify_ofd_signatures(rezip(files)).signatures
     assert sig.seal_matches is False
     assert "/Doc_0/Signs/Sign_0/Seal.esl" in sig.failed_references
 
@@ -164,7 +157,7 @@ def test_swapped_seal_file_is_reported_as_seal_mismatch() -> None:
 def test_missing_referenced_file_is_named() -> None:
     files = _files(_read("allprotected.ofd"))
     del files["Doc_0/PublicRes.xml"]
-    (sig,) = verify_ofd_signatures(_rezip(files)).signatures
+    (sig,) = verify_ofd_signatures(rezip(files)).signatures
     assert sig.ok is False
     assert [(r.file_ref, r.problem) for r in sig.references if not r.ok] == [("/Doc_0/PublicRes.xml", "missing")]
 
@@ -172,7 +165,7 @@ def test_missing_referenced_file_is_named() -> None:
 def test_garbage_signed_value_is_a_failed_signature_not_a_crash() -> None:
     files = _files(_read("allprotected.ofd"))
     files["Doc_0/Signs/Sign_0/SignedValue.dat"] = b"\x30\x03\x02\x01\x04"
-    (sig,) = verify_ofd_signatures(_rezip(files)).signatures
+    (sig,) = verify_ofd_signatures(rezip(files)).signatures
     assert sig.ok is False and sig.signature_ok is False
     assert sig.problems[-1].code in ("MALFORMED", "UNSUPPORTED_FORMAT")
 
@@ -183,7 +176,7 @@ def test_gmt0031_version_is_reported_unsupported() -> None:
     assert sv[8:11] == b"\x02\x01\x04"  # TBS_Sign.version
     sv[10] = 1
     files["Doc_0/Signs/Sign_0/SignedValue.dat"] = bytes(sv)
-    (sig,) = verify_ofd_signatures(_rezip(files)).signatures
+    (sig,) = verify_ofd_signatures(rezip(files)).signatures
     assert sig.ok is False and any(p.code == "UNSUPPORTED_FORMAT" for p in sig.problems)
 
 
@@ -191,7 +184,7 @@ def test_weak_check_method_is_not_allowed() -> None:
     files = _files(_read("allprotected.ofd"))
     files["Doc_0/Signs/Sign_0/Signature.xml"] = files["Doc_0/Signs/Sign_0/Signature.xml"].replace(
         b'CheckMethod="SM3"', b'CheckMethod="MD5"')
-    (sig,) = verify_ofd_signatures(_rezip(files)).signatures
+    (sig,) = verify_ofd_signatures(rezip(files)).signatures
     assert sig.ok is False
     assert any(p.code == "ALGORITHM_NOT_ALLOWED" for p in sig.problems)
     assert all(r.problem == "check method not allowed" for r in sig.references)
