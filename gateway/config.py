@@ -163,6 +163,9 @@ class Settings:
     #: inline writer: the least time between the starts of two commits, microseconds (a commit's fixed
     #: cost -- fsync, receipt signature -- is ~10x a record's; an append after a quiet spell commits at once)
     audit_commit_interval_us: int = 4000
+    #: inline writer: a batch of at most N records (a lightly loaded worker) commits on the event loop itself,
+    #: larger ones on the commit thread (0: always the thread)
+    audit_inline_commit_max: int = 4
 
     @property
     def token_endpoint_url(self) -> str:
@@ -203,10 +206,11 @@ class Settings:
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
-                or self.audit_batch_window_us < 0 or self.audit_commit_interval_us < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
+                or self.audit_batch_window_us < 0 or self.audit_commit_interval_us < 0
+                or self.audit_inline_commit_max < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
             raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds and audit_batch_max "
-                              "must be positive; "
-                              "audit_batch_window_us and audit_retention_days not negative")
+                              "must be positive; audit_batch_window_us, audit_commit_interval_us, "
+                              "audit_inline_commit_max and audit_retention_days not negative")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")
         if self.status_url_template and "{region}" not in self.status_url_template:
