@@ -26,3 +26,18 @@ def test_a_non_positive_index_interval_is_refused() -> None:
 def test_an_unknown_audit_writer_is_refused() -> None:
     with pytest.raises(ConfigError, match="audit_writer"):
         load_settings(demo=True, env={"GATEWAY_AUDIT_WRITER": "fork"})
+
+
+def test_the_inline_writer_settings_reach_its_group_commit_config() -> None:
+    from gateway.audit_wiring import audit_setup_from
+
+    s = load_settings(demo=True, env={"GATEWAY_AUDIT_COMMIT_INTERVAL_US": "2500", "GATEWAY_AUDIT_INLINE_COMMIT_MAX": "9"})
+    setup = audit_setup_from(s)
+    assert setup.writer == "inline"
+    assert setup.group.commit_interval == 0.0025 and setup.group.inline_commit_max == 9
+
+
+@pytest.mark.parametrize("name", ["GATEWAY_AUDIT_COMMIT_INTERVAL_US", "GATEWAY_AUDIT_INLINE_COMMIT_MAX"])
+def test_a_negative_inline_writer_setting_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match=name.removeprefix("GATEWAY_").lower()):
+        load_settings(demo=True, env={name: "-1"})
