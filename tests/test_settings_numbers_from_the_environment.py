@@ -41,3 +41,10 @@ def test_the_inline_writer_settings_reach_its_group_commit_config() -> None:
 def test_a_negative_inline_writer_setting_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=name.removeprefix("GATEWAY_").lower()):
         load_settings(demo=True, env={name: "-1"})
+
+
+def test_the_gc_threshold_setting_is_read_and_a_negative_one_refused() -> None:
+    assert load_settings(demo=True, env={}).gc_gen0_threshold == 50_000
+    assert load_settings(demo=True, env={"GATEWAY_GC_GEN0_THRESHOLD": "0"}).gc_gen0_threshold == 0
+    with pytest.raises(ConfigError, match="gc_gen0_threshold"):
+        load_settings(demo=True, env={"GATEWAY_GC_GEN0_THRESHOLD": "-5"})
