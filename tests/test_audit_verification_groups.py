@@ -7,6 +7,8 @@ same -- or a receipt would not find its record, and `audit verify` would disagre
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import AuditEvent, CheckpointSigner, GroupCommitConfig, MemoryAuditSink, holder_hmac, verify_chain
 from gateway.audit.model import format_time
+from gateway.audit.sqlite_inline import SqliteInlineAuditSink
 from gateway.audit.sqlite_process import SqliteProcessAuditSink
 from gateway.audit.verifications import VerificationGroup, expand
 from gateway.receipts import ReceiptSigner, verify_receipt
@@ -66,20 +69,24 @@ def test_wire_form_round_trips() -> None:
     assert VerificationGroup.from_wire(orjson.loads(orjson.dumps(g.as_wire()))) == g
 
 
-async def test_worker_side_and_writer_process_expansion_store_the_same_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "inline"])
+async def test_worker_side_and_writer_side_expansion_store_the_same_chain(tmp_path: Path, writer: str) -> None:
+    """The memory sink expands a group when it is appended; the writer process expands it in its own
+    interpreter, the inline writer in its drain with the rest of the batch: the same records."""
     cfg = GroupCommitConfig(checkpoint_every=1000)
     here = await MemoryAuditSink.open(signer=CheckpointSigner(AUDIT_KEY, "a"), clock=lambda: T, config=cfg,
                                       sealer=SIGNER)
-    there = await SqliteProcessAuditSink.open(tmp_path / "audit.db", signer=CheckpointSigner(AUDIT_KEY, "a"),
-                                              clock=lambda: T, config=cfg, sealer=SIGNER)
+    kind = SqliteProcessAuditSink if writer == "process" else SqliteInlineAuditSink
+    there = await kind.open(tmp_path / "audit.db", signer=CheckpointSigner(AUDIT_KEY, "a"),
+                            clock=lambda: T, config=cfg, sealer=SIGNER)
     try:
         got = {}
-        for name, sink in (("memory", here), ("process", there)):
+        for name, sink in (("memory", here), (writer, there)):
             a = await sink.append_verifications(group(False))
             b = await sink.append_verifications(group(True))
             got[name] = (await sink.read_records(0, 10), a, b)
             assert (await verify_chain(sink, AUDIT_KEY.public_key())).ok
-        (recs_m, a_m, b_m), (recs_p, a_p, b_p) = got["memory"], got["process"]
+        (recs_m, a_m, b_m), (recs_p, a_p, b_p) = got["memory"], got[writer]
         assert [(r.seq, r.hash, r.body) for r in recs_m] == [(r.seq, r.hash, r.body) for r in recs_p]
         assert len(recs_p) == 4 and a_p.records == a_m.records and b_p.records == b_m.records
         jwks = SIGNER.jwks()
@@ -90,3 +97,44 @@ async def test_worker_side_and_writer_process_expansion_store_the_same_chain(tmp
     finally:
         await here.close()
         await there.close()
+
+
+async def test_inline_writer_keeps_the_order_of_groups_and_plain_events_sharing_a_batch(tmp_path: Path) -> None:
+    sink = await SqliteInlineAuditSink.open(tmp_path / "audit.db", signer=CheckpointSigner(AUDIT_KEY, "a"),
+                                            clock=lambda: T, config=GroupCommitConfig(commit_interval=0.0),
+                                            sealer=SIGNER)
+    plain = AuditEvent(kind="token", time=T, request_id="req-7", partner="demo-partner")
+    try:
+        a, p, b = await asyncio.gather(sink.append_verifications(group(False)), sink.append(plain),
+                                       sink.append_verifications(group(True)))
+        assert sink.stats.transactions == 1                     # one batch: expanded in the drain
+        assert [r.seq for r in a.records] == [1] and p.seq == 2 and [r.seq for r in b.records] == [3, 4, 5]
+        recs = await sink.read_records(0, 10)
+        assert [r.body["kind"] for r in recs] == ["verify", "token", "verify", "verify", "verify"]
+        assert [r.body["extra"].get("entry") for r in recs[2:]] == [0, 1, 2]
+        assert len(a.sealed) == 1 and len(b.sealed) == 3
+    finally:
+        await sink.close()
+
+
+async def test_inline_writer_expands_a_batch_retried_after_a_busy_lock_once(tmp_path: Path, monkeypatch) -> None:
+    import gateway.audit.sqlite_inline as inline
+
+    calls = []
+    real = inline.expand
+    monkeypatch.setattr(inline, "expand", lambda g, s: calls.append(g) or real(g, s))
+    path = tmp_path / "audit.db"
+    sink = await SqliteInlineAuditSink.open(path, signer=CheckpointSigner(AUDIT_KEY, "a"), clock=lambda: T,
+                                            config=GroupCommitConfig(commit_interval=0.0), sealer=SIGNER)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")                         # another worker holds the write lock
+        task = asyncio.create_task(sink.append_verifications(group(True)))
+        await asyncio.sleep(0.05)                                # several retries meanwhile
+        assert not task.done() and len(calls) == 1
+        other.execute("COMMIT")
+        appended = await asyncio.wait_for(task, 5)
+        assert [r.seq for r in appended.records] == [1, 2, 3] and len(calls) == 1
+    finally:
+        other.close()
+        await sink.close()
