@@ -85,6 +85,7 @@ from .sm2_xml import (
     fast_data,
     local,
     parse_hardened,
+    plain_text,
     prolog,
 )
 
@@ -322,23 +323,8 @@ _PLAIN_HEAD = re.compile(rf"[ \t\n]*<{DATA_ROOT} xmlns=\"{re.escape(DATA_NS)}\">
 _PLAIN_TAIL = re.compile(rf"[ \t\n]*</{DATA_ROOT}>[ \t\n]*")
 
 
-#: the prologs the simulator and issuers write (``sm2_xml.prolog``, without its newline) and the
-#: codec each declares: after exactly one of these, decode_xml's prolog scan has one answer
-_PLAIN_PROLOGS = tuple((prolog(enc).rstrip("\n").encode("ascii"), codec)
-                       for enc, codec in (("utf-8", "utf-8"), ("gb18030", "gb18030")))
-
-
-def _plain_text(part: bytes) -> str | None:
-    """``decode_xml(part)`` for a part opening with a plain prolog and holding no ``<!``; None
-    for anything else (decode_xml then decides, and words any error)."""
-    for head, codec in _PLAIN_PROLOGS:
-        if part.startswith(head):
-            try:
-                text = part[len(head):].decode(codec)
-            except UnicodeDecodeError:
-                return None
-            return None if "<!" in text else text
-    return None
+#: ``decode_xml(part)`` for a part opening with a plain prolog and holding no ``<!``, else None
+_plain_text = plain_text
 
 
 def _licence_data(part: bytes) -> dict[str, Any]:

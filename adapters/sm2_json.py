@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import orjson
@@ -37,10 +38,16 @@ import orjson
 from gateway import errors
 from gateway.crypto.sm2 import sm2_sign, sm2_verify
 from gateway.errors import LicenceRejected
+from gateway.model import positional_builder
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
 
 from .base import Envelope, KeyRef, Limits, SigningKey
+
+#: ``Envelope(...)`` with every field given, and the read-only empty extras of a family that has
+#: none (shared by sm2-json and sm2-xml; never mutated)
+make_envelope = positional_builder(Envelope)
+NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 FORMAT_TAG = "elicence-sm2-json/1"
 ALG = "SM2-with-SM3"
@@ -172,8 +179,8 @@ class Sm2JsonFamily:
         key_ref = key_ref_from(block)
         signature = decode_signature_value(block.get("value"))
         signed = canonical_bytes(data_obj)
-        raw, signing_time = split_signing_time(data_obj)
-        return Envelope(self.name, "SM2", key_ref, raw, signing_time, signed_bytes=signed, signature=signature)
+        signing_time = pop_signing_time(data_obj)  # parsed here, owned here: no copy needed
+        return make_envelope(self.name, "SM2", key_ref, data_obj, signing_time, signed, signature, NO_EXTRA)
 
     def verify(self, env: Envelope, cert: CertInfo) -> bool:
         return verify_sm2(env, cert)
@@ -199,18 +206,30 @@ class Sm2JsonFamily:
         return data[: len(data) // 2]
 
 
-_TIME_FIELDS = frozenset({DEFAULT_SIGNING_TIME_FIELD, "签名时间"})
+_TIME_FIELDS = frozenset({DEFAULT_SIGNING_TIME_FIELD, "签名时间"})  # the names pop_signing_time knows
 
 
 def split_signing_time(data: Mapping[str, Any]) -> tuple[dict[str, Any], datetime]:
     """Take the signing time out of the (already signature-covered) data; the field is
     recognised by either documented name (pinyin ``qmsj`` or Chinese ``签名时间``)."""
     raw = dict(data)
-    found = [f for f in _TIME_FIELDS if f in raw]
-    if len(found) != 1:
-        raise LicenceRejected(errors.MALFORMED, "the signed data must carry exactly one signing time "
-                                                f"({' or '.join(sorted(_TIME_FIELDS))})")
-    return raw, parse_signing_time(raw.pop(found[0]), found[0])
+    return raw, pop_signing_time(raw)
 
 
-__all__ = ["ALG", "FORMAT_TAG", "Sm2JsonFamily", "canonical_bytes", "format_signing_time", "split_signing_time"]
+_TIME_PINYIN, _TIME_ZH = DEFAULT_SIGNING_TIME_FIELD, "签名时间"
+_NOT_ONE_TIME = ("the signed data must carry exactly one signing time "
+                 f"({' or '.join(sorted(_TIME_FIELDS))})")
+
+
+def pop_signing_time(raw: dict[str, Any]) -> datetime:
+    """:func:`split_signing_time` on a dictionary the caller owns (its signed bytes already
+    taken): the signing time field is removed from ``raw`` itself, no copy is made."""
+    pinyin, zh = _TIME_PINYIN in raw, _TIME_ZH in raw
+    if pinyin is zh:  # both or neither
+        raise LicenceRejected(errors.MALFORMED, _NOT_ONE_TIME)
+    name = _TIME_PINYIN if pinyin else _TIME_ZH
+    return parse_signing_time(raw.pop(name), name)
+
+
+__all__ = ["ALG", "FORMAT_TAG", "Sm2JsonFamily", "canonical_bytes", "format_signing_time", "pop_signing_time",
+           "split_signing_time"]

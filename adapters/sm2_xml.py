@@ -41,13 +41,16 @@ from gateway.errors import LicenceRejected
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
 
-from .base import Envelope, Limits, SigningKey
+from .base import Envelope, KeyRef, Limits, SigningKey
 from .sm2_json import (
     DEFAULT_SIGNING_TIME_FIELD,
+    NO_EXTRA,
     canonical_bytes,
     decode_signature_value,
     format_signing_time,
     key_ref_from,
+    make_envelope,
+    pop_signing_time,
     sign_bytes,
     signature_block,
     split_signing_time,
@@ -55,6 +58,7 @@ from .sm2_json import (
 )
 
 NS = "urn:elicence:sm2-xml:1"
+_NS_BYTES = NS.encode()
 ROOT = "ElectronicLicence"
 MAX_ELEMENTS = 512
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
@@ -86,6 +90,29 @@ def decode_xml(data: bytes, what: str = "XML") -> str:
     if "<!" in text and _FORBIDDEN.search(text):
         raise LicenceRejected(errors.MALFORMED, f"{what}: DOCTYPE and ENTITY declarations are not allowed")
     return text
+
+
+def prolog(encoding: str) -> str:
+    return f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'
+
+
+#: the prologs the simulator and issuers write (:func:`prolog`, without its newline) and the codec
+#: each declares: after exactly one of these, decode_xml's prolog scan has one answer
+_PLAIN_PROLOGS = tuple((prolog(enc).rstrip("\n").encode("ascii"), codec)
+                       for enc, codec in (("utf-8", "utf-8"), ("gb18030", "gb18030")))
+
+
+def plain_text(data: bytes) -> str | None:
+    """``decode_xml(data)`` for bytes opening with a plain prolog and holding no ``<!``; None for
+    anything else (decode_xml then decides, and words any error)."""
+    for head, codec in _PLAIN_PROLOGS:
+        if data.startswith(head):
+            try:
+                text = data[len(head):].decode(codec)
+            except UnicodeDecodeError:
+                return None
+            return None if "<!" in text else text
+    return None
 
 
 def parse_hardened(data: bytes, what: str = "XML") -> ET.Element:
@@ -200,7 +227,8 @@ _FTAIL = re.compile(
     rf"[ \t\n]*</{ROOT}>[ \t\n]*")
 
 
-def _fast_document(text: str) -> tuple[dict[str, Any], dict[str, str], str] | None:
+def _fast_document(text: str) -> tuple[dict[str, Any], str, str] | None:
+    """(fields, the <SignatureValue> attribute text, its content) of a plain document, or None."""
     block = data_block(text)
     if block is None:
         return None
@@ -211,12 +239,35 @@ def _fast_document(text: str) -> tuple[dict[str, Any], dict[str, str], str] | No
     fields = fast_data(inner)
     if fields is None:
         return None
+    return fields, m.group(1), m.group(2)
+
+
+def _fast_attrs(attr_text: str) -> dict[str, str] | None:
+    """The attributes of a plain <SignatureValue> (their text), or None for a duplicate."""
     attrs: dict[str, str] = {}
-    for name, value in _FATTR.findall(m.group(1)):
+    for name, value in _FATTR.findall(attr_text):
         if name in attrs:
             return None
         attrs[name] = value
-    return fields, attrs, m.group(2)
+    return attrs
+
+
+_SIGNATURE_ATTRS = frozenset({"alg", "region", "serial", "kid", "encoding"})
+#: the signer reference of a plain <SignatureValue>, by its attribute text: one issuer key writes
+#: the same attributes (alg, region, serial or kid, encoding) on every licence, so each distinct
+#: text is read and checked once. Only accepted texts are kept (bounded, cleared when full); the
+#: key is the issuer's reference, never a licence's data or signature.
+_KEY_REF_CACHE_SIZE = 1024
+_KEY_REFS: dict[str, KeyRef] = {}
+
+
+def _key_ref_of(attrs: dict[str, str]) -> KeyRef:
+    """KeyRef of <SignatureValue>'s attributes (LicenceRejected as the reference path words it)."""
+    key_ref = key_ref_from(attrs)
+    unknown = set(attrs) - _SIGNATURE_ATTRS
+    if unknown:
+        raise LicenceRejected(errors.MALFORMED, f"<SignatureValue> has unexpected content {sorted(unknown)}")
+    return key_ref
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -250,32 +301,35 @@ def data_xml(data: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def prolog(encoding: str) -> str:
-    return f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'
-
-
 class Sm2XmlFamily:
     name = "sm2-xml"
 
     def sniff(self, data: bytes) -> bool:
         head = data[:512]
-        return b"<" in head[:64] and NS.encode() in head
+        return b"<" in head[:64] and _NS_BYTES in head
 
     def open(self, data: bytes, limits: Limits) -> Envelope:
         if len(data) > limits.max_licence_bytes:
             raise LicenceRejected(errors.MALFORMED, f"licence larger than {limits.max_licence_bytes} bytes")
-        text = decode_xml(data, "SM2-XML licence")
+        text = plain_text(data)
+        if text is None:
+            text = decode_xml(data, "SM2-XML licence")
         fast = _fast_document(text) if text.count("<") <= 2 * MAX_ELEMENTS else None
         if fast is not None:
-            fields, attrs, value = fast
-            key_ref = key_ref_from(attrs)
-            unknown = set(attrs) - {"alg", "region", "serial", "kid", "encoding"}
-            if unknown:
-                raise LicenceRejected(errors.MALFORMED, f"<SignatureValue> has unexpected content {sorted(unknown)}")
-            signature = decode_signature_value(value.strip())
-            signed = canonical_bytes(fields)
-            raw, signing_time = split_signing_time(fields)
-            return Envelope(self.name, "SM2", key_ref, raw, signing_time, signed_bytes=signed, signature=signature)
+            fields, attr_text, value = fast
+            key_ref = _KEY_REFS.get(attr_text)
+            if key_ref is None:
+                attrs = _fast_attrs(attr_text)
+                if attrs is not None:
+                    key_ref = _key_ref_of(attrs)
+                    if len(_KEY_REFS) >= _KEY_REF_CACHE_SIZE:
+                        _KEY_REFS.clear()
+                    _KEY_REFS[attr_text] = key_ref
+            if key_ref is not None:
+                signature = decode_signature_value(value.strip())
+                signed = canonical_bytes(fields)
+                signing_time = pop_signing_time(fields)  # fields is this call's own dictionary
+                return make_envelope(self.name, "SM2", key_ref, fields, signing_time, signed, signature, NO_EXTRA)
         root = parse_hardened(data, "SM2-XML licence")
         if root.tag != f"{{{NS}}}{ROOT}":
             raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"root element {root.tag!r} is not {{{NS}}}{ROOT}")
@@ -289,7 +343,7 @@ class Sm2XmlFamily:
             _no_stray_text(c.tail, f"after <{local(c.tag)}>")
         fields = data_from_element(data_el, "SM2-XML licence")
         key_ref = key_ref_from(dict(sig_el.attrib))
-        unknown = set(sig_el.attrib) - {"alg", "region", "serial", "kid", "encoding"}
+        unknown = set(sig_el.attrib) - _SIGNATURE_ATTRS
         if unknown or len(sig_el):
             raise LicenceRejected(errors.MALFORMED, f"<SignatureValue> has unexpected content {sorted(unknown)}")
         signature = decode_signature_value((sig_el.text or "").strip())
@@ -326,4 +380,5 @@ class Sm2XmlFamily:
         return data[: len(data) * 2 // 3]
 
 
-__all__ = ["NS", "Sm2XmlFamily", "data_from_element", "data_xml", "parse_hardened", "as_text_data", "prolog"]
+__all__ = ["NS", "Sm2XmlFamily", "data_from_element", "data_xml", "parse_hardened", "as_text_data", "plain_text",
+           "prolog"]

@@ -585,17 +585,49 @@ class Verifier:
         self.type_names = type_names or {}
         self.checks = checks
         self._steps: tuple[tuple[str, Any, bool], ...] = ()
+        self._runs: tuple[Any, ...] = ()
+        self._names: tuple[str, ...] = ()
         self._skipped: dict[str, str] = {}
         self._steps_of: tuple[Check, ...] | None = None
 
     def _plan(self) -> tuple[tuple[str, Any, bool], ...]:
-        """(name, bound run, gate) per check, and the results template (every check SKIP, in
-        order), rebuilt only if ``checks`` is replaced."""
+        """(name, bound run, gate) per check, the bound runs and names alone, and the results
+        template (every check SKIP, in order), rebuilt only if ``checks`` is replaced."""
         if self._steps_of is not self.checks:
             self._steps = tuple((c.name, c.run, c.gate) for c in self.checks)
+            self._runs = tuple(c.run for c in self.checks)
+            self._names = tuple(c.name for c in self.checks)
             self._skipped = {c.name: SKIP for c in self.checks}
             self._steps_of = self.checks
         return self._steps
+
+    def _after_failure(self, ctx: Context, steps: tuple[tuple[str, Any, bool], ...], done: list[str],
+                       exc: Exception | None) -> tuple[dict[str, str], list[GatewayError]]:
+        """The run from the first check that raised (``exc``; the checks before it returned
+        ``done``), one check at a time: the same results and reasons as that loop from the start."""
+        # every check starts as SKIP, in order: a failed gate leaves the rest so (nothing after
+        # it may be believed)
+        results: dict[str, str] = self._skipped.copy()
+        for (name, _, _), value in zip(steps, done):
+            results[name] = value
+        reasons: list[GatewayError] = []
+        for name, run, gate in steps[len(done):]:
+            if exc is None:
+                try:
+                    results[name] = run(ctx)
+                    continue
+                except Exception as raised:
+                    exc = raised
+            results[name] = FAIL
+            if isinstance(exc, GatewayError):
+                reasons.append(exc)
+                exc = None
+                if not gate:
+                    continue
+            else:  # a bug must never turn into "valid"
+                reasons.append(InfrastructureError(errors.INTERNAL, f"{name}: {type(exc).__name__}"))
+            break
+        return results, reasons
 
     def verify(self, data: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime) -> VerificationResult:
         if now.tzinfo is None:
@@ -603,23 +635,17 @@ class Verifier:
         ctx = _make_context(data, trust, status, now, self.policy, self.specs, self.type_names, now.timestamp(),
                             None, None, None, None, None, None, [])
         steps = self._plan()
-        # every check starts as SKIP, in order: a failed gate leaves the rest so (nothing after
-        # it may be believed)
-        results: dict[str, str] = self._skipped.copy()
-        reasons: list[GatewayError] = []
-        for name, run, gate in steps:
-            try:
-                results[name] = run(ctx)
-                continue
-            except GatewayError as exc:
-                results[name] = FAIL
-                reasons.append(exc)
-                if not gate:
-                    continue
-            except Exception as exc:  # a bug must never turn into "valid"
-                results[name] = FAIL
-                reasons.append(InfrastructureError(errors.INTERNAL, f"{name}: {type(exc).__name__}"))
-            break
+        # the common case first: every check returns (pass or skip); the first one that raises hands
+        # over to _after_failure, which records it and goes on as the rules say
+        done: list[str] = []
+        append = done.append
+        try:
+            for run in self._runs:
+                append(run(ctx))
+        except Exception as exc:
+            results, reasons = self._after_failure(ctx, steps, done, exc)
+        else:
+            results, reasons = dict(zip(self._names, done)), _NO_REASONS
         if not reasons:  # every check passed or was skipped; never valid without a verified signature
             verdict = Verdict.VALID if results.get("signature") == PASS else Verdict.INDETERMINATE
         elif any(isinstance(r, LicenceRejected) for r in reasons):
@@ -631,14 +657,17 @@ class Verifier:
         if issuer is not None:
             rt = trust.regions.get(issuer.region)
             region = rt.info if rt else None
+        notes = ctx.notes
         return _make_result(
-            verdict, tuple(reasons), results, region,
+            verdict, tuple(reasons) if reasons else (), results, region,
             env.family if env is not None else (ctx.family.name if ctx.family else None),
             ctx.licence, now, issuer.key_id if issuer is not None else None,
-            env.signing_time if env is not None else None, ctx.status_age, tuple(ctx.notes),
+            env.signing_time if env is not None else None, ctx.status_age, tuple(notes) if notes else (),
         )
 
 
+#: the reasons of a run where no check raised (never mutated)
+_NO_REASONS: list[GatewayError] = []
 #: ``VerificationResult(...)`` / ``Context(...)`` with every field given (the verify hot path)
 _make_result = positional_builder(VerificationResult)
 _make_context = positional_builder(Context)
