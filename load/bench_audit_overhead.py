@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
-from load.runner import MaxConfig, run_max  # noqa: E402
+from load.runner import run_loop, MaxConfig, run_max  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, process_tree  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
@@ -82,7 +82,7 @@ def closed(url: str, corpus: Any, scenario: str, seconds: float, concurrency: Se
                     timeout_s=10.0, stop_gain=-1.0)
     pids = pids_of()
     c0 = cpu_seconds(pids)
-    result = asyncio.run(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
+    result = run_loop(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
     used = cpu_seconds(pids) - c0
     answered = sum(step["counts"]["responses"] for step in result["steps"])
     return {"rps": result["peak"]["throughput_rps"], "at_concurrency": result["peak"]["concurrency"],

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
-from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
+from load.runner import run_loop, MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
@@ -124,7 +124,7 @@ def closed_max(url: str, corpus: Any, scenario: str, step_s: float, steps: tuple
     sc = get_scenario(scenario)
     cfg = MaxConfig(target=url, scenario=sc, step_duration_s=step_s, concurrency_steps=steps, timeout_s=10.0)
     c0 = cpu_seconds(pids)
-    result = asyncio.run(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
+    result = run_loop(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
     used = cpu_seconds(pids) - c0
     answered = sum(s["counts"]["responses"] for s in result["steps"])
     return {"peak_rps": result["peak"]["throughput_rps"], "concurrency": result["peak"]["concurrency"],
@@ -140,7 +140,7 @@ def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any,
     cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals="poisson",
                          connections=64, max_in_flight=512, timeout_s=10.0, seed=7)
     c0 = cpu_seconds(pids)
-    r = asyncio.run(run_open_loop(cfg, RequestPicker.build(sc, corpus, 7), token, progress=progress))
+    r = run_loop(run_open_loop(cfg, RequestPicker.build(sc, corpus, 7), token, progress=progress))
     used = cpu_seconds(pids) - c0
     return {"rate": rate, "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
             "p99_9_ms": r["latency_ms"]["p99_9"], "max_ms": r["latency_ms"]["max"], "errors": r["counts"]["errors"],

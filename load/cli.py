@@ -44,12 +44,9 @@ T = TypeVar("T")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+    from load.runner import run_loop
+
+    return run_loop(coro)
 
 
 def _add_common(p: argparse.ArgumentParser, *, scenario_required: bool = True) -> None:

@@ -7,11 +7,11 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from time import perf_counter
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import aiohttp
 import orjson
@@ -29,6 +29,22 @@ from load.stats import (
 from load.tokens import TokenProvider, auth_headers, no_token
 
 RESULT_SCHEMA = "elicence-load-result/1"
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a load engine to completion on uvloop (the operator CLI and every benchmark script use
+    this, so a benchmark's load generator costs what the operator's does). Measured against a
+    2-worker gateway at 64 in flight, three interleaved pairs: the stock asyncio loop needed 185-239
+    us of the generator's CPU per request against 162-205 on uvloop, CPU it takes from the server on
+    a 2-core machine, and the runs reached 8-28 % less throughput."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
 # Every time in the engines comes from time.perf_counter (sub-microsecond), not loop.time():
 # uvloop's loop.time() has millisecond resolution, too coarse for latency.
 START_LEAD_S = 0.05          # first intended send time is this far after setup
