@@ -64,9 +64,23 @@ _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _BYTE = tuple(bytes((i,)) for i in range(256))
 
 
+#: DER around r and s when neither has a leading zero byte, by (r's top bit) | (s's top bit) << 1:
+#: SEQUENCE header + r's INTEGER header, then s's INTEGER header (a 0x00 keeps a set top bit positive)
+_DER_FULL = (
+    (b"\x30\x44\x02\x20", b"\x02\x20"),
+    (b"\x30\x45\x02\x21\x00", b"\x02\x20"),
+    (b"\x30\x45\x02\x20", b"\x02\x21\x00"),
+    (b"\x30\x46\x02\x21\x00", b"\x02\x21\x00"),
+)
+
+
 def _es256_der(sig: bytes) -> bytes:
     """JWS r||s (2 x 32 bytes) -> DER ECDSA-Sig-Value, by byte operations: the same bytes as
     ``encode_dss_signature(int(r), int(s))`` without the two big-integer conversions."""
+    a, b = sig[0], sig[32]
+    if a and b:  # no leading zero byte in r or s (all but ~1 in 128 signatures): fixed-size INTEGERs
+        head, mid = _DER_FULL[(a > 127) | ((b > 127) << 1)]
+        return head + sig[:32] + mid + sig[32:]
     r = sig[:32].lstrip(b"\0") or b"\0"
     if r[0] > 127:
         r = b"\0" + r

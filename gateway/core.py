@@ -154,15 +154,16 @@ class Format(Check):
     name, gate = "format", True
 
     def run(self, ctx: Context) -> str:
-        if not ctx.data:
+        data, limits = ctx.data, ctx.policy.limits
+        if not data:
             raise LicenceRejected(errors.MALFORMED, "empty licence")
-        if len(ctx.data) > ctx.policy.limits.max_licence_bytes and not ctx.data.startswith(b"PK"):
-            raise LicenceRejected(errors.MALFORMED, f"licence larger than {ctx.policy.limits.max_licence_bytes} bytes")
-        family = detect(ctx.data)
+        if len(data) > limits.max_licence_bytes and not data.startswith(b"PK"):
+            raise LicenceRejected(errors.MALFORMED, f"licence larger than {limits.max_licence_bytes} bytes")
+        family = detect(data)
         if family is None:
             raise LicenceRejected(errors.UNSUPPORTED_FORMAT, "not JWS, SM2-JSON, SM2-XML or OFD")
         ctx.family = family
-        ctx.envelope = family.open(ctx.data, ctx.policy.limits)
+        ctx.envelope = family.open(data, limits)
         return PASS
 
 
