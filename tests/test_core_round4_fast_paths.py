@@ -346,3 +346,83 @@ def test_es256_der_equals_the_library_encoding_for_every_leading_byte_shape() ->
     sigs += [bytes(64), b"\xff" * 64]
     for sig in sigs:
         assert _es256_der(sig) == encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+
+
+# --- OFD: the Provider attributes by their text ---------------------------------------------
+def _ofd_reference_paths(m: pytest.MonkeyPatch) -> None:
+    from adapters.ofd import xmlparts
+
+    m.setattr(xmlparts, "_provider_attrs", xmlparts._plain_attrs)
+
+
+@pytest.mark.parametrize("case", list(EXPECTED))
+@pytest.mark.parametrize("region", ["310000", "500102"])
+def test_ofd_simulator_cases_verify_alike_without_the_provider_cache(world, issued, status, region, case,
+                                                                    monkeypatch) -> None:
+    data = issued[(region, case)]
+    fast = world.verifier.verify(data, world.snapshot, status, NOW)
+    with monkeypatch.context() as m:
+        _ofd_reference_paths(m)
+        reference = world.verifier.verify(data, world.snapshot, status, NOW)
+    assert _facts(fast) == _facts(reference)
+
+
+@pytest.mark.parametrize("name", ["allprotected.ofd", "v4signed.ofd", "DigitalSign.ofd",
+                                  "DigitalSign.ofd+SignerCert.der"])
+def test_real_vectors_open_and_verify_alike_without_the_provider_cache(name, monkeypatch) -> None:
+    from tests.test_ofd_round3_fast_paths_equal_reference import _open_and_verify, _vector_files
+
+    data = _vector_files()[name]
+    fast = _open_and_verify(data)
+    with monkeypatch.context() as m:
+        _ofd_reference_paths(m)
+        reference = _open_and_verify(data)
+    assert fast == reference
+
+
+@pytest.mark.parametrize("attack", ["duplicate_provider_attribute", "namespace_declared_on_provider",
+                                    "xml_reserved_attribute_name", "company_renamed"])
+def test_hostile_provider_attributes_read_as_the_reference_does(issued, attack, monkeypatch) -> None:
+    from adapters.ofd import xmlparts
+
+    path = "Doc_0/Signs/Sign_0/Signature.xml"
+    from adapters.ofd.container import read_ofd_package
+
+    sig_xml = read_ofd_package(issued[("500102", "valid")]).files[path]
+    provider = b'ProviderName="elicence-gateway-simulator"'
+    variant = sig_xml.replace(provider, {
+        "duplicate_provider_attribute": provider + b" " + provider,
+        "namespace_declared_on_provider": provider + b' xmlns:x="urn:x"',
+        "xml_reserved_attribute_name": provider + b' xml:lang="zh"',
+        "company_renamed": provider.replace(b"simulator", b"simulator2"),
+    }[attack], 1)
+    assert variant != sig_xml
+
+    def outcome() -> tuple:
+        try:
+            return ("ok", repr(xmlparts.parse_signature_xml(variant, path)))
+        except GatewayError as exc:
+            return ("error", exc.code, str(exc))
+
+    first, second = outcome(), outcome()  # the second read through the cache
+    with monkeypatch.context() as m:
+        _ofd_reference_paths(m)
+        reference = outcome()
+    assert first == second == reference
+    if attack == "duplicate_provider_attribute":  # not well-formed XML: the reference reader refuses it
+        assert first[:2] == ("error", "MALFORMED")
+    else:
+        tree = xmlparts._parse_signature_xml_tree(variant, path)
+        assert first == ("ok", repr(tree))
+
+
+def test_each_signature_xml_owns_its_provider_dictionary(issued) -> None:
+    from adapters.ofd import xmlparts
+    from adapters.ofd.container import read_ofd_package
+
+    path = "Doc_0/Signs/Sign_0/Signature.xml"
+    sig_xml = read_ofd_package(issued[("500102", "valid")]).files[path]
+    first = xmlparts.parse_signature_xml(sig_xml, path)
+    first.provider["Company"] = "changed by a caller"
+    second = xmlparts.parse_signature_xml(sig_xml, path)
+    assert second.provider["Company"] == "TEST" and second.provider is not first.provider

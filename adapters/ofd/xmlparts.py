@@ -247,6 +247,25 @@ def _plain_attrs(raw: bytes) -> dict[str, str] | None:
     return out
 
 
+#: _plain_attrs of a Provider's attribute text, by that text: it names the signing software
+#: (ProviderName, Company, Version), the same on every package one signer writes; pure, bounded
+#: (cleared when full), None (a duplicate or xml* name) kept too. Never keyed by a licence's data.
+_PROVIDER_CACHE_SIZE = 256
+_PROVIDERS: dict[bytes, dict[str, str] | None] = {}
+
+
+def _provider_attrs(raw: bytes) -> dict[str, str] | None:
+    try:
+        return _PROVIDERS[raw]
+    except KeyError:
+        pass
+    attrs = _plain_attrs(raw)
+    if len(_PROVIDERS) >= _PROVIDER_CACHE_SIZE:
+        _PROVIDERS.clear()
+    _PROVIDERS[raw] = attrs
+    return attrs
+
+
 _PLAIN_ATTR_TEXT = re.compile(r'([A-Za-z_][A-Za-z0-9_.\-]*)="([^"]*)"')
 #: an attribute name starting with "xml" (any case): a declaration or a reserved name. It may also
 #: hit inside a value (" xml" in Company="..."): then the reference reader decides, harmlessly
@@ -316,10 +335,10 @@ def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
                 return None
     provider: dict[str, str] = {}
     if m["prov"] is not None:
-        attrs = _plain_attrs(m["prov"])
+        attrs = _provider_attrs(m["prov"])
         if attrs is None:
             return None
-        provider = attrs
+        provider = dict(attrs)  # each SignatureXml owns its dictionary
     signed_value = m["sv"].decode("ascii").strip()
     if not signed_value:
         return None
