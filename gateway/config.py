@@ -170,6 +170,10 @@ class Settings:
     #: inline writer: a batch of at most N records (a lightly loaded worker) commits on the event loop itself,
     #: larger ones on the commit thread (0: always the thread)
     audit_inline_commit_max: int = 4
+    #: inline writer: COMMIT only writes the WAL and releases the write lock; the WAL is fsynced
+    #: just after, before the answers (false: the fsync inside COMMIT, holding the lock -- with several
+    #: workers on one file the others wait for it)
+    audit_fsync_after_commit: bool = True
 
     @property
     def token_endpoint_url(self) -> str:

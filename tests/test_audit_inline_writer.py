@@ -8,10 +8,14 @@ loop, and the fused chain/row builder equal to the reference chain."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gateway.audit import CheckpointSigner, GroupCommitConfig, verify_chain
 from gateway.audit.chain import extend_chain
@@ -20,7 +24,7 @@ from gateway.audit.sqlite_inline import SqliteInlineAuditSink
 from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
 
 
-async def open_sink(path: Path, **config: float) -> SqliteInlineAuditSink:
+async def open_sink(path: Path, **config: Any) -> SqliteInlineAuditSink:
     return await SqliteInlineAuditSink.open(path, signer=CheckpointSigner(AUDIT_KEY, "test-audit-1"), clock=Clock(T0),
                                             config=GroupCommitConfig(checkpoint_every=20, **config))
 
@@ -88,19 +92,30 @@ async def test_a_database_locked_by_another_writer_is_retried_while_the_loop_kee
     assert (await _verify(path)).records_checked == 2
 
 
-async def test_a_large_batch_commits_off_the_event_loop_thread_and_a_small_one_on_it(tmp_path: Path,
-                                                                                    monkeypatch) -> None:
+@pytest.mark.parametrize("fsync_after_commit", [True, False])
+async def test_a_large_batch_is_made_durable_off_the_event_loop_thread_and_a_small_one_on_it(
+        tmp_path: Path, monkeypatch, fsync_after_commit: bool) -> None:
     import gateway.audit.sqlite_inline as inline
 
     threads: list[str] = []
-    real = inline._commit
+    if fsync_after_commit:   # COMMIT on the loop, then the WAL's fsync: where does the fsync run?
+        real_sync = SqliteInlineAuditSink._sync_wal
 
-    def spy(conn: sqlite3.Connection) -> None:
-        threads.append(threading.current_thread().name)
-        real(conn)
+        def spy_sync(self: SqliteInlineAuditSink) -> None:
+            threads.append(threading.current_thread().name)
+            real_sync(self)
 
-    monkeypatch.setattr(inline, "_commit", spy)
-    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=4)
+        monkeypatch.setattr(SqliteInlineAuditSink, "_sync_wal", spy_sync)
+    else:                    # the fsync inside COMMIT: where does the COMMIT run?
+        real = inline._commit
+
+        def spy(conn: sqlite3.Connection) -> None:
+            threads.append(threading.current_thread().name)
+            real(conn)
+
+        monkeypatch.setattr(inline, "_commit", spy)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=4,
+                           fsync_after_commit=fsync_after_commit)
     try:
         await asyncio.gather(*(sink.append(event(i)) for i in range(1, 11)))    # 10 records: the thread
         assert len(threads) == 1 and threads[0].startswith("audit-commit")
@@ -109,6 +124,84 @@ async def test_a_large_batch_commits_off_the_event_loop_thread_and_a_small_one_o
     finally:
         await sink.close()
     assert (await _verify(tmp_path / "audit.db")).records_checked == 13
+
+
+def _synchronous(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA synchronous").fetchone()[0]
+
+
+async def test_fsync_after_commit_releases_the_write_lock_before_the_fsync_and_answers_after_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """The appending connection commits with synchronous=NORMAL (WAL written, lock released at once)
+    and no waiter is answered before the WAL file's fsync has returned."""
+    path = tmp_path / "audit.db"
+    synced: list[int] = []
+    lock_free_during_sync: list[bool] = []
+    real_fsync = os.fsync
+
+    def spy_fsync(fd: int) -> None:
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")   # another worker can write while this fsync runs
+            other.execute("ROLLBACK")
+            lock_free_during_sync.append(True)
+        except sqlite3.OperationalError:
+            lock_free_during_sync.append(False)
+        finally:
+            other.close()
+        real_fsync(fd)
+        synced.append(os.fstat(fd).st_ino)
+
+    import gateway.audit.sqlite_inline as inline
+
+    monkeypatch.setattr(inline.os, "fsync", spy_fsync)
+    sink = await open_sink(path, commit_interval=0.0, inline_commit_max=4)
+    try:
+        assert sink._a is not None and _synchronous(sink._a) == 1            # NORMAL
+        receipts = await asyncio.gather(*(sink.append(event(i)) for i in range(1, 4)))   # on the loop
+        assert [r.seq for r in receipts] == [1, 2, 3] and len(synced) == 1
+        receipts = await asyncio.gather(*(sink.append(event(i)) for i in range(4, 14)))  # the thread
+        assert receipts[-1].seq == 13 and len(synced) == 2
+        assert synced == [os.stat(str(path) + "-wal").st_ino] * 2            # the WAL file itself
+        assert lock_free_during_sync == [True, True]
+    finally:
+        await sink.close()
+    assert (await _verify(path)).records_checked == 13
+
+
+async def test_fsync_inside_commit_keeps_synchronous_full(tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", fsync_after_commit=False)
+    try:
+        assert sink._a is not None and _synchronous(sink._a) == 2            # FULL
+        assert (await sink.append(event(1))).seq == 1
+    finally:
+        await sink.close()
+
+
+async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_again(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from gateway.errors import InfrastructureError
+
+    import gateway.audit.sqlite_inline as inline
+
+    real_fsync, failures = os.fsync, [1]
+
+    def flaky(fd: int) -> None:
+        if failures:
+            failures.pop()
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(inline.os, "fsync", flaky)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    try:
+        with pytest.raises(InfrastructureError) as err:      # stored, but not known durable: no answer
+            await sink.append(event(1))
+        assert err.value.reason.code == "AUDIT_UNAVAILABLE"
+        assert (await sink.append(event(2))).seq == 2
+    finally:
+        await sink.close()
+    assert (await _verify(tmp_path / "audit.db")).records_checked == 2
 
 
 async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> None:

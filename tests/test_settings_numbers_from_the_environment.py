@@ -48,3 +48,11 @@ def test_the_gc_threshold_setting_is_read_and_a_negative_one_refused() -> None:
     assert load_settings(demo=True, env={"GATEWAY_GC_GEN0_THRESHOLD": "0"}).gc_gen0_threshold == 0
     with pytest.raises(ConfigError, match="gc_gen0_threshold"):
         load_settings(demo=True, env={"GATEWAY_GC_GEN0_THRESHOLD": "-5"})
+
+
+def test_fsync_after_commit_is_on_by_default_and_can_be_turned_off() -> None:
+    from gateway.audit_wiring import audit_setup_from
+
+    assert audit_setup_from(load_settings(demo=True, env={})).group.fsync_after_commit is True
+    off = load_settings(demo=True, env={"GATEWAY_AUDIT_FSYNC_AFTER_COMMIT": "false"})
+    assert audit_setup_from(off).group.fsync_after_commit is False
