@@ -6,9 +6,14 @@ is reused only while the answer is provably the same:
 
 * key: SHA-256 of the presented bytes;
 * the **same trust snapshot object** the result was computed with (any trust reload or swap
-  invalidates everything), and the **same RegionStatus object** of the signer's region (a
-  status refresh of that region -- a revocation, or just a re-confirmed list -- invalidates
-  that region's entries); the status list must still be fresh now;
+  invalidates everything), and the **same status list content** of the signer's region: a
+  refresh that changes any bit of that region's list (a revocation, a suspension -- of this
+  licence or another) invalidates that region's entries, while a refresh re-confirming the same
+  bits keeps them (the status check reads only the licence's own entry of the list and the list's
+  freshness, which is judged on every hit against the current list). Regions re-publish their
+  lists every few seconds to minutes, mostly unchanged: dropping every entry at each refresh made
+  each worker re-verify its whole working set in a burst (the open-loop tail at the demo's 5 s
+  refresh); the status list must still be fresh now;
 * before its expiry instant: the earliest of a short TTL, the next validity-date boundary
   (midnight Beijing time +/- the clock skew, when ``valid_from`` / ``valid_until`` flip), the
   trust list's expiry, the status list's staleness instant, the signer certificate chain's
@@ -58,6 +63,12 @@ def _restamp(r: VerificationResult, now: datetime, age: timedelta | None) -> Ver
     return dataclasses.replace(r, verified_at=now, status_age=age)
 
 
+def _same_list(a: RegionStatus | None, b: RegionStatus | None) -> bool:
+    """Both the same status list content (bit width and bits): every licence of the region has the
+    same status in both, so a result judged against one is the result against the other."""
+    return a is not None and b is not None and a.region == b.region and a.status_list == b.status_list
+
+
 def _date_boundaries(now: datetime, skew: timedelta) -> list[datetime]:
     local = now.astimezone(CHINA_TZ)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -92,15 +103,21 @@ class ResultCache:
             return None
         result = entry.result
         rs = status.get(result.region.code) if result.region is not None else None
-        if (entry.trust is not trust or rs is not entry.region_status or now.timestamp() >= entry.until
-                or (rs is not None and not rs.fresh(now))):
-            del self._entries[key]
-            self.misses += 1
-            return None
+        if rs is not entry.region_status:
+            if not _same_list(rs, entry.region_status):   # a changed list: never answered from here
+                return self._miss(key)
+            entry = self._entries[key] = _Entry(result, entry.trust, rs, entry.until)   # re-confirmed
+        if entry.trust is not trust or now.timestamp() >= entry.until or (rs is not None and not rs.fresh(now)):
+            return self._miss(key)
         self._entries.move_to_end(key)
         self.hits += 1
         age = rs.age(now) if (rs is not None and result.status_age is not None) else result.status_age
         return _restamp(result, now, age)
+
+    def _miss(self, key: bytes) -> None:
+        del self._entries[key]
+        self.misses += 1
+        return None
 
     def put(self, key: bytes, trust: TrustSnapshot, status: StatusSnapshot, now: datetime,
             result: VerificationResult) -> None:

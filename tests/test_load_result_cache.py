@@ -140,3 +140,40 @@ async def test_cache_can_be_switched_off(world, client_for) -> None:
     body = world.simulator.issue("330100", case="valid", now=NOW).body()
     assert (await client.post("/v1/licences/verify", json=body)).status == 200
     assert client.server.app[RESULT_CACHE] is None
+
+
+def test_a_refresh_reconfirming_the_same_list_keeps_the_entry_and_the_age_follows_the_new_list(world, sim) -> None:
+    data = sim.issue("330100", case="valid", now=NOW).data
+    before = sim.status_snapshot(NOW, HOUR)
+    cache = ResultCache()
+    key = cache.key(data)
+    cache.put(key, world.snapshot, before, NOW, verified(world, sim, data, before))
+    refreshed_at = NOW + dt.timedelta(seconds=10)
+    after = sim.status_snapshot(refreshed_at, HOUR)       # new objects, the same bits
+    assert after.get("330100") is not before.get("330100")
+    later = NOW + dt.timedelta(seconds=25)
+    hit = cache.get(key, world.snapshot, after, later)
+    assert hit is not None and hit == verified(world, sim, data, after, later)
+    assert hit.status_age == dt.timedelta(seconds=15)     # from the re-confirmed list's fetch time
+
+
+def test_a_changed_bit_for_another_licence_of_the_region_still_invalidates(world, sim) -> None:
+    data = sim.issue("330100", case="valid", now=NOW).data
+    other = sim.issue("330100", case="valid", now=NOW)
+    before = sim.status_snapshot(NOW, HOUR)
+    cache = ResultCache()
+    key = cache.key(data)
+    cache.put(key, world.snapshot, before, NOW, verified(world, sim, data, before))
+    sim.set_status("330100", other.licence.status_index, REVOKED)
+    assert cache.get(key, world.snapshot, sim.status_snapshot(NOW, HOUR), NOW) is None
+    assert cache.misses == 1
+
+
+def test_a_stale_reconfirmed_list_is_not_reused(world, sim) -> None:
+    data = sim.issue("330100", case="valid", now=NOW).data
+    before = sim.status_snapshot(NOW, HOUR)
+    cache = ResultCache(ttl=dt.timedelta(hours=6))
+    key = cache.key(data)
+    cache.put(key, world.snapshot, before, NOW, verified(world, sim, data, before))
+    short = sim.status_snapshot(NOW, dt.timedelta(seconds=30))   # same bits, a 30 s staleness limit
+    assert cache.get(key, world.snapshot, short, NOW + dt.timedelta(seconds=31)) is None
