@@ -14,7 +14,8 @@ is reused only while the answer is provably the same:
   lists every few seconds to minutes, mostly unchanged: dropping every entry at each refresh made
   each worker re-verify its whole working set in a burst (the open-loop tail at the demo's 5 s
   refresh); the status list must still be fresh now;
-* before its expiry instant: the earliest of a short TTL, the next validity-date boundary
+* before its expiry instant: the earliest of a short TTL (shortened by up to half, spread by the key,
+  so entries stored together do not expire together), the next validity-date boundary
   (midnight Beijing time +/- the clock skew, when ``valid_from`` / ``valid_until`` flip), the
   trust list's expiry, the status list's staleness instant, the signer certificate chain's
   validity bounds and a future signing time becoming acceptable;
@@ -39,6 +40,10 @@ from .trust import TrustSnapshot
 
 DEFAULT_ENTRIES = 10_000
 DEFAULT_TTL = timedelta(seconds=60)
+#: an entry lives between (1 - TTL_JITTER) x ttl and ttl (by its key), never all at once: when every
+#: entry of a busy worker expired in the same second, the whole working set was verified again in
+#: one burst (the 10-minute soak dropped requests every 60 s, the TTL)
+TTL_JITTER = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,10 @@ class ResultCache:
         if result.verdict is Verdict.INDETERMINATE:
             return
         rs = status.get(result.region.code) if result.region is not None else None
-        until = self.expiry(trust, rs, now, result)
+        # the TTL shortened by up to TTL_JITTER, by the key's first byte (uniform: a SHA-256): entries
+        # stored together -- a warm-up, a burst of new licences -- do not all expire together
+        until = min(self.expiry(trust, rs, now, result),
+                    now.timestamp() + self.ttl.total_seconds() * (1.0 - TTL_JITTER * key[0] / 256))
         if until <= now.timestamp():
             return
         self._entries[key] = _Entry(result, trust, rs, until)

@@ -177,3 +177,23 @@ def test_a_stale_reconfirmed_list_is_not_reused(world, sim) -> None:
     cache.put(key, world.snapshot, before, NOW, verified(world, sim, data, before))
     short = sim.status_snapshot(NOW, dt.timedelta(seconds=30))   # same bits, a 30 s staleness limit
     assert cache.get(key, world.snapshot, short, NOW + dt.timedelta(seconds=31)) is None
+
+
+def test_entries_stored_together_expire_spread_over_the_second_half_of_the_ttl(world, sim) -> None:
+    from gateway.result_cache import TTL_JITTER
+
+    status = sim.status_snapshot(NOW, HOUR)
+    ttl = dt.timedelta(seconds=60)
+    cache = ResultCache(ttl=ttl)
+    lifetimes = []
+    for i in range(40):
+        data = sim.issue("330100", case="valid", now=NOW).data
+        key = cache.key(data)
+        cache.put(key, world.snapshot, status, NOW, verified(world, sim, data, status))
+        lifetimes.append(cache._entries[key].until - NOW.timestamp())
+        expected = ttl.total_seconds() * (1 - TTL_JITTER * key[0] / 256)
+        assert abs(lifetimes[-1] - expected) < 1e-6
+        assert cache.get(key, world.snapshot, status, NOW + dt.timedelta(seconds=expected - 0.5)) is not None
+        assert cache.get(key, world.snapshot, status, NOW + dt.timedelta(seconds=expected + 0.01)) is None
+    assert all(30 < t <= 60 for t in lifetimes)
+    assert max(lifetimes) - min(lifetimes) > 15          # spread, not one instant
