@@ -83,8 +83,9 @@ class Settings:
     #: lifetime of issued access tokens, seconds
     access_token_ttl_seconds: int = 600
     #: verification result cache per worker (gateway/result_cache.py): most entries (0: off) and
-    #: the longest an entry is reused, seconds (it is dropped sooner on any trust or status
-    #: change of its region, at a validity-date boundary, or when its status list turns stale)
+    #: the longest an entry is reused, seconds (each entry lives between half and all of it, spread by
+    #: its key; it is dropped sooner on any trust change or change of its region's status list bits,
+    #: at a validity-date boundary, or when its status list turns stale)
     verify_cache_entries: int = 10_000
     verify_cache_ttl_seconds: int = 60
     #: serving workers: net new container objects that start a young-generation garbage collection
