@@ -114,19 +114,17 @@ class SqliteInlineAuditSink(SqliteAuditSink):
     def _sync_wal(self) -> None:
         """fsync the WAL file: every transaction this connection committed before the call is then
         durable -- in the WAL, or in the database file if a checkpoint (which syncs the WAL first and
-        the database after) has moved it there. The file is opened once and re-opened should its
-        inode change. Runs on the commit thread, or on the loop for a small batch: never both at once
-        (one batch in flight)."""
-        path = self.path + "-wal"
-        st = os.stat(path)
-        held = self._wal
-        if held is None or held[1] != (st.st_dev, st.st_ino):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        the database after) has moved it there. The file is opened at the first call and kept: SQLite
+        deletes a WAL file only when the last connection to the database closes, and this sink's own
+        connections stay open until :meth:`close` (a restart of the WAL rewrites the same file). One
+        syscall here, not three: every call on the commit thread re-takes the interpreter lock from
+        the busy loop. Runs on the commit thread, or on the loop for a small batch: never both at
+        once (one batch in flight)."""
+        if self._wal is None:
+            fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
             fs = os.fstat(fd)
-            if held is not None:
-                os.close(held[0])
-            self._wal = held = (fd, (fs.st_dev, fs.st_ino))
-        os.fsync(held[0])
+            self._wal = (fd, (fs.st_dev, fs.st_ino))
+        os.fsync(self._wal[0])
 
     def _start(self) -> None:
         if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
