@@ -17,20 +17,23 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
   (load/bench_audit_overhead.py); a lone answer never waits more than ``commit_interval``;
 * the drain runs the statements of everything queued (up to ``max_batch`` records per
   transaction) in one ``BEGIN IMMEDIATE`` transaction on a connection of its own -- head read,
-  chaining, one multi-row ``INSERT``, head update: memory work, no waiting -- and hands the rest to
-  a commit thread, so the loop goes on serving the requests that will form the next batch (the
-  classic group-commit pipeline: one transaction in flight at a time): ``COMMIT``, which with
-  ``fsync_after_commit`` (the default) only writes the WAL frames (``synchronous=NORMAL``) and
-  releases the write lock at once, then the WAL file's fsync (0.3-1 ms here). Nobody is answered
-  before that fsync has returned: the batch is then durable exactly as ``synchronous=FULL`` would
-  have made it, but another worker sharing the file no longer waits for our fsync to take the lock
-  (open loop at 1,780/s, 2 workers, three interleaved pairs: p99 20-24 vs 24-35 ms). Without it,
-  ``COMMIT`` itself (``synchronous=FULL``) fsyncs. A ``COMMIT`` can also run SQLite's automatic
-  checkpoint (a WAL past ``WRITER_AUTOCHECKPOINT_PAGES``, reached within ~20 s at 1,600 answers/s
-  when the low-priority background checkpoints fall behind), another reason it stays off the
-  loop. A batch of at most ``inline_commit_max`` records -- a lightly loaded worker, with little
-  to serve meanwhile -- is made durable on the loop itself, saving the hand-over. When the batch is durable, the loop seals
-  its receipt drafts (one signature) and resolves every waiter;
+  chaining, one multi-row ``INSERT``, head update: memory work, no waiting -- then ``COMMIT``,
+  which with ``fsync_after_commit`` (the default) only writes the WAL frames (``synchronous=NORMAL``)
+  and releases the write lock at once, and hands the WAL file's fsync (0.3-1 ms here) to a commit
+  thread, so the loop goes on serving the requests that will form the next batch (the classic
+  group-commit pipeline: one transaction in flight at a time). Nobody is answered before that
+  fsync has returned: the batch is then durable exactly as ``synchronous=FULL`` would have made
+  it, but another worker sharing the file no longer waits for our fsync to take the lock (open
+  loop at 1,780/s, 2 workers, three interleaved pairs: p99 20-24 vs 24-35 ms). Running the
+  ``COMMIT`` on the thread as well was tried and measured worse (each sqlite or os call there
+  re-takes the interpreter lock from the busy loop: p50 at half max 12-15 vs 7-8 ms); the price
+  is that SQLite's automatic checkpoint, which a ``COMMIT`` runs once the WAL passes
+  ``WRITER_AUTOCHECKPOINT_PAGES`` (reached within ~20 s at 1,600 answers/s when the low-priority
+  background checkpoints fall behind), runs on the loop. Without ``fsync_after_commit``,
+  ``COMMIT`` itself (``synchronous=FULL``) goes to the thread. A batch of at most
+  ``inline_commit_max`` records -- a lightly loaded worker, with little to serve meanwhile -- is
+  made durable on the loop itself, saving the hand-over. When the batch is durable, the loop
+  seals its receipt drafts (one signature) and resolves every waiter;
 * the connection never waits for SQLite's lock: another process (a second worker) holding it
   makes ``BEGIN IMMEDIATE`` fail at once, the batch stays queued (growing meanwhile) and the drain
   is retried after :data:`RETRY_FIRST_S`, doubling to :data:`RETRY_MAX_S`, so the loop keeps serving;
@@ -220,7 +223,16 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             self._done(batch, exc)
             return
         assert self._loop is not None
-        durable = functools.partial(self._commit_durably, conn)
+        if self.config.fsync_after_commit:
+            try:
+                conn.execute("COMMIT")   # the WAL frames written, the lock released: not yet durable
+            except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored
+                _rollback(conn)
+                self._done(batch, exc)
+                return
+            durable: Any = self._sync_wal   # a failure now: stored, but unanswered (503)
+        else:
+            durable = functools.partial(_commit, conn)
         if len(receipts) <= self.config.inline_commit_max:
             # a small batch (a lightly loaded worker): make it durable here. Handing it to the thread
             # costs two wake-ups and a GIL hand-over, dearer than the fsync's wait when little else is
@@ -236,16 +248,6 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         self._inflight = batch
         fut = self._loop.run_in_executor(self._committer, durable)
         fut.add_done_callback(lambda f: self._committed(batch, receipts, f))
-
-    def _commit_durably(self, conn: sqlite3.Connection) -> None:
-        """``COMMIT`` (rolled back and re-raised on failure: nothing of the batch stored), then with
-        ``fsync_after_commit`` the WAL's fsync (a failure there: stored, but no waiter answered).
-        On the commit thread for a large batch: a ``COMMIT`` may also run SQLite's automatic
-        checkpoint when the WAL has grown past ``WRITER_AUTOCHECKPOINT_PAGES`` (copying pages into
-        the database file and syncing it, up to hundreds of ms), which must not stall the loop."""
-        _commit(conn)
-        if self.config.fsync_after_commit:
-            self._sync_wal()
 
     def _committed(self, batch: list[_Item], receipts: list[AppendReceipt], fut: asyncio.Future[None]) -> None:
         self._inflight = None
