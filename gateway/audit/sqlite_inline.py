@@ -105,7 +105,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         # batch's requests meanwhile. The connection is used by one thread at a time: the loop
         # runs no statement while a COMMIT is in flight.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
-        self._wal: tuple[int, tuple[int, int]] | None = None   # (fd, (st_dev, st_ino)) of the WAL file
+        self._wal_fd: int | None = None   # the WAL file, opened at the first fsync (fsync_after_commit)
 
     def _open_sync(self) -> None:
         super()._open_sync()
@@ -123,11 +123,9 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         syscall here, not three: every call on the commit thread re-takes the interpreter lock from
         the busy loop. Runs on the commit thread, or on the loop for a small batch: never both at
         once (one batch in flight)."""
-        if self._wal is None:
-            fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-            fs = os.fstat(fd)
-            self._wal = (fd, (fs.st_dev, fs.st_ino))
-        os.fsync(self._wal[0])
+        if self._wal_fd is None:
+            self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        os.fsync(self._wal_fd)
 
     def _start(self) -> None:
         if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
@@ -295,9 +293,9 @@ class SqliteInlineAuditSink(SqliteAuditSink):
 
     async def _close_backend(self) -> None:
         await asyncio.to_thread(self._committer.shutdown)
-        if self._wal is not None:
-            os.close(self._wal[0])
-            self._wal = None
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         if self._a is not None:
             self._a.close()
             self._a = None
