@@ -166,17 +166,21 @@ def test_replacing_the_checks_replans_the_tight_loop(world, issued, status) -> N
     assert result.checks["added_later"] == FAIL and result.reason_codes == ("FIELD_INVALID",)
 
 
+def _assert_verified_alike(world, data: bytes, status, monkeypatch, reference_paths) -> None:
+    """The same facts with the fast paths as with ``reference_paths`` patched in."""
+    fast = world.verifier.verify(data, world.snapshot, status, NOW)
+    with monkeypatch.context() as m:
+        reference_paths(m)
+        reference = world.verifier.verify(data, world.snapshot, status, NOW)
+    assert _facts(fast) == _facts(reference)
+
+
 # --- sm2-xml: fast paths == the ElementTree reader ------------------------------------------
 @pytest.mark.parametrize("case", list(EXPECTED))
 @pytest.mark.parametrize("region", ["320100", "320200"])
 def test_sm2_xml_simulator_cases_verify_alike_with_the_round4_paths_off(world, issued, status, region, case,
                                                                        monkeypatch) -> None:
-    data = issued[(region, case)]
-    fast = world.verifier.verify(data, world.snapshot, status, NOW)
-    with monkeypatch.context() as m:
-        _reference_paths(m)
-        reference = world.verifier.verify(data, world.snapshot, status, NOW)
-    assert _facts(fast) == _facts(reference)
+    _assert_verified_alike(world, issued[(region, case)], status, monkeypatch, _reference_paths)
 
 
 def _open(data: bytes) -> tuple:
@@ -359,12 +363,7 @@ def _ofd_reference_paths(m: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("region", ["310000", "500102"])
 def test_ofd_simulator_cases_verify_alike_without_the_provider_cache(world, issued, status, region, case,
                                                                     monkeypatch) -> None:
-    data = issued[(region, case)]
-    fast = world.verifier.verify(data, world.snapshot, status, NOW)
-    with monkeypatch.context() as m:
-        _ofd_reference_paths(m)
-        reference = world.verifier.verify(data, world.snapshot, status, NOW)
-    assert _facts(fast) == _facts(reference)
+    _assert_verified_alike(world, issued[(region, case)], status, monkeypatch, _ofd_reference_paths)
 
 
 @pytest.mark.parametrize("name", ["allprotected.ofd", "v4signed.ofd", "DigitalSign.ofd",
