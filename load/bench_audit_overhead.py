@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
-from load.runner import run_loop, MaxConfig, run_max  # noqa: E402
+from load.runner import CLIENTS, run_loop, MaxConfig, run_max  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, process_tree  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
@@ -76,10 +76,10 @@ def make_corpora(work: Path) -> tuple[Path, Path]:
 
 
 def closed(url: str, corpus: Any, scenario: str, seconds: float, concurrency: Sequence[int], token: Any,
-           pids_of: Any) -> dict[str, Any]:
+           pids_of: Any, client: str = "raw") -> dict[str, Any]:
     sc = get_scenario(scenario)
     cfg = MaxConfig(target=url, scenario=sc, step_duration_s=seconds, concurrency_steps=tuple(concurrency),
-                    timeout_s=10.0, stop_gain=-1.0)
+                    timeout_s=10.0, stop_gain=-1.0, client=client)
     pids = pids_of()
     c0 = cpu_seconds(pids)
     result = run_loop(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
@@ -112,6 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pg", help="PostgreSQL DSN (--backend postgres)")
     p.add_argument("--cache-off", action="store_true",
                    help="both gateways without the verification result cache (every verify a first one)")
+    p.add_argument("--http-client", choices=CLIENTS, default="raw",
+                   help="the load generator's HTTP client (default raw, load/rawhttp.py)")
     p.add_argument("--json", help="also write the figures here")
     return p.parse_args(argv)
 
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in order:
                     url, proc = servers[name]
                     r = closed(url, corpora[scenario], scenario, args.step, ladder, tokens[name],
-                               lambda: process_tree(proc.pid))
+                               lambda: process_tree(proc.pid), args.http_client)
                     results[name][scenario].append(r)
                     print(f"rep {rep + 1} {scenario:6} audit {name:3}: {r}", flush=True)
     finally:
@@ -167,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(run_drop())
     summary: dict[str, Any] = {"backend": args.backend, "cache": not args.cache_off, "workers": args.workers,
+                               "http_client": args.http_client,
                                "concurrency": args.concurrency,
                                "step_s": args.step, "reps": args.reps, "target": TARGET}
     ok = True

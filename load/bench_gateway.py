@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
-from load.runner import run_loop, MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
+from load.runner import CLIENTS, run_loop, MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
@@ -120,9 +120,10 @@ def raw_es256_rate(seconds: float = 1.0) -> float:
 
 
 def closed_max(url: str, corpus: Any, scenario: str, step_s: float, steps: tuple[int, ...], token: Any,
-               pids: Sequence[int]) -> dict[str, Any]:
+               pids: Sequence[int], client: str = "raw") -> dict[str, Any]:
     sc = get_scenario(scenario)
-    cfg = MaxConfig(target=url, scenario=sc, step_duration_s=step_s, concurrency_steps=steps, timeout_s=10.0)
+    cfg = MaxConfig(target=url, scenario=sc, step_duration_s=step_s, concurrency_steps=steps, timeout_s=10.0,
+                    client=client)
     c0 = cpu_seconds(pids)
     result = run_loop(run_max(cfg, RequestPicker.build(sc, corpus, 1), token, progress=None))
     used = cpu_seconds(pids) - c0
@@ -135,10 +136,10 @@ def closed_max(url: str, corpus: Any, scenario: str, step_s: float, steps: tuple
 
 
 def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any, pids: Sequence[int],
-              progress: Any = None) -> dict[str, Any]:
+              progress: Any = None, client: str = "raw") -> dict[str, Any]:
     sc = get_scenario("verify")
     cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals="poisson",
-                         connections=64, max_in_flight=512, timeout_s=10.0, seed=7)
+                         connections=64, max_in_flight=512, timeout_s=10.0, seed=7, client=client)
     c0 = cpu_seconds(pids)
     r = run_loop(run_open_loop(cfg, RequestPicker.build(sc, corpus, 7), token, progress=progress))
     used = cpu_seconds(pids) - c0
@@ -175,12 +176,12 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
     proc = start_gateway(port, workers, env)
     with serving(proc, url, lambda: descendants(proc.pid)) as pids:
         token = oauth_token(url)
-        closed_max(url, single, "verify", 1.0, (8,), token, pids)  # warm-up (and fill the cache)
+        closed_max(url, single, "verify", 1.0, (8,), token, pids, args.client)  # warm-up (and fill the cache)
         singles, batches = [], []
         for i in range(reps):
-            singles.append(closed_max(url, single, "verify", args.step, args.concurrency, token, pids))
+            singles.append(closed_max(url, single, "verify", args.step, args.concurrency, token, pids, args.client))
             log(f"  gateway single rep {i + 1}: {singles[-1]}")
-            b = closed_max(url, batch, "batch", args.step, args.batch_concurrency, token, pids)
+            b = closed_max(url, batch, "batch", args.step, args.batch_concurrency, token, pids, args.client)
             b["licences_per_s"] = round(b["peak_rps"] * args.batch_size, 1)
             batches.append(b)
             log(f"  gateway batch  rep {i + 1}: {b}")
@@ -192,20 +193,20 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
             half = med(singles, "peak_rps") / 2
             opens = []
             for i in range(reps):
-                opens.append(open_loop(url, single, half, args.open_duration, token, pids))
+                opens.append(open_loop(url, single, half, args.open_duration, token, pids, client=args.client))
                 log(f"  gateway open loop at {half:.0f}/s rep {i + 1}: {opens[-1]}")
             out["open"] = opens
             if args.soak:
-                out["soak"] = soak(url, single, half, args.soak, token, pids, log)
+                out["soak"] = soak(url, single, half, args.soak, token, pids, log, args.client)
     return out
 
 
 def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: Sequence[int],
-         log: Callable[[str], None]) -> dict[str, Any]:
+         log: Callable[[str], None], client: str = "raw") -> dict[str, Any]:
     seconds = min(seconds, 600.0)
     rss0 = rss_kib(pids)
     log(f"  soak: {seconds:g}s at {rate:.0f}/s, worker RSS at start {rss0} KiB")
-    r = open_loop(url, corpus, rate, seconds, token, pids, progress=sys.stderr)
+    r = open_loop(url, corpus, rate, seconds, token, pids, progress=sys.stderr, client=client)
     rss1 = rss_kib(pids)
     growth = (rss1 - rss0) / rss0 if rss0 else 0.0
     return {**r, "seconds": seconds, "rss_start_kib": rss0, "rss_end_kib": rss1, "rss_growth": round(growth, 4)}
@@ -217,10 +218,10 @@ def peer_round(port: int, work: Path, args: Any, reps: int, log: Callable[[str],
     proc = start_peer(port, corpus_path, args.corpus_size)
     with serving(proc, url, lambda: [proc.pid]) as pids:
         corpus = load_corpus(corpus_path)
-        closed_max(url, corpus, "verify", 1.0, (8,), None, pids)  # warm-up
+        closed_max(url, corpus, "verify", 1.0, (8,), None, pids, args.client)  # warm-up
         rows = []
         for i in range(reps):
-            rows.append(closed_max(url, corpus, "verify", args.step, args.concurrency, None, pids))
+            rows.append(closed_max(url, corpus, "verify", args.step, args.concurrency, None, pids, args.client))
             log(f"  peer single rep {i + 1}: {rows[-1]}")
     return rows
 
@@ -233,7 +234,7 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
     ratios = [g["peak_rps"] / p["peak_rps"] for g, p in zip(gw["single"], peer) if p["peak_rps"]]
     batch_lps = med(gw["batch"], "licences_per_s")
     s: dict[str, Any] = {
-        "reps": args.reps, "workers": workers, "cores": os.cpu_count(), "corpus_size": args.corpus_size,
+        "reps": args.reps, "client": args.client, "workers": workers, "cores": os.cpu_count(), "corpus_size": args.corpus_size,
         "peer_max_rps": peer_max, "gateway_max_rps": gw_max,
         "ratio_of_medians": round(gw_max / peer_max, 3) if peer_max else 0.0,
         "median_of_paired_ratios": round(statistics.median(ratios), 3) if ratios else 0.0,
@@ -272,7 +273,8 @@ def render(s: dict[str, Any]) -> str:
 
     lines = [
         f"bench_gateway: medians of {s['reps']} repetitions; gateway {s['workers']} workers, {s['cores']} cores "
-        f"shared with the load generator; {s['corpus_size']} distinct ES256 licences (peer: as many JWTs)",
+        f"shared with the load generator ({s['client']} client); {s['corpus_size']} distinct ES256 licences "
+        f"(peer: as many JWTs)",
         f"single verify, ES256, closed-loop max:  peer {s['peer_max_rps']:.0f}/s   "
         f"gateway {s['gateway_max_rps']:.0f}/s   "
         f"ratio {s['ratio_of_medians']:.2f} (median of paired ratios {s['median_of_paired_ratios']:.2f})   "
@@ -322,6 +324,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help=f"extra gateway rounds, comma-separated, from {', '.join(VARIANTS)} or 'none' "
                          "(default cache_off)")
     ap.add_argument("--soak", type=float, default=0.0, help="also soak this many seconds at half max (<= 600)")
+    ap.add_argument("--http-client", dest="client", choices=CLIENTS, default="raw",
+                    help="the load generator's HTTP client, the same for peer and gateway (default raw: "
+                         "load/rawhttp.py, a fifth of aiohttp's CPU per request, CPU left to the servers)")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v and v != "none"]

@@ -22,7 +22,7 @@ from load.errors import (
     LoadRefused,
 )
 from load.report import render_html
-from load.runner import MaxConfig, OpenLoopConfig, run_max, run_open_loop
+from load.runner import CLIENTS, MaxConfig, OpenLoopConfig, run_max, run_open_loop
 from load.safety import (
     LIMITS,
     check_connections,
@@ -70,6 +70,9 @@ def _add_common(p: argparse.ArgumentParser, *, scenario_required: bool = True) -
                                  f"(default {DEFAULT_OUT_ROOT}/<time>-<mode>-<scenario>)")
     p.add_argument("--slo", help="SLO TOML file, e.g. load/slo/verify.toml; exit 3 when missed")
     p.add_argument("--quiet", action="store_true", help="no per-second progress on stderr")
+    p.add_argument("--http-client", choices=CLIENTS, default="raw",
+                   help="the generator's HTTP client: raw (default; load/rawhttp.py, ~half the CPU per request, "
+                        "CPU left to the server on a shared machine) or aiohttp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +221,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
     config = OpenLoopConfig(target=args.target, scenario=scenario, rate=rate, duration_s=duration,
                             arrivals=args.arrivals, connections=args.connections, max_in_flight=args.max_in_flight,
-                            timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests)
+                            timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests,
+                            client=args.http_client)
     result = _run(run_open_loop(config, picker, _token_provider(args), progress=None if args.quiet else err))
     return _finish(result, args, out, err)
 
@@ -234,7 +238,7 @@ def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         load_slo(args.slo)
     picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
     config = MaxConfig(target=args.target, scenario=scenario, step_duration_s=step, concurrency_steps=steps,
-                       timeout_s=timeout, seed=args.seed)
+                       timeout_s=timeout, seed=args.seed, client=args.http_client)
     result = _run(run_max(config, picker, _token_provider(args), progress=None if args.quiet else err))
     return _finish(result, args, out, err)
 
@@ -279,7 +283,8 @@ def cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out_dir = _out_dir(args, "compare", scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = _run(compare(scenario, args.target, corpus, step, steps, timeout, args.seed, _token_provider(args),
-                          out_dir, peer_port=args.peer_port, progress=None if args.quiet else err))
+                          out_dir, peer_port=args.peer_port, progress=None if args.quiet else err,
+                          client=args.http_client))
     write_outputs(result["peer"], out_dir / "peer")
     write_outputs(result["gateway"], out_dir / "gateway")
     (out_dir / "compare.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

@@ -110,7 +110,8 @@ def render_ratio(summary: dict[str, Any]) -> str:
 async def compare(scenario: Scenario, gateway_target: str, gateway_corpus: Sequence[CorpusEntry] | None,
                   step_duration_s: float, steps: tuple[int, ...], timeout_s: float, seed: int,
                   token_provider: TokenProvider | None, work_dir: Path, *, peer_port: int = 0,
-                  corpus_size: int = 500, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+                  corpus_size: int = 500, progress: TextIO | None = sys.stderr,
+                  client: str = "raw") -> dict[str, Any]:
     """Starts the peer, runs the max search on it, then on the gateway, and returns both plus the ratio.
     Without a gateway corpus the peer's corpus is used (the gateway will answer ``invalid``: its keys
     differ, so the comparison then measures the rejection path)."""
@@ -124,12 +125,12 @@ async def compare(scenario: Scenario, gateway_target: str, gateway_corpus: Seque
         if progress is not None:
             print(f"[load] peer up at {peer_url}, corpus {corpus_path} ({len(peer_corpus)} lines)", file=progress)
         cfg = MaxConfig(target=peer_url, scenario=scenario, step_duration_s=step_duration_s,
-                        concurrency_steps=steps, timeout_s=timeout_s, seed=seed)
+                        concurrency_steps=steps, timeout_s=timeout_s, seed=seed, client=client)
         peer_result = await run_max(cfg, RequestPicker.build(scenario, peer_corpus, seed), None, progress=progress)
     finally:
         stop_peer(proc)
     gw_cfg = MaxConfig(target=gateway_target, scenario=scenario, step_duration_s=step_duration_s,
-                       concurrency_steps=steps, timeout_s=timeout_s, seed=seed)
+                       concurrency_steps=steps, timeout_s=timeout_s, seed=seed, client=client)
     gw_picker = RequestPicker.build(scenario, gateway_corpus or peer_corpus, seed)
     gateway_result = await run_max(gw_cfg, gw_picker, token_provider, progress=progress)
     return {"mode": "compare", "scenario": scenario.name, "peer": peer_result, "gateway": gateway_result,
