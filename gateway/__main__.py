@@ -29,14 +29,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import run_worker, run_workers, with_demo_regions
 
     try:
-        settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host)
+        settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host,
+                                 workers=args.workers)
     except ConfigError as exc:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
     from .logging_setup import configure_logging
 
     configure_logging(settings.log_level)  # JSON lines with the request id; holder codes and names redacted
-    workers = max(1, args.workers or 1)
+    workers = settings.workers
     mode = "DEMO (TEST keys, simulated issuers for 45 regions)" if settings.demo else "operator"
     print(f"e-licence gateway on http://{settings.host}:{settings.port}  mode: {mode}  workers: {workers}", flush=True)
     if settings.demo:
@@ -234,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--host")
     s.add_argument("--config", help="TOML settings file")
-    s.add_argument("--workers", type=int, default=1, help="serving processes sharing the port (SO_REUSEPORT)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="serving processes sharing the port (SO_REUSEPORT); default the workers setting (1)")
     s.set_defaults(func=_serve)
     d = sub.add_parser("demo", help="issuer simulator")
     dsub = d.add_subparsers(dest="demo_cmd", required=True)

@@ -156,7 +156,7 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
         checkpoint_seconds=float(settings.audit_checkpoint_seconds),
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
         index_seconds=float(settings.audit_index_seconds),
-        writer=settings.audit_writer,
+        writer=settings.resolved_audit_writer(),
     )
 
 

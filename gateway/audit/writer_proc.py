@@ -1,4 +1,5 @@
-"""The SQLite audit writer as a process of its own (``audit_writer = "process"``, the default).
+"""The SQLite audit writer as a process of its own (``audit_writer = "process"``; what ``"auto"``, the
+default, takes while fewer workers than CPUs serve).
 
 Why a process: in the gateway worker a writer *thread* shares the interpreter lock with the
 event loop. Chaining, row building and receipt sealing hold that lock, and every return from a
