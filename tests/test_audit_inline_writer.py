@@ -20,6 +20,7 @@ import pytest
 from gateway.audit import CheckpointSigner, GroupCommitConfig, verify_chain
 from gateway.audit.chain import extend_chain
 from gateway.audit.sqlite import _row_of, chained_rows
+import gateway.audit.sqlite_inline as _inline
 from gateway.audit.sqlite_inline import SqliteInlineAuditSink
 from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
 
@@ -137,7 +138,7 @@ async def test_fsync_after_commit_releases_the_write_lock_before_the_fsync_and_a
     path = tmp_path / "audit.db"
     synced: list[int] = []
     lock_free_during_sync: list[bool] = []
-    real_fsync = os.fsync
+    real_fsync = _inline._sync
 
     def spy_fsync(fd: int) -> None:
         other = sqlite3.connect(path, isolation_level=None, timeout=0)
@@ -154,7 +155,7 @@ async def test_fsync_after_commit_releases_the_write_lock_before_the_fsync_and_a
 
     import gateway.audit.sqlite_inline as inline
 
-    monkeypatch.setattr(inline.os, "fsync", spy_fsync)
+    monkeypatch.setattr(inline, "_sync", spy_fsync)
     sink = await open_sink(path, commit_interval=0.0, inline_commit_max=4)
     try:
         assert sink._a is not None and _synchronous(sink._a) == 1            # NORMAL
@@ -184,7 +185,7 @@ async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_aga
 
     import gateway.audit.sqlite_inline as inline
 
-    real_fsync, failures = os.fsync, [1]
+    real_fsync, failures = inline._sync, [1]
 
     def flaky(fd: int) -> None:
         if failures:
@@ -192,7 +193,7 @@ async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_aga
             raise OSError(5, "Input/output error")
         real_fsync(fd)
 
-    monkeypatch.setattr(inline.os, "fsync", flaky)
+    monkeypatch.setattr(inline, "_sync", flaky)
     sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
     try:
         with pytest.raises(InfrastructureError) as err:      # stored, but not known durable: no answer
@@ -225,3 +226,7 @@ async def _verify(path: Path):
         return report
     finally:
         await store.close()
+
+
+def test_the_wal_is_synced_with_fdatasync_where_the_platform_has_it() -> None:
+    assert _inline._sync is getattr(os, "fdatasync", os.fsync)

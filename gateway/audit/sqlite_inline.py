@@ -66,6 +66,15 @@ RETRY_MAX_S = 0.001
 _BUSY_CODES = frozenset({5, 6, 261, 262, 517})   # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
 
 
+#: how the WAL file is made durable: fdatasync where the platform has it, as SQLite itself syncs its
+#: files on Linux. It writes the data and what is needed to read it back (the size, when the WAL grew),
+#: not the modification time, so a WAL rewritten in place needs no file-system journal commit, which
+#: on ext4 (data=ordered) would also wait for the database file's dirty pages of a checkpoint running
+#: at the same time. Measured here: 135 vs 164 us a call, alone; in four interleaved 8-s open-loop
+#: pairs at 2,600/s the tails of the two were not told apart (p99 20-37 vs 21-34 ms).
+_sync = getattr(os, "fdatasync", os.fsync)
+
+
 def _commit(conn: sqlite3.Connection) -> None:
     """The commit thread: COMMIT, or roll back and re-raise (nothing of the batch stored)."""
     try:
@@ -115,7 +124,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
                            autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES)
 
     def _sync_wal(self) -> None:
-        """fsync the WAL file: every transaction this connection committed before the call is then
+        """fdatasync (:data:`_sync`) the WAL file: every transaction this connection committed before the call is then
         durable -- in the WAL, or in the database file if a checkpoint (which syncs the WAL first and
         the database after) has moved it there. The file is opened at the first call and kept: SQLite
         deletes a WAL file only when the last connection to the database closes, and this sink's own
@@ -125,7 +134,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         once (one batch in flight)."""
         if self._wal_fd is None:
             self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-        os.fsync(self._wal_fd)
+        _sync(self._wal_fd)
 
     def _start(self) -> None:
         if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
