@@ -203,7 +203,10 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
 
 def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: Sequence[int],
          log: Callable[[str], None], client: str = "raw") -> dict[str, Any]:
+    from load.safety import check_rate
+
     seconds = min(seconds, 600.0)
+    check_rate(rate, seconds)   # the whole soak fits the tool's request cap, or it is refused (not cut short)
     rss0 = rss_kib(pids)
     log(f"  soak: {seconds:g}s at {rate:.0f}/s, worker RSS at start {rss0} KiB")
     r = open_loop(url, corpus, rate, seconds, token, pids, progress=sys.stderr, client=client)

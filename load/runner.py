@@ -65,7 +65,7 @@ class OpenLoopConfig:
     timeout_s: float = 5.0
     seed: int = 1
     late_threshold_ms: float = 10.0
-    max_requests: int = 1_000_000
+    max_requests: int = 3_000_000
     client: str = "raw"               # raw (load/rawhttp.py, the default) | aiohttp
 
 

@@ -25,7 +25,7 @@ class Limits:
     """Hard caps no option can lift."""
 
     max_duration_s: float = 600.0        # one run (or all steps of a max search) <= 10 minutes
-    max_requests: int = 1_000_000        # scheduled requests in one open-loop run
+    max_requests: int = 3_000_000        # scheduled requests in one open-loop run (600 s at 5,000/s)
     max_rate: float = 50_000.0           # requests per second
     max_connections: int = 2_048
     max_in_flight: int = 8_192
