@@ -329,7 +329,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--soak", type=float, default=0.0, help="also soak this many seconds at half max (<= 600)")
     ap.add_argument("--http-client", dest="client", choices=CLIENTS, default="raw",
                     help="the load generator's HTTP client, the same for peer and gateway (default raw: "
-                         "load/rawhttp.py, a fifth of aiohttp's CPU per request, CPU left to the servers)")
+                         "load/rawhttp.py, about half of aiohttp's CPU per request, CPU left to the servers)")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v and v != "none"]

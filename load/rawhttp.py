@@ -1,11 +1,12 @@
-"""A lean HTTP/1.1 keep-alive client for the load engines (``--client raw``, the default).
+"""A lean HTTP/1.1 keep-alive client for the load engines (``--http-client raw``, the default).
 
 Why not aiohttp's client here: the generator shares this 2-core machine with the server it
 measures, and every microsecond it spends is taken from the server. aiohttp's ``ClientSession``
-costs ~160-200 us of CPU per request on uvloop (request and response objects, header
-multidicts, timers, tracing hooks, a task-safe connector); this client writes one prepared byte
-string and parses the status line and framing headers of the answer, ~25-40 us per request
-(``python -m load.bench_client`` prints both, in one run). The server sees the same bytes on the
+builds request and response objects, header multidicts, timers and tracing hooks per request;
+this client writes one prepared byte string and parses the status line and framing headers of
+the answer. Measured against the naive peer (closed loop at 8, 32 and 128 in flight, both
+clients in one run, the whole generator's CPU per request: engine, recorder and kernel time
+included): 106-128 us with this client, 233-258 us with aiohttp's. The server sees the same bytes on the
 wire as from any HTTP/1.1 client: a request line, ``Host``, ``User-Agent``, ``Content-Type``,
 ``Content-Length``, ``Authorization``.
 
@@ -279,15 +280,23 @@ class RawHttpPool:
                 return True
         return False
 
+    def _pop_idle(self) -> _Conn | None:
+        """The most recently used idle connection still open, or None."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
     async def _acquire(self) -> _Conn:
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
                 raise ConnectionError("client closed")
-            while self._idle:
-                conn = self._idle.pop()   # the most recently used one
-                if not conn.closed:
-                    return conn
+            conn = self._pop_idle()
+            if conn is not None:
+                return conn
             if self._open < self.limit:
                 self._open += 1
                 try:
@@ -323,13 +332,7 @@ class RawHttpPool:
         ProtocolViolation (the connection is then closed)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        conn = None
-        idle = self._idle
-        while idle:   # the fast path: a warm keep-alive connection, no await
-            c = idle.pop()
-            if not c.closed:
-                conn = c
-                break
+        conn = self._pop_idle()   # the fast path: a warm keep-alive connection, no await
         if conn is None:
             async with asyncio.timeout(timeout):
                 conn = await self._acquire()

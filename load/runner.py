@@ -92,15 +92,15 @@ def verdicts_of(kind: str, payload: Any) -> list[str]:
     return [v] if isinstance(v, str) else ["none"]
 
 
-#: the HTTP clients the engines can send with (``--client``)
+#: the HTTP clients the engines can send with (``--http-client``)
 CLIENTS = ("raw", "aiohttp")
 
 
 class _Client:
     """Sends prepared requests and classifies the outcome into a Recorder.
 
-    ``session`` is a :class:`load.rawhttp.RawHttpPool` (the default: ~5x less of the generator's CPU
-    per request) or an ``aiohttp.ClientSession``; both classify alike: ``timeout``, ``connection``
+    ``session`` is a :class:`load.rawhttp.RawHttpPool` (the default: about half of the generator's
+    CPU per request) or an ``aiohttp.ClientSession``; both classify alike: ``timeout``, ``connection``
     (refused, reset, closed early), ``client`` (anything else, a malformed answer included)."""
 
     def __init__(self, session: RawHttpPool | aiohttp.ClientSession, target: str,
@@ -203,7 +203,7 @@ def _progress_line(elapsed: float, rec: Recorder, last_sent: int, in_flight: int
             f"late={rec.late} in_flight={in_flight}")
 
 
-def _session(connections: int, client: str = "aiohttp", target: str = "") -> Any:
+def _session(connections: int, client: str, target: str) -> Any:
     """The engine's HTTP client: ``raw`` (:class:`load.rawhttp.RawHttpPool`) or ``aiohttp``."""
     if client == "raw":
         return RawHttpPool(target, connections, user_agent=f"elicence-load/{__version__}")
