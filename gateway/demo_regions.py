@@ -72,6 +72,9 @@ def urls(settings: Settings) -> tuple[str, str]:
 
 def run(settings: Settings) -> None:
     """Process entry point (spawned by gateway/serve.py)."""
+    from .logging_setup import configure_logging
+
+    configure_logging(settings.log_level)   # a spawned process starts with Python's bare logging
     try:
         import uvloop
 

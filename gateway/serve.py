@@ -15,7 +15,11 @@ def run_worker(settings, reuse_port: bool) -> None:
 
     from .app import create_app
     from .bootstrap import build_services
+    from .logging_setup import configure_logging
 
+    # a spawned worker starts with Python's bare logging: without this its lines were neither JSON
+    # nor passed through the personal-data filter, and INFO lines were lost
+    configure_logging(settings.log_level)
     try:
         import uvloop
 
@@ -25,7 +29,17 @@ def run_worker(settings, reuse_port: bool) -> None:
     app = create_app(build_services(settings))
     # after every start-up resource (cleanup contexts run first)
     app.on_startup.append(functools.partial(freeze_heap, gen0_threshold=settings.gc_gen0_threshold))
+    app.on_startup.append(functools.partial(announce, settings=settings))
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, reuse_port=reuse_port)
+
+
+async def announce(app: object = None, *, settings) -> None:  # noqa: ARG001 - on_startup
+    """One INFO line per serving process once it is ready: which process, where."""
+    import logging
+    import os
+
+    logging.getLogger("gateway.serve").info("worker %d serving on http://%s:%d", os.getpid(), settings.host,
+                                            settings.port, extra={"pid": os.getpid()})
 
 
 async def freeze_heap(app: object = None, *, gen0_threshold: int = 0) -> None:  # noqa: ARG001 - on_startup
