@@ -29,6 +29,7 @@ from .config import Settings
 from .core import VerificationResult, Verifier
 from .edges import LiveTrust, StatusSource, TrustSource
 from .result_cache import ResultCache
+from .watchdog import watchdog_ctx
 from .errors import GatewayError, InfrastructureError, RequestRejected
 from .simulator import IssuerSimulator
 from .specs import RegionInfo, RegionSpec
@@ -338,6 +339,7 @@ def create_app(services: Services) -> web.Application:
                                       access_ttl_s=settings.access_token_ttl_seconds)
     app[AUTH_CLOCK] = epoch
     app.cleanup_ctx.append(trust_ctx)
+    app.cleanup_ctx.append(watchdog_ctx(settings.loop_stall_warn_ms))
     app.router.add_post("/v1/oauth/token", token_handler)
     app.router.add_get("/v1/keys", audit_wiring.keys_handler)  # token key + receipt and audit keys
     app.router.add_post("/v1/licences/verify", verify_handler)

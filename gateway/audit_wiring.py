@@ -59,6 +59,7 @@ from .app import REQUEST_ID, SERVICES
 from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, holder_hmac
 from .audit.jws import public_jwk
 from .audit.model import format_time
+from .audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES
 from .audit.sink import Appended
 from .audit.verifications import VerificationGroup
 from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
@@ -82,6 +83,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
 _CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _RETRY_OPEN_SECONDS = 2.0
 _WATCH_SECONDS = 0.5   # how soon a sink whose writer died is noticed and reopened
+#: WAL pages a background checkpoint could not copy (readers hold them) from which it is logged
+WAL_WARN_PAGES = WRITER_AUTOCHECKPOINT_PAGES // 4
 _PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -311,11 +314,21 @@ class AuditTrail:
             try:
                 wal = getattr(self.sink, "checkpoint_wal", None)
                 if wal is not None:
-                    await wal()
+                    t0 = loop.time()
+                    _busy, pages, copied = await wal()
+                    if pages - copied >= WAL_WARN_PAGES:
+                        log.warning("audit WAL checkpoints fall behind: %d of %d pages not yet copied into the "
+                                    "database (%.0f ms); past %d a COMMIT runs SQLite's own checkpoint on the event "
+                                    "loop", pages - copied, pages, (loop.time() - t0) * 1000,
+                                    WRITER_AUTOCHECKPOINT_PAGES, extra={"wal_pages": pages, "wal_copied": copied})
                 index = getattr(self.sink, "index_holders", None)
                 if index is not None and loop.time() >= next_index:
                     next_index = loop.time() + self.setup.index_seconds
-                    await index()
+                    t0 = loop.time()
+                    indexed = await index()
+                    if indexed:
+                        log.info("audit holder index: %d records indexed in %.1f s", indexed, loop.time() - t0,
+                                 extra={"indexed": indexed, "took_ms": round((loop.time() - t0) * 1000)})
                 if loop.time() < next_checkpoint:
                     continue
                 next_checkpoint = loop.time() + self.setup.checkpoint_seconds

@@ -94,6 +94,9 @@ class Settings:
     #: (Python's default 700 made the collector run ~80x a second under load, walking the requests in
     #: flight and the answers waiting for their audit commit; 0 keeps Python's default)
     gc_gen0_threshold: int = 50_000
+    #: serving workers: log a WARNING "event loop stalled" when the loop could not run for at least
+    #: N ms, with the garbage collector's share and the CPU used meanwhile (gateway/watchdog.py; 0: off)
+    loop_stall_warn_ms: int = 200
     #: log level
     log_level: str = "INFO"
     # --- service-window console (/console/, gateway/console/) ------------------------------
@@ -220,8 +223,8 @@ class Settings:
         if self.trust_reload_seconds < 0 or self.status_refresh_seconds <= 0 or self.status_fetch_timeout_seconds <= 0:
             raise ConfigError("trust_reload_seconds must be >= 0; status_refresh_seconds and "
                               "status_fetch_timeout_seconds must be positive")
-        if self.gc_gen0_threshold < 0:
-            raise ConfigError("gc_gen0_threshold must not be negative")
+        if self.gc_gen0_threshold < 0 or self.loop_stall_warn_ms < 0:
+            raise ConfigError("gc_gen0_threshold and loop_stall_warn_ms must not be negative")
         if self.verify_cache_entries < 0 or self.verify_cache_ttl_seconds <= 0:
             raise ConfigError("verify_cache_entries must be >= 0 and verify_cache_ttl_seconds positive")
         if self.audit_backend not in ("sqlite", "postgres", "memory", "off"):

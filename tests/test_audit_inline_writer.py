@@ -230,3 +230,32 @@ async def _verify(path: Path):
 
 def test_the_wal_is_synced_with_fdatasync_where_the_platform_has_it() -> None:
     assert _inline._sync is getattr(os, "fdatasync", os.fsync)
+
+
+async def test_a_commit_slower_than_the_limit_is_logged_with_its_size_and_the_wal_length(tmp_path: Path, monkeypatch,
+                                                                                        caplog) -> None:
+    import logging
+
+    import gateway.audit.sqlite_inline as inline
+
+    real_sync = inline._sync
+    slow = [True]
+
+    def slow_disk(fd: int) -> None:      # a disk that stalls once, as this VM's does now and then
+        if slow:
+            slow.pop()
+            time.sleep(inline.SLOW_COMMIT_S * 1.5)
+        real_sync(fd)
+
+    monkeypatch.setattr(inline, "_sync", slow_disk)
+    caplog.set_level(logging.WARNING, logger="gateway.audit")
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    try:
+        assert (await sink.append(event(1))).seq == 1
+        assert (await sink.append(event(2))).seq == 2      # a fast commit: not logged
+    finally:
+        await sink.close()
+    slow_lines = [r for r in caplog.records if "from its start to durable" in r.getMessage()]
+    assert len(slow_lines) == 1
+    assert slow_lines[0].records == 1 and slow_lines[0].took_ms >= inline.SLOW_COMMIT_S * 1000
+    assert slow_lines[0].wal_bytes > 0

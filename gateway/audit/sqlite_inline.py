@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 import sys
@@ -59,10 +60,13 @@ from gateway.audit.sink import Appended, _Item, unavailable
 from gateway.audit.verifications import PreparedRecord, VerificationGroup, expand
 from gateway.audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES, SqliteAuditSink, _connect
 
+#: a commit slower than this (seconds, its start to durable) is logged as a WARNING with the WAL's size
+SLOW_COMMIT_S = 0.1
 #: first wait before retrying a commit that found the database locked by another writer (seconds)
 RETRY_FIRST_S = 0.0002
 #: the longest wait between two such retries (seconds)
 RETRY_MAX_S = 0.001
+log = logging.getLogger("gateway.audit")
 _BUSY_CODES = frozenset({5, 6, 261, 262, 517})   # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
 
 
@@ -231,12 +235,15 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             return
         assert self._loop is not None
         if self.config.fsync_after_commit:
+            t0 = time.monotonic()
             try:
                 conn.execute("COMMIT")   # the WAL frames written, the lock released: not yet durable
             except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored
                 _rollback(conn)
                 self._done(batch, exc)
                 return
+            if time.monotonic() - t0 >= SLOW_COMMIT_S:
+                self._slow("COMMIT on the event loop", time.monotonic() - t0, len(receipts))
             durable: Any = self._sync_wal   # a failure now: stored, but unanswered (503)
         else:
             durable = functools.partial(_commit, conn)
@@ -256,8 +263,20 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         fut = self._loop.run_in_executor(self._committer, durable)
         fut.add_done_callback(lambda f: self._committed(batch, receipts, f))
 
+    def _slow(self, what: str, took_s: float, records: int) -> None:
+        wal = self.path + "-wal"
+        try:
+            wal_bytes = os.stat(wal).st_size
+        except OSError:
+            wal_bytes = -1
+        log.warning("audit: %s took %.0f ms (%d records; WAL %d bytes)", what, took_s * 1000, records, wal_bytes,
+                    extra={"took_ms": round(took_s * 1000, 1), "records": records, "wal_bytes": wal_bytes})
+
     def _committed(self, batch: list[_Item], receipts: list[AppendReceipt], fut: asyncio.Future[None]) -> None:
         self._inflight = None
+        took = time.monotonic() - self._last_start
+        if took >= SLOW_COMMIT_S:
+            self._slow("a commit, from its start to durable (the WAL fsync)", took, len(receipts))
         exc = fut.exception()
         outcome: list[Appended] | BaseException
         if exc is not None:
