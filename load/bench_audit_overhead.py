@@ -43,7 +43,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from load.compare import free_port, stop_peer, wait_healthy  # noqa: E402
+from load.compare import free_port, spawn_server, stop_peer, wait_healthy  # noqa: E402
 from load.runner import CLIENTS, run_loop, MaxConfig, run_max  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, process_tree  # noqa: E402
@@ -56,8 +56,7 @@ BATCH_SIZE = 10
 def start_gateway(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "gateway", "serve", "--demo", "--workers", str(workers), "--port", str(port)]
     full = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_LOG_LEVEL": "WARNING", **env}
-    return subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return spawn_server(cmd, cwd=ROOT, env=full, start_new_session=True)
 
 
 def make_corpora(work: Path) -> tuple[Path, Path]:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,13 +46,40 @@ def free_port() -> int:
     raise RuntimeError("no free pair of loopback ports")
 
 
+def spawn_server(cmd: list[str], *, cwd: Path, env: dict[str, str],
+                 start_new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start a server under test with its stderr in a file of its own (``proc.log_path``, removed at
+    exit). Never a pipe: nobody reads it while the load runs, and once a pipe holds 64 KiB every
+    further log line blocks the server's event loop -- the very stalls a benchmark looks for."""
+    import atexit
+
+    fd, path = tempfile.mkstemp(prefix="load-server-", suffix=".log")
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    with os.fdopen(fd, "wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+                                start_new_session=start_new_session)
+    proc.log_path = path  # type: ignore[attr-defined]
+    return proc
+
+
+def server_log_tail(proc: subprocess.Popen[bytes], chars: int = 500) -> str:
+    """The end of a server's stderr (:func:`spawn_server`'s file, or a pipe), for an error message."""
+    path = getattr(proc, "log_path", None)
+    if path is not None:
+        try:
+            return Path(path).read_bytes()[-4 * chars:].decode(errors="replace")[-chars:]
+        except OSError:
+            return ""
+    return proc.stderr.read().decode(errors="replace")[-chars:] if proc.stderr else ""
+
+
 def start_peer(port: int, corpus_out: Path, corpus_size: int) -> subprocess.Popen[bytes]:
     """Starts ``python -m load peer`` as a child process (the caller must stop it)."""
     cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
            "--corpus-size", str(corpus_size)]
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return spawn_server(cmd, cwd=root, env=env)
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None,
@@ -60,8 +88,8 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None,
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise LoadRefused(TARGET_INVALID, f"the peer exited with code {proc.returncode}: {err[-500:]}")
+                err = server_log_tail(proc)
+                raise LoadRefused(TARGET_INVALID, f"the peer exited with code {proc.returncode}: {err}")
             try:
                 async with session.get(url.rstrip("/") + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
                     if r.status == 200:
