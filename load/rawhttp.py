@@ -63,7 +63,7 @@ class _Conn(asyncio.Protocol):
     """One connection; at most one request outstanding on it."""
 
     __slots__ = ("pool", "transport", "buf", "waiter", "closed", "head_done", "status", "body_start",
-                 "length", "chunked", "until_close", "keep_alive")
+                 "length", "chunked", "until_close", "keep_alive", "chunk_pos", "chunk_out")
 
     def __init__(self, pool: "RawHttpPool") -> None:
         self.pool = pool
@@ -81,6 +81,8 @@ class _Conn(asyncio.Protocol):
         self.chunked = False
         self.until_close = False
         self.keep_alive = True
+        self.chunk_pos = 0              # chunked body: where the next chunk's size line starts (0: not yet)
+        self.chunk_out = bytearray()    # chunked body: the chunks decoded so far
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -194,10 +196,13 @@ class _Conn(asyncio.Protocol):
         return None   # framed by the connection's end: connection_lost answers
 
     def _chunked(self) -> bytes | None:
-        buf, pos, out = self.buf, self.body_start, bytearray()
+        """Decode the chunks that have arrived, resuming after the last complete one (each byte is
+        parsed once, however many packets the body comes in)."""
+        buf, pos, out = self.buf, self.chunk_pos or self.body_start, self.chunk_out
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
+                self.chunk_pos = pos
                 return None
             size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
             try:
@@ -212,15 +217,17 @@ class _Conn(asyncio.Protocol):
                 else:
                     end = buf.find(b"\r\n\r\n", eol)
                     if end < 0:
+                        self.chunk_pos = pos
                         return None
                 if len(buf) > end + 4:
                     raise ProtocolViolation("bytes after the answer's body")
                 return bytes(out)
             if len(buf) < eol + 4 + size:
+                self.chunk_pos = pos
                 return None
-            out += buf[eol + 2:eol + 2 + size]
             if buf[eol + 2 + size:eol + 4 + size] != b"\r\n":
                 raise ProtocolViolation("chunk not followed by CRLF")
+            out += buf[eol + 2:eol + 2 + size]
             pos = eol + 4 + size
 
     def _fail(self, exc: Exception) -> None:

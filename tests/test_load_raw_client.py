@@ -254,3 +254,51 @@ async def test_both_engines_count_alike_with_either_client(server: TestServer, c
     m = await run_max(MaxConfig(target=_url(server), scenario=sc, step_duration_s=0.3, concurrency_steps=(4,),
                                 client=client), picker, progress=None)
     assert m["steps"][0]["counts"]["ok"] > 10 and m["steps"][0]["counts"]["errors"] == 0
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.released: list[object] = []
+
+    def _release(self, conn: object) -> None:
+        self.released.append(conn)
+
+    def _forget(self, conn: object) -> None:
+        pass
+
+
+class _Transport:
+    def close(self) -> None:
+        pass
+
+
+def _conn_fed(answer: bytes, piece: int) -> tuple[asyncio.Future, "_Pool"]:
+    from load.rawhttp import _Conn
+
+    pool = _Pool()
+    conn = _Conn(pool)  # type: ignore[arg-type]
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    waiter = conn.waiter = asyncio.get_running_loop().create_future()
+    for k in range(0, len(answer), piece):
+        conn.data_received(answer[k:k + piece])
+        if waiter.done():
+            break
+    return waiter, pool
+
+
+async def test_a_chunked_answer_arriving_a_byte_at_a_time_is_decoded_once_and_whole() -> None:
+    chunks = [bytes([65 + i % 26]) * (i * 7 % 50 + 1) for i in range(40)]
+    body = b"".join(chunks)
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Trailer: t\r\n\r\n")
+    for piece in (1, 3, 64, len(answer)):
+        waiter, pool = _conn_fed(answer, piece)
+        assert waiter.done() and waiter.result() == (200, body), piece
+        assert len(pool.released) == 1                 # kept alive for the next request
+    # the same answer with one chunk's CRLF broken is refused, however it arrives
+    broken = answer.replace(b"\r\n" + chunks[5] + b"\r\n", b"\r\n" + chunks[5] + b"XX", 1)
+    for piece in (1, 7):
+        waiter, pool = _conn_fed(broken, piece)
+        with pytest.raises(ProtocolViolation, match="chunk not followed by CRLF"):
+            waiter.result()
+        assert pool.released == []
