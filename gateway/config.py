@@ -167,8 +167,9 @@ class Settings:
     #: prune audit records older than N days, keeping the chain verifiable from a signed checkpoint
     #: (0: keep forever); checked at start-up and hourly, or run `python -m gateway audit prune`
     audit_retention_days: int = 0
-    #: group commit: most records in one transaction and how long the process / thread writer gathers,
-    #: microseconds (the inline writer spaces its commits by audit_commit_interval_us instead)
+    #: group commit: most records in one transaction, and microseconds: the least time between the starts
+    #: of two commits of the process writer (a lone answer after a quiet spell commits at once), the
+    #: gathering pause of the thread writer (the inline writer spaces its commits by audit_commit_interval_us)
     audit_batch_max: int = 256
     audit_batch_window_us: int = 1000
     #: inline writer: the least time between the starts of two commits, microseconds (a commit's fixed

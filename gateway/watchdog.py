@@ -12,8 +12,12 @@ where an operator looks (the JSON log) instead of leaving it to be guessed from 
   ran during it (per generation, via ``gc.callbacks``) and the process CPU time used meanwhile --
   CPU close to the stall's length means this process was busy (a collection, a blocking call);
   CPU far below it means it was waiting (the disk, a lock, or a CPU the scheduler gave away);
-* :class:`LoopWatchdog` keeps counts (stalls, worst stall, collections) for ``/readyz``-style
-  reporting and tests.
+* :class:`LoopWatchdog` keeps the count of stalls and the worst one (``app[WATCHDOG]``).
+
+What it found first (2026-12-03, a 600-s soak at 2,800/s, 2 workers): the long-soak stalls were the
+audit commit waiting for this VM's disk (a 247-ms stall with 8 ms of CPU and no collection, while
+both workers' commits of a few records took 120-690 ms to become durable); at half max the
+short stalls (8-19 ms) are bursts of work (CPU as long as the stall, no collection).
 
 No personal data is involved: the line carries times and counts only.
 """

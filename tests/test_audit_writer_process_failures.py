@@ -123,3 +123,39 @@ def test_process_sink_on_an_unopenable_database_is_audit_unavailable_and_spawns_
     asyncio.run(run())
 
 
+
+
+async def test_a_lone_append_after_a_quiet_spell_commits_at_once_and_a_burst_just_after_waits_out_the_window(
+        tmp_path: Path):
+    window = 0.6   # large on purpose: the behaviour, not the speed, is asserted
+    sink = await SqliteProcessAuditSink.open(tmp_path / "audit.db", signer=CheckpointSigner(AUDIT_KEY, "test-audit-1"),
+                                             clock=Clock(T0), config=GroupCommitConfig(checkpoint_every=20,
+                                                                                       window=window))
+    loop = asyncio.get_running_loop()
+    try:
+        t0 = loop.time()
+        assert (await sink.append(event(1))).seq == 1
+        lone = loop.time() - t0
+        assert lone < window / 2, f"a lone append waited {lone:.3f} s (the writer's window is {window} s)"
+        t1 = loop.time()
+        got = await asyncio.gather(*(sink.append(event(i)) for i in (2, 3, 4)))
+        burst = loop.time() - t1
+        assert sorted(r.seq for r in got) == [2, 3, 4]
+        assert burst >= window - lone - 0.1, "the next commit started less than a window after the previous one"
+        assert (await sink.state()).commits == 2        # the burst shared one transaction
+    finally:
+        await sink.close()
+    store_report = await _verify_path(tmp_path / "audit.db")
+    assert store_report.records_checked == 4
+
+
+async def _verify_path(path: Path):
+    from gateway.audit import SqliteAuditSink
+
+    store = await SqliteAuditSink.open(path)
+    try:
+        report = await verify_chain(store, PUBLIC)
+        assert report.ok, report
+        return report
+    finally:
+        await store.close()

@@ -22,9 +22,10 @@ Protocol on stdin / stdout, frames of ``4-byte big-endian length + orjson``:
   ...]], ...]}`` or, when its transaction failed (nothing of it stored), ``{"failed": [gid, ...],
   "error": text}``.
 
-The writer gathers what is queued (pausing once for ``window`` seconds when the batch is not yet
-``max_batch`` records) and commits it with :func:`gateway.audit.sqlite.append_txn` -- the very
-transaction of the writer thread -- so a response is sent only after its record is committed.
+The writer gathers what is queued -- until ``window`` seconds after the previous commit started, or
+``max_batch`` records; at once after a quiet spell -- and commits it with
+:func:`gateway.audit.sqlite.append_txn` -- the very transaction of the writer thread -- so a response
+is sent only after its record is committed.
 At end of input (the worker closed the pipe, or died) it commits what it has read and exits.
 """
 
@@ -178,6 +179,7 @@ def serve(inp: int, out: int) -> int:
     gc.collect()
     gc.freeze()   # the imports' objects: never walked by a full collection in the middle of a commit
     queued = deque(writer.prepare(doc) for doc in first[1:])
+    last_start = -1e9   # time.monotonic() of the last commit's start
     while True:
         if not queued:
             if reader.eof:
@@ -185,13 +187,16 @@ def serve(inp: int, out: int) -> int:
             queued.extend(writer.prepare(doc) for doc in reader.read())
             continue
         n = sum(len(g[2]) for g in queued)
-        deadline = time.monotonic() + writer.window
+        # commits start at least ``window`` apart: under load the next batch gathers while this one
+        # commits; after a quiet spell a lone group commits at once (it used to wait the whole window)
+        deadline = last_start + writer.window
         while n < writer.max_batch and not reader.eof:
             more = [writer.prepare(doc) for doc in reader.poll(deadline - time.monotonic())]
             if not more:
                 break
             queued.extend(more)
             n += sum(len(g[2]) for g in more)
+        last_start = time.monotonic()
         batch = [queued.popleft()]
         n = len(batch[0][2])
         while queued and n + len(queued[0][2]) <= writer.max_batch:
