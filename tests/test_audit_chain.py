@@ -56,6 +56,20 @@ def event(i: int, **kw: Any) -> AuditEvent:
     return AuditEvent(**base)
 
 
+async def verified_sqlite_file(path: Path):
+    """Open the SQLite audit file at ``path`` afresh, verify its chain (asserting it is intact) and
+    return the report."""
+    from gateway.audit import SqliteAuditSink
+
+    store = await SqliteAuditSink.open(path)
+    try:
+        report = await verify_chain(store, PUBLIC)
+        assert report.ok, report
+        return report
+    finally:
+        await store.close()
+
+
 class Backend:
     """One store under test plus the attacker's direct access to its tables."""
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import CheckpointSigner, GroupCommitConfig, verify_chain
+from gateway.audit import CheckpointSigner, GroupCommitConfig
 from gateway.audit.chain import extend_chain
 from gateway.audit.sqlite import _row_of, chained_rows
 import gateway.audit.sqlite_inline as _inline
 from gateway.audit.sqlite_inline import SqliteInlineAuditSink
-from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
+from tests.test_audit_chain import AUDIT_KEY, T0, Clock, event, verified_sqlite_file
 
 
 async def open_sink(path: Path, **config: Any) -> SqliteInlineAuditSink:
@@ -46,7 +46,7 @@ async def test_appends_of_one_loop_pass_share_one_commit(tmp_path: Path) -> None
         assert sink.stats.transactions == 1 and sink.stats.largest_batch == 30
     finally:
         await sink.close()
-    assert (await _verify(tmp_path / "audit.db")).records_checked == 30
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 30
 
 
 async def test_commits_are_spaced_by_the_interval_and_a_lone_append_after_a_quiet_spell_waits_for_nothing(
@@ -68,7 +68,7 @@ async def test_commits_are_spaced_by_the_interval_and_a_lone_append_after_a_quie
         assert time.monotonic() - t0 < 0.03
     finally:
         await sink.close()
-    assert (await _verify(tmp_path / "audit.db")).records_checked == 13
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 13
 
 
 async def test_a_database_locked_by_another_writer_is_retried_while_the_loop_keeps_serving(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ async def test_a_database_locked_by_another_writer_is_retried_while_the_loop_kee
     finally:
         other.close()
         await sink.close()
-    assert (await _verify(path)).records_checked == 2
+    assert (await verified_sqlite_file(path)).records_checked == 2
 
 
 @pytest.mark.parametrize("fsync_after_commit", [True, False])
@@ -124,7 +124,7 @@ async def test_a_large_batch_is_made_durable_off_the_event_loop_thread_and_a_sma
         assert len(threads) == 2 and threads[1] == threading.current_thread().name
     finally:
         await sink.close()
-    assert (await _verify(tmp_path / "audit.db")).records_checked == 13
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 13
 
 
 def _synchronous(conn: sqlite3.Connection) -> int:
@@ -167,7 +167,7 @@ async def test_fsync_after_commit_releases_the_write_lock_before_the_fsync_and_a
         assert lock_free_during_sync == [True, True]
     finally:
         await sink.close()
-    assert (await _verify(path)).records_checked == 13
+    assert (await verified_sqlite_file(path)).records_checked == 13
 
 
 async def test_fsync_inside_commit_keeps_synchronous_full(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_aga
         assert (await sink.append(event(2))).seq == 2
     finally:
         await sink.close()
-    assert (await _verify(tmp_path / "audit.db")).records_checked == 2
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 2
 
 
 async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> None:
@@ -213,19 +213,7 @@ async def test_close_commits_what_is_queued_and_then_refuses(tmp_path: Path) -> 
     await sink.close()
     assert [t.result().seq for t in pending] == [2, 3, 4, 5]
     assert not sink.alive
-    assert (await _verify(tmp_path / "audit.db")).records_checked == 5
-
-
-async def _verify(path: Path):
-    from gateway.audit import SqliteAuditSink
-
-    store = await SqliteAuditSink.open(path)
-    try:
-        report = await verify_chain(store, PUBLIC)
-        assert report.ok, report
-        return report
-    finally:
-        await store.close()
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 5
 
 
 def test_the_wal_is_synced_with_fdatasync_where_the_platform_has_it() -> None:

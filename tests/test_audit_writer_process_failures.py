@@ -20,7 +20,7 @@ from gateway.audit.writer_proc import FrameReader, frame
 from gateway.audit_wiring import AuditTrail, audit_setup_from
 from gateway.config import load_settings
 from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
-from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event
+from tests.test_audit_chain import AUDIT_KEY, PUBLIC, T0, Clock, event, verified_sqlite_file
 
 
 async def open_sink(path: Path) -> SqliteProcessAuditSink:
@@ -145,17 +145,4 @@ async def test_a_lone_append_after_a_quiet_spell_commits_at_once_and_a_burst_jus
         assert (await sink.state()).commits == 2        # the burst shared one transaction
     finally:
         await sink.close()
-    store_report = await _verify_path(tmp_path / "audit.db")
-    assert store_report.records_checked == 4
-
-
-async def _verify_path(path: Path):
-    from gateway.audit import SqliteAuditSink
-
-    store = await SqliteAuditSink.open(path)
-    try:
-        report = await verify_chain(store, PUBLIC)
-        assert report.ok, report
-        return report
-    finally:
-        await store.close()
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 4
