@@ -235,15 +235,30 @@ async def test_a_commit_slower_than_the_limit_is_logged_with_its_size_and_the_wa
             time.sleep(inline.SLOW_COMMIT_S * 1.5)
         real_sync(fd)
 
+    import io
+    import json
+
+    from gateway.app import REQUEST_ID
+    from gateway.logging_setup import CURRENT_REQUEST, json_handler
+
     monkeypatch.setattr(inline, "_sync", slow_disk)
     caplog.set_level(logging.WARNING, logger="gateway.audit")
+    out = io.StringIO()
+    handler = json_handler(out)          # the gateway's own handler: personal-data filter, request id
+    logging.getLogger("gateway.audit").addHandler(handler)
     sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    token = CURRENT_REQUEST.set({REQUEST_ID: "req-that-happened-to-start-the-drain"})  # type: ignore[arg-type]
     try:
         assert (await sink.append(event(1))).seq == 1
         assert (await sink.append(event(2))).seq == 2      # a fast commit: not logged
     finally:
+        CURRENT_REQUEST.reset(token)
+        logging.getLogger("gateway.audit").removeHandler(handler)
         await sink.close()
     slow_lines = [r for r in caplog.records if "from its start to durable" in r.getMessage()]
     assert len(slow_lines) == 1
     assert slow_lines[0].records == 1 and slow_lines[0].took_ms >= inline.SLOW_COMMIT_S * 1000
     assert slow_lines[0].wal_bytes > 0
+    # a commit serves a batch: its line names no request (not the one that scheduled the drain)
+    lines = [json.loads(ln) for ln in out.getvalue().splitlines() if "from its start to durable" in ln]
+    assert len(lines) == 1 and lines[0]["request_id"] is None and lines[0]["level"] == "WARNING"

@@ -46,6 +46,7 @@ checkpoints, pruning, the holder index, WAL copies -- is :class:`SqliteAuditSink
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import os
@@ -119,6 +120,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         # runs no statement while a COMMIT is in flight.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
         self._wal_fd: int | None = None   # the WAL file, opened at the first fsync (fsync_after_commit)
+        self._drain_ctx = contextvars.Context()   # the drain's context: no request's
 
     def _open_sync(self) -> None:
         super()._open_sync()
@@ -188,9 +190,11 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         return max(0.0, self._last_start + self.config.commit_interval - time.monotonic())
 
     def _schedule(self, delay: float) -> None:
+        """Schedule the drain in a context of its own: it serves a batch of many requests, so what it
+        logs must not carry the request id of whichever request happened to schedule it."""
         assert self._loop is not None
-        self._handle = (self._loop.call_later(delay, self._drain) if delay > 0
-                        else self._loop.call_soon(self._drain))
+        self._handle = (self._loop.call_later(delay, self._drain, context=self._drain_ctx) if delay > 0
+                        else self._loop.call_soon(self._drain, context=self._drain_ctx))
 
     # -- the drain (event loop thread) -------------------------------------------------------
     def _take(self) -> list[_Item]:
@@ -261,7 +265,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             return
         self._inflight = batch
         fut = self._loop.run_in_executor(self._committer, durable)
-        fut.add_done_callback(lambda f: self._committed(batch, receipts, f))
+        fut.add_done_callback(lambda f: self._committed(batch, receipts, f), context=self._drain_ctx)
 
     def _slow(self, what: str, took_s: float, records: int) -> None:
         wal = self.path + "-wal"
