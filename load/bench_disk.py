@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.seconds <= 3600 or args.interval_ms < 0:
         ap.error("--seconds 1..3600, --interval-ms >= 0")
-    r = probe(Path(args.dir), args.seconds, args.interval_ms / 1000)
+    try:
+        r = probe(Path(args.dir), args.seconds, args.interval_ms / 1000)
+    except OSError as exc:
+        print(f"无法在 {args.dir} 测试磁盘 / cannot probe the disk in {args.dir}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     print(render(r))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))

@@ -42,3 +42,11 @@ def test_the_command_writes_its_json_and_refuses_a_probe_without_bounds(tmp_path
         assert exc.code == 2
     else:
         raise AssertionError("--seconds 0 was accepted")
+
+
+def test_a_folder_it_cannot_write_is_refused_with_a_bilingual_message(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert bench_disk.main(["--seconds", "1", "--dir", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "无法在" in err and "cannot probe the disk in" in err and str(blocker / "sub") in err
