@@ -327,8 +327,9 @@ class AuditTrail:
                     t0 = loop.time()
                     indexed = await index()
                     if indexed:
-                        log.info("audit holder index: %d records indexed in %.1f s", indexed, loop.time() - t0,
-                                 extra={"indexed": indexed, "took_ms": round((loop.time() - t0) * 1000)})
+                        took = loop.time() - t0
+                        log.info("audit holder index: %d records indexed in %.1f s", indexed, took,
+                                 extra={"indexed": indexed, "took_ms": round(took * 1000)})
                 if loop.time() < next_checkpoint:
                     continue
                 next_checkpoint = loop.time() + self.setup.checkpoint_seconds
