@@ -262,3 +262,42 @@ async def test_a_commit_slower_than_the_limit_is_logged_with_its_size_and_the_wa
     # a commit serves a batch: its line names no request (not the one that scheduled the drain)
     lines = [json.loads(ln) for ln in out.getvalue().splitlines() if "from its start to durable" in ln]
     assert len(lines) == 1 and lines[0]["request_id"] is None and lines[0]["level"] == "WARNING"
+
+
+async def test_a_wal_checkpoint_held_back_by_a_reader_is_logged_by_the_trail_maintenance(tmp_path: Path, monkeypatch,
+                                                                                        caplog) -> None:
+    import dataclasses
+    import logging
+    from datetime import timedelta
+
+    import gateway.audit_wiring as wiring
+    from gateway.audit_wiring import AuditTrail, audit_setup_from
+    from gateway.config import load_settings
+
+    monkeypatch.setattr(wiring, "WAL_WARN_PAGES", 1)   # any page a checkpoint could not copy
+    caplog.set_level(logging.WARNING, logger="gateway.audit_wiring")
+    settings = dataclasses.replace(load_settings(demo=True), audit_path=str(tmp_path / "audit.db"),
+                                   audit_writer="inline")
+    trail = AuditTrail(audit_setup_from(settings), lambda: T0 + timedelta(0))
+    await trail.open()
+    reader = sqlite3.connect(str(tmp_path / "audit.db"), isolation_level=None)
+    task = asyncio.create_task(trail.maintain())
+    try:
+        await trail.append(event(1))
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM audit_records").fetchone()   # a snapshot: later frames stay in the WAL
+        for i in range(2, 6):
+            await trail.append(event(i))
+        for _ in range(60):
+            if any("checkpoints fall behind" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        reader.execute("ROLLBACK")
+        reader.close()
+        await trail.close()
+    behind = [r for r in caplog.records if "checkpoints fall behind" in r.getMessage()]
+    assert behind, [r.getMessage() for r in caplog.records]
+    assert behind[0].wal_pages > behind[0].wal_copied >= 0
