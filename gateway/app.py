@@ -363,6 +363,7 @@ from . import items_routes, openapi_routes  # noqa: E402,F401
 from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v1/admin/trust)
 from . import console  # noqa: E402,F401  (service-window console at /console/)
 from . import query_routes  # noqa: E402,F401  (federated query, /v1/admin/upstreams)
+from . import worker_routes  # noqa: E402,F401  (GET /v1/admin/worker: this worker's counters)
 from . import audit_wiring  # noqa: E402  (audit records before answers, receipts)
 
 FEATURES.append(audit_wiring.setup)  # last: it wires the hooks of the features above

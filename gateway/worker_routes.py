@@ -1,0 +1,55 @@
+"""``GET /v1/admin/worker`` (scope ``admin``): what the worker that answers is doing.
+
+Each of ``serve --workers N`` answers for itself (the kernel picks the worker per connection), so
+the answer names its process. It holds counters only -- no licence, no holder, no partner:
+
+* ``loop``: the event-loop watchdog (gateway/watchdog.py): the threshold, the stalls logged since
+  start and the worst one (``null`` when ``loop_stall_warn_ms`` is 0);
+* ``result_cache``: entries, hits, misses and hit rate of the verification result cache (``null``
+  when it is off);
+* ``audit``: the backend and writer, and the group-commit counters of this worker's sink
+  (transactions, records, largest batch, failed batches; ``null`` while the store is not open).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import orjson
+from aiohttp import web
+
+from .app import FEATURES, RESULT_CACHE
+from .auth import ADMIN, requires_scope
+from .watchdog import WATCHDOG
+
+
+@requires_scope(ADMIN)
+async def worker_info(request: web.Request) -> web.Response:
+    from .audit_wiring import AUDIT   # late: audit_wiring imports the app module
+
+    app = request.app
+    dog = app[WATCHDOG]
+    cache = app[RESULT_CACHE]
+    trail = app.get(AUDIT)
+    sink = trail.sink if trail is not None else None
+    stats = getattr(sink, "stats", None)
+    body = {
+        "pid": os.getpid(),
+        "loop": ({"stall_warn_ms": dog.warn_ms, "stalls": dog.stalls, "worst_stall_ms": round(dog.worst_ms, 1)}
+                 if dog is not None else None),
+        "result_cache": cache.stats() if cache is not None else None,
+        "audit": ({"backend": trail.setup.backend, "writer": trail.setup.writer if trail.setup.backend == "sqlite" else None,
+                   "open": sink is not None,
+                   "commits": dataclasses.asdict(stats) if stats is not None else None}
+                  if trail is not None else None),
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/admin/worker", worker_info)
+
+
+if setup not in FEATURES:
+    FEATURES.append(setup)
