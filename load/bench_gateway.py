@@ -46,7 +46,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from load.compare import free_port, spawn_server, stop_peer, wait_healthy  # noqa: E402
+from load.compare import (free_port, server_log_size, server_log_summary, spawn_server, stop_peer,  # noqa: E402
+                          wait_healthy)
 from load.runner import CLIENTS, run_loop, MaxConfig, OpenLoopConfig, run_max, run_open_loop  # noqa: E402
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
@@ -208,7 +209,10 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
                 log(f"  gateway open loop at {half:.0f}/s rep {i + 1}: {opens[-1]}")
             out["open"] = opens
             if args.soak:
+                mark = server_log_size(proc)
                 out["soak"] = soak(url, single, half, args.soak, token, pids, log, args.client)
+                out["soak"]["gateway_log"] = server_log_summary(proc, mark)
+        out["gateway_log"] = server_log_summary(proc)
     return out
 
 
@@ -275,11 +279,13 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
                    "batch_licences_per_s": v_batch,
                    "batch_ratio": round(v_batch / (workers * raw_rate), 3) if raw_rate else 0.0,
                    "server_cpu_us_per_request": med(variant["single"], "server_cpu_us_per_request")}
+    s["gateway_log"] = gw.get("gateway_log")
     if "soak" in gw:
         sk = gw["soak"]
         s["soak"] = {k: sk[k] for k in ("seconds", "rate", "errors", "error_kinds", "mismatched", "p99_ms", "p99_9_ms",
                                         "max_ms", "late", "rss_start_kib", "rss_end_kib", "rss_growth")}
         s["soak"]["max_in_flight"] = SOAK_MAX_IN_FLIGHT
+        s["soak"]["gateway_log"] = sk.get("gateway_log")
     return s
 
 
@@ -312,6 +318,12 @@ def render(s: dict[str, Any]) -> str:
             lines.append(f"{label}:  gateway {c['gateway_max_rps']:.0f}/s   ratio {c['ratio']:.2f}   batch "
                          f"{c['batch_licences_per_s']:.0f} licences/s ratio {c['batch_ratio']:.2f}   "
                          f"server CPU {c['server_cpu_us_per_request']} µs/request")
+    g = s.get("gateway_log")
+    if g:
+        lines.append(f"the gateway's own log over the whole run: {g['loop_stalls']} event-loop stalls (worst "
+                     f"{g['worst_stall_ms']:.0f} ms), {g['slow_audit_commits']} slow audit commits (worst "
+                     f"{g['worst_commit_ms']:.0f} ms), warnings by logger {g['warnings_by_logger']}"
+                     + (f", {g['non_json_lines']} lines not JSON" if g["non_json_lines"] else ""))
     if "soak" in s:
         k = s["soak"]
         lines.append(f"soak {k['seconds']:g}s at {k['rate']:.0f}/s:  errors {k['errors']} {k['error_kinds'] or ''}  "
@@ -321,6 +333,12 @@ def render(s: dict[str, Any]) -> str:
                      f"{k['rss_end_kib']} KiB ({100 * k['rss_growth']:+.1f} %)  target 0 errors, <= "
                      f"{100 * TARGETS['soak_rss_growth']:g} %: "
                      f"{ok(k['errors'] == 0 and k['rss_growth'] <= TARGETS['soak_rss_growth'])}")
+        g = k.get("gateway_log")
+        if g:
+            lines.append(f"  the gateway's own log during the soak: {g['loop_stalls']} event-loop stalls (worst "
+                         f"{g['worst_stall_ms']:.0f} ms), {g['slow_audit_commits']} audit commits slower than 100 ms "
+                         f"(worst {g['worst_commit_ms']:.0f} ms" + (": the disk's sync; see load/bench_disk.py)"
+                                                                    if g["slow_audit_commits"] else ")"))
     return "\n".join(lines)
 
 

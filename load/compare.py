@@ -73,6 +73,54 @@ def server_log_tail(proc: subprocess.Popen[bytes], chars: int = 500) -> str:
     return proc.stderr.read().decode(errors="replace")[-chars:] if proc.stderr else ""
 
 
+def server_log_size(proc: subprocess.Popen[bytes]) -> int:
+    """Bytes written so far to a server's log (:func:`spawn_server`; 0 without one): an offset for
+    :func:`server_log_summary` of one phase."""
+    path = getattr(proc, "log_path", None)
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def server_log_summary(proc: subprocess.Popen[bytes], start: int = 0) -> dict[str, Any]:
+    """What the gateway said about itself in its JSON log from byte ``start`` on: event-loop stalls
+    (gateway/watchdog.py) and audit commits slower than the audit sink's limit, each as a count and
+    the worst, plus WARNING/ERROR lines per logger. Lines that are not JSON are counted apart."""
+    import orjson
+
+    out: dict[str, Any] = {"loop_stalls": 0, "worst_stall_ms": 0.0, "slow_audit_commits": 0,
+                           "worst_commit_ms": 0.0, "warnings_by_logger": {}, "non_json_lines": 0}
+    path = getattr(proc, "log_path", None)
+    if not path:
+        return out
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return out
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out["non_json_lines"] += 1
+            continue
+        if not isinstance(doc, dict) or doc.get("level") not in ("WARNING", "ERROR", "CRITICAL"):
+            continue
+        logger = str(doc.get("logger"))
+        out["warnings_by_logger"][logger] = out["warnings_by_logger"].get(logger, 0) + 1
+        if isinstance(doc.get("stall_ms"), (int, float)):
+            out["loop_stalls"] += 1
+            out["worst_stall_ms"] = max(out["worst_stall_ms"], float(doc["stall_ms"]))
+        elif isinstance(doc.get("took_ms"), (int, float)) and "to durable" in str(doc.get("message")):
+            out["slow_audit_commits"] += 1
+            out["worst_commit_ms"] = max(out["worst_commit_ms"], float(doc["took_ms"]))
+    return out
+
+
 def start_peer(port: int, corpus_out: Path, corpus_size: int) -> subprocess.Popen[bytes]:
     """Starts ``python -m load peer`` as a child process (the caller must stop it)."""
     cmd = [sys.executable, "-m", "load", "peer", "--port", str(port), "--corpus-out", str(corpus_out),
