@@ -239,15 +239,12 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             return
         assert self._loop is not None
         if self.config.fsync_after_commit:
-            t0 = time.monotonic()
             try:
                 conn.execute("COMMIT")   # the WAL frames written, the lock released: not yet durable
             except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored
                 _rollback(conn)
                 self._done(batch, exc)
                 return
-            if time.monotonic() - t0 >= SLOW_COMMIT_S:
-                self._slow("COMMIT on the event loop", time.monotonic() - t0, len(receipts))
             durable: Any = self._sync_wal   # a failure now: stored, but unanswered (503)
         else:
             durable = functools.partial(_commit, conn)
