@@ -46,6 +46,28 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+#: what a server process is, by its command line: the SQLite audit writer process
+#: (``gateway/audit/writer_proc.py``) or the rest of the gateway (its workers, the demo regions)
+AUDIT_WRITER = "audit_writer"
+GATEWAY = "gateway"
+
+
+def role_of(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return GATEWAY
+    return AUDIT_WRITER if b"gateway.audit.writer_proc" in cmdline else GATEWAY
+
+
+def cpu_seconds_by_role(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds of ``pids`` summed per :func:`role_of` (every role present, even at 0)."""
+    out = {GATEWAY: 0.0, AUDIT_WRITER: 0.0}
+    for pid in pids:
+        out[role_of(pid)] += cpu_seconds([pid])
+    return out
+
+
 def rss_kib(pids: Sequence[int]) -> int:
     total = 0
     for pid in pids:
