@@ -147,3 +147,33 @@ def test_holder_hmac_is_plain_hmac_sha256_of_type_and_code() -> None:
 
     expected = std_hmac.new(KEY, f"111\x1f{CITIZEN}".encode(), hashlib.sha256).hexdigest()
     assert holder_hmac(KEY, "111", CITIZEN) == expected
+
+
+def test_format_time_across_seconds_minutes_days_and_years_in_any_order() -> None:
+    """The text of every instant is strftime's, however instants of different seconds alternate
+    (format_time keeps the last second's prefix): the same second's prefix must never leak into
+    another second, minute, day or year."""
+    import random
+
+    base = [datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc),
+            datetime(2027, 1, 1, 0, 0, 0, 0, tzinfo=timezone.utc),
+            datetime(2026, 2, 28, 23, 59, 59, 500_000, tzinfo=timezone.utc),
+            datetime(1000, 1, 1, tzinfo=timezone.utc)]
+    rng = random.Random(7)
+    instants = base + [base[0] + timedelta(microseconds=rng.randrange(-3_000_000, 3_000_000)) for _ in range(300)]
+    instants += [datetime(2026, 12, 3, 14, m, s, us, tzinfo=timezone.utc)
+                 for m in (0, 1) for s in (0, 59) for us in (0, 1, 999_999)]
+    rng.shuffle(instants)
+    for t in instants + instants[::-1]:
+        assert format_time(t) == t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), t
+    # one after the other, instants equal in every field but one (second, minute, hour, day, month, year)
+    t0 = datetime(2026, 11, 27, 4, 30, 15, 250_000, tzinfo=timezone.utc)
+    for field, value in (("second", 16), ("minute", 31), ("hour", 5), ("day", 28), ("month", 10), ("year", 2025)):
+        other = t0.replace(**{field: value})
+        for t in (t0, other, t0, other):
+            assert format_time(t) == t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), (field, t)
+    # the same instant twice (the cached text), then its neighbours a microsecond apart
+    t = datetime(2026, 12, 3, 14, 0, 0, 999_999, tzinfo=timezone.utc)
+    assert format_time(t) == format_time(t) == "2026-12-03T14:00:00.999999Z"
+    assert format_time(t + timedelta(microseconds=1)) == "2026-12-03T14:00:01.000000Z"
+    assert format_time(t) == "2026-12-03T14:00:00.999999Z"

@@ -55,16 +55,23 @@ def holder_hmac(key: bytes, code_type: str, code: str) -> str:
 #: the last (instant, text) of format_time: one request formats the same instant for its receipt
 #: drafts and each of its records (a batch request: 2 x entries times); datetimes are immutable
 _last_time: tuple[datetime | None, str] = (None, "")
+#: the last (second, "YYYY-MM-DDTHH:MM:SS.") of format_time: instants of one second share it, so the
+#: common case formats only the microseconds (~0.7 µs against ~2.3 µs for isoformat each time)
+_last_second: tuple[tuple[int, ...] | None, str] = (None, "")
 
 
 def format_time(t: datetime) -> str:
     """Canonical text of an instant: UTC, microseconds, ``Z`` (sorts as text)."""
-    global _last_time
+    global _last_time, _last_second
     last = _last_time
     if t is last[0]:
         return last[1]
-    if t.tzinfo is timezone.utc and t.year >= 1000:   # the common case, ~5x cheaper than strftime
-        text = t.isoformat(timespec="microseconds")[:26] + "Z"
+    if t.tzinfo is timezone.utc and t.year >= 1000:   # the common case, ~15x cheaper than strftime
+        second = (t.second, t.minute, t.hour, t.day, t.month, t.year)
+        prefix = _last_second
+        if prefix[0] != second:
+            prefix = _last_second = (second, t.isoformat(timespec="seconds")[:19] + ".")
+        text = "%s%06dZ" % (prefix[1], t.microsecond)
         _last_time = (t, text)
         return text
     if t.tzinfo is None or t.utcoffset() is None:
