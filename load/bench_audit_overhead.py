@@ -182,24 +182,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         off = statistics.median(r["rps"] for r in results["off"][scenario])
         ratio = on / off if off else 0.0
         ok &= ratio >= TARGET
+        # each repetition measured on and off back to back: their ratio, per repetition (the
+        # machine's drift between repetitions cancels out of each; the target is judged on the
+        # ratio of the medians above, as bench_gateway does)
+        paired = [a["rps"] / b["rps"] for a, b in zip(results["on"][scenario], results["off"][scenario]) if b["rps"]]
         first = (statistics.median(r["first_step_rps"] for r in results["on"][scenario])
                  / (statistics.median(r["first_step_rps"] for r in results["off"][scenario]) or 1))
         at = {n: sorted({r["at_concurrency"] for r in results[n][scenario]}) for n in ("on", "off")}
-        cpu_on = statistics.median(r["server_cpu_us_per_request"] or 0 for r in results["on"][scenario])
-        cpu_off = statistics.median(r["server_cpu_us_per_request"] or 0 for r in results["off"][scenario])
+        cpu_on = round(statistics.median(r["server_cpu_us_per_request"] or 0 for r in results["on"][scenario]), 1)
+        cpu_off = round(statistics.median(r["server_cpu_us_per_request"] or 0 for r in results["off"][scenario]), 1)
         # where the audit's CPU goes: the gateway's own processes (the worker builds each answer's
         # records and waits for them) and, with the writer process, the chaining, inserts and commit
-        split = {side: {role: statistics.median(r["server_cpu_us_per_request_by_process"][role] or 0
-                                                for r in results[side][scenario]) for role in (GATEWAY, AUDIT_WRITER)}
+        split = {side: {role: round(statistics.median(r["server_cpu_us_per_request_by_process"][role] or 0
+                                                      for r in results[side][scenario]), 1)
+                        for role in (GATEWAY, AUDIT_WRITER)}
                  for side in ("on", "off")}
         summary[scenario] = {"on_rps": round(on, 1), "off_rps": round(off, 1), "ratio": round(ratio, 3),
+                             "paired_ratios": [round(r, 3) for r in paired],
                              "peak_at_concurrency": at, f"ratio_at_{ladder[0]}_in_flight": round(first, 3),
                              "server_cpu_us_per_request_on": cpu_on, "server_cpu_us_per_request_off": cpu_off,
                              "server_cpu_us_per_request_by_process": split,
                              "errors": sum(r["errors"] for rs in results.values() for r in rs[scenario])}
         unit = f"requests/s (batches of {BATCH_SIZE})" if scenario == "batch" else "requests/s"
         print(f"{scenario:6}: audit on {on:8.1f} vs off {off:8.1f} {unit}; ratio {ratio:.3f} "
-              f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}); peaks at concurrency on {at['on']} "
+              f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}; paired by repetition "
+              f"{', '.join(f'{r:.2f}' for r in paired)}); peaks at concurrency on {at['on']} "
               f"off {at['off']}; ratio at {ladder[0]} in flight {first:.3f}; server CPU/request "
               f"{cpu_on} us on vs {cpu_off} us off (gateway processes {split['on'][GATEWAY]} vs "
               f"{split['off'][GATEWAY]} us, audit writer process {split['on'][AUDIT_WRITER]} us)")
