@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from . import errors
 from .app import REQUEST_ID, SERVICES
 from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, holder_hmac
+from .audit.deadline import CommitDeadlines
 from .audit.jws import public_jwk
 from .audit.model import format_time
 from .audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES
@@ -103,6 +104,7 @@ class AuditSetup:
     retention: timedelta | None
     index_seconds: float = 60.0
     writer: str = "inline"             # SQLite appends: inline (event loop + commit thread), process or thread
+    commit_timeout: float = 10.0       # seconds an answer waits for its record (gateway/audit/deadline.py)
 
 
 def key_id(prefix: str, public_key: Any) -> str:
@@ -160,6 +162,7 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
         index_seconds=float(settings.audit_index_seconds),
         writer=settings.resolved_audit_writer(),
+        commit_timeout=settings.audit_commit_timeout_ms / 1000,
     )
 
 
@@ -226,6 +229,7 @@ class AuditTrail:
         self.sink: Any = None
         self.last_error: str | None = None
         self.holder_key = setup.hmac_key   # read by the query route (gateway.query_routes)
+        self.deadlines = CommitDeadlines(setup.commit_timeout)
 
     @property
     def enabled(self) -> bool:
@@ -243,19 +247,19 @@ class AuditTrail:
     async def append(self, event: AuditEvent) -> AppendReceipt:
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.sink.append(event)
+        return await self.deadlines.wait(self.sink.append(event))
 
     async def append_group(self, events: Sequence[AuditEvent], drafts: Sequence[ReceiptDraft] = ()) -> Appended:
         """Append several events as one unit (one transaction) and seal ``drafts`` with their batch."""
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.sink.append_group(events, drafts)
+        return await self.deadlines.wait(self.sink.append_group(events, drafts))
 
     async def append_verifications(self, group: VerificationGroup) -> Appended:
         """The records and receipts of one verify answer (compact; expanded where it is committed)."""
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.sink.append_verifications(group)
+        return await self.deadlines.wait(self.sink.append_verifications(group))
 
     async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
         """Append several events at once (one transaction); all must be stored."""
@@ -584,18 +588,19 @@ def audited_reloader(app: web.Application, trail: AuditTrail) -> None:
 # --- wiring --------------------------------------------------------------------------------
 async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     trail = app[AUDIT]
-    task: asyncio.Task[None] | None = None
     if trail.enabled:
         try:
             await trail.open()
         except GatewayError as exc:  # keep serving: audited routes answer 503 until the store is back
             trail.last_error = exc.detail
             log.error("audit store unavailable at start-up, retrying: %s", exc.detail)
-        task = asyncio.create_task(trail.maintain(), name="audit-maintenance")
+        tasks = [asyncio.create_task(trail.maintain(), name="audit-maintenance"),
+                 asyncio.create_task(trail.deadlines.run(), name="audit-commit-deadlines")]
     else:
         log.warning("audit_backend = 'off' (demo benchmark baseline): NO audit records, NO receipts")
+        tasks = []
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
         try:
             await task

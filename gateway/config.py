@@ -175,6 +175,10 @@ class Settings:
     #: inline writer: the least time between the starts of two commits, microseconds (a commit's fixed
     #: cost -- fsync, receipt signature -- is ~10x a record's; an append after a quiet spell commits at once)
     audit_commit_interval_us: int = 4000
+    #: how long an answer may wait for its audit record to be durable, milliseconds; past it the answer is
+    #: 503 AUDIT_UNAVAILABLE (the record is still committed when the store catches up), so a stalled disk
+    #: or a hung writer does not hold every caller until its own timeout (gateway/audit/deadline.py)
+    audit_commit_timeout_ms: int = 10_000
     #: inline writer: a batch of at most N records (a lightly loaded worker) commits on the event loop itself,
     #: larger ones on the commit thread (0: always the thread)
     audit_inline_commit_max: int = 4
@@ -240,9 +244,10 @@ class Settings:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
                 or self.audit_batch_window_us < 0 or self.audit_commit_interval_us < 0
-                or self.audit_inline_commit_max < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0):
-            raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds and audit_batch_max "
-                              "must be positive; audit_batch_window_us, audit_commit_interval_us, "
+                or self.audit_inline_commit_max < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0
+                or self.audit_commit_timeout_ms <= 0):
+            raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds, audit_batch_max "
+                              "and audit_commit_timeout_ms must be positive; audit_batch_window_us, audit_commit_interval_us, "
                               "audit_inline_commit_max and audit_retention_days not negative")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")

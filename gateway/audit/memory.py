@@ -28,6 +28,8 @@ class MemoryAuditSink(GroupCommitSink):
         self.state_row: dict[str, Any] = {"head_seq": 0, "head_hash": GENESIS_HASH, "start_seq": 0,
                                           "start_hash": GENESIS_HASH, "commits": 0, "last_cp": 0}
         self.fail_with: Exception | None = None
+        #: while set and not yet open, commits wait for it (a store that stalls without failing)
+        self.gate: asyncio.Event | None = None
 
     @classmethod
     async def open(cls, **kwargs: Any) -> MemoryAuditSink:
@@ -37,6 +39,8 @@ class MemoryAuditSink(GroupCommitSink):
 
     async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
         await asyncio.sleep(0)  # a real store yields while it commits
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
         st = self.state_row
