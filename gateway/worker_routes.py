@@ -7,7 +7,9 @@ the answer names its process. It holds counters only -- no licence, no holder, n
   start and the worst one (``null`` when ``loop_stall_warn_ms`` is 0);
 * ``result_cache``: entries, hits, misses and hit rate of the verification result cache (``null``
   when it is off);
-* ``audit``: the backend and writer, and the group-commit counters of this worker's sink
+* ``audit``: the backend and writer, the group-commit counters of this worker's sink, and how
+  many answers wait for their record now and have been answered 503 for waiting past
+  ``audit_commit_timeout_ms``
   (transactions, records, largest batch, failed batches; ``null`` while the store is not open).
 """
 
@@ -41,7 +43,10 @@ async def worker_info(request: web.Request) -> web.Response:
         "result_cache": cache.stats() if cache is not None else None,
         "audit": ({"backend": trail.setup.backend, "writer": trail.setup.writer if trail.setup.backend == "sqlite" else None,
                    "open": sink is not None,
-                   "commits": dataclasses.asdict(stats) if stats is not None else None}
+                   "commits": dataclasses.asdict(stats) if stats is not None else None,
+                   "commit_timeout_ms": round(trail.deadlines.limit_s * 1000),
+                   "waiting_for_commit": trail.deadlines.waiting,
+                   "commit_timeouts": trail.deadlines.expired_total}
                   if trail is not None else None),
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")

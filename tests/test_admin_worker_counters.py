@@ -34,6 +34,8 @@ async def test_the_worker_reports_its_process_cache_and_audit_counters_after_ver
     assert audit["backend"] == world.settings.audit_backend and audit["open"] is True
     assert audit["commits"]["records"] - audit0["commits"]["records"] >= 3   # a record per verify answer
     assert audit["commits"]["transactions"] > audit0["commits"]["transactions"]
+    assert audit["commit_timeout_ms"] == world.settings.audit_commit_timeout_ms
+    assert audit["waiting_for_commit"] == 0 and audit["commit_timeouts"] == 0
 
 
 async def test_the_worker_counters_need_the_admin_scope(admin):  # noqa: F811
