@@ -79,6 +79,14 @@ start() {
       || as_owner "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 >&2
   fi
   if ! running; then
+    # another server on the port (e.g. another checkout's test cluster) would make ours fail with
+    # "could not create any TCP/IP sockets" deep in its log: say what is wrong and what to do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+      say "port 127.0.0.1:$PORT is already in use by another process (another checkout's test PostgreSQL?);" \
+          "stop it (its scripts/pg.sh stop) or choose another port: PG_PORT=15433 ./dev test" \
+          "/ 端口 $PORT 已被占用：请停止另一个测试数据库，或设置 PG_PORT"
+      exit 1
+    fi
     say "starting on 127.0.0.1:$PORT"
     # 9>&- : the server must not inherit the lock file descriptor (it would hold the lock forever)
     as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
