@@ -7,10 +7,10 @@ the answer names its process. It holds counters only -- no licence, no holder, n
   start and the worst one (``null`` when ``loop_stall_warn_ms`` is 0);
 * ``result_cache``: entries, hits, misses and hit rate of the verification result cache (``null``
   when it is off);
-* ``audit``: the backend and writer, the group-commit counters of this worker's sink, and how
-  many answers wait for their record now and have been answered 503 for waiting past
-  ``audit_commit_timeout_ms``
-  (transactions, records, largest batch, failed batches; ``null`` while the store is not open).
+* ``audit``: the backend and writer; the group-commit counters of this worker's sink
+  (transactions, records, largest batch, failed batches; ``null`` while the store is not open);
+  ``audit_commit_timeout_ms``, the answers waiting for their record now, and how many were
+  answered 503 for waiting past it.
 """
 
 from __future__ import annotations
