@@ -184,7 +184,7 @@ async def verify_handler(request: web.Request) -> web.Response:
     result = verify_now(request.app, data)
     answer = render_result(result)
     # the audit record is committed before the answer (AUDIT_UNAVAILABLE -> 503); signed receipt
-    answer["receipt"] = (await audit_wiring.audit_verifications(request, [result]))[0]
+    answer["receipt"] = await audit_wiring.audit_verifications(request, [result])
     return _json(answer)
 
 
@@ -210,10 +210,10 @@ async def verify_batch_handler(request: web.Request) -> web.Response:
         result = verify_now(request.app, data)
         verified.append(result)
         results.append(render_result(result))
-    # one audit record per entry, committed before the answer; one signed receipt per entry
-    for answer, receipt in zip(results, await audit_wiring.audit_verifications(request, verified), strict=True):
-        answer["receipt"] = receipt
-    return _json({"results": results})
+    # one audit record per entry, committed before the answer; one signed receipt for the answer,
+    # listing every entry's verdict and reasons
+    receipt = await audit_wiring.audit_verifications(request, verified)
+    return _json({"results": results, "receipt": receipt})
 
 
 @requires_scope(LICENCES_VERIFY)

@@ -395,13 +395,14 @@ def _rid(request: web.Request) -> str:
 
 
 # --- call sites ----------------------------------------------------------------------------
-async def audit_verifications(request: web.Request, results: Sequence[VerificationResult | None]) -> list[str | None]:
-    """Record each verification of a verify / verify-batch request; return one receipt per entry.
+async def audit_verifications(request: web.Request, results: Sequence[VerificationResult | None]) -> str | None:
+    """Record each verification of a verify / verify-batch request (one record per entry); return
+    the answer's receipt (a verify-batch answer's one receipt lists every entry).
 
     ``results[i]`` None stands for an entry that could not be decoded (answered MALFORMED)."""
     trail = request.app[AUDIT]
     if not trail.enabled:
-        return [None] * len(results)
+        return None
     body = await request.read()  # already read by the handler: cached
     now = trail.clock()
     entries = []
@@ -421,7 +422,7 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
                               request_digest(body), len(results) > 1 or request.path.endswith("verify-batch"),
                               tuple(entries))
     appended = await trail.append_verifications(group)
-    return list(appended.sealed) if trail.receipts is not None else [None] * len(results)
+    return appended.sealed[0] if trail.receipts is not None and appended.sealed else None
 
 
 async def audit_check(request: web.Request, item_code: str, applicant: Any, presented: Sequence[Any],

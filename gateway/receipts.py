@@ -2,7 +2,8 @@
 
 Two forms, both checked by :func:`verify_receipt` with the published key set (``/v1/keys``):
 
-**Batch-signed receipt** (every API verify / batch entry / item check answer). The audit writer
+**Batch-signed receipt** (every API verify, verify-batch and item check answer: one per answer;
+a verify-batch answer's one receipt covers all its entries). The audit writer
 commits many answers in one transaction; for each committed batch the gateway signs ONE
 statement, a Merkle root over the receipt claims of that batch (X-Road style batch
 signatures), so the signing cost is shared by every answer of the batch. The receipt is one
@@ -12,7 +13,10 @@ string of five dot-separated base64url parts::
 
 * ``CLAIMS``: the JSON claims of this answer ``{"gateway", "request_id", "request_digest":
   <b64url SHA-256 of the request body>, "verdict", "reasons", "item", "licence_ids", "time",
-  "iat"}`` (and ``"entry"``, the entry index, in the receipts of a verify-batch answer);
+  "iat"}``; a verify-batch answer's claims add ``"entries"``, one ``{"verdict", "reasons",
+  "licence_id"}`` per entry in request order, and their ``verdict`` is the entries' common verdict
+  or ``"mixed"``, ``reasons`` every entry's codes once, ``licence_ids`` the entries' ids
+  (:func:`batch_claims`);
 * ``PROOF``: JSON ``{"i": <leaf index>, "path": [<b64url SHA-256 sibling hashes>, ...]}``;
 * ``BATCH-JWS``: a compact JWS (``typ`` ``elicence-receipt-batch+jws``, ES256 or EdDSA, ``kid``)
   over ``{"gateway", "root": <b64url Merkle root>, "n": <leaves>, "seq": [<first>, <last>
@@ -57,13 +61,34 @@ RECEIPT_TYP = "elicence-receipt+jws"
 BATCH_TYP = "elicence-receipt-batch+jws"
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
-#: longest receipt accepted for checking (claims + proof + batch JWS)
-MAX_RECEIPT_CHARS = 32_768
+#: longest receipt accepted for checking (claims + proof + batch JWS); a verify-batch answer's one
+#: receipt lists every entry (~100-200 characters each): 256 KiB covers well over 1,000 entries
+MAX_RECEIPT_CHARS = 262_144
+#: the answer-level ``verdict`` claim of a verify-batch receipt whose entries do not all share one
+MIXED = "mixed"
 _sha256 = hashlib.sha256
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "gateway": str, "request_digest": str, "verdict": str, "reasons": list, "item": (str, type(None)),
     "licence_ids": list, "time": str, "iat": int,
 }
+
+
+def batch_claims(entries: Sequence[tuple[str, Sequence[str], str | None]]
+                 ) -> tuple[str, list[str], list[str], list[dict[str, Any]]]:
+    """The answer-level claims of a verify-batch receipt from its entries ``(verdict, reason
+    codes, licence id or None)``, in request order: ``verdict`` (the entries' common verdict, else
+    :data:`MIXED`), ``reasons`` (every entry's codes, each once, first seen first), ``licence_ids``
+    (the entries' ids, in order, absent ones left out) and ``entries`` (one ``{"verdict",
+    "reasons", "licence_id"}`` each). :func:`verify_receipt` recomputes them from ``entries``."""
+    verdicts = {v for v, _, _ in entries}
+    reasons: list[str] = []
+    for _, codes, _ in entries:
+        for code in codes:
+            if code not in reasons:
+                reasons.append(code)
+    ids = [i for _, _, i in entries if i is not None]
+    docs = [{"verdict": v, "reasons": list(codes), "licence_id": i} for v, codes, i in entries]
+    return (next(iter(verdicts)) if len(verdicts) == 1 else MIXED), reasons, ids, docs
 
 
 def request_digest(body: bytes) -> str:
@@ -179,17 +204,19 @@ class ReceiptSigner:
         return self._jws.sign(claims)
 
     def draft(self, *, request_digest: str, request_id: str, verdict: str, reasons: Sequence[str], item: str | None,
-              time_text: str, iat: int, licence_ids: Sequence[str], entry: int | None = None) -> ReceiptDraft:
+              time_text: str, iat: int, licence_ids: Sequence[str],
+              entries: Sequence[dict[str, Any]] | None = None) -> ReceiptDraft:
         """The claims of one answer (cheap: one JSON encoding and one hash); ``time_text`` is
         :func:`format_time` of the answer time, computed once per request by the caller;
-        ``entry``: the index of a batch request's entry (claim present only then)."""
+        ``entries``: a verify-batch answer's entries, each ``{"verdict", "reasons", "licence_id"}``
+        (claim present only then; see :func:`batch_summary` for the answer-level claims)."""
         doc: dict[str, Any] = {
             "gateway": self.gateway_id, "request_id": request_id, "request_digest": request_digest,
             "verdict": verdict, "reasons": list(reasons), "item": item, "licence_ids": list(licence_ids),
             "time": time_text, "iat": iat,
         }
-        if entry is not None:
-            doc["entry"] = entry
+        if entries is not None:
+            doc["entries"] = entries
         claims = orjson.dumps(doc)
         return ReceiptDraft(b64u(claims), _sha256(LEAF_PREFIX + claims).digest())
 
@@ -325,6 +352,26 @@ def verify_receipt(token: str, jwks: dict[str, Any], *, request_body: bytes | No
     for name, typ in _REQUIRED.items():
         if name not in claims or not isinstance(claims[name], typ) or isinstance(claims[name], bool):
             raise _reject(f"claim {name!r} missing or of the wrong type")
+    if "entries" in claims:
+        _check_entries(claims)
     if request_body is not None and claims["request_digest"] != request_digest(request_body):
         raise _reject("the receipt was issued for a different request body")
     return claims
+
+
+def _check_entries(claims: dict[str, Any]) -> None:
+    """A verify-batch receipt: every entry well formed, and the answer-level claims what
+    :func:`batch_claims` makes of them (a gateway bug otherwise; the signature already holds)."""
+    entries = claims["entries"]
+    if not isinstance(entries, list) or not entries:
+        raise _reject("claim 'entries' is not a non-empty list")
+    rows = []
+    for k, e in enumerate(entries):
+        if (not isinstance(e, dict) or not isinstance(e.get("verdict"), str) or not isinstance(e.get("reasons"), list)
+                or not all(isinstance(r, str) for r in e["reasons"])
+                or not (e.get("licence_id") is None or isinstance(e["licence_id"], str))):
+            raise _reject(f"entry {k} of claim 'entries' is not {{verdict, reasons, licence_id}}")
+        rows.append((e["verdict"], e["reasons"], e.get("licence_id")))
+    verdict, reasons, ids, _ = batch_claims(rows)
+    if (claims["verdict"], claims["reasons"], claims["licence_ids"]) != (verdict, reasons, ids):
+        raise _reject("the answer-level verdict, reasons or licence ids disagree with the entries")

@@ -78,8 +78,7 @@ async def test_batch_records_one_event_per_entry_including_an_undecodable_one(ap
     assert [r["verdict"] for r in recs] == [a["verdict"] for a in answer["results"]] == ["valid", "invalid", "invalid"]
     assert recs[1]["reasons"] == ["MALFORMED"] and recs[1]["licence_id"] is None
     assert recs[2]["licence_id"] == expired.licence.identifier
-    assert [r["extra"]["receipt"] for r in recs] == [receipt_hash(a["receipt"]) for a in answer["results"]]
-    assert len({a["receipt"] for a in answer["results"]}) == 3
+    assert [r["extra"]["receipt"] for r in recs] == [receipt_hash(answer["receipt"])] * 3   # the answer's one receipt
 
 
 async def test_item_check_records_each_licence_with_the_item_and_the_applicant_hash(api, world):

@@ -8,10 +8,12 @@ same -- or a receipt would not find its record, and `audit verify` would disagre
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -20,7 +22,7 @@ from gateway.audit.model import format_time
 from gateway.audit.sqlite_inline import SqliteInlineAuditSink
 from gateway.audit.sqlite_process import SqliteProcessAuditSink
 from gateway.audit.verifications import VerificationGroup, expand
-from gateway.receipts import ReceiptSigner, verify_receipt
+from gateway.receipts import ReceiptSigner, receipt_ref, verify_receipt
 
 T = datetime(2026, 11, 27, 4, 0, 0, 123456, tzinfo=timezone.utc)
 RECEIPT_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))      # TEST key
@@ -42,19 +44,38 @@ def group(batch: bool) -> VerificationGroup:
 
 
 @pytest.mark.parametrize("batch", [False, True])
-def test_expanded_records_equal_the_checked_events_and_drafts_equal_the_signers(batch: bool) -> None:
+def test_expanded_records_equal_the_checked_events_and_the_one_draft_equals_the_signers(batch: bool) -> None:
     g = group(batch)
     bodies, drafts = expand(g, SIGNER)
-    assert len(bodies) == len(drafts) == len(g.entries)
-    for i, ((region, lid, verdict, reasons, holder, ids), body, draft) in enumerate(zip(g.entries, bodies, drafts)):
-        expected_draft = SIGNER.draft(request_digest="ZGlnZXN0", request_id="req-42", verdict=verdict, reasons=reasons,
-                                      item=None, time_text=format_time(T), iat=int(T.timestamp()), licence_ids=ids,
-                                      entry=i if batch else None)
-        assert draft == expected_draft
+    assert len(bodies) == len(g.entries) and len(drafts) == 1     # one receipt per answer
+    if batch:   # the answer-level claims summarise the entries; each entry is listed
+        expected_draft = SIGNER.draft(
+            request_digest="ZGlnZXN0", request_id="req-42", verdict="mixed",
+            reasons=["LICENCE_EXPIRED", "LICENCE_REVOKED", "MALFORMED"], item=None, time_text=format_time(T),
+            iat=int(T.timestamp()), licence_ids=[LIC, LIC.replace("0287C", "0295X")],
+            entries=[{"verdict": "valid", "reasons": [], "licence_id": LIC},
+                     {"verdict": "invalid", "reasons": ["LICENCE_EXPIRED", "LICENCE_REVOKED"],
+                      "licence_id": LIC.replace("0287C", "0295X")},
+                     {"verdict": "invalid", "reasons": ["MALFORMED"], "licence_id": None}])
+    else:
+        expected_draft = SIGNER.draft(request_digest="ZGlnZXN0", request_id="req-42", verdict="valid", reasons=(),
+                                      item=None, time_text=format_time(T), iat=int(T.timestamp()), licence_ids=(LIC,))
+    assert drafts[0] == expected_draft
+    for i, ((region, lid, verdict, reasons, holder, ids), body) in enumerate(zip(g.entries, bodies)):
         extra = {"receipt": expected_draft.ref, **({"entry": i, "entries": len(g.entries)} if batch else {})}
         event = AuditEvent(kind="verify", time=T, request_id="req-42", partner="demo-partner", region=region,
                            licence_id=lid, verdict=verdict, reasons=reasons, holder_hmac=holder, extra=extra)
         assert body == event.body()
+
+
+def test_batch_of_entries_sharing_one_verdict_claims_that_verdict() -> None:
+    g = VerificationGroup(format_time(T), int(T.timestamp()), "req-43", None, "ZGlnZXN0", True,
+                          ((None, None, "invalid", ("MALFORMED",), None, ()),
+                           ("330500", LIC, "invalid", ("LICENCE_REVOKED", "MALFORMED"), HOLDER, (LIC,))))
+    _, [draft] = expand(g, SIGNER)
+    claims = orjson.loads(base64.urlsafe_b64decode(draft.claims_b64 + "=" * (-len(draft.claims_b64) % 4)))
+    assert claims["verdict"] == "invalid" and claims["reasons"] == ["MALFORMED", "LICENCE_REVOKED"]
+    assert claims["licence_ids"] == [LIC] and [e["licence_id"] for e in claims["entries"]] == [None, LIC]
 
 
 def test_without_a_receipt_signer_records_name_no_receipt() -> None:
@@ -90,10 +111,13 @@ async def test_worker_side_and_writer_side_expansion_store_the_same_chain(tmp_pa
         assert [(r.seq, r.hash, r.body) for r in recs_m] == [(r.seq, r.hash, r.body) for r in recs_p]
         assert len(recs_p) == 4 and a_p.records == a_m.records and b_p.records == b_m.records
         jwks = SIGNER.jwks()
-        for receipt, rec in zip(b_p.sealed, recs_p[1:]):      # each batch receipt verifies and finds its record
-            claims = verify_receipt(receipt, jwks)
-            assert claims["request_id"] == "req-42" and claims["verdict"] == rec.body["verdict"]
+        [receipt] = b_p.sealed          # the batch answer's one receipt lists each record's entry
+        claims = verify_receipt(receipt, jwks)
+        assert claims["request_id"] == "req-42"
+        assert [e["verdict"] for e in claims["entries"]] == [rec.body["verdict"] for rec in recs_p[1:]]
+        for rec in recs_p[1:]:
             assert claims["batch"]["seq"][0] <= rec.seq <= claims["batch"]["seq"][1]
+            assert rec.body["extra"]["receipt"] == receipt_ref(receipt)
     finally:
         await here.close()
         await there.close()
@@ -112,7 +136,7 @@ async def test_inline_writer_keeps_the_order_of_groups_and_plain_events_sharing_
         recs = await sink.read_records(0, 10)
         assert [r.body["kind"] for r in recs] == ["verify", "token", "verify", "verify", "verify"]
         assert [r.body["extra"].get("entry") for r in recs[2:]] == [0, 1, 2]
-        assert len(a.sealed) == 1 and len(b.sealed) == 3
+        assert len(a.sealed) == 1 and len(b.sealed) == 1        # one receipt per answer
     finally:
         await sink.close()
 

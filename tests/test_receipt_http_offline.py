@@ -84,22 +84,38 @@ async def test_check_receipt_names_the_item_outcome_and_every_licence(api, world
     assert claims["licence_ids"] == [lic.licence.identifier]
 
 
-async def test_batch_receipts_share_one_signature_and_each_proves_its_own_entry(api, world):
+async def test_batch_answer_has_one_receipt_listing_every_entry(api, world):
     jwks = await (await api.get("/v1/keys")).json()
     lics = [world.simulator.issue(HUZHOU, "id_card", case, NOW) for case in ("valid", "expired", "valid")]
     body = orjson.dumps({"licences": [lic.body() for lic in lics]})
     resp = await api.post("/v1/licences/verify-batch", data=body, headers={"Content-Type": "application/json"})
-    receipts = [r["receipt"] for r in (await resp.json())["results"]]
-    assert len({r.split(".", 2)[2] for r in receipts}) == 1     # one batch statement, one signature
-    claims = [verify_receipt(r, jwks, request_body=body) for r in receipts]
-    assert [c["entry"] for c in claims] == [0, 1, 2]
-    assert [c["verdict"] for c in claims] == ["valid", "invalid", "valid"]
-    assert [c["licence_ids"] for c in claims] == [[lic.licence.identifier] for lic in lics]
-    # entry 1's claims with entry 0's proof: the fold misses the signed root
-    c1, _p1, rest = receipts[1].split(".", 2)
-    _c0, p0, _ = receipts[0].split(".", 2)
+    answer = await resp.json()
+    assert all("receipt" not in r for r in answer["results"])   # the answer's receipt, not one per entry
+    claims = verify_receipt(answer["receipt"], jwks, request_body=body)
+    assert [e["verdict"] for e in claims["entries"]] == ["valid", "invalid", "valid"]
+    assert [e["licence_id"] for e in claims["entries"]] == [lic.licence.identifier for lic in lics]
+    assert claims["entries"][0]["reasons"] == [] and claims["entries"][1]["reasons"] == ["LICENCE_EXPIRED"]
+    assert claims["verdict"] == "mixed" and claims["reasons"] == claims["entries"][1]["reasons"]
+    assert claims["licence_ids"] == [lic.licence.identifier for lic in lics]
+    # the same receipt for another body (entries reordered) is refused
+    other = orjson.dumps({"licences": [lic.body() for lic in reversed(lics)]})
+    with pytest.raises(RequestRejected, match="different request body"):
+        verify_receipt(answer["receipt"], jwks, request_body=other)
+
+
+async def test_batch_receipt_with_an_entry_verdict_rewritten_fails(api, world):
+    jwks = await (await api.get("/v1/keys")).json()
+    lics = [world.simulator.issue(HUZHOU, "id_card", case, NOW) for case in ("valid", "revoked")]
+    body = orjson.dumps({"licences": [lic.body() for lic in lics]})
+    answer = await (await api.post("/v1/licences/verify-batch", data=body,
+                                   headers={"Content-Type": "application/json"})).json()
+    claims_b64, rest = answer["receipt"].split(".", 1)
+    doc = json.loads(base64.urlsafe_b64decode(claims_b64 + "=" * (-len(claims_b64) % 4)))
+    assert doc["entries"][1]["verdict"] == "invalid"
+    doc["entries"][1]["verdict"] = "valid"   # the revoked entry passed off as valid
+    forged = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
     with pytest.raises(RequestRejected, match="signed batch root"):
-        verify_receipt(f"{c1}.{p0}.{rest}", jwks)
+        verify_receipt(f"{forged}.{rest}", jwks)
 
 
 @pytest.mark.parametrize("part", [0, 1, 2, 3, 4], ids=["claims", "proof", "header", "statement", "signature"])

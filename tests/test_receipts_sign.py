@@ -159,7 +159,7 @@ def test_rsa_or_p384_keys_are_refused_for_signing() -> None:
 def drafts(s: ReceiptSigner, n: int) -> list:
     return [s.draft(request_digest=request_digest(BODY + bytes([i])), request_id=f"req-{i}", verdict="valid",
                     reasons=[], item=None, time_text="2025-03-01T08:30:15.123456Z", iat=int(T.timestamp()),
-                    licence_ids=[LICENCE], entry=i) for i in range(n)]
+                    licence_ids=[LICENCE]) for i in range(n)]
 
 
 def parts(token: str) -> list[str]:
@@ -173,7 +173,7 @@ def test_every_receipt_of_a_batch_verifies_and_shares_the_one_signature(n: int) 
     assert len({".".join(parts(r)[2:]) for r in receipts}) == 1
     for i, r in enumerate(receipts):
         claims = verify_receipt(r, s.jwks(), request_body=BODY + bytes([i]))
-        assert claims["entry"] == i and claims["request_id"] == f"req-{i}"
+        assert claims["request_id"] == f"req-{i}" and claims["batch"]["index"] == i
         assert claims["batch"] == {"seq": [101, 100 + n], "n": n, "index": i, "root": claims["batch"]["root"],
                                    "time": "2025-03-01T08:30:15.123456Z", "kid": s.kid}
 
@@ -283,3 +283,37 @@ def test_b64u_is_unpadded_urlsafe_base64_for_every_length_and_byte() -> None:
         assert type(b64u(data)) is str and "=" not in b64u(data)
         assert b64u_decode(b64u(data)) == data
     assert b64u(b"\xfb\xff") == "-_8"
+
+
+# --- a verify-batch answer's one receipt: its entries and the answer-level claims agree --------------
+def batch_draft(s: ReceiptSigner, rows: list, **override):
+    from gateway.receipts import batch_claims
+
+    verdict, reasons, ids, docs = batch_claims(rows)
+    fields = {"verdict": verdict, "reasons": reasons, "licence_ids": ids, "entries": docs, **override}
+    return s.draft(request_digest=request_digest(BODY), request_id="req-b", item=None,
+                   time_text="2025-03-01T08:30:15.123456Z", iat=int(T.timestamp()), **fields)
+
+
+def test_batch_receipt_lists_entries_and_summarises_them() -> None:
+    s = signer("EdDSA")
+    [r] = s.seal([batch_draft(s, [("valid", [], LICENCE), ("invalid", ["MALFORMED"], None)])], 1, 2, T)
+    claims = verify_receipt(r, s.jwks(), request_body=BODY)
+    assert claims["verdict"] == "mixed" and claims["reasons"] == ["MALFORMED"] and claims["licence_ids"] == [LICENCE]
+    assert claims["entries"] == [{"verdict": "valid", "reasons": [], "licence_id": LICENCE},
+                                 {"verdict": "invalid", "reasons": ["MALFORMED"], "licence_id": None}]
+
+
+@pytest.mark.parametrize("override, detail", [
+    ({"verdict": "valid"}, "disagree with the entries"),          # an invalid entry summarised as valid
+    ({"licence_ids": []}, "disagree with the entries"),
+    ({"reasons": []}, "disagree with the entries"),
+    ({"entries": []}, "non-empty list"),
+    ({"entries": [{"verdict": "valid", "reasons": "none", "licence_id": None}]}, "entry 0"),
+    ({"entries": [{"verdict": 1, "reasons": [], "licence_id": None}]}, "entry 0"),
+], ids=["verdict", "licence-ids", "reasons", "no-entries", "reasons-not-list", "verdict-not-text"])
+def test_batch_receipt_whose_summary_or_entries_are_inconsistent_is_refused(override, detail) -> None:
+    s = signer("ES256")   # signed by the right key: only the claims' consistency is wrong
+    [r] = s.seal([batch_draft(s, [("valid", [], LICENCE), ("invalid", ["LICENCE_REVOKED"], LICENCE)], **override)],
+                 1, 2, T)
+    assert detail in reject_detail(r, s.jwks())

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: one licence: (region, licence id, verdict, reason codes, holder HMAC, licence ids named in its receipt)
+from gateway.receipts import batch_claims
+
+#: one licence: (region, licence id, verdict, reason codes, holder HMAC, licence ids named in its
+#: receipt: the licence's identifier, or none when it has none)
 Entry = tuple[str | None, str | None, str, tuple[str, ...], str | None, tuple[str, ...]]
 
 
@@ -44,20 +47,27 @@ class VerificationGroup:
 
 
 def expand(group: VerificationGroup, drafter: Any) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The record bodies (kind ``verify``) and, when ``drafter`` (a
-    :class:`gateway.receipts.ReceiptSigner`) is given, one receipt draft per entry; each record's
-    ``extra.receipt`` names its draft, and in a batch ``extra.entry`` / ``extra.entries``."""
+    """The record bodies (kind ``verify``, one per entry) and, when ``drafter`` (a
+    :class:`gateway.receipts.ReceiptSigner`) is given, the answer's one receipt draft: a single
+    verify's claims, or a verify-batch answer's with every entry listed
+    (:func:`gateway.receipts.batch_claims`). Each record's ``extra.receipt`` names that draft, and
+    in a batch ``extra.entry`` / ``extra.entries`` its place in the answer."""
     bodies: list[dict[str, Any]] = []
     drafts: list[Any] = []
     n = len(group.entries)
+    ref = None
+    if drafter is not None:
+        if group.batch:
+            verdict, reasons, ids, docs = batch_claims([(e[2], e[3], e[5][0] if e[5] else None)
+                                                        for e in group.entries])
+        else:
+            (_, _, verdict, reasons, _, ids), docs = group.entries[0], None
+        d = drafter.draft(request_digest=group.request_digest, request_id=group.request_id, verdict=verdict,
+                          reasons=reasons, item=None, time_text=group.time_text, iat=group.iat, licence_ids=ids,
+                          entries=docs)
+        drafts.append(d)
+        ref = d.ref
     for i, (region, licence_id, verdict, reasons, holder, ids) in enumerate(group.entries):
-        ref = None
-        if drafter is not None:
-            d = drafter.draft(request_digest=group.request_digest, request_id=group.request_id, verdict=verdict,
-                              reasons=reasons, item=None, time_text=group.time_text, iat=group.iat,
-                              licence_ids=ids, entry=i if group.batch else None)
-            drafts.append(d)
-            ref = d.ref
         extra: dict[str, Any] = {"receipt": ref, "entry": i, "entries": n} if group.batch else {"receipt": ref}
         bodies.append({
             "kind": "verify", "time": group.time_text, "request_id": group.request_id, "partner": group.partner,
