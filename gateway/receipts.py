@@ -209,7 +209,7 @@ class ReceiptSigner:
         """The claims of one answer (cheap: one JSON encoding and one hash); ``time_text`` is
         :func:`format_time` of the answer time, computed once per request by the caller;
         ``entries``: a verify-batch answer's entries, each ``{"verdict", "reasons", "licence_id"}``
-        (claim present only then; see :func:`batch_summary` for the answer-level claims)."""
+        (claim present only then; see :func:`batch_claims` for the answer-level claims)."""
         doc: dict[str, Any] = {
             "gateway": self.gateway_id, "request_id": request_id, "request_digest": request_digest,
             "verdict": verdict, "reasons": list(reasons), "item": item, "licence_ids": list(licence_ids),
