@@ -45,6 +45,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from load.schedule import poisson_offsets  # noqa: E402
 from load.stats import _clamp_us, latency_summary_ms, new_histogram  # noqa: E402
 
 #: a synthetic licence identifier (GB/T 36904 shape; no real person or company)
@@ -85,12 +86,11 @@ def _process(path: str, keys: tuple[bytes, bytes], rate: float, seconds: float, 
                 await sink.checkpoint_wal()
 
         keeper = asyncio.ensure_future(checkpoints())
-        rnd = random.Random(seed)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        start = due = time.perf_counter()
+        start = time.perf_counter()
         tasks = []
-        while due - start < seconds:
-            due += rnd.expovariate(rate)
+        for offset in poisson_offsets(rate, seconds, random.Random(seed)):
+            due = start + offset
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
