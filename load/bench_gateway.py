@@ -19,7 +19,11 @@ verify), then prints medians over ``--reps`` repetitions of:
 5. the same single and batch figures for variants (``--variants``): ``cache_off`` (the
    verification result cache off, ``GATEWAY_VERIFY_CACHE_ENTRIES=0``: the cost of a first
    verification) and ``audit_off`` (``GATEWAY_AUDIT_BACKEND=off``, diagnostic only: what the
-   durable audit trail costs; the targets are judged with the audit on).
+   durable audit trail costs; the targets are judged with the audit on);
+6. the machine's pause penalty (:mod:`load.bench_wake`: what an ES256 signature resumed after a
+   2-ms pause costs against back to back) beside the server CPU per request at half max and at
+   max: on a machine whose caches are emptied by other work within milliseconds, a request at
+   half load costs more than one at full load, and the p99 of item 2 is partly the machine's.
 
 ``--soak S`` then runs S seconds (at most 600) open loop at half the max and reports errors
 and the resident memory growth of the gateway workers (target 0 errors, <= 10 %). The soak is
@@ -52,7 +56,8 @@ from load.runner import CLIENTS, run_loop, MaxConfig, OpenLoopConfig, run_max, r
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
-from gateway.audit.sqlite_inline import SLOW_COMMIT_S  # noqa: E402  (what the gateway logs as a slow commit)
+from gateway.audit.sqlite_inline import SLOW_COMMIT_S  # noqa: E402
+from load import bench_wake  # noqa: E402  (what the gateway logs as a slow commit)
 
 #: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
 SINGLE_MIX = "valid=80,tampered=7,expired=7,unknown-issuer=6"
@@ -241,7 +246,7 @@ def peer_round(port: int, work: Path, args: Any, reps: int, log: Callable[[str],
 
 
 def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, dict[str, Any]] | None,
-              raw: list[float], args: Any) -> dict[str, Any]:
+              raw: list[float], args: Any, machine: dict[str, Any] | None = None) -> dict[str, Any]:
     workers = gw["workers"]
     raw_rate = statistics.median(raw)
     peer_max, gw_max = med(peer, "peak_rps"), med(gw["single"], "peak_rps")
@@ -275,6 +280,10 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
                    "batch_ratio": round(v_batch / (workers * raw_rate), 3) if raw_rate else 0.0,
                    "server_cpu_us_per_request": med(variant["single"], "server_cpu_us_per_request")}
     s["gateway_log"] = gw.get("gateway_log")
+    if machine is not None:
+        s["machine"] = {"es256_sign_after_2ms_pause": bench_wake.penalty_at(machine, 2.0),
+                        "es256_sign_back_to_back_us": machine["jobs"]["ES256 sign"]["back_to_back_us"],
+                        "steal_pct": machine["steal_pct"], "idle": machine["idle"]}
     if "soak" in gw:
         sk = gw["soak"]
         s["soak"] = {k: sk[k] for k in ("seconds", "rate", "errors", "error_kinds", "mismatched", "p99_ms", "p99_9_ms",
@@ -313,6 +322,13 @@ def render(s: dict[str, Any]) -> str:
             lines.append(f"{label}:  gateway {c['gateway_max_rps']:.0f}/s   ratio {c['ratio']:.2f}   batch "
                          f"{c['batch_licences_per_s']:.0f} licences/s ratio {c['batch_ratio']:.2f}   "
                          f"server CPU {c['server_cpu_us_per_request']} µs/request")
+    m, cpu = s.get("machine"), s["server_cpu_us_per_request"]
+    if m and m["es256_sign_after_2ms_pause"] is not None:
+        ratio = (f" vs {cpu['gateway']} µs at max ({cpu['gateway_open'] / cpu['gateway']:.2f}x)"
+                 if cpu.get("gateway") and cpu.get("gateway_open") else "")
+        lines.append(f"machine (load/bench_wake.py): an ES256 signature resumed after a 2-ms pause costs "
+                     f"{m['es256_sign_after_2ms_pause']:.1f}x its back-to-back {m['es256_sign_back_to_back_us']:.0f} µs; "
+                     f"server CPU per request at half max {cpu.get('gateway_open')} µs{ratio}")
     g = s.get("gateway_log")
     if g:
         lines.append(f"the gateway's own log over the whole run: {g['loop_stalls']} event-loop stalls (worst "
@@ -385,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         single, batch = load_corpus(single_path), load_corpus(batch_path)
         raw = [raw_es256_rate() for _ in range(args.reps)]
         log(f"raw ES256 verify per core: {[round(r) for r in raw]}")
+        machine = bench_wake.probe(samples=100, gaps_ms=(1.0, 2.0))
+        log(f"machine: ES256 sign after a 2-ms pause {bench_wake.penalty_at(machine, 2.0)}x back to back")
         log("peer (naive jwt.decode, 1 process):")
         peer = peer_round(free_port(), work, args, args.reps, log)
         log(f"gateway ({args.workers} workers, demo configuration):")
@@ -393,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.variants:
             log(f"gateway variant {name} ({VARIANTS[name]}):")
             cold[name] = gateway_round(free_port(), args.workers, VARIANTS[name], single, batch, args, args.reps, log)
-    s = summarise(peer, gw, cold, raw, args)
+    s = summarise(peer, gw, cold, raw, args, machine)
     print(render(s))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"summary": s, "peer": peer, "gateway": gw, "cache_off": cold},
