@@ -56,8 +56,8 @@ from load.runner import CLIENTS, run_loop, MaxConfig, OpenLoopConfig, run_max, r
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
-from gateway.audit.sqlite_inline import SLOW_COMMIT_S  # noqa: E402
-from load import bench_wake  # noqa: E402  (what the gateway logs as a slow commit)
+from gateway.audit.sqlite_inline import SLOW_COMMIT_S  # noqa: E402  (what the gateway logs as a slow commit)
+from load import bench_wake  # noqa: E402
 
 #: ES256 corpus mix, close to the peer's own corpus (~80 % valid; tampered, expired, foreign key)
 SINGLE_MIX = "valid=80,tampered=7,expired=7,unknown-issuer=6"
