@@ -14,6 +14,7 @@ import binascii
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -28,6 +29,7 @@ from .auth.jose import SigningKey as GatewaySigningKey
 from .config import Settings
 from .core import VerificationResult, Verifier
 from .edges import LiveTrust, StatusSource, TrustSource
+from .latency import LATENCY, LatencyRecorder, timed_route
 from .result_cache import ResultCache
 from .watchdog import watchdog_ctx
 from .errors import GatewayError, InfrastructureError, RequestRejected
@@ -87,6 +89,18 @@ def problem(reason: errors.Reason, detail: str | None, status: int | None = None
 async def problem_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(16).hex()  # uuid4().hex at 1/5 the cost
     request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    response = await _answer(request, handler, request_id)
+    route = timed_route(request)
+    if route is not None:
+        recorder = request.app.get(LATENCY)
+        if recorder is not None:
+            recorder.answer(route, time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                  request_id: str) -> web.StreamResponse:
     try:
         response = await handler(request)
     except RequestRejected as exc:
@@ -338,6 +352,7 @@ def create_app(services: Services) -> web.Application:
                                       token_endpoint=settings.token_endpoint_url,
                                       access_ttl_s=settings.access_token_ttl_seconds)
     app[AUTH_CLOCK] = epoch
+    app[LATENCY] = LatencyRecorder()
     app.cleanup_ctx.append(trust_ctx)
     app.cleanup_ctx.append(watchdog_ctx(settings.loop_stall_warn_ms))
     app.router.add_post("/v1/oauth/token", token_handler)

@@ -68,6 +68,7 @@ from .config import ROOT, ConfigError, Settings
 from .core import VerificationResult
 from .errors import GatewayError, InfrastructureError
 from .identifiers import citizen_id_valid
+from .latency import LATENCY
 from .logging_setup import note_personal, request_context_middleware
 from .receipts import ReceiptDraft, ReceiptSigner, receipt_ref, request_digest
 
@@ -614,6 +615,9 @@ def setup(app: web.Application) -> None:
     services = app[SERVICES]
     trail = AuditTrail(audit_setup_from(services.settings), services.clock)
     app[AUDIT] = trail
+    recorder = app.get(LATENCY)
+    if recorder is not None:
+        trail.deadlines.observe = recorder.audit_wait
     app.middlewares.insert(0, request_context_middleware)
     app.middlewares.append(audit_action_middleware)
     app.cleanup_ctx.append(audit_ctx)

@@ -10,7 +10,10 @@ the answer names its process. It holds counters only -- no licence, no holder, n
 * ``audit``: the backend and writer; the group-commit counters of this worker's sink
   (transactions, records, largest batch, failed batches; ``null`` while the store is not open);
   ``audit_commit_timeout_ms``, the answers waiting for their record now, and how many were
-  answered 503 for waiting past it.
+  answered 503 for waiting past it;
+* ``latency``: this worker's answer and audit-wait histograms (gateway/latency.py) since it
+  started or since ``POST /v1/admin/worker/latency/reset``, which starts them again and answers
+  what they held.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from .app import FEATURES, RESULT_CACHE
+from .latency import LATENCY
 from .auth import ADMIN, requires_scope
 from .watchdog import WATCHDOG
 
@@ -48,12 +52,20 @@ async def worker_info(request: web.Request) -> web.Response:
                    "waiting_for_commit": trail.deadlines.waiting,
                    "commit_timeouts": trail.deadlines.expired_total}
                   if trail is not None else None),
+        "latency": app[LATENCY].snapshot(),
     }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+@requires_scope(ADMIN)
+async def latency_reset(request: web.Request) -> web.Response:
+    body = {"pid": os.getpid(), "latency": request.app[LATENCY].take()}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/admin/worker", worker_info)
+    app.router.add_post("/v1/admin/worker/latency/reset", latency_reset)
 
 
 if setup not in FEATURES:

@@ -56,6 +56,7 @@ from load.runner import CLIENTS, run_loop, MaxConfig, OpenLoopConfig, run_max, r
 from load.scenarios import RequestPicker, get_scenario, load_corpus  # noqa: E402
 from load.procstat import cpu_seconds, descendants, rss_kib  # noqa: E402
 from load.tokens import oauth_token  # noqa: E402
+from load.worker_latency import OPERATOR_CLIENT_ID, merged, read_workers, reset_workers  # noqa: E402
 from gateway.audit.sqlite_inline import SLOW_COMMIT_S  # noqa: E402  (what the gateway logs as a slow commit)
 from load import bench_wake  # noqa: E402
 
@@ -148,14 +149,21 @@ SOAK_MAX_IN_FLIGHT = 4096
 
 
 def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any, pids: Sequence[int],
-              progress: Any = None, client: str = "raw", max_in_flight: int = OPEN_MAX_IN_FLIGHT) -> dict[str, Any]:
+              progress: Any = None, client: str = "raw", max_in_flight: int = OPEN_MAX_IN_FLIGHT,
+              operator: Any = None, workers: int = 0) -> dict[str, Any]:
+    """One open-loop run. With ``operator`` (an admin token provider), every one of the ``workers``
+    has its latency histograms reset before and read after the run: ``in_gateway`` is what the
+    gateway measured inside its handlers (load/worker_latency.py), beside the client's figures."""
     sc = get_scenario("verify")
     cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals="poisson",
                          connections=64, max_in_flight=max_in_flight, timeout_s=10.0, seed=7, client=client)
+    if operator is not None:
+        run_loop(reset_workers(url, operator, workers))
     c0 = cpu_seconds(pids)
     r = run_loop(run_open_loop(cfg, RequestPicker.build(sc, corpus, 7), token, progress=progress))
     used = cpu_seconds(pids) - c0
-    return {"rate": rate, "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
+    inside = merged(run_loop(read_workers(url, operator, workers))) if operator is not None else None
+    return {"rate": rate, "in_gateway": inside, "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
             "p99_9_ms": r["latency_ms"]["p99_9"], "max_ms": r["latency_ms"]["max"], "errors": r["counts"]["errors"],
             "error_kinds": r["errors"], "mismatched": r["expectation"]["mismatched"], "late": r["counts"]["late"],
             "throughput_rps": r["throughput_rps"], "generator_cpu_pct": r["cpu"]["percent_of_one_core"],
@@ -204,20 +212,22 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
         if env is None:
             half = med(singles, "peak_rps") / 2
             opens = []
+            operator = oauth_token(url, client_id=OPERATOR_CLIENT_ID, scope="admin")
             for i in range(reps):
-                opens.append(open_loop(url, single, half, args.open_duration, token, pids, client=args.client))
+                opens.append(open_loop(url, single, half, args.open_duration, token, pids, client=args.client,
+                                       operator=operator, workers=workers))
                 log(f"  gateway open loop at {half:.0f}/s rep {i + 1}: {opens[-1]}")
             out["open"] = opens
             if args.soak:
                 mark = server_log_size(proc)
-                out["soak"] = soak(url, single, half, args.soak, token, pids, log, args.client)
+                out["soak"] = soak(url, single, half, args.soak, token, pids, log, args.client, operator, workers)
                 out["soak"]["gateway_log"] = server_log_summary(proc, mark)
         out["gateway_log"] = server_log_summary(proc)
     return out
 
 
 def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: Sequence[int],
-         log: Callable[[str], None], client: str = "raw") -> dict[str, Any]:
+         log: Callable[[str], None], client: str = "raw", operator: Any = None, workers: int = 0) -> dict[str, Any]:
     from load.safety import check_rate
 
     seconds = min(seconds, 600.0)
@@ -225,7 +235,7 @@ def soak(url: str, corpus: Any, rate: float, seconds: float, token: Any, pids: S
     rss0 = rss_kib(pids)
     log(f"  soak: {seconds:g}s at {rate:.0f}/s, worker RSS at start {rss0} KiB")
     r = open_loop(url, corpus, rate, seconds, token, pids, progress=sys.stderr, client=client,
-                  max_in_flight=SOAK_MAX_IN_FLIGHT)
+                  max_in_flight=SOAK_MAX_IN_FLIGHT, operator=operator, workers=workers)
     rss1 = rss_kib(pids)
     growth = (rss1 - rss0) / rss0 if rss0 else 0.0
     return {**r, "seconds": seconds, "rss_start_kib": rss0, "rss_end_kib": rss1, "rss_growth": round(growth, 4)}
@@ -272,6 +282,15 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
                                       "gateway": med(gw["single"], "server_cpu_us_per_request"),
                                       "gateway_open": med(gw["open"], "server_cpu_us_per_request")},
     }
+    inside = [o["in_gateway"] for o in gw["open"] if o.get("in_gateway") and o["in_gateway"]["answer"].get("count")]
+    if inside:
+        def mid(part: str, key: str) -> float | None:
+            vals = [i[part][key] for i in inside if i[part].get(key) is not None]
+            return round(statistics.median(vals), 2) if vals else None
+        s["in_gateway_at_half_max"] = {"answer_p50_ms": mid("answer", "p50_ms"), "answer_p99_ms": mid("answer", "p99_ms"),
+                                       "audit_wait_p50_ms": mid("audit_wait", "p50_ms"),
+                                       "audit_wait_p99_ms": mid("audit_wait", "p99_ms"),
+                                       "workers_read": min(i["workers"] for i in inside)}
     for name, variant in (cold or {}).items():
         v_max = med(variant["single"], "peak_rps")
         v_batch = med(variant["batch"], "licences_per_s")
@@ -289,8 +308,17 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
         s["soak"] = {k: sk[k] for k in ("seconds", "rate", "errors", "error_kinds", "mismatched", "p99_ms", "p99_9_ms",
                                         "max_ms", "late", "rss_start_kib", "rss_end_kib", "rss_growth")}
         s["soak"]["max_in_flight"] = SOAK_MAX_IN_FLIGHT
+        s["soak"]["in_gateway"] = sk.get("in_gateway")
         s["soak"]["gateway_log"] = sk.get("gateway_log")
     return s
+
+
+def _inside_line(i: dict[str, Any], workers: int) -> str:
+    read = "" if i["workers_read"] >= workers else f" (only {i['workers_read']} of {workers} workers reached)"
+    return (f"  inside the gateway at half max (workers' own histograms, merged{read}): answer p50 "
+            f"{i['answer_p50_ms']} ms p99 {i['answer_p99_ms']} ms, of which waiting for the audit commit p50 "
+            f"{i['audit_wait_p50_ms']} ms p99 {i['audit_wait_p99_ms']} ms; the rest of the client's figures is "
+            f"outside the handlers (kernel queues, the loop reaching the request, the way back, the generator)")
 
 
 def render(s: dict[str, Any]) -> str:
@@ -309,6 +337,7 @@ def render(s: dict[str, Any]) -> str:
         f"p99 {s['p99_at_half_max_ms']:.2f} ms   target <= {TARGETS['p99_ms']:g} ms: "
         f"{ok(s['p99_at_half_max_ms'] <= TARGETS['p99_ms'])}   errors {s['open_loop_errors']}   "
         f"wrong verdicts {s['open_loop_mismatched']}",
+        *([_inside_line(s["in_gateway_at_half_max"], s["workers"])] if s.get("in_gateway_at_half_max") else []),
         f"batch verify ({s['batch_size']} per request):  {s['batch_licences_per_s']:.0f} licences/s   vs "
         f"{s['workers']} x raw ES256 {s['raw_es256_verify_per_core']:.0f}/s/core = "
         f"{s['workers'] * s['raw_es256_verify_per_core']:.0f}/s   ratio {s['batch_ratio']:.2f}   "
@@ -344,6 +373,12 @@ def render(s: dict[str, Any]) -> str:
                      f"{k['rss_end_kib']} KiB ({100 * k['rss_growth']:+.1f} %)  target 0 errors, <= "
                      f"{100 * TARGETS['soak_rss_growth']:g} %: "
                      f"{ok(k['errors'] == 0 and k['rss_growth'] <= TARGETS['soak_rss_growth'])}")
+        ig = k.get("in_gateway")
+        if ig and ig["answer"].get("count"):
+            lines.append(f"  inside the gateway during the soak ({ig['workers']} workers' histograms): answer p50 "
+                         f"{ig['answer']['p50_ms']} p99 {ig['answer']['p99_ms']} p99.9 {ig['answer']['p99_9_ms']} "
+                         f"max {ig['answer']['max_ms']} ms; audit wait p50 {ig['audit_wait'].get('p50_ms')} "
+                         f"p99 {ig['audit_wait'].get('p99_ms')} max {ig['audit_wait'].get('max_ms')} ms")
         g = k.get("gateway_log")
         if g:
             lines.append(f"  the gateway's own log during the soak: {g['loop_stalls']} event-loop stalls (worst "

@@ -46,10 +46,11 @@ def load_error(tmp: Path, body: str, name: str = "acme-partner") -> PartnerRegis
 
 def test_shipped_registry_loads_demo_and_restricted_partner() -> None:
     reg = load_partners(REGISTRY_DIR)
-    assert sorted(reg) == ["demo-partner", "load-partner", "restricted-partner"]
+    assert sorted(reg) == ["demo-partner", "load-operator", "load-partner", "restricted-partner"]
     demo, restricted = reg["demo-partner"], reg["restricted-partner"]
     assert demo.alg == "EdDSA" and demo.items is None and demo.regions is None
-    assert "admin" not in demo.scopes
+    assert "admin" not in demo.scopes and "admin" not in reg["load-partner"].scopes
+    assert reg["load-operator"].scopes == frozenset({"admin"})   # the benchmarks' reader of worker histograms
     assert restricted.alg == "ES256"
     assert restricted.items == frozenset({"KS-001", "KS-002"})
     assert (restricted.rate_per_s, restricted.burst) == (2.0, 3)

@@ -157,12 +157,13 @@ def build_app(clock: FakeClock, mono: FakeClock, *, reg: PartnerRegistry | None 
 def test_every_committed_private_key_is_named_test() -> None:
     private = [p.name for p in REGISTRY_DIR.iterdir() if b"PRIVATE KEY" in p.read_bytes()]
     assert sorted(private) == ["demo-partner.test-private.pem", "gateway.test-signing-key.pem",
-                               "load-partner.test-private.pem", "restricted-partner.test-private.pem"]
+                               "load-operator.test-private.pem", "load-partner.test-private.pem", "restricted-partner.test-private.pem"]
     assert all(re.search(r"\.test[-.]", name) for name in private)
 
 
 def test_partner_readme_declares_the_keys_are_test_keys() -> None:
     text = (REGISTRY_DIR / "README.md").read_text(encoding="utf-8")
     assert "TEST key" in text
-    for name in ("demo-partner.test-private.pem", "restricted-partner.test-private.pem", "gateway.test-signing-key.pem"):
+    for name in ("demo-partner.test-private.pem", "restricted-partner.test-private.pem", "gateway.test-signing-key.pem",
+                 "load-partner.test-private.pem", "load-operator.test-private.pem"):
         assert name in text

@@ -49,3 +49,30 @@ def test_the_machine_line_sets_the_pause_penalty_beside_the_cpu_at_half_max() ->
     line = next(x for x in bench.render(s).splitlines() if x.startswith("machine"))
     assert "costs 3.4x its back-to-back 30 µs" in line
     assert "at half max 500.0 µs vs 400.0 µs at max (1.25x)" in line
+
+
+def _inside(answer_p99: float, wait_p99: float, workers: int = 2) -> dict:
+    return {"workers": workers, "answer": {"count": 1000, "p50_ms": answer_p99 / 3, "p99_ms": answer_p99},
+            "audit_wait": {"count": 1000, "p50_ms": wait_p99 / 3, "p99_ms": wait_p99}}
+
+
+def test_the_gateway_s_own_histograms_are_reported_as_medians_beside_the_client_s() -> None:
+    peer, gw, args = _rows()
+    for row, (a, w) in zip(gw["open"], ((12.0, 6.0), (9.0, 3.0), (30.0, 15.0))):
+        row["in_gateway"] = _inside(a, w)
+    s = bench.summarise(peer, gw, None, [12500.0], args)
+    i = s["in_gateway_at_half_max"]
+    assert (i["answer_p99_ms"], i["audit_wait_p99_ms"], i["answer_p50_ms"], i["workers_read"]) == (12.0, 6.0, 4.0, 2)
+    line = next(x for x in bench.render(s).splitlines() if "inside the gateway" in x)
+    assert "answer p50 4.0 ms p99 12.0 ms" in line and "audit commit p50 2.0 ms p99 6.0 ms" in line
+    assert "only" not in line
+
+
+def test_a_worker_not_reached_is_said_and_a_run_without_histograms_adds_no_line() -> None:
+    peer, gw, args = _rows()
+    gw["open"][0]["in_gateway"] = _inside(12.0, 6.0, workers=1)
+    s = bench.summarise(peer, gw, None, [12500.0], args)
+    assert "(only 1 of 2 workers reached)" in bench.render(s)
+    peer, gw, args = _rows()
+    s = bench.summarise(peer, gw, None, [12500.0], args)
+    assert "in_gateway_at_half_max" not in s and "inside the gateway" not in bench.render(s)

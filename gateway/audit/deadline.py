@@ -10,6 +10,9 @@ nothing until their own timeouts. :class:`CommitDeadlines` bounds that wait (set
 It fails in the safe direction only: the record, already queued, is still committed when the
 store recovers (a record without an answer is harmless); an answer is never sent without one.
 
+Each wait that ends with its record committed is reported to :attr:`CommitDeadlines.observe`
+(the worker's audit-wait histogram, :mod:`gateway.latency`).
+
 Cheap per request (a dict entry and a clock read, no timer of its own: ``asyncio.timeout`` cost
 ~7 µs per answer here); :meth:`sweep`, run every :data:`SWEEP_SECONDS`, cancels the waits past the
 limit, so an expired wait is answered within the limit plus one sweep period.
@@ -51,6 +54,8 @@ class CommitDeadlines:
         self.expired_total = 0
         self._unlogged = 0
         self._last_log = float("-inf")
+        #: called with each committed wait's length in seconds (gateway.latency: the audit-wait histogram)
+        self.observe: Callable[[float], None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -62,9 +67,10 @@ class CommitDeadlines:
         if task is None:   # not in a task (cannot be cancelled by the sweep): wait unbounded
             return await commit
         key = next(self._keys)
-        self._waiting[key] = (self._clock(), task)
+        start = self._clock()
+        self._waiting[key] = (start, task)
         try:
-            return await commit
+            result = await commit
         except asyncio.CancelledError:
             if key not in self._expired:
                 raise   # cancelled by someone else (shutdown): not ours to turn into an answer
@@ -76,6 +82,9 @@ class CommitDeadlines:
         finally:
             self._waiting.pop(key, None)
             self._expired.discard(key)
+        if self.observe is not None:
+            self.observe(self._clock() - start)
+        return result
 
     def sweep(self) -> int:
         """Cancel every wait older than the limit (once each); return how many this sweep did."""
