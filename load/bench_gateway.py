@@ -164,7 +164,11 @@ def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any,
     used = cpu_seconds(pids) - c0
     inside = merged(run_loop(read_workers(url, operator, workers))) if operator is not None else None
     return {"rate": rate, "in_gateway": inside, "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
-            "p99_9_ms": r["latency_ms"]["p99_9"], "max_ms": r["latency_ms"]["max"], "errors": r["counts"]["errors"],
+            "p99_9_ms": r["latency_ms"]["p99_9"], "max_ms": r["latency_ms"]["max"],
+            # the client's own split: intended -> sent (its dispatch lag) and sent -> answered
+            "dispatch_lag_p50_ms": r["dispatch_lag_ms"]["p50"], "dispatch_lag_p99_ms": r["dispatch_lag_ms"]["p99"],
+            "service_p50_ms": r["service_time_ms"]["p50"], "service_p99_ms": r["service_time_ms"]["p99"],
+            "errors": r["counts"]["errors"],
             "error_kinds": r["errors"], "mismatched": r["expectation"]["mismatched"], "late": r["counts"]["late"],
             "throughput_rps": r["throughput_rps"], "generator_cpu_pct": r["cpu"]["percent_of_one_core"],
             "server_cpu_us_per_request": round(1e6 * used / max(1, r["counts"]["responses"]), 1)}

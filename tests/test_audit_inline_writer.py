@@ -179,8 +179,9 @@ async def test_fsync_inside_commit_keeps_synchronous_full(tmp_path: Path) -> Non
         await sink.close()
 
 
-async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_again(tmp_path: Path,
-                                                                                     monkeypatch) -> None:
+@pytest.mark.parametrize("inline_commit_max", [4, 0], ids=["fsync-on-the-loop", "fsync-on-the-commit-thread"])
+async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_again(tmp_path: Path, monkeypatch,
+                                                                                     inline_commit_max: int) -> None:
     from gateway.errors import InfrastructureError
 
     import gateway.audit.sqlite_inline as inline
@@ -194,7 +195,7 @@ async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_aga
         real_fsync(fd)
 
     monkeypatch.setattr(inline, "_sync", flaky)
-    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=inline_commit_max)
     try:
         with pytest.raises(InfrastructureError) as err:      # stored, but not known durable: no answer
             await sink.append(event(1))

@@ -21,7 +21,10 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
   which with ``fsync_after_commit`` (the default) only writes the WAL frames (``synchronous=NORMAL``)
   and releases the write lock at once, and hands the WAL file's fsync (0.3-1 ms here) to a commit
   thread, so the loop goes on serving the requests that will form the next batch (the classic
-  group-commit pipeline: one transaction in flight at a time). Nobody is answered before that
+  group-commit pipeline: one transaction in flight at a time); the thread hands the finished batch
+  straight back to the loop (``call_soon_threadsafe``: one loop pass, where ``run_in_executor``'s
+  future took two -- 2 workers at 3,000/s open loop, six interleaved 6-s pairs: the answers' audit
+  wait p50 5.4 vs 6.0 ms, p99 16.6 vs 21.1 ms, medians). Nobody is answered before that
   fsync has returned: the batch is then durable exactly as ``synchronous=FULL`` would have made
   it, but another worker sharing the file no longer waits for our fsync to take the lock (open
   loop at 1,780/s, 2 workers, three interleaved pairs: p99 20-24 vs 24-35 ms). Running the
@@ -252,17 +255,28 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             # a small batch (a lightly loaded worker): make it durable here. Handing it to the thread
             # costs two wake-ups and a GIL hand-over, dearer than the fsync's wait when little else is
             # queued (open loop at half max: ~10 % less CPU, a shorter tail)
-            done: asyncio.Future[None] = self._loop.create_future()
+            failure: BaseException | None = None
             try:
                 durable()
-                done.set_result(None)
             except Exception as exc:  # noqa: BLE001 - not known durable: the waiters get 503
-                done.set_exception(exc)
-            self._committed(batch, receipts, done)
+                failure = exc
+            self._committed(batch, receipts, failure)
             return
         self._inflight = batch
-        fut = self._loop.run_in_executor(self._committer, durable)
-        fut.add_done_callback(lambda f: self._committed(batch, receipts, f), context=self._drain_ctx)
+        self._committer.submit(self._make_durable, durable, batch, receipts)
+
+    def _make_durable(self, durable: Any, batch: list[_Item], receipts: list[AppendReceipt]) -> None:
+        """On the commit thread: make the batch durable, then hand :meth:`_committed` straight to the
+        loop -- one hop. (``run_in_executor`` took two: its thread-safe call sets an asyncio future
+        in one loop iteration, whose done callback runs in the next; under load an iteration serves
+        several requests, and every answer of the batch waited for both.)"""
+        failure: BaseException | None = None
+        try:
+            durable()
+        except BaseException as exc:  # noqa: BLE001 - not known durable: the waiters get 503
+            failure = exc
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._committed, batch, receipts, failure, context=self._drain_ctx)
 
     def _slow(self, what: str, took_s: float, records: int) -> None:
         wal = self.path + "-wal"
@@ -273,15 +287,15 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         log.warning("audit: %s took %.0f ms (%d records; WAL %d bytes)", what, took_s * 1000, records, wal_bytes,
                     extra={"took_ms": round(took_s * 1000, 1), "records": records, "wal_bytes": wal_bytes})
 
-    def _committed(self, batch: list[_Item], receipts: list[AppendReceipt], fut: asyncio.Future[None]) -> None:
+    def _committed(self, batch: list[_Item], receipts: list[AppendReceipt], failure: BaseException | None) -> None:
+        """On the loop: the batch is durable (``failure`` None) or not known to be; answer its waiters."""
         self._inflight = None
         took = time.monotonic() - self._last_start
         if took >= SLOW_COMMIT_S:
             self._slow("a commit, from its start to durable (the WAL fsync)", took, len(receipts))
-        exc = fut.exception()
         outcome: list[Appended] | BaseException
-        if exc is not None:
-            outcome = exc
+        if failure is not None:
+            outcome = failure
         else:
             try:
                 outcome = self._finish(batch, receipts)
