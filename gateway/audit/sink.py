@@ -84,7 +84,7 @@ class GroupCommitConfig:
     commit_interval: float = 0.004
     #: SQLite inline writer: batches of at most this many records are committed on the event loop
     #: itself (a lightly loaded worker), larger ones on the commit thread
-    inline_commit_max: int = 4
+    inline_commit_max: int = 16
     #: SQLite inline writer: COMMIT writes the WAL frames and releases the write lock at once
     #: (synchronous=NORMAL), and the WAL file is fsynced right after, before any waiter is answered.
     #: False: the fsync runs inside COMMIT (synchronous=FULL), the lock held throughout.

@@ -34,15 +34,16 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
   ``WRITER_AUTOCHECKPOINT_PAGES`` (reached within ~20 s at 1,600 answers/s when the low-priority
   background checkpoints fall behind), runs on the loop. Without ``fsync_after_commit``,
   ``COMMIT`` itself (``synchronous=FULL``) goes to the thread. A batch of at most
-  ``inline_commit_max`` records -- a lightly loaded worker, with little to serve meanwhile -- is
-  made durable on the loop itself, saving the hand-over. When the batch is durable, the loop
+  ``inline_commit_max`` records (16: a worker below its maximum, whose batches are small) is made
+  durable on the loop itself, saving the hand-over (at half max a batch's answers waited longer for
+  the thread's hand-over than the fsync holds the loop: ``audit_inline_commit_max`` in gateway/config.py). When the batch is durable, the loop
   seals its receipt drafts (one signature) and resolves every waiter;
 * the connection never waits for SQLite's lock: another process (a second worker) holding it
   makes ``BEGIN IMMEDIATE`` fail at once, the batch stays queued (growing meanwhile) and the drain
   is retried after :data:`RETRY_FIRST_S`, doubling to :data:`RETRY_MAX_S`, so the loop keeps serving;
   past the sink's busy timeout the batch fails with ``AUDIT_UNAVAILABLE`` (503), nothing of it stored.
 
-Under load the loop never waits for the disk. Everything else -- reads, search,
+At its maximum, where batches are larger, the loop never waits for the disk. Everything else -- reads, search,
 checkpoints, pruning, the holder index, WAL copies -- is :class:`SqliteAuditSink`'s, on threads.
 """
 
