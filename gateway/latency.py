@@ -3,7 +3,7 @@
 A load test sees each answer's whole latency from the client: the kernel's queues, the worker's
 event loop reaching the request, the work, the wait for the audit record's commit, the answer's way
 back and the client's own delays (on a 2-core machine the load generator shares the cores). To
-tell "the gateway is slow" from "the machine is busy", each worker keeps two HDR histograms
+tell "the gateway is slow" from "the machine is busy", each worker keeps HDR histograms
 (``hdrhistogram``, the load tool's library) of what it can time itself:
 
 * ``answers`` -- per audited route (``verify``, ``verify-batch``, ``check``, ``query``): from the
@@ -13,9 +13,13 @@ tell "the gateway is slow" from "the machine is busy", each worker keeps two HDR
 * ``audit_wait`` -- from records being queued to their commit being durable (the part of
   ``answers`` spent waiting for the trail: :class:`gateway.audit.deadline.CommitDeadlines`), for
   every wait of this worker that ended in a commit: answers, and the records of token issues and
-  admin calls (a reset's own record lands in the histograms it has just started).
+  admin calls (a reset's own record lands in the histograms it has just started);
+* ``loop_lag`` -- how late the loop watchdog's periodic wake-up came (gateway/watchdog.py, every
+  25 ms): a sample of how long anything that became ready -- a request's bytes, a finished commit --
+  waited for the event loop, which ``answers`` does not see (uvloop's timers round to 1 ms, so its
+  floor is about 1 ms); empty when the watchdog is off (``loop_stall_warn_ms = 0``).
 
-``GET /v1/admin/worker`` shows them since the worker started or since its last reset
+``GET /v1/admin/worker`` shows them (three: the third is the loop's lag) since the worker started or since its last reset
 (``POST /v1/admin/worker/latency/reset``, which answers what it cleared); each summary carries the
 histogram itself (HdrHistogram's compressed base64 form), so a client merges the workers' figures
 exactly (``load/bench_gateway.py`` prints them beside the client's own p50 / p99). Recording costs
@@ -81,6 +85,7 @@ class LatencyRecorder:
         self.since = self._wall()
         self.answers: dict[str, HdrHistogram] = {name: _histogram() for name in TIMED_ROUTES.values()}
         self.audit = _histogram()
+        self.lag = _histogram()
 
     def answer(self, route: str, seconds: float) -> None:
         h = self.answers.get(route)
@@ -90,10 +95,13 @@ class LatencyRecorder:
     def audit_wait(self, seconds: float) -> None:
         self.audit.record_value(min(HIGHEST_US, max(1, int(seconds * 1e6))))
 
+    def loop_lag(self, seconds: float) -> None:
+        self.lag.record_value(min(HIGHEST_US, max(1, int(seconds * 1e6))))
+
     def snapshot(self) -> dict[str, Any]:
         return {"since": datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="milliseconds"),
                 "answers": {name: summarise(h) for name, h in self.answers.items()},
-                "audit_wait": summarise(self.audit)}
+                "audit_wait": summarise(self.audit), "loop_lag": summarise(self.lag)}
 
     def take(self) -> dict[str, Any]:
         """The snapshot, then start again from empty histograms."""

@@ -294,6 +294,10 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
         s["in_gateway_at_half_max"] = {"answer_p50_ms": mid("answer", "p50_ms"), "answer_p99_ms": mid("answer", "p99_ms"),
                                        "audit_wait_p50_ms": mid("audit_wait", "p50_ms"),
                                        "audit_wait_p99_ms": mid("audit_wait", "p99_ms"),
+                                       "loop_lag_p50_ms": mid("loop_lag", "p50_ms"),
+                                       "loop_lag_p99_ms": mid("loop_lag", "p99_ms"),
+                                       "client_service_p50_ms": med(gw["open"], "service_p50_ms"),
+                                       "client_service_p99_ms": med(gw["open"], "service_p99_ms"),
                                        "workers_read": min(i["workers"] for i in inside)}
     for name, variant in (cold or {}).items():
         v_max = med(variant["single"], "peak_rps")
@@ -321,8 +325,11 @@ def _inside_line(i: dict[str, Any], workers: int) -> str:
     read = "" if i["workers_read"] >= workers else f" (only {i['workers_read']} of {workers} workers reached)"
     return (f"  inside the gateway at half max (workers' own histograms, merged{read}): answer p50 "
             f"{i['answer_p50_ms']} ms p99 {i['answer_p99_ms']} ms, of which waiting for the audit commit p50 "
-            f"{i['audit_wait_p50_ms']} ms p99 {i['audit_wait_p99_ms']} ms; the rest of the client's figures is "
-            f"outside the handlers (kernel queues, the loop reaching the request, the way back, the generator)")
+            f"{i['audit_wait_p50_ms']} ms p99 {i['audit_wait_p99_ms']} ms; event-loop lag p50 "
+            f"{i.get('loop_lag_p50_ms')} ms p99 {i.get('loop_lag_p99_ms')} ms (the watchdog's wake-ups, 1-ms floor); "
+            f"the client, from its send to the answer: p50 {i.get('client_service_p50_ms')} ms p99 "
+            f"{i.get('client_service_p99_ms')} ms (the rest is outside the handlers: kernel queues, the loop "
+            f"reaching the request, the way back, the generator)")
 
 
 def render(s: dict[str, Any]) -> str:
@@ -382,7 +389,8 @@ def render(s: dict[str, Any]) -> str:
             lines.append(f"  inside the gateway during the soak ({ig['workers']} workers' histograms): answer p50 "
                          f"{ig['answer']['p50_ms']} p99 {ig['answer']['p99_ms']} p99.9 {ig['answer']['p99_9_ms']} "
                          f"max {ig['answer']['max_ms']} ms; audit wait p50 {ig['audit_wait'].get('p50_ms')} "
-                         f"p99 {ig['audit_wait'].get('p99_ms')} max {ig['audit_wait'].get('max_ms')} ms")
+                         f"p99 {ig['audit_wait'].get('p99_ms')} max {ig['audit_wait'].get('max_ms')} ms; loop lag "
+                         f"p99 {ig['loop_lag'].get('p99_ms')} max {ig['loop_lag'].get('max_ms')} ms")
         g = k.get("gateway_log")
         if g:
             lines.append(f"  the gateway's own log during the soak: {g['loop_stalls']} event-loop stalls (worst "

@@ -67,7 +67,9 @@ def _summary(encoded: list[str | None]) -> dict[str, Any]:
 
 
 def merged(per_worker: dict[int, Any], route: str = "verify") -> dict[str, Any]:
-    """``{"workers", "answer", "audit_wait"}``: the workers' ``route`` answers and audit waits."""
+    """``{"workers", "answer", "audit_wait", "loop_lag"}``: the workers' ``route`` answers, audit waits
+    and event-loop lag."""
     return {"workers": len(per_worker),
             "answer": _summary([w["answers"][route]["hdr"] for w in per_worker.values()]),
-            "audit_wait": _summary([w["audit_wait"]["hdr"] for w in per_worker.values()])}
+            "audit_wait": _summary([w["audit_wait"]["hdr"] for w in per_worker.values()]),
+            "loop_lag": _summary([w["loop_lag"]["hdr"] for w in per_worker.values()])}

@@ -53,18 +53,21 @@ def test_the_machine_line_sets_the_pause_penalty_beside_the_cpu_at_half_max() ->
 
 def _inside(answer_p99: float, wait_p99: float, workers: int = 2) -> dict:
     return {"workers": workers, "answer": {"count": 1000, "p50_ms": answer_p99 / 3, "p99_ms": answer_p99},
-            "audit_wait": {"count": 1000, "p50_ms": wait_p99 / 3, "p99_ms": wait_p99}}
+            "audit_wait": {"count": 1000, "p50_ms": wait_p99 / 3, "p99_ms": wait_p99},
+            "loop_lag": {"count": 200, "p50_ms": 1.0, "p99_ms": wait_p99 / 2}}
 
 
 def test_the_gateway_s_own_histograms_are_reported_as_medians_beside_the_client_s() -> None:
     peer, gw, args = _rows()
-    for row, (a, w) in zip(gw["open"], ((12.0, 6.0), (9.0, 3.0), (30.0, 15.0))):
+    for row, (a, w), svc in zip(gw["open"], ((12.0, 6.0), (9.0, 3.0), (30.0, 15.0)), (21.0, 15.0, 40.0)):
         row["in_gateway"] = _inside(a, w)
+        row["service_p50_ms"], row["service_p99_ms"] = 5.0, svc
     s = bench.summarise(peer, gw, None, [12500.0], args)
     i = s["in_gateway_at_half_max"]
     assert (i["answer_p99_ms"], i["audit_wait_p99_ms"], i["answer_p50_ms"], i["workers_read"]) == (12.0, 6.0, 4.0, 2)
     line = next(x for x in bench.render(s).splitlines() if "inside the gateway" in x)
     assert "answer p50 4.0 ms p99 12.0 ms" in line and "audit commit p50 2.0 ms p99 6.0 ms" in line
+    assert "event-loop lag p50 1.0 ms p99 3.0 ms" in line and "from its send to the answer: p50 5.0 ms p99 21.0 ms" in line
     assert "only" not in line
 
 

@@ -139,3 +139,31 @@ async def test_the_latency_reset_needs_the_admin_scope(admin):  # noqa: F811
     resp = await client.post("/v1/admin/worker/latency/reset", headers=verify_only)
     assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
     assert (await client.post("/v1/admin/worker/latency/reset")).status == 401
+
+
+async def test_every_watchdog_tick_hands_its_lateness_to_the_loop_lag_observer() -> None:
+    import itertools
+
+    from gateway.watchdog import LoopWatchdog
+
+    # (start, end) of three ticks of a 0-s sleep: late 5 ms, 0.5 ms, 74.5 ms; then on time for ever
+    times = itertools.chain([0.0, 0.005, 1.0, 1.0005, 2.0, 2.0745], itertools.repeat(5.0))
+    seen: list[float] = []
+    dog = LoopWatchdog(warn_ms=50, tick_s=0.0, clock=lambda: next(times), cpu_clock=lambda: 0.0,
+                       lag_observer=seen.append)
+    task = asyncio.create_task(dog.run())
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if len(seen) >= 4:
+            break
+    task.cancel()
+    assert seen[:4] == pytest.approx([0.005, 0.0005, 0.0745, 0.0])
+    assert dog.stalls == 1                          # only the 74.5-ms one reaches warn_ms
+
+
+async def test_the_worker_s_watchdog_feeds_its_loop_lag_histogram(admin):  # noqa: F811
+    client, _, adm, _ = admin
+    client.app[LATENCY].take()
+    await asyncio.sleep(0.12)                        # the watchdog wakes every 25 ms
+    lag = (await (await client.get("/v1/admin/worker", headers=adm)).json())["latency"]["loop_lag"]
+    assert lag["count"] >= 2 and lag["p50_ms"] is not None and lag["max_ms"] < 1000
