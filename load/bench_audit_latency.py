@@ -1,7 +1,7 @@
 """The audit trail's own latency floor: appends to one SQLite chain from several processes, no HTTP.
 
     python load/bench_audit_latency.py [--processes 2] [--rate 1000] [--seconds 10]
-        [--interval-us 4000] [--inline-commit-max 4] [--dir var] [--json FILE]
+        [--interval-us 2000] [--inline-commit-max 16] [--dir var] [--json FILE]
 
 An answer waits for its audit record's commit (issue 6), so whatever the trail takes is part of
 every answer's latency. This isolates that part. ``--processes`` processes stand for the
@@ -45,8 +45,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.config import Settings  # noqa: E402
 from load.schedule import poisson_offsets  # noqa: E402
 from load.stats import _clamp_us, latency_summary_ms, new_histogram  # noqa: E402
+
+#: the gateway's own defaults (audit_commit_interval_us, audit_inline_commit_max): what is compared against
+_DEFAULTS = Settings()
 
 #: a synthetic licence identifier (GB/T 36904 shape; no real person or company)
 LICENCE_ID = "1.2.156.3005.2.11100000000013338W.330500.LIC00000001.001.X"
@@ -192,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=2, help="writing processes on one chain (1..16)")
     ap.add_argument("--rate", type=float, default=1000.0, help="appends per second per process (1..20000)")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long each process appends (1..600)")
-    ap.add_argument("--interval-us", type=int, default=4000, help="least time between two commits of a process")
-    ap.add_argument("--inline-commit-max", type=int, default=4,
+    ap.add_argument("--interval-us", type=int, default=_DEFAULTS.audit_commit_interval_us, help="least time between two commits of a process")
+    ap.add_argument("--inline-commit-max", type=int, default=_DEFAULTS.audit_inline_commit_max,
                     help="batches up to this many records are fsynced on the event loop, larger ones on a thread")
     ap.add_argument("--dir", default=str(ROOT / "var"), help="folder for the scratch database (the audit file's disk)")
     ap.add_argument("--json", help="also write the result here")
