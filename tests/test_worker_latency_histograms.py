@@ -15,6 +15,7 @@ from gateway.errors import InfrastructureError
 from gateway.latency import HIGHEST_US, LATENCY, LatencyRecorder, merge, summarise
 
 from .conftest import NOW
+from .test_audit_commit_deadline import FakeClock
 from .test_openapi_contract import spec, validate_body  # noqa: F401 - the spec fixture
 from .test_trust_admin_http import REGION, admin, admin_registry  # noqa: F401 - fixtures
 
@@ -66,38 +67,24 @@ def test_take_answers_what_was_held_and_starts_from_empty() -> None:
     assert after["answers"]["check"]["count"] == 0 and after["since"].startswith("1970-01-01T00:00:20")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_committed_wait_is_observed_with_its_length_and_an_expired_one_is_not() -> None:
     clock = FakeClock()
     deadlines = CommitDeadlines(2.0, clock)
     seen: list[float] = []
     deadlines.observe = seen.append
-    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    done, stuck = loop.create_future(), loop.create_future()
 
-    async def commit() -> str:
-        return await asyncio.shield(done)
+    async def commit(fut: asyncio.Future[str]) -> str:   # a sink's append: wait for the group commit
+        return await asyncio.shield(fut)
 
-    waiting = asyncio.create_task(deadlines.wait(commit()))
+    waiting = asyncio.create_task(deadlines.wait(commit(done)))
+    late = asyncio.create_task(deadlines.wait(commit(stuck)))
     await asyncio.sleep(0)
     clock.now += 0.75
     done.set_result("ok")
     assert await waiting == "ok" and seen == [0.75]
-
-    stuck: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def stalled() -> str:
-        return await asyncio.shield(stuck)
-
-    late = asyncio.create_task(deadlines.wait(stalled()))
-    await asyncio.sleep(0)
-    clock.now += 2.5
+    clock.now += 1.75                              # the stuck one has now waited 2.5 s
     assert deadlines.sweep() == 1
     with pytest.raises(InfrastructureError):
         await late
