@@ -19,11 +19,12 @@ tell "the gateway is slow" from "the machine is busy", each worker keeps HDR his
   waited for the event loop, which ``answers`` does not see (uvloop's timers round to 1 ms, so its
   floor is about 1 ms); empty when the watchdog is off (``loop_stall_warn_ms = 0``).
 
-``GET /v1/admin/worker`` shows them (three: the third is the loop's lag) since the worker started or since its last reset
+``GET /v1/admin/worker`` shows the three since the worker started or since its last reset
 (``POST /v1/admin/worker/latency/reset``, which answers what it cleared); each summary carries the
 histogram itself (HdrHistogram's compressed base64 form), so a client merges the workers' figures
 exactly (``load/bench_gateway.py`` prints them beside the client's own p50 / p99). Recording costs
-~1.7 µs per value here (two per verify answer). Times and counts only: no request content.
+~1.7 µs per value here (two per verify answer, and 40 loop-lag samples a second). Times and counts
+only: no request content.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def merge(encoded: list[str | None]) -> HdrHistogram:
 
 
 class LatencyRecorder:
-    """A worker's answer and audit-wait histograms (one per worker, ``app[LATENCY]``)."""
+    """A worker's answer, audit-wait and loop-lag histograms (one per worker, ``app[LATENCY]``)."""
 
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._wall = wall

@@ -36,15 +36,17 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
   ``COMMIT`` itself (``synchronous=FULL``) goes to the thread. A batch of at most
   ``inline_commit_max`` records (16: a worker below its maximum, whose batches are small) is made
   durable on the loop itself, saving the hand-over (at half max a batch's answers waited longer for
-  the thread's hand-over than the fsync holds the loop: ``audit_inline_commit_max`` in gateway/config.py). When the batch is durable, the loop
-  seals its receipt drafts (one signature) and resolves every waiter;
+  the thread's hand-over than the fsync holds the loop: ``audit_inline_commit_max`` in
+  gateway/config.py). When the batch is durable, the loop seals its receipt drafts (one signature)
+  and resolves every waiter;
 * the connection never waits for SQLite's lock: another process (a second worker) holding it
   makes ``BEGIN IMMEDIATE`` fail at once, the batch stays queued (growing meanwhile) and the drain
   is retried after :data:`RETRY_FIRST_S`, doubling to :data:`RETRY_MAX_S`, so the loop keeps serving;
   past the sink's busy timeout the batch fails with ``AUDIT_UNAVAILABLE`` (503), nothing of it stored.
 
-At its maximum, where batches are larger, the loop never waits for the disk. Everything else -- reads, search,
-checkpoints, pruning, the holder index, WAL copies -- is :class:`SqliteAuditSink`'s, on threads.
+At its maximum, where batches are larger, the loop never waits for the disk. Everything else --
+reads, search, checkpoints, pruning, the holder index, WAL copies -- is :class:`SqliteAuditSink`'s,
+on threads.
 """
 
 from __future__ import annotations
@@ -253,9 +255,9 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         else:
             durable = functools.partial(_commit, conn)
         if len(receipts) <= self.config.inline_commit_max:
-            # a small batch (a lightly loaded worker): make it durable here. Handing it to the thread
-            # costs two wake-ups and a GIL hand-over, dearer than the fsync's wait when little else is
-            # queued (open loop at half max: ~10 % less CPU, a shorter tail)
+            # a small batch (a worker below its maximum): make it durable here. Handing it to the
+            # thread costs two wake-ups, a GIL hand-over and a loop pass, dearer than the fsync's wait
+            # (audit_inline_commit_max in gateway/config.py)
             failure: BaseException | None = None
             try:
                 durable()
