@@ -22,7 +22,9 @@ Issuer check resolved (by thumbprint from the trust list, or chained to a region
   ``TBS_Sign.dataHash``; the SM2 signature over DER(TBS_Sign) verifies with the trusted
   certificate, which must be the certificate the signature carries and one the seal binds;
   the seal maker's signature over the seal verifies (its key handle is cached per maker
-  certificate); the signing time lies within the seal's validity;
+  certificate, and a seal whose maker signature verified once -- the same exact SESeal bytes -- is
+  not verified again: an issuer's licences share their seal); the signing time lies within the
+  seal's validity;
 * Sign (plain digital signature): ``SignedValue.dat`` is an SM2 signature (raw or DER)
   over the bytes of Signature.xml. A bare signature names no certificate, so the signer
   certificate travels in the package as ``<signature folder>/SignerCert.der`` (DER or PEM;
@@ -54,9 +56,9 @@ from threading import Lock
 from typing import Any, Mapping
 from xml.sax.saxutils import escape, quoteattr
 
-from adapters.ofd.build import _PUBLIC_RES, _attachments_xml, _document_xml, _ofd_xml, build_sealed_ofd
+from adapters.ofd.build import _PUBLIC_RES, _attachments_xml, _document_xml, _ofd_xml, _seal_picture, build_sealed_ofd
 from adapters.ofd.container import OfdPackage, ZipLimits, read_ofd_package, write_ofd_package
-from adapters.ofd.ses import SesFormatError, SesSignature, SesVersionError, parse_ses_signature
+from adapters.ofd.ses import SesFormatError, SesSignature, SesVersionError, build_seal, parse_ses_signature
 from adapters.ofd.xmlparts import (
     OFD_LOCAL_TZ,
     OFD_NS,
@@ -126,6 +128,40 @@ class _MakerKeys:
 
 
 _MAKER_KEYS = _MakerKeys()
+
+
+class _VerifiedSeals:
+    """Bounded set of seals (their exact SESeal DER) whose maker's signature has verified.
+
+    An issuer's licences all carry the same seal, and its maker's signature over SES_SealInfo is a
+    pure function of bytes the SESeal DER holds whole (the seal information, the maker's certificate
+    and the signature: DER is one unambiguous encoding), so a seal verified once needs no second SM2
+    verification: one of a Type=Seal licence's two. Only a seal whose signature verified is kept
+    (a bad one is checked, and refused, every time). The maker's certificate is read from the same
+    bytes; nothing about trust is cached here (the signer's chain, validity and revocation are the
+    core's, every time). A hit is one dict read; the oldest entry goes first when full.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: dict[bytes, None] = {}
+        self._lock = Lock()
+
+    def __contains__(self, seal_der: bytes) -> bool:
+        return seal_der in self._items
+
+    def add(self, seal_der: bytes) -> None:
+        with self._lock:
+            self._items[bytes(seal_der)] = None
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_VERIFIED_SEALS = _VerifiedSeals()
 
 
 def zip_limits(limits: Limits) -> ZipLimits:
@@ -257,12 +293,14 @@ class OfdSealFamily:
         if seal.maker_signature_algorithm != OID_SM2_WITH_SM3:
             raise _bad(f"seal maker algorithm {seal.maker_signature_algorithm} is not SM2-with-SM3",
                        errors.ALGORITHM_NOT_ALLOWED)
-        try:
-            maker = _MAKER_KEYS.get(seal.maker_cert_der)
-        except ValueError as exc:
-            raise _bad(f"seal maker certificate unreadable: {exc}", errors.MALFORMED) from None
-        if not sm2_verify(maker, seal.sealinfo_der, seal.maker_signature):
-            raise _bad(f"{sx.seal_path or 'the seal'}: the seal maker's signature over the seal does not verify")
+        if seal.der not in _VERIFIED_SEALS:
+            try:
+                maker = _MAKER_KEYS.get(seal.maker_cert_der)
+            except ValueError as exc:
+                raise _bad(f"seal maker certificate unreadable: {exc}", errors.MALFORMED) from None
+            if not sm2_verify(maker, seal.sealinfo_der, seal.maker_signature):
+                raise _bad(f"{sx.seal_path or 'the seal'}: the seal maker's signature over the seal does not verify")
+            _VERIFIED_SEALS.add(seal.der)
         if not seal.valid_start <= ses.time_info <= seal.valid_end:
             raise _bad(f"the seal was used at {ses.time_info:%Y-%m-%dT%H:%M:%SZ}, outside its validity "
                        f"{seal.valid_start:%Y-%m-%d}..{seal.valid_end:%Y-%m-%d}")
@@ -281,7 +319,8 @@ class OfdSealFamily:
         if spec.options.get("signature_type", "Seal") == "Sign":
             return _build_signed(files, key, signing_time)
         seal_name = f"{spec.name}电子证照专用章（测试）"
-        return build_sealed_ofd(files, key.private_key, key.cert.der, seal_name, signing_time)
+        return build_sealed_ofd(files, key.private_key, key.cert.der, seal_name, signing_time,
+                                seal_der=_issuer_seal(key, seal_name))
 
     def tamper(self, data: bytes) -> bytes:
         """Simulator: alter the licence data part after sealing (one character of the first value)."""
@@ -363,6 +402,24 @@ def _check_references(pkg: OfdPackage, sx: SignatureXml, data_part: str | None =
         if path == data_part:
             protected = True
     return protected
+
+
+#: the simulator's seals, one per issuer certificate and seal name: made once and used on every
+#: licence, as an issuing office uses its one 电子证照专用章 (a seal per document would be a model no
+#: region runs, and would hide what the gateway's verified-seal set saves)
+_ISSUER_SEALS: dict[tuple[bytes, str], bytes] = {}
+
+
+def _issuer_seal(key: SigningKey, seal_name: str) -> bytes:
+    slot = (key.cert.der, seal_name)
+    seal = _ISSUER_SEALS.get(slot)
+    if seal is None:
+        cert = load_sm2_certificate(key.cert.der)
+        seal = build_seal(name=seal_name, es_id=sm3(key.cert.der).hex()[:32], signer_cert_der=key.cert.der,
+                          maker_key=key.private_key, maker_cert_der=key.cert.der, created=cert.not_before,
+                          valid_start=cert.not_before, valid_end=cert.not_after, picture=_seal_picture(seal_name))
+        _ISSUER_SEALS[slot] = seal
+    return seal
 
 
 def _page(name: str, holder: str) -> bytes:

@@ -92,8 +92,10 @@ def test_altered_data_part_names_the_part(world):
 
 
 def test_seal_file_swapped_is_signature_invalid(world):
-    a, b = issue(world).data, issue(world).data
+    # an issuer seals every licence with its one seal: the swap takes another issuer's genuine seal
+    a, b = issue(world).data, issue(world, GB_OFD_REGION).data
     seal = zipfile.ZipFile(io.BytesIO(b)).read("Doc_0/Signs/Sign_0/Seal.esl")
+    assert seal != zipfile.ZipFile(io.BytesIO(a)).read("Doc_0/Signs/Sign_0/Seal.esl")
     result = verify(world, rezip(a, {"Doc_0/Signs/Sign_0/Seal.esl": seal}))
     assert result.reason_codes == ("SIGNATURE_INVALID",) and "Seal.esl" in result.reasons[0].detail
 

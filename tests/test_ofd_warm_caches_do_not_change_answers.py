@@ -67,3 +67,53 @@ def test_issuer_revoked_in_a_new_trust_snapshot_is_refused_with_caches_warm(worl
     result = world.verifier.verify(issued, revoked_snapshot, status, NOW)
     assert result.verdict.value == "invalid" and result.reason_codes == ("ISSUER_CERT_REVOKED",)
     assert _verify(world, issued).verdict.value == "valid"  # the old snapshot still answers as before
+
+
+def test_a_seal_whose_maker_signature_verified_is_not_verified_again(world, issued, monkeypatch) -> None:
+    import adapters.ofd_seal as fam
+
+    calls: list[bytes] = []
+    real = fam.sm2_verify
+
+    def counting(key, message, signature):
+        calls.append(message)
+        return real(key, message, signature)
+
+    monkeypatch.setattr(fam, "sm2_verify", counting)
+    fam._VERIFIED_SEALS.clear()
+    assert _verify(world, issued).verdict.value == "valid"
+    assert len(calls) == 2                       # the signer's signature and the seal maker's
+    seal = read_ofd_package(issued).get("Doc_0/Signs/Sign_0/Seal.esl")
+    assert seal in fam._VERIFIED_SEALS
+    other = world.simulator.issue(REGION, world.catalogue.types[0].key, "valid", NOW).data
+    assert other != issued and read_ofd_package(other).get("Doc_0/Signs/Sign_0/Seal.esl") == seal
+    assert _verify(world, other).verdict.value == "valid"
+    assert len(calls) == 3                       # another licence under the same seal: its signer's only
+
+
+def test_a_seal_whose_maker_signature_fails_is_refused_every_time_and_never_remembered(world, issued) -> None:
+    import adapters.ofd_seal as fam
+    from adapters.ofd.build import build_sealed_ofd
+    from gateway.crypto.sm2 import SM2PrivateKey
+
+    assert _verify(world, issued).verdict.value == "valid"          # the genuine seal remembered
+    key = world.simulator.signing_key(REGION)
+    files = {p: c for p, c in read_ofd_package(issued).files.items()
+             if p != "OFD.xml" and not p.startswith("Doc_0/Signs/")}
+    # the region's genuine signer signs it; the seal claims that same certificate as its maker but
+    # was signed by another key: only the seal maker check can catch it
+    forged = build_sealed_ofd(files, key.private_key, key.cert.der, "TEST 伪造章", NOW - dt.timedelta(days=1),
+                              maker_key=SM2PrivateKey.generate(), maker_cert_der=key.cert.der)
+    for _ in range(2):
+        result = _verify(world, forged)
+        assert result.verdict.value == "invalid" and result.reason_codes == ("SIGNATURE_INVALID",)
+    assert read_ofd_package(forged).get("Doc_0/Signs/Sign_0/Seal.esl") not in fam._VERIFIED_SEALS
+
+
+def test_the_verified_seal_set_is_bounded_oldest_first() -> None:
+    from adapters.ofd_seal import _VerifiedSeals
+
+    seals = _VerifiedSeals(size=2)
+    for der in (b"a", b"b", b"c"):
+        seals.add(der)
+    assert b"a" not in seals and b"b" in seals and b"c" in seals

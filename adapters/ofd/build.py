@@ -106,13 +106,16 @@ def build_sealed_ofd(
     seal_valid_start: datetime | None = None,
     seal_valid_end: datetime | None = None,
     es_id: str | None = None,
+    seal_der: bytes | None = None,
 ) -> bytes:
     """A sealed OFD package (bytes) protecting every file in ``files``.
 
     ``files`` maps package paths (no leading slash, e.g. ``Doc_0/Attachs/licence.xml``,
     ``Doc_0/Pages/Page_0/Content.xml``) to bytes; OFD.xml and Doc_0/Signs/ are written
     here. The seal maker defaults to the signer; the seal's validity defaults to the
-    signer certificate's.
+    signer certificate's. ``seal_der``: an existing seal (:func:`adapters.ofd.ses.build_seal`)
+    used as it is -- as an issuer uses its one seal on every document -- instead of a new one made
+    for this document (the maker and validity arguments are then unused).
     """
     if signing_time.tzinfo is None:
         raise ValueError("signing_time must be timezone-aware")
@@ -142,7 +145,7 @@ def build_sealed_ofd(
     content["OFD.xml"] = _ofd_xml(doc_id, signing_time)
     content[f"{SIGNS_DIR}/Signatures.xml"] = _signatures_xml()
 
-    seal_der = build_seal(
+    seal_der = seal_der or build_seal(
         name=seal_name,
         es_id=es_id or doc_id,
         signer_cert_der=signer_cert.der,
