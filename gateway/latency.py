@@ -55,6 +55,11 @@ def _histogram() -> HdrHistogram:
     return HdrHistogram(1, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+def _us(seconds: float) -> int:
+    """Seconds as whole microseconds within the histograms' range."""
+    return min(HIGHEST_US, max(1, int(seconds * 1e6)))
+
+
 def summarise(h: HdrHistogram) -> dict[str, Any]:
     """count, p50 / p90 / p99 / p99.9 / max in ms (None without values), and the encoded histogram."""
     n = h.get_total_count()
@@ -91,13 +96,13 @@ class LatencyRecorder:
     def answer(self, route: str, seconds: float) -> None:
         h = self.answers.get(route)
         if h is not None:
-            h.record_value(min(HIGHEST_US, max(1, int(seconds * 1e6))))
+            h.record_value(_us(seconds))
 
     def audit_wait(self, seconds: float) -> None:
-        self.audit.record_value(min(HIGHEST_US, max(1, int(seconds * 1e6))))
+        self.audit.record_value(_us(seconds))
 
     def loop_lag(self, seconds: float) -> None:
-        self.lag.record_value(min(HIGHEST_US, max(1, int(seconds * 1e6))))
+        self.lag.record_value(_us(seconds))
 
     def snapshot(self) -> dict[str, Any]:
         return {"since": datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="milliseconds"),

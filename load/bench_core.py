@@ -42,7 +42,8 @@ import datetime as dt
 import statistics
 import sys
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -88,17 +89,24 @@ def core_verify_all(verifier: Verifier, data: list[bytes], trust, status) -> Non
         verify(d, trust, status, NOW)
 
 
-def core_verify_all_sm2_stubbed(verifier: Verifier, data: list[bytes], trust, status) -> None:
-    """Diagnostic only (ofd-seal rows): the core with the family's SM2 verification answering True
-    at once, i.e. the parsing, hashing and checks alone; restored before returning."""
+@contextmanager
+def _ofd_sm2_verify(replace: Callable[[Callable[..., bool]], Callable[..., bool]]) -> Iterator[None]:
+    """The ofd-seal family's ``sm2_verify`` replaced by ``replace(real)`` inside the block."""
     from adapters import ofd_seal
 
     real = ofd_seal.sm2_verify
-    ofd_seal.sm2_verify = lambda *args: True
+    ofd_seal.sm2_verify = replace(real)
     try:
-        core_verify_all(verifier, data, trust, status)
+        yield
     finally:
         ofd_seal.sm2_verify = real
+
+
+def core_verify_all_sm2_stubbed(verifier: Verifier, data: list[bytes], trust, status) -> None:
+    """Diagnostic only (ofd-seal rows): the core with the family's SM2 verification answering True
+    at once, i.e. the parsing, hashing and checks alone; restored before returning."""
+    with _ofd_sm2_verify(lambda real: lambda *args: True):
+        core_verify_all(verifier, data, trust, status)
 
 
 def core_verify_all_seals_new(verifier: Verifier, data: list[bytes], trust, status) -> None:
@@ -115,19 +123,16 @@ def core_verify_all_seals_new(verifier: Verifier, data: list[bytes], trust, stat
 def sm2_verifies_per_licence(verifier: Verifier, data: list[bytes], trust, status) -> float:
     """How many SM2 verifications the ofd-seal family runs per licence, counted over one pass of
     the core in its steady state (what the per-licence split is made of)."""
-    from adapters import ofd_seal
+    calls = [0]
 
-    real, calls = ofd_seal.sm2_verify, [0]
+    def counting(real: Callable[..., bool]) -> Callable[..., bool]:
+        def count(*args: object) -> bool:
+            calls[0] += 1
+            return real(*args)
+        return count
 
-    def counting(*args: object) -> bool:
-        calls[0] += 1
-        return real(*args)  # type: ignore[arg-type]
-
-    ofd_seal.sm2_verify = counting
-    try:
+    with _ofd_sm2_verify(counting):
         core_verify_all(verifier, data, trust, status)
-    finally:
-        ofd_seal.sm2_verify = real
     return calls[0] / len(data)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.latency import merge
+from gateway.latency import merge, summarise
 from load.errors import TARGET_INVALID, LoadRefused
 from load.tokens import TokenProvider, auth_headers
 
@@ -55,14 +55,9 @@ async def read_workers(target: str, token: TokenProvider, workers: int) -> dict[
 
 
 def _summary(encoded: list[str | None]) -> dict[str, Any]:
-    h = merge(encoded)
-    n = h.get_total_count()
-    if not n:
-        return {"count": 0}
-    out: dict[str, Any] = {"count": n}
-    for key, pct in (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p99_9_ms", 99.9)):
-        out[key] = round(h.get_value_at_percentile(pct) / 1000, 2)
-    out["max_ms"] = round(h.get_max_value() / 1000, 2)
+    """The workers' histograms merged, summarised as the gateway summarises one (without the histogram)."""
+    out = summarise(merge(encoded))
+    del out["hdr"]
     return out
 
 
