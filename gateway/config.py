@@ -194,6 +194,11 @@ class Settings:
     #: just after, before the answers (false: the fsync inside COMMIT, holding the lock -- with several
     #: workers on one file the others wait for it)
     audit_fsync_after_commit: bool = True
+    #: inline writer, with audit_fsync_after_commit: start the WAL's fdatasync with Linux native AIO and
+    #: learn its end from an eventfd on the event loop, so the loop neither blocks for the sync nor waits
+    #: for a thread to hand the batch back (gateway/audit/aio_sync.py; where the kernel refuses AIO the
+    #: writer syncs as with false: small batches on the loop, larger ones on the commit thread)
+    audit_async_fsync: bool = True
 
     def resolved_audit_writer(self, cpus: int | None = None) -> str:
         """The SQLite writer ``audit_writer = "auto"`` stands for: ``process`` when fewer workers than

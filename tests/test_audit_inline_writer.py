@@ -116,7 +116,7 @@ async def test_a_large_batch_is_made_durable_off_the_event_loop_thread_and_a_sma
 
         monkeypatch.setattr(inline, "_commit", spy)
     sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=4,
-                           fsync_after_commit=fsync_after_commit)
+                           fsync_after_commit=fsync_after_commit, async_fsync=False)
     try:
         await asyncio.gather(*(sink.append(event(i)) for i in range(1, 11)))    # 10 records: the thread
         assert len(threads) == 1 and threads[0].startswith("audit-commit")
@@ -156,7 +156,7 @@ async def test_fsync_after_commit_releases_the_write_lock_before_the_fsync_and_a
     import gateway.audit.sqlite_inline as inline
 
     monkeypatch.setattr(inline, "_sync", spy_fsync)
-    sink = await open_sink(path, commit_interval=0.0, inline_commit_max=4)
+    sink = await open_sink(path, commit_interval=0.0, inline_commit_max=4, async_fsync=False)
     try:
         assert sink._a is not None and _synchronous(sink._a) == 1            # NORMAL
         receipts = await asyncio.gather(*(sink.append(event(i)) for i in range(1, 4)))   # on the loop
@@ -195,7 +195,8 @@ async def test_a_failed_fsync_answers_503_and_the_next_batch_is_made_durable_aga
         real_fsync(fd)
 
     monkeypatch.setattr(inline, "_sync", flaky)
-    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=inline_commit_max)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, inline_commit_max=inline_commit_max,
+                           async_fsync=False)
     try:
         with pytest.raises(InfrastructureError) as err:      # stored, but not known durable: no answer
             await sink.append(event(1))
@@ -247,7 +248,7 @@ async def test_a_commit_slower_than_the_limit_is_logged_with_its_size_and_the_wa
     out = io.StringIO()
     handler = json_handler(out)          # the gateway's own handler: personal-data filter, request id
     logging.getLogger("gateway.audit").addHandler(handler)
-    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0)
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.0, async_fsync=False)
     token = CURRENT_REQUEST.set({REQUEST_ID: "req-that-happened-to-start-the-drain"})  # type: ignore[arg-type]
     try:
         assert (await sink.append(event(1))).seq == 1

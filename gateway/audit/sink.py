@@ -89,6 +89,10 @@ class GroupCommitConfig:
     #: (synchronous=NORMAL), and the WAL file is fsynced right after, before any waiter is answered.
     #: False: the fsync runs inside COMMIT (synchronous=FULL), the lock held throughout.
     fsync_after_commit: bool = True
+    #: SQLite inline writer, with fsync_after_commit: the WAL's fdatasync is started with Linux native AIO
+    #: and its completion read from an eventfd on the event loop (gateway/audit/aio_sync.py): the loop
+    #: neither blocks for the sync nor waits for a thread's hand-over. Where AIO is missing, as False.
+    async_fsync: bool = True
 
 
 @dataclass(slots=True)

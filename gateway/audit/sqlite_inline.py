@@ -37,8 +37,11 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
   ``inline_commit_max`` records (16: a worker below its maximum, whose batches are small) is made
   durable on the loop itself, saving the hand-over (at half max a batch's answers waited longer for
   the thread's hand-over than the fsync holds the loop: ``audit_inline_commit_max`` in
-  gateway/config.py). When the batch is durable, the loop seals its receipt drafts (one signature)
-  and resolves every waiter;
+  gateway/config.py). With ``async_fsync`` (the default, where Linux has native AIO) neither
+  happens: the fdatasync is started with ``io_submit`` and the loop goes on; its completion,
+  signalled on an eventfd the loop watches, answers the batch (gateway/audit/aio_sync.py).
+  When the batch is durable, the loop seals its receipt drafts (one signature) and resolves
+  every waiter;
 * the connection never waits for SQLite's lock: another process (a second worker) holding it
   makes ``BEGIN IMMEDIATE`` fail at once, the batch stays queued (growing meanwhile) and the drain
   is retried after :data:`RETRY_FIRST_S`, doubling to :data:`RETRY_MAX_S`, so the loop keeps serving;
@@ -62,6 +65,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gateway.audit.aio_sync import AioSync, open_aio_sync
 from gateway.audit.model import AppendReceipt
 from gateway.audit.sink import Appended, _Item, unavailable
 from gateway.audit.verifications import PreparedRecord, VerificationGroup, expand
@@ -127,6 +131,8 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
         self._wal_fd: int | None = None   # the WAL file, opened at the first fsync (fsync_after_commit)
         self._drain_ctx = contextvars.Context()   # the drain's context: no request's
+        self._aio: AioSync | None = None   # async_fsync: the WAL's fdatasync started with Linux AIO
+        self._aio_batch: tuple[list[_Item], list[AppendReceipt]] | None = None   # the batch it makes durable
 
     def _open_sync(self) -> None:
         super()._open_sync()
@@ -152,6 +158,12 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
             sys.setswitchinterval(min(sys.getswitchinterval(), self.config.gil_switch_interval))
         self._loop = asyncio.get_running_loop()
+        if self.config.async_fsync and self.config.fsync_after_commit:
+            self._aio = open_aio_sync()
+            if self._aio is None:
+                log.info("audit: Linux AIO unavailable; the WAL is fsynced on the loop or the commit thread")
+            else:
+                self._loop.add_reader(self._aio.eventfd, self._drain_ctx.run, self._aio_done)
 
     def _running(self) -> bool:
         return not self._closed and self._a is not None
@@ -251,6 +263,8 @@ class SqliteInlineAuditSink(SqliteAuditSink):
                 _rollback(conn)
                 self._done(batch, exc)
                 return
+            if self._aio is not None and self._aio_submit(batch, receipts):
+                return   # :meth:`_aio_done` answers the batch when the sync has returned
             durable: Any = self._sync_wal   # a failure now: stored, but unanswered (503)
         else:
             durable = functools.partial(_commit, conn)
@@ -267,6 +281,47 @@ class SqliteInlineAuditSink(SqliteAuditSink):
             return
         self._inflight = batch
         self._committer.submit(self._make_durable, durable, batch, receipts)
+
+    def _aio_submit(self, batch: list[_Item], receipts: list[AppendReceipt]) -> bool:
+        """Start the WAL's fdatasync with Linux AIO for ``batch`` (COMMIT has written its frames);
+        False when the kernel refused it -- AIO is then given up for good and the batch synced as
+        without it."""
+        assert self._aio is not None
+        try:
+            if self._wal_fd is None:
+                self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+            self._aio.submit(self._wal_fd, 1)
+        except OSError as exc:
+            log.warning("audit: Linux AIO fdatasync refused (%s); syncing without it from now on", exc)
+            self._aio_stop()
+            return False
+        self._inflight = batch
+        self._aio_batch = (batch, receipts)
+        return True
+
+    def _aio_done(self) -> None:
+        """The eventfd is readable: the in-flight batch's fdatasync has returned; answer it."""
+        assert self._aio is not None
+        failure: BaseException | None = None
+        try:
+            done = self._aio.reap()
+        except OSError as exc:   # cannot learn the result: not known durable
+            done, failure = [(1, -(exc.errno or 5))], exc
+        if not done or self._aio_batch is None:
+            return
+        batch, receipts = self._aio_batch
+        self._aio_batch = None
+        res = done[-1][1]
+        if failure is None and res < 0:
+            failure = OSError(-res, f"fdatasync of the audit WAL: {os.strerror(-res)}")
+        self._committed(batch, receipts, failure)
+
+    def _aio_stop(self) -> None:
+        if self._aio is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._aio.eventfd)
+            self._aio.close()
+            self._aio = None
 
     def _make_durable(self, durable: Any, batch: list[_Item], receipts: list[AppendReceipt]) -> None:
         """On the commit thread: make the batch durable, then hand :meth:`_committed` straight to the
@@ -338,6 +393,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         await self._close_backend()
 
     async def _close_backend(self) -> None:
+        self._aio_stop()   # nothing in flight: close() waited for the last batch
         await asyncio.to_thread(self._committer.shutdown)
         if self._wal_fd is not None:
             os.close(self._wal_fd)
