@@ -1,7 +1,7 @@
 """The audit trail's own latency floor: appends to one SQLite chain from several processes, no HTTP.
 
     python load/bench_audit_latency.py [--processes 2] [--rate 1000] [--seconds 10]
-        [--interval-us 2000] [--inline-commit-max 16] [--dir var] [--json FILE]
+        [--interval-us 2000] [--inline-commit-max 16] [--fsync aio|blocking] [--dir var] [--json FILE]
 
 An answer waits for its audit record's commit (issue 6), so whatever the trail takes is part of
 every answer's latency. This isolates that part. ``--processes`` processes stand for the
@@ -18,7 +18,8 @@ It prints:
 
 At the end it verifies the chain and checks that the chain holds exactly the appends made.
 Compare ``--interval-us`` (the ``audit_commit_interval_us`` setting) and
-``--inline-commit-max`` (``audit_inline_commit_max``) values: a shorter spacing lowers the
+``--inline-commit-max`` (``audit_inline_commit_max``) and ``--fsync`` (``audit_async_fsync``: the WAL's
+fdatasync through Linux AIO, or blocking, on the loop or the commit thread) values: a shorter spacing lowers the
 latency and raises the CPU per append, because every commit has a fixed cost.
 
 Session 8 on this 2-core VM, 2 processes at 1,000/s each, default settings: p50 3.7-4.5 ms,
@@ -58,7 +59,7 @@ WAL_CHECKPOINT_S = 0.5
 
 
 def _process(path: str, keys: tuple[bytes, bytes], rate: float, seconds: float, interval_s: float,
-             inline_max: int, seed: int, out: Any) -> None:
+             inline_max: int, seed: int, out: Any, async_fsync: bool = True) -> None:
     """One writing process: open the sink, append open loop, send back the histogram and counts."""
     import gateway.app  # noqa: F401  (imports in the gateway's order: avoids a circular import)
     from cryptography.hazmat.primitives.serialization import load_der_private_key
@@ -72,7 +73,8 @@ def _process(path: str, keys: tuple[bytes, bytes], rate: float, seconds: float, 
         sink = await SqliteInlineAuditSink.open(
             path, signer=CheckpointSigner(load_der_private_key(keys[0], None), "bench-audit"),  # type: ignore[arg-type]
             sealer=ReceiptSigner(load_der_private_key(keys[1], None), "bench-receipt", "bench"),  # type: ignore[arg-type]
-            config=GroupCommitConfig(commit_interval=interval_s, inline_commit_max=inline_max))
+            config=GroupCommitConfig(commit_interval=interval_s, inline_commit_max=inline_max,
+                                     async_fsync=async_fsync))
         hist = new_histogram()
         appended = 0
 
@@ -117,7 +119,7 @@ def _process(path: str, keys: tuple[bytes, bytes], rate: float, seconds: float, 
 
 
 def probe(folder: Path, processes: int, rate: float, seconds: float, interval_s: float, inline_max: int,
-          progress: Any = sys.stderr) -> dict[str, Any]:
+          progress: Any = sys.stderr, async_fsync: bool = _DEFAULTS.audit_async_fsync) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -149,11 +151,12 @@ def probe(folder: Path, processes: int, rate: float, seconds: float, interval_s:
         asyncio.run(create())
         if progress is not None:
             print(f"[audit] {processes} processes x {rate:g} appends/s for {seconds:g} s "
-                  f"(commit spacing {interval_s * 1e6:.0f} us, inline commit max {inline_max})", file=progress,
+                  f"(commit spacing {interval_s * 1e6:.0f} us, inline commit max {inline_max}, "
+                  f"fsync {'aio' if async_fsync else 'blocking'})", file=progress,
                   flush=True)
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
-        procs = [ctx.Process(target=_process, args=(path, keys, rate, seconds, interval_s, inline_max, k, out))
+        procs = [ctx.Process(target=_process, args=(path, keys, rate, seconds, interval_s, inline_max, k, out, async_fsync))
                  for k in range(processes)]
         for p in procs:
             p.start()
@@ -170,7 +173,7 @@ def probe(folder: Path, processes: int, rate: float, seconds: float, interval_s:
     commits = sum(r["commits"] for r in results)
     return {
         "processes": processes, "rate_per_process": rate, "seconds": seconds, "commit_interval_us": interval_s * 1e6,
-        "inline_commit_max": inline_max, "scheduled": sum(r["scheduled"] for r in results), "appended": appended,
+        "inline_commit_max": inline_max, "fsync": "aio" if async_fsync else "blocking", "scheduled": sum(r["scheduled"] for r in results), "appended": appended,
         "failed_batches": sum(r["failed_batches"] for r in results), "latency_ms": latency_summary_ms(total),
         "cpu_us_per_append": round(1e6 * sum(r["cpu_s"] for r in results) / max(appended, 1), 1),
         "commits": commits, "records_per_commit": round(sum(r["records"] for r in results) / max(commits, 1), 2),
@@ -183,7 +186,8 @@ def render(r: dict[str, Any]) -> str:
     chain = ("chain verified, holds every append" if r["chain_ok"] and r["chain_head"] == r["appended"]
              else f"CHAIN PROBLEM: ok={r['chain_ok']} head={r['chain_head']} appended={r['appended']} {r['chain_problem']}")
     return (f"bench_audit_latency: {r['processes']} processes x {r['rate_per_process']:g}/s for {r['seconds']:g} s, "
-            f"commit spacing {r['commit_interval_us']:.0f} us, inline commit max {r['inline_commit_max']}\n"
+            f"commit spacing {r['commit_interval_us']:.0f} us, inline commit max {r['inline_commit_max']}, "
+            f"fsync {r.get('fsync', 'aio')}\n"
             f"append latency: p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms  "
             f"p99.9 {lat['p99_9']:.2f} ms  max {lat['max']:.1f} ms  ({r['appended']} of {r['scheduled']} appended, "
             f"{r['failed_batches']} failed batches)\n"
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-us", type=int, default=_DEFAULTS.audit_commit_interval_us, help="least time between two commits of a process")
     ap.add_argument("--inline-commit-max", type=int, default=_DEFAULTS.audit_inline_commit_max,
                     help="batches up to this many records are fsynced on the event loop, larger ones on a thread")
+    ap.add_argument("--fsync", choices=("aio", "blocking"), default="aio" if _DEFAULTS.audit_async_fsync else "blocking",
+                    help="the WAL's fdatasync: Linux AIO (audit_async_fsync, the default) or blocking")
     ap.add_argument("--dir", default=str(ROOT / "var"), help="folder for the scratch database (the audit file's disk)")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--processes 1..16, --rate 1..20000, --seconds 1..600, --interval-us and --inline-commit-max >= 0")
     try:
         r = probe(Path(args.dir), args.processes, args.rate, args.seconds, args.interval_us / 1e6,
-                  args.inline_commit_max)
+                  args.inline_commit_max, async_fsync=args.fsync == "aio")
     except OSError as exc:
         print(f"无法在 {args.dir} 运行审计延迟测试 / cannot run the audit latency bench in {args.dir}: "
               f"{exc.strerror or exc}", file=sys.stderr)

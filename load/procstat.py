@@ -46,6 +46,16 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every CPU of the machine has spent busy since boot (/proc/stat: all but idle and
+    iowait): what the kernel's own threads do for a process -- an fdatasync run by a kworker on
+    behalf of Linux AIO, the loopback's softirqs -- counts here and in no process's figure."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = sum(fields[:8]) - idle   # user nice system idle iowait irq softirq steal (guest is inside user)
+    return busy / CLK_TCK
+
+
 #: what a server process is, by its command line: the SQLite audit writer process
 #: (``gateway/audit/writer_proc.py``) or the rest of the gateway (its workers, the demo regions)
 AUDIT_WRITER = "audit_writer"

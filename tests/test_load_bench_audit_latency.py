@@ -29,3 +29,17 @@ def test_out_of_range_arguments_are_refused(args: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         bench.main(args)
     assert exc.value.code == 2
+
+
+def test_the_blocking_fsync_side_of_the_comparison_also_leaves_a_verified_chain(tmp_path: Path) -> None:
+    r = bench.probe(tmp_path, processes=1, rate=150, seconds=1.0, interval_s=0.004, inline_max=4, progress=None,
+                    async_fsync=False)
+    assert r["fsync"] == "blocking" and r["appended"] == r["scheduled"] > 100
+    assert r["chain_ok"] and r["chain_head"] == r["appended"]
+    assert "fsync blocking" in bench.render(r)
+
+
+def test_the_fsync_option_accepts_only_its_two_modes() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--fsync", "sometimes"])
+    assert exc.value.code == 2
