@@ -12,7 +12,8 @@ Each run also resets and reads the workers' own histograms (load/worker_latency.
 
 Printed per pair and as medians of the pairs: the client's p50 / p99; inside the gateway the
 answer's p99, the audit commit wait p50 / p99 and the event loop's lag p99; the server CPU per
-request (every process of the gateway: its workers, their threads, the demo regions) and the
+request (every process of the gateway: the serving process, its workers and their threads, audit writer
+processes, the demo regions) and the
 machine's (every CPU busy, the load generator and the kernel's threads included: an fdatasync done
 by a kernel worker for Linux AIO counts only there); errors.
 ``--max-step S`` also finds each side's closed-loop maximum (steps of S seconds at 32 and 128 in
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from load.bench_gateway import closed_max, make_corpora, open_loop, serving, start_gateway  # noqa: E402
-from load.procstat import descendants, machine_busy_seconds  # noqa: E402
+from load.procstat import machine_busy_seconds, process_tree  # noqa: E402
 from load.worker_latency import OPERATOR_CLIENT_ID  # noqa: E402
 from load.compare import free_port  # noqa: E402
 from load.scenarios import load_corpus  # noqa: E402
@@ -114,7 +115,7 @@ def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             proc = start_gateway(port, args.workers, env[name])
-            pids = stack.enter_context(serving(proc, url, lambda p=proc: descendants(p.pid)))
+            pids = stack.enter_context(serving(proc, url, lambda p=proc: process_tree(p.pid)))
             sides[name] = {"url": url, "pids": pids, "token": oauth_token(url),
                            "operator": oauth_token(url, client_id=OPERATOR_CLIENT_ID, scope="admin"),
                            "open": [], "max": []}
