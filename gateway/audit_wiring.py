@@ -56,10 +56,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from . import errors
 from .app import REQUEST_ID, SERVICES
-from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig, holder_hmac
+from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig
 from .audit.deadline import CommitDeadlines
 from .audit.jws import public_jwk
-from .audit.model import format_time
+from .audit.model import HolderHasher, format_time
 from .audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES
 from .audit.sink import Appended
 from .audit.verifications import VerificationGroup
@@ -231,6 +231,8 @@ class AuditTrail:
         self.sink: Any = None
         self.last_error: str | None = None
         self.holder_key = setup.hmac_key   # read by the query route (gateway.query_routes)
+        # the key is checked at start-up (audit_setup_from); with the trail off there is none
+        self._holder = HolderHasher(setup.hmac_key) if setup.backend != "off" else None
         self.deadlines = CommitDeadlines(setup.commit_timeout)
 
     @property
@@ -242,9 +244,9 @@ class AuditTrail:
         return self.setup.receipts
 
     def holder(self, code_type: str | None, code: str | None) -> str | None:
-        if not self.enabled or not code or not code_type:
+        if self._holder is None or not code or not code_type:
             return None
-        return holder_hmac(self.setup.hmac_key, code_type, code)
+        return self._holder(code_type, code)
 
     async def append(self, event: AuditEvent) -> AppendReceipt:
         if self.sink is None:

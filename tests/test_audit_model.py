@@ -177,3 +177,20 @@ def test_format_time_across_seconds_minutes_days_and_years_in_any_order() -> Non
     assert format_time(t) == format_time(t) == "2026-12-03T14:00:00.999999Z"
     assert format_time(t + timedelta(microseconds=1)) == "2026-12-03T14:00:01.000000Z"
     assert format_time(t) == "2026-12-03T14:00:00.999999Z"
+
+
+def test_the_keyed_hasher_equals_the_one_shot_hmac_and_keeps_its_checks() -> None:
+    import hashlib
+    import hmac as std_hmac
+
+    from gateway.audit.model import HolderHasher
+
+    hasher = HolderHasher(KEY)
+    for code_type, code in (("111", CITIZEN), ("111", CITIZEN_X.lower()), ("001", "91330500MA2B00000R")):
+        want = std_hmac.new(KEY, f"{code_type}\x1f{code.strip().upper()}".encode(), hashlib.sha256).hexdigest()
+        assert hasher(code_type, code) == want == holder_hmac(KEY, code_type, code)
+    assert hasher("111", CITIZEN) == hasher("111", CITIZEN)      # the keyed state is copied, never consumed
+    with pytest.raises(InfrastructureError):
+        HolderHasher(b"short")
+    with pytest.raises(InfrastructureError):
+        hasher("111", "")

@@ -8,6 +8,7 @@ this person" (by computing the same HMAC) while a copy of the database reveals n
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
@@ -44,12 +45,27 @@ def holder_hmac(key: bytes, code_type: str, code: str) -> str:
     so the same digits under two types never collide. The code is normalised (trimmed,
     upper case: a citizen ID check character ``x`` equals ``X``).
     """
-    if not isinstance(key, bytes | bytearray) or len(key) < HMAC_MIN_KEY_BYTES:
-        raise _bad(f"holder HMAC key must be at least {HMAC_MIN_KEY_BYTES} bytes")
-    if not code_type or not code:
-        raise _bad("holder code type and code are required")
-    msg = f"{code_type.strip()}\x1f{code.strip().upper()}".encode()
-    return hmac.digest(key, msg, "sha256").hex()   # one C call (hmac.new(...).hexdigest() is ~3x dearer)
+    return HolderHasher(key)(code_type, code)
+
+
+class HolderHasher:
+    """:func:`holder_hmac` with its key set once: the keyed SHA-256 state is computed at start-up and
+    copied per holder (1.6 vs 2.5 us a call here: ``hmac.digest`` looks the digest up by name and
+    keys it again on every call; a verify-batch answer hashes one holder per entry)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) < HMAC_MIN_KEY_BYTES:
+            raise _bad(f"holder HMAC key must be at least {HMAC_MIN_KEY_BYTES} bytes")
+        self._keyed = hmac.new(bytes(key), digestmod=hashlib.sha256)
+
+    def __call__(self, code_type: str, code: str) -> str:
+        if not code_type or not code:
+            raise _bad("holder code type and code are required")
+        h = self._keyed.copy()
+        h.update(f"{code_type.strip()}\x1f{code.strip().upper()}".encode())
+        return h.hexdigest()
 
 
 #: the last (instant, text) of format_time: one request formats the same instant for its receipt
