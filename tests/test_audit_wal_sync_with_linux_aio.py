@@ -75,6 +75,7 @@ class FakeAio:
         self.refuse = refuse
         self.closed = False
         self.in_flight = 0
+        self.reap_error: OSError | None = None
 
     def submit(self, fd: int, token: int) -> None:
         if self.refuse is not None:
@@ -83,11 +84,13 @@ class FakeAio:
         self.submitted.append(token)
         self.in_flight += 1
 
-    def complete(self, result: int = 0) -> None:
-        self.results.append((self.submitted[-1], result))
+    def complete(self, result: int = 0, token: int | None = None) -> None:
+        self.results.append((self.submitted[-1] if token is None else token, result))
         os.eventfd_write(self.eventfd, 1)
 
     def reap(self) -> list[tuple[int, int]]:
+        if self.reap_error is not None:
+            raise self.reap_error
         try:
             os.eventfd_read(self.eventfd)
         except BlockingIOError:
@@ -189,3 +192,37 @@ async def test_async_fsync_off_or_the_fsync_inside_commit_opens_no_aio_context(t
             assert (await sink.append(event(1))).seq == 1
         finally:
             await sink.close()
+
+
+async def test_a_completion_of_another_sync_does_not_answer_the_batch(tmp_path: Path, monkeypatch) -> None:
+    fake = FakeAio()
+    sink = await _with_fake(tmp_path, monkeypatch, fake)
+    try:
+        waiter = asyncio.ensure_future(sink.append(event(1)))
+        await _passes(20)
+        fake.complete(0, token=fake.submitted[-1] + 1000)   # not the sync started for this batch
+        await _passes(20)
+        assert not waiter.done()
+        fake.complete(0)
+        assert (await waiter).seq == 1
+    finally:
+        await sink.close()
+
+
+async def test_completions_that_cannot_be_read_answer_503_and_aio_is_given_up(tmp_path: Path, monkeypatch) -> None:
+    fake = FakeAio()
+    sink = await _with_fake(tmp_path, monkeypatch, fake)
+    try:
+        waiter = asyncio.ensure_future(sink.append(event(1)))
+        await _passes(20)
+        fake.reap_error = OSError(errno.EFAULT, "Bad address")
+        fake.complete(0)
+        with pytest.raises(InfrastructureError) as err:
+            await waiter
+        assert err.value.reason.code == "AUDIT_UNAVAILABLE"
+        assert sink._aio is None and fake.closed
+        assert (await sink.append(event(2))).seq == 2          # synced without AIO from now on
+        assert len(sink.blocking_syncs) == 1  # type: ignore[attr-defined]
+    finally:
+        await sink.close()
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 2

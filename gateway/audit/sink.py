@@ -82,8 +82,9 @@ class GroupCommitConfig:
     #: SQLite inline writer (gateway/audit/sqlite_inline.py): the least time between the starts of two
     #: commits (seconds); an append arriving later than that after the last commit is committed at once
     commit_interval: float = 0.002
-    #: SQLite inline writer: batches of at most this many records are committed on the event loop
-    #: itself (a lightly loaded worker), larger ones on the commit thread
+    #: SQLite inline writer without Linux AIO (async_fsync off or refused): batches of at most this many
+    #: records are made durable on the event loop itself (a lightly loaded worker), larger ones on the
+    #: commit thread
     inline_commit_max: int = 16
     #: SQLite inline writer: COMMIT writes the WAL frames and releases the write lock at once
     #: (synchronous=NORMAL), and the WAL file is fsynced right after, before any waiter is answered.

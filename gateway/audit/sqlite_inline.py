@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -132,7 +133,9 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         self._wal_fd: int | None = None   # the WAL file, opened at the first fsync (fsync_after_commit)
         self._drain_ctx = contextvars.Context()   # the drain's context: no request's
         self._aio: AioSync | None = None   # async_fsync: the WAL's fdatasync started with Linux AIO
-        self._aio_batch: tuple[list[_Item], list[AppendReceipt]] | None = None   # the batch it makes durable
+        # the batch the AIO sync in flight makes durable, with that sync's token
+        self._aio_batch: tuple[int, list[_Item], list[AppendReceipt]] | None = None
+        self._aio_tokens = itertools.count(1)
 
     def _open_sync(self) -> None:
         super()._open_sync()
@@ -290,30 +293,34 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         try:
             if self._wal_fd is None:
                 self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-            self._aio.submit(self._wal_fd, 1)
+            token = next(self._aio_tokens)
+            self._aio.submit(self._wal_fd, token)
         except OSError as exc:
             log.warning("audit: Linux AIO fdatasync refused (%s); syncing without it from now on", exc)
             self._aio_stop()
             return False
         self._inflight = batch
-        self._aio_batch = (batch, receipts)
+        self._aio_batch = (token, batch, receipts)
         return True
 
     def _aio_done(self) -> None:
-        """The eventfd is readable: the in-flight batch's fdatasync has returned; answer it."""
-        assert self._aio is not None
+        """The eventfd is readable: answer the in-flight batch once ITS fdatasync has returned (the
+        token tells; a completion of any other sync proves nothing about this batch's frames)."""
+        if self._aio is None or self._aio_batch is None:
+            return
+        token, batch, receipts = self._aio_batch
         failure: BaseException | None = None
         try:
-            done = self._aio.reap()
-        except OSError as exc:   # cannot learn the result: not known durable
-            done, failure = [(1, -(exc.errno or 5))], exc
-        if not done or self._aio_batch is None:
+            results = [res for tok, res in self._aio.reap() if tok == token]
+        except OSError as exc:   # the result cannot be learnt: not known durable; AIO given up
+            log.warning("audit: reading Linux AIO completions failed (%s); syncing without it from now on", exc)
+            failure, results = exc, [0]
+            self._aio_stop()
+        if not results:
             return
-        batch, receipts = self._aio_batch
         self._aio_batch = None
-        res = done[-1][1]
-        if failure is None and res < 0:
-            failure = OSError(-res, f"fdatasync of the audit WAL: {os.strerror(-res)}")
+        if failure is None and results[0] < 0:
+            failure = OSError(-results[0], f"fdatasync of the audit WAL: {os.strerror(-results[0])}")
         self._committed(batch, receipts, failure)
 
     def _aio_stop(self) -> None:
