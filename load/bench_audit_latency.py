@@ -1,7 +1,7 @@
 """The audit trail's own latency floor: appends to one SQLite chain from several processes, no HTTP.
 
     python load/bench_audit_latency.py [--processes 2] [--rate 1000] [--seconds 10]
-        [--interval-us 2000] [--inline-commit-max 16] [--fsync aio|blocking] [--dir var] [--json FILE]
+        [--interval-us 1000] [--inline-commit-max 16] [--fsync aio|blocking] [--dir var] [--json FILE]
 
 An answer waits for its audit record's commit (issue 6), so whatever the trail takes is part of
 every answer's latency. This isolates that part. ``--processes`` processes stand for the

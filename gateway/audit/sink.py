@@ -81,7 +81,7 @@ class GroupCommitConfig:
     gil_switch_interval: float = 0.0002
     #: SQLite inline writer (gateway/audit/sqlite_inline.py): the least time between the starts of two
     #: commits (seconds); an append arriving later than that after the last commit is committed at once
-    commit_interval: float = 0.002
+    commit_interval: float = 0.001
     #: SQLite inline writer without Linux AIO (async_fsync off or refused): batches of at most this many
     #: records are made durable on the event loop itself (a lightly loaded worker), larger ones on the
     #: commit thread
