@@ -8,10 +8,12 @@ again, a refusal falls back to the synchronous path, and neither blocking sync r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -118,6 +120,21 @@ async def _passes(n: int) -> None:
         await asyncio.sleep(0)
 
 
+@contextlib.asynccontextmanager
+async def _one_batch_waiting_for_its_sync(tmp_path: Path, monkeypatch: Any
+                                          ) -> AsyncIterator[tuple[FakeAio, Any, asyncio.Future[Any]]]:
+    """A writer on a fake AIO, one append committed and its sync started, not yet returned."""
+    fake = FakeAio()
+    sink = await _with_fake(tmp_path, monkeypatch, fake)
+    try:
+        waiter = asyncio.ensure_future(sink.append(event(1)))
+        await _passes(20)
+        assert fake.submitted and not waiter.done()
+        yield fake, sink, waiter
+    finally:
+        await sink.close()
+
+
 async def test_no_waiter_is_answered_before_the_aio_sync_returns_and_the_loop_never_blocks_on_it(
         tmp_path: Path, monkeypatch) -> None:
     fake = FakeAio()
@@ -140,11 +157,7 @@ async def test_no_waiter_is_answered_before_the_aio_sync_returns_and_the_loop_ne
 
 async def test_a_failed_aio_sync_answers_503_and_the_next_batch_is_made_durable_again(tmp_path: Path,
                                                                                      monkeypatch) -> None:
-    fake = FakeAio()
-    sink = await _with_fake(tmp_path, monkeypatch, fake)
-    try:
-        first = asyncio.ensure_future(sink.append(event(1)))
-        await _passes(20)
+    async with _one_batch_waiting_for_its_sync(tmp_path, monkeypatch) as (fake, sink, first):
         fake.complete(-errno.EIO)
         with pytest.raises(InfrastructureError) as err:     # stored, not known durable: no answer
             await first
@@ -153,8 +166,6 @@ async def test_a_failed_aio_sync_answers_503_and_the_next_batch_is_made_durable_
         await _passes(20)
         fake.complete(0)
         assert (await second).seq == 2
-    finally:
-        await sink.close()
     assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 2
 
 
@@ -195,26 +206,16 @@ async def test_async_fsync_off_or_the_fsync_inside_commit_opens_no_aio_context(t
 
 
 async def test_a_completion_of_another_sync_does_not_answer_the_batch(tmp_path: Path, monkeypatch) -> None:
-    fake = FakeAio()
-    sink = await _with_fake(tmp_path, monkeypatch, fake)
-    try:
-        waiter = asyncio.ensure_future(sink.append(event(1)))
-        await _passes(20)
+    async with _one_batch_waiting_for_its_sync(tmp_path, monkeypatch) as (fake, _sink, waiter):
         fake.complete(0, token=fake.submitted[-1] + 1000)   # not the sync started for this batch
         await _passes(20)
         assert not waiter.done()
         fake.complete(0)
         assert (await waiter).seq == 1
-    finally:
-        await sink.close()
 
 
 async def test_completions_that_cannot_be_read_answer_503_and_aio_is_given_up(tmp_path: Path, monkeypatch) -> None:
-    fake = FakeAio()
-    sink = await _with_fake(tmp_path, monkeypatch, fake)
-    try:
-        waiter = asyncio.ensure_future(sink.append(event(1)))
-        await _passes(20)
+    async with _one_batch_waiting_for_its_sync(tmp_path, monkeypatch) as (fake, sink, waiter):
         fake.reap_error = OSError(errno.EFAULT, "Bad address")
         fake.complete(0)
         with pytest.raises(InfrastructureError) as err:
@@ -223,6 +224,4 @@ async def test_completions_that_cannot_be_read_answer_503_and_aio_is_given_up(tm
         assert sink._aio is None and fake.closed
         assert (await sink.append(event(2))).seq == 2          # synced without AIO from now on
         assert len(sink.blocking_syncs) == 1  # type: ignore[attr-defined]
-    finally:
-        await sink.close()
     assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 2
