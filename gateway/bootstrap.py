@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -122,7 +125,16 @@ def write_signed_demo_list(directory: Path, doc: dict) -> Path:
             return path
     except (OSError, ValueError):
         pass
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(signed)
-    tmp.replace(path)
+    # a temporary file of this call's own: the workers of ``serve --workers N`` start at once and
+    # each writes the list (the same bytes); with one shared temporary name the first rename took the
+    # file from under the second, whose worker then died at start-up
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(signed)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
     return path
