@@ -63,7 +63,9 @@ def prepare_shared(settings: Settings, now: dt.datetime | None = None) -> None:
     """Things several worker processes must share, made once by the parent before they start."""
     if settings.demo:
         regions, specs, _ = load_static(settings)
-        ensure_framework(Path(settings.var_dir) / "demo", specs, regions, now or dt.datetime.now(dt.timezone.utc))
+        demo_dir = Path(settings.var_dir) / "demo"
+        doc, _ = ensure_framework(demo_dir, specs, regions, now or dt.datetime.now(dt.timezone.utc))
+        write_signed_demo_list(demo_dir, doc)   # the workers then find it written (each still checks)
     if settings.audit_backend in ("sqlite", "postgres"):
         from .audit_wiring import prepare_audit_store
 

@@ -38,3 +38,16 @@ def test_an_unchanged_list_is_not_rewritten(tmp_path: Path) -> None:
     os.utime(path, ns=(before - 10**9, before - 10**9))
     assert bootstrap.write_signed_demo_list(tmp_path, DOC) == path
     assert path.stat().st_mtime_ns == before - 10**9
+
+
+def test_the_parent_writes_the_list_before_the_workers_start(tmp_path: Path) -> None:
+    from gateway.config import Settings
+
+    settings = Settings(demo=True, var_dir=str(tmp_path), audit_backend="memory")
+    bootstrap.prepare_shared(settings)
+    path = tmp_path / "demo" / "trust-list.signed.json"
+    written = orjson.loads(path.read_bytes())
+    mtime = path.stat().st_mtime_ns
+    services = bootstrap.build_services(settings)          # what each worker does at start-up
+    assert services.trust_source is not None
+    assert orjson.loads(path.read_bytes()) == written and path.stat().st_mtime_ns == mtime   # found, not rewritten
