@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import orjson
@@ -19,6 +16,7 @@ from .config import Settings
 from .core import Policy, Verifier
 from .devtrust import ensure_framework
 from .edges import FileTrustSource, MemoryStatusSource
+from .files import write_atomically
 from .issuer_server import IssuerServer
 from .simulator import IssuerSimulator
 from .specs import load_region_specs, load_regions
@@ -127,16 +125,7 @@ def write_signed_demo_list(directory: Path, doc: dict) -> Path:
             return path
     except (OSError, ValueError):
         pass
-    # a temporary file of this call's own: the workers of ``serve --workers N`` start at once and
-    # each writes the list (the same bytes); with one shared temporary name the first rename took the
-    # file from under the second, whose worker then died at start-up
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(signed)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    # the workers of ``serve --workers N`` may write it at once (the same bytes): each through a
+    # temporary file of its own (a shared name let the first rename take it from under the second)
+    write_atomically(path, signed)
     return path

@@ -45,7 +45,19 @@ def holder_hmac(key: bytes, code_type: str, code: str) -> str:
     so the same digits under two types never collide. The code is normalised (trimmed,
     upper case: a citizen ID check character ``x`` equals ``X``).
     """
-    return HolderHasher(key)(code_type, code)
+    _check_key(key)
+    return hmac.digest(key, _holder_message(code_type, code), "sha256").hex()   # one C call for a one-off
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes | bytearray) or len(key) < HMAC_MIN_KEY_BYTES:
+        raise _bad(f"holder HMAC key must be at least {HMAC_MIN_KEY_BYTES} bytes")
+
+
+def _holder_message(code_type: str, code: str) -> bytes:
+    if not code_type or not code:
+        raise _bad("holder code type and code are required")
+    return f"{code_type.strip()}\x1f{code.strip().upper()}".encode()
 
 
 class HolderHasher:
@@ -56,15 +68,12 @@ class HolderHasher:
     __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes) -> None:
-        if not isinstance(key, bytes | bytearray) or len(key) < HMAC_MIN_KEY_BYTES:
-            raise _bad(f"holder HMAC key must be at least {HMAC_MIN_KEY_BYTES} bytes")
+        _check_key(key)
         self._keyed = hmac.new(bytes(key), digestmod=hashlib.sha256)
 
     def __call__(self, code_type: str, code: str) -> str:
-        if not code_type or not code:
-            raise _bad("holder code type and code are required")
         h = self._keyed.copy()
-        h.update(f"{code_type.strip()}\x1f{code.strip().upper()}".encode())
+        h.update(_holder_message(code_type, code))
         return h.hexdigest()
 
 

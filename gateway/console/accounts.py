@@ -9,15 +9,15 @@ the demo starts; they are hashed lazily on first use so building an app stays ch
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ..files import write_atomically
 
 ROLES = ("clerk", "supervisor", "admin")
 #: what each role may do in the console
@@ -103,15 +103,7 @@ def save_accounts(path: Path, accounts: Iterable[StaffAccount]) -> None:
     """Write atomically (temp file + rename), readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"staff": [a.to_dict() for a in sorted(accounts, key=lambda a: a.username)]}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".staff-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8"), mode=0o600)
 
 
 def add_account(path: Path, username: str, role: str, window: str, password: str,
