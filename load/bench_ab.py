@@ -2,10 +2,13 @@
 
     python load/bench_ab.py --b GATEWAY_AUDIT_ASYNC_FSYNC=false [--a KEY=VALUE,...] [--rate 3000]
                             [--seconds 6] [--pairs 5] [--workers 2] [--max-step 0] [--json FILE]
+    python load/bench_ab.py --b-python /tmp/venv-other/bin/python [--a-python ...]   # two interpreters
 
 What a setting does to the latency is smaller than this machine's drift over a minute, so one run
 of each side tells nothing. This starts both demo gateways at once (``--workers`` each, an empty
-audit trail of their own, the environment of ``--a`` / ``--b`` on top of the demo defaults), then
+audit trail of their own, the environment of ``--a`` / ``--b`` on top of the demo defaults, each on
+the interpreter of ``--a-python`` / ``--b-python``: another virtualenv with the project installed, by
+default this one), then
 alternates short open-loop runs (Poisson, ``--rate`` per second, ``--seconds`` each, the ES256
 corpus of load/bench_gateway.py) between them, A then B then B then A..., so drift hits both.
 Each run also resets and reads the workers' own histograms (load/worker_latency.py).
@@ -101,12 +104,18 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe(settings: str, python: str | None) -> str:
+    """A side as the table names it: its settings, and its interpreter when it is not this one."""
+    return " ".join(filter(None, (settings, f"python={python}" if python else "")))
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
 
 
 def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
     env = {"a": parse_env(args.a), "b": parse_env(args.b)}
+    python = {"a": args.a_python, "b": args.b_python}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, ExitStack() as stack:
         single_path, _ = make_corpora(Path(tmp), 10, 500)
         corpus = load_corpus(single_path)
@@ -114,7 +123,7 @@ def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
         for name in ("a", "b"):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            proc = start_gateway(port, args.workers, env[name])
+            proc = start_gateway(port, args.workers, env[name], python[name])
             pids = stack.enter_context(serving(proc, url, lambda p=proc: process_tree(p.pid)))
             sides[name] = {"url": url, "pids": pids, "token": oauth_token(url),
                            "operator": oauth_token(url, client_id=OPERATOR_CLIENT_ID, scope="admin"),
@@ -134,7 +143,7 @@ def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
                 s["max"].append(closed_max(s["url"], corpus, "verify", args.max_step, (32, 128), s["token"], s["pids"]))
                 log(f"    closed-loop max {name.upper()}: {s['max'][-1]['peak_rps']:.0f}/s")
     return {"rate": args.rate, "seconds": args.seconds, "pairs": args.pairs, "workers": args.workers,
-            "env_a": args.a, "env_b": args.b,
+            "env_a": describe(args.a, args.a_python), "env_b": describe(args.b, args.b_python),
             "a": {k: v for k, v in sides["a"].items() if k in ("open", "max")},
             "b": {k: v for k, v in sides["b"].items() if k in ("open", "max")}}
 
@@ -142,7 +151,9 @@ def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--a", default="", help="side A's settings, GATEWAY_X=v,GATEWAY_Y=w (default: the demo defaults)")
-    ap.add_argument("--b", required=True, help="side B's settings, as --a")
+    ap.add_argument("--b", default="", help="side B's settings, as --a")
+    ap.add_argument("--a-python", help="the interpreter side A runs on (a virtualenv's python; default this one)")
+    ap.add_argument("--b-python", help="the interpreter side B runs on, as --a-python")
     ap.add_argument("--rate", type=float, default=3000.0, help="open-loop arrivals per second (default 3000)")
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds per open-loop run (1..60, default 6)")
     ap.add_argument("--pairs", type=int, default=5, help="interleaved pairs (1..20, default 5)")
@@ -157,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_env(args.a), parse_env(args.b)
     except ValueError as exc:
         ap.error(str(exc))
+    if (args.a, args.a_python) == (args.b, args.b_python):
+        ap.error("the two sides are the same: give --b (settings) or --b-python (interpreter)")
+    for python in filter(None, (args.a_python, args.b_python)):
+        if not Path(python).is_file():
+            ap.error(f"--a-python / --b-python {python}: no such interpreter")
     result = run(args, lambda m: print(m, file=sys.stderr, flush=True))
     print(render(result))
     if args.json:

@@ -78,14 +78,16 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def start_gateway(port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_gateway(port: int, workers: int, env: dict[str, str] | None = None,
+                  python: str | None = None) -> subprocess.Popen[bytes]:
     """A demo gateway whose audit trail starts empty, in a file of its own (a benchmark must not
-    depend on what earlier runs left in var/audit.sqlite3, nor add to it)."""
+    depend on what earlier runs left in var/audit.sqlite3, nor add to it); ``python``: the
+    interpreter it runs on (another virtualenv's, for an A/B of interpreters), else this one."""
     import atexit
     import shutil
     import tempfile
 
-    cmd = [sys.executable, "-m", "gateway", "serve", "--demo", "--workers", str(workers), "--port", str(port)]
+    cmd = [python or sys.executable, "-m", "gateway", "serve", "--demo", "--workers", str(workers), "--port", str(port)]
     folder = tempfile.mkdtemp(prefix="bench-gateway-audit-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     audit = {"GATEWAY_AUDIT_PATH": str(Path(folder) / "audit.sqlite3")}

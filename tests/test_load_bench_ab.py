@@ -61,3 +61,22 @@ def test_the_machine_busy_time_grows_with_work_done() -> None:
     while time.process_time() - t < 0.3:
         pass
     assert machine_busy_seconds() - before >= 0.25
+
+
+def test_a_side_names_its_interpreter_when_it_is_not_this_one() -> None:
+    assert bench_ab.describe("", None) == ""
+    assert bench_ab.describe("", "/opt/venv/bin/python") == "python=/opt/venv/bin/python"
+    assert bench_ab.describe("GATEWAY_WORKERS=1", "/opt/venv/bin/python") == \
+        "GATEWAY_WORKERS=1 python=/opt/venv/bin/python"
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the two sides are the same"),
+    (["--a", "GATEWAY_X=1", "--b", "GATEWAY_X=1"], "the two sides are the same"),
+    (["--b-python", "/nonexistent/bin/python"], "no such interpreter"),
+])
+def test_a_run_whose_sides_cannot_differ_is_refused_before_starting(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_ab.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
