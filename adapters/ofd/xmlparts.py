@@ -322,6 +322,20 @@ def _plain_references(refs_text: str) -> list[Reference]:
     return out
 
 
+#: posixpath.dirname of a Signature.xml path, by that path: a package names one or two, the same on
+#: every licence one signer writes; pure path arithmetic (no licence data), bounded (cleared when full)
+_BASE_DIRS: dict[str, str] = {}
+
+
+def _base_dir(path: str) -> str:
+    hit = _BASE_DIRS.get(path)
+    if hit is None:
+        if len(_BASE_DIRS) >= 256:
+            _BASE_DIRS.clear()
+        hit = _BASE_DIRS[path] = posixpath.dirname(path)
+    return hit
+
+
 def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
     if not data.isascii() or b"]]>" in data:
         return None
@@ -342,7 +356,7 @@ def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
     signed_value = m["sv"].decode("ascii").strip()
     if not signed_value:
         return None
-    base = posixpath.dirname(path)
+    base = _base_dir(path)
     try:
         refs = _plain_references(m["refs"].decode("ascii"))
         if len(refs) > MAX_REFERENCES:
@@ -431,10 +445,11 @@ def parse_signature_datetime(value: str) -> datetime | None:
     if (len(value) == 19 and value[4] == value[7] == "-" and value[10] == " " and value[13] == value[16] == ":"
             and value.isascii() and (value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16]
                                      + value[17:]).isdigit()):
-        try:  # the common "%Y-%m-%d %H:%M:%S", without strptime; Beijing time is UTC+8 (no DST), so
-            # the UTC instant is the same fields read as UTC minus eight hours (as astimezone gives it)
-            return datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                            int(value[14:16]), int(value[17:]), tzinfo=timezone.utc) - _OFD_LOCAL_OFFSET
+        try:  # the common "%Y-%m-%d %H:%M:%S", without strptime: for exactly that shape (checked
+            # above: ASCII digits, fixed separators) fromisoformat reads the same fields in C, and raises
+            # ValueError on an impossible date or time as strptime does. Beijing time is UTC+8 (no
+            # DST), so the UTC instant is the same fields read as UTC minus eight hours (as astimezone)
+            return datetime.fromisoformat(value).replace(tzinfo=timezone.utc) - _OFD_LOCAL_OFFSET
         except ValueError:
             pass
     for fmt in _DT_FORMATS:
