@@ -67,6 +67,7 @@ from adapters.ofd.xmlparts import (
     parse_signature_datetime,
     parse_signature_xml,
     parse_signatures_xml,
+    path_memo,
 )
 from gateway import errors
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, OID_SM3, SM2PublicKey, sm2_sign, sm2_verify, sm3
@@ -181,18 +182,9 @@ _ZIP_LIMITS: dict[Limits, ZipLimits] = {}
 #: ``Envelope(...)`` / ``KeyRef(...)`` with every field positional
 _make_envelope = positional_builder(Envelope)
 _make_key_ref = positional_builder(KeyRef)
-#: package path of a Type=Sign signer certificate, by its Signature.xml path (path arithmetic on
-#: the few paths Signatures.xml names; bounded, cleared when full)
-_SIGNER_CERT_PATHS: dict[str, str] = {}
-
-
-def _signer_cert_path(signature_path: str) -> str:
-    hit = _SIGNER_CERT_PATHS.get(signature_path)
-    if hit is None:
-        if len(_SIGNER_CERT_PATHS) >= 256:
-            _SIGNER_CERT_PATHS.clear()
-        hit = _SIGNER_CERT_PATHS[signature_path] = posixpath.join(posixpath.dirname(signature_path), SIGNER_CERT_NAME)
-    return hit
+#: package path of a Type=Sign signer certificate, by its Signature.xml path
+_signer_cert_path = path_memo(lambda signature_path: posixpath.join(posixpath.dirname(signature_path),
+                                                                    SIGNER_CERT_NAME))
 
 
 def _bad(detail: str, reason=errors.SIGNATURE_INVALID) -> LicenceRejected:

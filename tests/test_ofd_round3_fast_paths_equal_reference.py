@@ -500,21 +500,21 @@ def test_odd_name_lists_fail_the_byte_searches(joined) -> None:
 
 # --- open(): signer certificate path memo, positional KeyRef --------------------------------------
 @pytest.mark.parametrize("path", ["Doc_0/Signs/Sign_0/Signature.xml", "Signature.xml", "a/b/c/Signature.xml"])
-def test_signer_certificate_path_equals_the_path_arithmetic(path, monkeypatch) -> None:
+def test_signer_certificate_path_equals_the_path_arithmetic(path) -> None:
     import posixpath
 
     from adapters import ofd_seal
-    monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
+    ofd_seal._signer_cert_path.items.clear()
     for _ in range(2):  # computed, then remembered
         assert ofd_seal._signer_cert_path(path) == posixpath.join(posixpath.dirname(path), "SignerCert.der")
 
 
-def test_signer_certificate_path_memo_stays_bounded(monkeypatch) -> None:
+def test_signer_certificate_path_memo_stays_bounded() -> None:
     from adapters import ofd_seal
-    monkeypatch.setattr(ofd_seal, "_SIGNER_CERT_PATHS", {})
+    ofd_seal._signer_cert_path.items.clear()
     for i in range(600):
         assert ofd_seal._signer_cert_path(f"Doc_{i}/Signature.xml") == f"Doc_{i}/SignerCert.der"
-        assert len(ofd_seal._SIGNER_CERT_PATHS) <= 256
+        assert len(ofd_seal._signer_cert_path.items) <= 256
 
 
 def test_envelope_key_ref_equals_the_dataclass_constructor(issued) -> None:

@@ -54,9 +54,19 @@ def test_other_shapes_still_read_by_the_format_list(value) -> None:
     assert got.astimezone(OFD_LOCAL_TZ).replace(tzinfo=None, microsecond=0) == dt.datetime(2026, 11, 27, 12, 0, 0)
 
 
-def test_base_dir_is_dirname_and_stays_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(xmlparts, "_BASE_DIRS", {})
+def test_base_dir_is_dirname_and_stays_bounded() -> None:
+    xmlparts._base_dir.items.clear()
     paths = [f"Doc_{i}/Signs/Sign_{i}/Signature.xml" for i in range(300)] + ["Signature.xml", "a/b/"]
     for path in paths + paths:
         assert xmlparts._base_dir(path) == posixpath.dirname(path)
-        assert len(xmlparts._BASE_DIRS) <= 256
+        assert len(xmlparts._base_dir.items) <= 256
+    assert xmlparts._base_dir.items   # it remembers
+
+
+def test_a_path_memo_derives_once_per_path_until_full() -> None:
+    calls: list[str] = []
+    memo = xmlparts.path_memo(lambda p: calls.append(p) or p.upper(), size=3)
+    assert [memo(p) for p in ("a", "b", "a", "b")] == ["A", "B", "A", "B"]
+    assert calls == ["a", "b"]
+    memo("c"), memo("d")          # full at 3: cleared, then d
+    assert calls == ["a", "b", "c", "d"] and list(memo.items) == ["d"]

@@ -14,7 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Final
+from typing import Callable, Final
 
 from adapters.ofd.errors import OfdStructureError, UnsafeEntryNameError
 from gateway.model import positional_builder
@@ -322,18 +322,27 @@ def _plain_references(refs_text: str) -> list[Reference]:
     return out
 
 
-#: posixpath.dirname of a Signature.xml path, by that path: a package names one or two, the same on
-#: every licence one signer writes; pure path arithmetic (no licence data), bounded (cleared when full)
-_BASE_DIRS: dict[str, str] = {}
+def path_memo(derive: Callable[[str], str], size: int = 256) -> Callable[[str], str]:
+    """``derive`` remembered by path: for pure path arithmetic on the few package paths a
+    Signatures.xml names (the same on every licence one signer writes; no licence data is kept).
+    A hit is one dict read; the dict (``.items`` of the returned function) is cleared when it
+    holds ``size``."""
+    items: dict[str, str] = {}
+
+    def memo(path: str) -> str:
+        hit = items.get(path)
+        if hit is None:
+            if len(items) >= size:
+                items.clear()
+            hit = items[path] = derive(path)
+        return hit
+
+    memo.items = items  # type: ignore[attr-defined]
+    return memo
 
 
-def _base_dir(path: str) -> str:
-    hit = _BASE_DIRS.get(path)
-    if hit is None:
-        if len(_BASE_DIRS) >= 256:
-            _BASE_DIRS.clear()
-        hit = _BASE_DIRS[path] = posixpath.dirname(path)
-    return hit
+#: the folder of a Signature.xml path (its References are resolved against it)
+_base_dir = path_memo(posixpath.dirname)
 
 
 def _parse_signature_xml_plain(data: bytes, path: str) -> SignatureXml | None:
