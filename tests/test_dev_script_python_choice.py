@@ -1,8 +1,8 @@
 """./dev: which interpreter the virtualenv is made from (``./dev python`` prints it).
 
-The distribution's /usr/bin/python3 comes first when it is 3.11 or newer (a PGO + LTO build with
-libpython linked in: README, "Which Python"); ``PYTHON`` overrides the choice; an interpreter older
-than 3.11 is never chosen."""
+The distribution's python3.11, then its python3 when that is 3.11 or newer, come first (PGO + LTO
+builds with libpython linked in: README, "Which Python"); ``PYTHON`` overrides the choice; an
+interpreter older than 3.11 is never chosen."""
 
 from __future__ import annotations
 
@@ -28,15 +28,13 @@ def test_python_overrides_the_choice() -> None:
 
 
 def test_the_distribution_interpreter_comes_first_when_it_is_recent_enough() -> None:
-    system = Path("/usr/bin/python3")
-    ok = system.exists() and subprocess.run(
-        [str(system), "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
-        capture_output=True).returncode == 0
-    line = dev_python({})
-    if ok:
-        assert line.startswith("/usr/bin/python3 -> ")
-    else:
-        assert line.startswith("python3 -> ")
+    def usable(path: str) -> bool:
+        return Path(path).exists() and subprocess.run(
+            [path, "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
+            capture_output=True).returncode == 0
+
+    expected = next((p for p in ("/usr/bin/python3.11", "/usr/bin/python3") if usable(p)), "python3")
+    assert dev_python({}).startswith(f"{expected} -> ")
 
 
 def test_an_interpreter_older_than_3_11_is_passed_over(tmp_path: Path) -> None:
