@@ -146,3 +146,55 @@ async def test_a_lone_append_after_a_quiet_spell_commits_at_once_and_a_burst_jus
     finally:
         await sink.close()
     assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 4
+
+
+async def test_a_garbled_answer_fails_the_waiting_appends_and_the_writer_is_not_trusted_again(tmp_path: Path):
+    sink = await open_sink(tmp_path / "audit.db")
+    try:
+        await sink.append(event(1))
+        pid = sink.writer_pid
+        os.kill(pid, signal.SIGSTOP)                  # its real answer cannot come first
+        pending = asyncio.ensure_future(sink.append(event(2)))
+        await asyncio.sleep(0.05)
+        sink._pipes.pipe_data_received(1, frame({"ok": "not a list of groups"}))
+        with pytest.raises(InfrastructureError) as exc:
+            await pending
+        assert exc.value.reason is AUDIT_UNAVAILABLE and "bad answer" in exc.value.detail
+        assert not sink.alive
+        await wait_until(lambda: sink._transport.get_returncode() is not None)   # killed
+        with pytest.raises(InfrastructureError):
+            await sink.append(event(3))
+    finally:
+        await sink.close()
+
+
+class _Answers:
+    """Stands for the sink: what the pipe protocol hands over."""
+
+    def __init__(self) -> None:
+        self.docs: list[object] = []
+        self.lost: list[str] = []
+
+    def _answer(self, doc: object) -> None:
+        self.docs.append(doc)
+
+    def _lost(self, why: str) -> None:
+        self.lost.append(why)
+
+
+async def test_answer_frames_are_cut_alike_however_the_pipe_splits_them() -> None:
+    from gateway.audit.sqlite_process import _WriterPipes
+
+    docs = [{"ready": True}, {"ok": [[1, [[1, "a" * 64]], []]]}, {"failed": [2, 3], "error": "x"},
+            {"ok": [[4, [[2, "b" * 64], [3, "c" * 64]], ["receipt"]]]}]
+    stream = b"".join(frame(d) for d in docs)
+    for size in (1, 2, 3, 5, 7, 64, len(stream)):
+        answers = _Answers()
+        pipes = _WriterPipes(answers)  # type: ignore[arg-type]
+        for i in range(0, len(stream), size):
+            pipes.pipe_data_received(1, stream[i:i + size])
+            pipes.pipe_data_received(2, b"stderr is not read")
+        assert pipes.first.result() == docs[0]          # the set-up answer, then the rest in order
+        assert answers.docs == docs[1:] and not answers.lost and not pipes.buf, size
+    pipes.pipe_connection_lost(1, None)
+    assert answers.lost == ["the audit writer process exited"]
