@@ -92,3 +92,30 @@ def test_bad_base64_check_value_reads_as_none_on_both_paths(simulated) -> None:
     fast = _parse_signature_xml_plain(data, PATH)
     assert fast is not None and fast == _parse_signature_xml_tree(data, PATH)
     assert fast.references[0].check_value is None
+
+
+def _first_check_value(data: bytes) -> bytes:
+    start = data.index(b"<ofd:CheckValue>") + len(b"<ofd:CheckValue>")
+    return data[start:data.index(b"<", start)]
+
+
+@pytest.mark.parametrize("padding_attack", ["one_pad_too_many", "lone_pad", "pad_in_the_middle", "data_after_pad",
+                                            "two_pads_too_many"])
+@pytest.mark.parametrize("region", ["310000", "500102"])
+def test_badly_padded_check_value_has_no_value_on_the_fast_path_as_in_the_tree(simulated, region,
+                                                                               padding_attack) -> None:
+    """A CheckValue padded wrongly decodes to nothing in the reference reader (``b64decode`` with
+    ``validate=True``: strict mode on Python 3.11); the fast path must not read a digest out of it
+    (it did before session 16, with ``a2b_base64`` in its lenient mode)."""
+    data = simulated[region]
+    value = _first_check_value(data)            # an SM3 digest: 44 characters, ending in one "="
+    assert value.endswith(b"=") and not value.endswith(b"==")
+    bad = {"one_pad_too_many": value + b"=", "lone_pad": b"=", "pad_in_the_middle": value[:20] + b"=" + value[20:],
+           "data_after_pad": value + b"AA", "two_pads_too_many": value + b"=="}[padding_attack]
+    tampered = data.replace(b">" + value + b"<", b">" + bad + b"<", 1)
+    fast = _parse_signature_xml_plain(tampered, PATH)
+    tree = _parse_signature_xml_tree(tampered, PATH)
+    assert tree.references[0].check_value is None           # the reference reader: no value
+    assert fast is None or fast == tree                      # the fast path: the same, or the tree decides
+    assert parse_signature_xml(tampered, PATH) == tree
+    assert tree.references[1:] == _parse_signature_xml_tree(data, PATH).references[1:]

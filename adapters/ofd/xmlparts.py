@@ -273,8 +273,17 @@ _XML_ATTR_NAME = re.compile(r"(?:^|[ \t\n])[Xx][Mm][Ll]")
 
 
 _PLAIN_REFERENCE_TEXT = re.compile(r'FileRef="([^"]+)"[ \t\n]*>[ \t\r\n]*<[^>]+>([^<]*)<')
-#: what ``base64.b64decode(value, validate=True)`` lets through to ``binascii.a2b_base64``
+#: base64 text as the References' fast regular expression takes it (``_NORMAL_REFERENCE_TEXT``)
 _B64_VALIDATE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _b64_strict(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)``, as the ElementTree reader decodes a CheckValue: on
+    Python 3.11 that is ``a2b_base64`` in strict mode, which also refuses superfluous or misplaced
+    padding (``...Po==`` where one "=" is due, a lone "="), not only characters outside the alphabet.
+    Before session 16 the fast paths decoded without strict mode and read such a value as its
+    digest where the reference reader found none."""
+    return binascii.a2b_base64(text, strict_mode=True)
 #: an absolute location :func:`resolve` returns unchanged but for the slash (plain segments, none
 #: starting with a dot: no '', '.', '..')
 _NORMAL_ABS = re.compile(r"/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
@@ -295,7 +304,7 @@ def _plain_references(refs_text: str) -> list[Reference]:
     # in the plain shape each Reference has exactly four tags and its texts no "<": when every one
     # of them is normal, the locations need no resolve() and the values no strip() (same answers)
     if len(normal) << 2 == refs_text.count("<"):
-        a2b, make = binascii.a2b_base64, _make_reference
+        a2b, make = _b64_strict, _make_reference
         try:
             return [make(file_ref, file_ref[1:], a2b(check)) for file_ref, check in normal]
         except binascii.Error:  # e.g. bad padding: as base64.b64decode(validate=True), no value
@@ -308,15 +317,13 @@ def _plain_references(refs_text: str) -> list[Reference]:
                 out.append(make(file_ref, file_ref[1:], None))
         return out
     out = []
-    abs_ok, b64_ok, a2b = _NORMAL_ABS.fullmatch, _B64_VALIDATE.fullmatch, binascii.a2b_base64
+    abs_ok = _NORMAL_ABS.fullmatch
     for file_ref, check in _PLAIN_REFERENCE_TEXT.findall(refs_text):
         check = check.strip()
-        value: bytes | None = None
-        if b64_ok(check) is not None:
-            try:
-                value = a2b(check)
-            except binascii.Error:
-                value = None
+        try:
+            value: bytes | None = _b64_strict(check)
+        except binascii.Error:   # outside the alphabet, or padded wrongly: no value, as the tree reader
+            value = None
         out.append(_make_reference(file_ref, file_ref[1:] if abs_ok(file_ref) is not None else resolve("", file_ref),
                                    value))
     return out
