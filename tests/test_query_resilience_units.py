@@ -281,3 +281,12 @@ def test_xml_answer_with_a_region_error_code_is_an_error():
         parse_xml_answer(b"<QueryResponse><ResultCode>E101</ResultCode></QueryResponse>")
     assert parse_xml_answer(b'<QueryResponse><ResultCode>0</ResultCode><Licences><Licence encoding="utf-8">'
                             b"abc</Licence></Licences></QueryResponse>") == [b"abc"]
+
+
+@pytest.mark.parametrize("encoding", ["TF-8", "rot13", "UTF-32", "idna", "x-user-defined"])
+def test_xml_answer_declaring_an_unreadable_encoding_is_an_upstream_failure(encoding):
+    """Before session 16 ElementTree's LookupError / ValueError escaped as a crash of the query."""
+    answer = (f'<?xml version="1.0" encoding="{encoding}"?><QueryResponse><ResultCode>0</ResultCode>'
+              "<Licences></Licences></QueryResponse>").encode("ascii")
+    with pytest.raises(UpstreamFailure, match="encoding"):
+        parse_xml_answer(answer)

@@ -34,6 +34,9 @@ def parse_xml(data: bytes, what: str) -> ET.Element:
         return ET.fromstring(data)
     except ET.ParseError as exc:
         raise OfdStructureError(f"{what} is not well-formed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:  # an encoding expat cannot read: unknown ("TF-8"), not a text
+        # codec ("rot13"), multi-byte ("UTF-32") -- a defect of the package, not of this gateway
+        raise OfdStructureError(f"{what} declares an XML encoding that cannot be read: {exc}") from None
 
 
 _LOCAL_NAMES: dict[str, str] = {}  # tag -> local name (tags are few and recur; bounded)

@@ -193,6 +193,8 @@ def parse_xml_answer(raw: bytes) -> list[bytes]:
         root = ET.fromstring(raw)
     except ET.ParseError:
         raise UpstreamFailure("malformed XML answer") from None
+    except (LookupError, ValueError):   # an encoding expat cannot read ("TF-8", "rot13", "UTF-32")
+        raise UpstreamFailure("XML answer in an encoding that cannot be read") from None
     if root.tag != "QueryResponse" or root.findtext("ResultCode") != "0":
         raise UpstreamFailure(f"region result code {root.findtext('ResultCode')!r}")
     container = root.find("Licences")
