@@ -21,6 +21,12 @@ machine's (every CPU busy, the load generator and the kernel's threads included:
 by a kernel worker for Linux AIO counts only there); errors.
 ``--max-step S`` also finds each side's closed-loop maximum (steps of S seconds at 32 and 128 in
 flight), alternately, once per pair. Only loopback; every run is bounded by ``--seconds``.
+
+Both sides must answer the corpus alike: answers whose verdict is not the expected one are counted
+per side ("wrong verdicts"), and with any the table says NOT COMPARABLE and the exit status is 1.
+An interpreter of another checkout runs that checkout's gateway, with its own ``var/demo`` trust
+framework, which signed none of this corpus: give it ``GATEWAY_VAR_DIR`` of this one (a wrapper
+script as ``--b-python``), or every licence is "invalid" there, and cheaper.
 """
 
 from __future__ import annotations
@@ -55,7 +61,15 @@ FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("server CPU us/req", ("server_cpu_us_per_request",)),
     ("machine CPU us/req", ("machine_cpu_us_per_request",)),
     ("errors", ("errors",)),
+    ("wrong verdicts", ("mismatched",)),
 )
+
+
+def wrong_verdicts(result: dict[str, Any]) -> dict[str, int]:
+    """Answers per side whose verdict differs from the corpus's expected one. A side that answers
+    otherwise -- e.g. an interpreter of another checkout, whose demo trust framework signs nothing
+    of this corpus, so every licence is "invalid" and cheap -- measures other work: no comparison."""
+    return {side: int(sum(r.get("mismatched") or 0 for r in result[side]["open"])) for side in ("a", "b")}
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -101,6 +115,11 @@ def render(result: dict[str, Any]) -> str:
         per = "  ".join(f"{x['peak_rps']:.0f}/{y['peak_rps']:.0f}" for x, y in zip(a["max"], b["max"]))
         lines.append(f"  {'closed-loop max /s':<20} {median_of(a['max'], ('peak_rps',)):>11.0f} "
                      f"{median_of(b['max'], ('peak_rps',)):>11.0f}   {per}")
+    for side, n in wrong_verdicts(result).items():
+        if n:
+            lines.append(f"  NOT COMPARABLE: side {side.upper()} gave {n} answers whose verdict is not the corpus's "
+                         "expected one (another trust framework? an interpreter of another checkout uses that "
+                         "checkout's var/demo: give it GATEWAY_VAR_DIR)")
     return "\n".join(lines)
 
 
@@ -177,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(result))
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    return 0
+    return 1 if any(wrong_verdicts(result).values()) else 0
 
 
 if __name__ == "__main__":

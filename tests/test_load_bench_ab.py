@@ -80,3 +80,18 @@ def test_a_run_whose_sides_cannot_differ_is_refused_before_starting(argv, messag
         bench_ab.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_side_answering_other_verdicts_makes_the_run_not_comparable() -> None:
+    """Seen in session 16: a checkout's gateway on another trust framework answered every licence
+    'invalid', and cheaper -- the table alone looked like a faster side B."""
+    good, wrong = {**_run(9.0, 300, 5.0), "mismatched": 0}, {**_run(8.0, 200, 4.0), "mismatched": 3100}
+    result = {"rate": 800.0, "seconds": 6.0, "pairs": 1, "workers": 1, "env_a": "", "env_b": "python=/tmp/other",
+              "a": {"open": [good], "max": []}, "b": {"open": [wrong], "max": []}}
+    assert bench_ab.wrong_verdicts(result) == {"a": 0, "b": 3100}
+    text = bench_ab.render(result)
+    row = next(line for line in text.splitlines() if "wrong verdicts" in line)
+    assert row.split()[2:4] == ["0.0", "3100"]
+    assert "NOT COMPARABLE: side B gave 3100 answers" in text and "side A" not in text
+    result["b"]["open"] = [_run(8.0, 200, 4.0)]
+    assert bench_ab.wrong_verdicts(result) == {"a": 0, "b": 0} and "NOT COMPARABLE" not in bench_ab.render(result)
