@@ -50,6 +50,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _group_alive(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that have not exited (a zombie has: its sockets are closed)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:   # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()   # after "pid (comm) ": state, ppid, pgrp...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
+    """Until every process of the killed group has exited. Waiting for the serving process alone let
+    a restart race the demo-regions child: SIGKILLed, but not yet dead (e.g. in a disk write), it
+    still held its port, and the new one could not bind it (seen in session 16)."""
+    deadline = time.monotonic() + timeout
+    while (left := _group_alive(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, f"processes {left} of the killed group {pgid} still alive after {timeout} s"
+
+
 class Gateway:
     """One ``serve --demo`` subprocess group; killed with SIGKILL and restarted on demand."""
 
@@ -72,6 +98,7 @@ class Gateway:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=30)
+        wait_group_gone(self.proc.pid)
         self.proc = None
 
     async def wait_serving(self, session: aiohttp.ClientSession, body: dict[str, Any], headers: dict[str, str],
