@@ -290,3 +290,16 @@ def test_xml_answer_declaring_an_unreadable_encoding_is_an_upstream_failure(enco
               "<Licences></Licences></QueryResponse>").encode("ascii")
     with pytest.raises(UpstreamFailure, match="encoding"):
         parse_xml_answer(answer)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_xml_answer_in_utf16_or_utf32_cannot_smuggle_a_dtd_past_the_dtd_check(codec):
+    """In UTF-16 the bytes of "<!DOCTYPE" are not b"<!DOCTYPE": the byte search missed it, and expat
+    would read the DTD (a billion-laughs subset costs CPU before expat's own limit stops it)."""
+    laughs = ('<?xml version="1.0" encoding="%s"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+              '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+              "<QueryResponse><ResultCode>0</ResultCode><Licences>&b;</Licences></QueryResponse>" % codec.upper())
+    raw = laughs.encode(codec)
+    assert b"<!DOCTYPE" not in raw
+    with pytest.raises(UpstreamFailure, match="ASCII-compatible"):
+        parse_xml_answer(raw)

@@ -187,6 +187,8 @@ class XmlClient:
 
 
 def parse_xml_answer(raw: bytes) -> list[bytes]:
+    if b"\x00" in raw:   # UTF-16 / UTF-32 (which expat reads) would hide a DTD from the byte search below
+        raise UpstreamFailure("XML answer not in an ASCII-compatible encoding such as UTF-8 (or holding a NUL byte)")
     if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
         raise UpstreamFailure("XML answer with a DTD or entity declaration refused")
     try:
