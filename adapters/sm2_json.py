@@ -37,7 +37,7 @@ import orjson
 
 from gateway import errors
 from gateway.crypto.sm2 import sm2_sign, sm2_verify
-from gateway.errors import LicenceRejected
+from gateway.errors import LicenceRejected, shown
 from gateway.model import positional_builder
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
@@ -98,7 +98,10 @@ def parse_signing_time(value: Any, field: str) -> datetime:
         raise LicenceRejected(errors.MALFORMED, f"signing time {field} = {value!r} is not ISO 8601") from None
     if when.tzinfo is None:
         raise LicenceRejected(errors.MALFORMED, f"signing time {field} = {value!r} carries no UTC offset")
-    return when.astimezone(timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+08:00: its UTC instant falls before year 1 (or after 9999)
+        raise LicenceRejected(errors.MALFORMED, f"signing time {field} = {value!r} is out of range") from None
 
 
 def decode_signature_value(value: Any) -> bytes:
@@ -125,7 +128,7 @@ def signature_block(spec: RegionSpec, key: SigningKey, signature: bytes) -> dict
 def key_ref_from(block: Mapping[str, Any]) -> KeyRef:
     """KeyRef from a signature block (JSON object or XML attributes)."""
     if block.get("alg", ALG) != ALG:
-        raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED, f"signature alg {block.get('alg')!r} is not {ALG}")
+        raise LicenceRejected(errors.ALGORITHM_NOT_ALLOWED, f"signature alg {shown(block.get('alg'))} is not {ALG}")
     region, serial, kid = block.get("region"), block.get("serial"), block.get("kid")
     for name, value in (("region", region), ("serial", serial), ("kid", kid)):
         if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
@@ -168,7 +171,7 @@ class Sm2JsonFamily:
         if not isinstance(doc, dict):
             raise LicenceRejected(errors.MALFORMED, "SM2-JSON licence must be a JSON object")
         if doc.get("format") != FORMAT_TAG:
-            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"format {doc.get('format')!r} is not {FORMAT_TAG}")
+            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"format {shown(doc.get('format'))} is not {FORMAT_TAG}")
         unknown = set(doc) - {"format", "data", "signature"}
         if unknown:
             raise LicenceRejected(errors.MALFORMED, f"unknown top-level member(s) {sorted(unknown)}")

@@ -533,7 +533,8 @@ def _normalise_checked(raw: Mapping[str, Any], spec: RegionSpec, type_names: Map
         status_index = None
     elif isinstance(index_raw, int) and not isinstance(index_raw, bool) and index_raw >= 0:
         status_index = index_raw
-    elif isinstance(index_raw, str) and index_raw.isdigit() and len(index_raw) < 12:
+    elif isinstance(index_raw, str) and index_raw.isascii() and index_raw.isdigit() and len(index_raw) < 12:
+        # ASCII digits only, as on the fast path: str.isdigit() is also true of "²" or "①", which int() refuses
         status_index = int(index_raw)
     else:
         raise LicenceRejected(errors.FIELD_INVALID, "status index must be a non-negative integer")

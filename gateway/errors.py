@@ -134,6 +134,17 @@ TRUST_LIST_REFUSED = _r("TRUST_LIST_REFUSED",
                         "请核对信任列表的签名、版本号和有效期后重新发布。", status=409)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value taken from presented (untrusted) data, as a rejection's detail may quote it: the repr of
+    a scalar (a string cut at ``limit`` characters), only the kind of an array or object -- whose repr
+    could be megabytes long, or raise RecursionError when nested as deep as a JSON parser reads (~1,000)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}..."
+    return {dict: "an object", list: "an array"}.get(type(value), f"a {type(value).__name__}")
+
+
 class GatewayError(Exception):
     """Base of everything the gateway raises on purpose."""
 

@@ -71,7 +71,7 @@ def mod37_36_valid(data_with_check: str) -> bool:
 # --- GB/T 36904 licence identifier ----------------------------------------------------
 _ID_RE = re.compile(
     r"^1\.2\.156\.3005\.2\.(?P<type>[0-9A-Z]{21})\.(?P<issuer>[0-9A-Z]{18})\."
-    r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>\d{3})\.(?P<check>[0-9A-Z])$"
+    r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])$"
 )
 
 
@@ -102,7 +102,9 @@ def parse_licence_identifier(text: str) -> LicenceIdentifier:
 
 _TYPE_CODE_RE = re.compile(r"[0-9A-Z]{21}")
 _ISSUER_CODE_RE = re.compile(r"[0-9A-Z]{18}")
-_ID_TAIL_RE = re.compile(r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>\d{3})\.(?P<check>[0-9A-Z])$")
+#: the version is three ASCII digits: ``\d`` would also match other scripts' digits ("٠٠١"), which the
+#: MOD 37,36 alphabet does not hold (a ValueError where a non-matching identifier is due)
+_ID_TAIL_RE = re.compile(r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])$")
 
 
 @lru_cache(maxsize=4096)

@@ -90,12 +90,12 @@ def load_certificate(data: bytes) -> CertInfo:
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
             der = x509.load_pem_x509_certificate(data).public_bytes(_DER)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             der = _pem_to_der(data)
     try:
         cert = x509.load_der_x509_certificate(der)
         spki_oid = cert.public_key_algorithm_oid.dotted_string
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion (version 91, say) is no ValueError
         raise ValueError(f"not an X.509 certificate: {exc}") from None
     if spki_oid == "1.2.840.10045.2.1" and _is_sm2_curve(cert):
         return _load_sm2(der)
@@ -111,13 +111,17 @@ def load_certificate(data: bytes) -> CertInfo:
         alg = "EdDSA"
     else:
         raise ValueError(f"key type {type(key).__name__} not allowed")
+    try:  # the extensions are parsed here, all at once; their errors are not all ValueErrors
+        extensions = cert.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise ValueError(f"certificate extensions unreadable: {exc}") from None
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        bc = extensions.get_extension_for_class(x509.BasicConstraints).value
         is_ca = bc.ca
     except x509.ExtensionNotFound:
         is_ca = False
     try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        ku = extensions.get_extension_for_class(x509.KeyUsage).value
         digital_signature = ku.digital_signature
     except x509.ExtensionNotFound:
         digital_signature = False

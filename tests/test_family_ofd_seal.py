@@ -9,8 +9,10 @@ import zipfile
 import pytest
 
 from adapters import FAMILIES, Limits, detect
+from adapters.ofd.xmlparts import parse_signature_datetime
 from adapters.ofd_seal import DATA_PART
 from gateway.core import Policy, Verifier
+from gateway.crypto.sm2 import sm2_sign
 
 from .conftest import NOW
 
@@ -135,3 +137,43 @@ def test_ofd_larger_than_licence_limit_uses_zip_limits_not_licence_limit(world):
     data = issue(world).data
     assert len(data) > 1024
     assert verify(world, data, small).verdict.value == "valid"
+
+
+def test_zip_entry_needing_a_newer_zip_version_than_the_reader_is_unsupported_format(world):
+    # "version needed to extract" 6.7 in the central directory: zipfile raises NotImplementedError while
+    # opening the package (was indeterminate / INTERNAL)
+    data = bytearray(issue(world).data)
+    data[data.index(b"PK\x01\x02") + 6] = 67
+    result = verify(world, bytes(data))
+    assert result.verdict.value == "invalid" and result.reason_codes == ("UNSUPPORTED_FORMAT",)
+    assert "zip file version 6.7" in result.reasons[0].detail
+
+
+@pytest.mark.parametrize("when", ["0001-01-01 00:00:00", "0001-01-01 07:59:59", "00010101000000", "0001-01-01T00:00:00"])
+def test_type_sign_signature_time_before_year_one_in_utc_is_unreadable_not_an_internal_error(world, when):
+    # Beijing time whose UTC instant falls before year 1: was OverflowError -> indeterminate / INTERNAL; now
+    # unreadable, as parse_signature_datetime answers for any value it cannot read
+    assert parse_signature_datetime(when) is None
+    path, signed_value = "Doc_0/Signs/Sign_0/Signature.xml", "Doc_0/Signs/Sign_0/SignedValue.dat"
+    data = issue(world, SIGN_REGION).data
+    sig_xml = zipfile.ZipFile(io.BytesIO(data)).read(path)
+    start = sig_xml.index(b"SignatureDateTime>") + len(b"SignatureDateTime>")
+    altered = sig_xml[:start] + when.encode() + sig_xml[sig_xml.index(b"<", start):]
+    result = verify(world, rezip(data, {path: altered}))
+    assert result.verdict.value == "invalid" and result.reason_codes == ("SIGNATURE_INVALID",)
+    key = world.material[SIGN_REGION].issuers[-1].private_key  # the same, genuinely signed: no signing time
+    result = verify(world, rezip(data, {path: altered, signed_value: sm2_sign(key, altered)}))
+    assert "INTERNAL" not in result.reason_codes and result.signing_time is None
+
+
+@pytest.mark.parametrize("region", [SEAL_REGION, SIGN_REGION])
+def test_signer_certificate_with_x509_version_91_is_malformed(world, region):
+    # cryptography's InvalidVersion is no ValueError: it escaped load_certificate (indeterminate / INTERNAL)
+    version_3, version_91 = b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x5b"
+    part = "Doc_0/Signs/Sign_0/" + ("SignerCert.der" if region == SIGN_REGION else "SignedValue.dat")
+    data = issue(world, region).data
+    content = zipfile.ZipFile(io.BytesIO(data)).read(part)
+    assert version_3 in content
+    result = verify(world, rezip(data, {part: content.replace(version_3, version_91)}))
+    assert result.verdict.value == "invalid" and result.reason_codes == ("MALFORMED",)
+    assert "91 is not a valid X509 version" in result.reasons[0].detail

@@ -121,3 +121,30 @@ def test_oversized_document_is_malformed(world):
     with pytest.raises(LicenceRejected) as exc:
         FAMILY.open(b'{"format":"elicence-sm2-json/1"' + b" " * 300_000 + b"}", Limits())
     assert exc.value.code == "MALFORMED"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+08:00", "0001-01-01T07:59:59+14:00", "9999-12-31T23:59:59-12:00"])
+def test_signing_time_whose_utc_instant_falls_outside_years_1_to_9999_is_malformed(world, when):
+    # a valid ISO 8601 text whose conversion to UTC overflows datetime: was OverflowError -> indeterminate / INTERNAL
+    doc = orjson.loads(issue(world).data)
+    doc["data"]["qmsj"] = when
+    for data in (orjson.dumps(doc), resign(world, PINYIN_REGION, doc)):  # altered, and genuinely signed
+        result = verify(world, data)
+        assert result.verdict.value == "invalid" and result.reason_codes == ("MALFORMED",)
+        assert "out of range" in result.reasons[0].detail
+
+
+DEEP_ARRAY = b"[" * 1020 + b"]" * 1020  # as deep as orjson reads (1,024); deeper than repr() recurses
+
+
+@pytest.mark.parametrize("member, reason", [(b'"SM2-with-SM3"', "ALGORITHM_NOT_ALLOWED"),
+                                            (b'"' + FORMAT_TAG.encode() + b'"', "UNSUPPORTED_FORMAT")])
+def test_signature_alg_or_format_nested_a_thousand_deep_is_rejected_not_an_internal_error(world, member, reason):
+    # the rejection's detail quoted the value with repr(), which raised RecursionError (indeterminate / INTERNAL)
+    doc = orjson.loads(issue(world).data)
+    doc["data"]["note"] = FORMAT_TAG  # the format tag elsewhere: still sniffed as SM2-JSON
+    text = orjson.dumps(doc)
+    assert text.count(member) >= 1
+    result = verify(world, text.replace(member, DEEP_ARRAY, 1))
+    assert result.verdict.value == "invalid" and result.reason_codes == (reason,)
+    assert "an array" in result.reasons[0].detail

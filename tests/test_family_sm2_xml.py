@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import pytest
 
 from adapters import FAMILIES, Limits, detect
-from adapters.sm2_json import canonical_bytes
+from adapters.sm2_json import canonical_bytes, signature_block
+from adapters.sm2_xml import NS, ROOT, data_from_element, data_xml, parse_hardened, prolog
+from gateway.crypto.sm2 import sm2_sign
 from gateway.errors import LicenceRejected
 
 from .conftest import NOW
@@ -95,3 +100,50 @@ def test_bytes_invalid_in_declared_encoding_are_malformed(world):
     with pytest.raises(LicenceRejected) as exc:
         FAMILY.open(data, Limits())
     assert exc.value.code == "MALFORMED"
+
+
+def resigned(world, region: str, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """A licence of ``region`` whose fields ``change`` alters, then genuinely signed by the region's
+    key (as a buggy issuer would sign it): it reaches the checks after the signature."""
+    fields = data_from_element(parse_hardened(issue(world, region).data)[0], "licence")
+    change(fields)
+    spec, key = world.specs[region], world.material[region].issuers[-1]
+    signature = sm2_sign(key.private_key, canonical_bytes(fields), der=spec.options["signature_encoding"] != "raw")
+    block = signature_block(spec, key, signature)
+    value = block.pop("value")
+    attrs = "".join(f" {k}={quoteattr(v)}" for k, v in block.items())
+    return (prolog(spec.text_encoding) + f'<{ROOT} xmlns="{NS}">' + data_xml(fields)
+            + f"<SignatureValue{attrs}>{value}</SignatureValue></{ROOT}>").encode(spec.text_encoding)
+
+
+def test_resigned_helper_makes_a_valid_licence(world):
+    assert verify(world, resigned(world, GB_REGION, lambda fields: None)).verdict.value == "valid"
+
+
+@pytest.mark.parametrize("index", ["²", "①", "¹²", "١", "１"])
+def test_status_index_in_digits_other_than_ascii_is_field_invalid(world, index):
+    # str.isdigit() is true of "²" and "①", which int() refuses: was ValueError -> indeterminate / INTERNAL
+    # ("١" and "１", which int() reads, were taken as index 1; the fast path already refused them)
+    name = world.specs[GB_REGION].fields["status_index"]
+    result = verify(world, resigned(world, GB_REGION, lambda fields: fields.__setitem__(name, index)))
+    assert result.verdict.value == "invalid" and result.reason_codes == ("FIELD_INVALID",)
+    assert "status index" in result.reasons[0].detail
+
+
+@pytest.mark.parametrize("digits", ["٠٠١", "００１", "𝟎𝟎𝟏"])
+def test_identifier_version_in_digits_other_than_ascii_is_identifier_invalid(world, digits):
+    # the identifier pattern's \d took other scripts' digits, which MOD 37,36 has no value for: was
+    # ValueError -> indeterminate / INTERNAL
+    name = world.specs[GB_REGION].fields["identifier"]
+
+    def change(fields):
+        fields[name] = fields[name][:-5] + digits + fields[name][-2:]  # <serial>.<version>.<check>
+
+    result = verify(world, resigned(world, GB_REGION, change))
+    assert result.verdict.value == "invalid" and result.reason_codes == ("IDENTIFIER_INVALID",)
+
+
+def test_signing_time_whose_utc_instant_is_before_year_one_is_malformed(world):
+    data = resigned(world, GB_REGION, lambda fields: fields.__setitem__("qmsj", "0001-01-01T00:00:00+08:00"))
+    result = verify(world, data)
+    assert result.verdict.value == "invalid" and result.reason_codes == ("MALFORMED",)

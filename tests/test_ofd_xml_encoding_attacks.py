@@ -51,3 +51,27 @@ async def test_over_http_an_unreadable_encoding_is_an_invalid_licence_answer(api
     assert answer["verdict"] == "invalid"
     assert [r["code"] for r in answer["reasons"]] == ["MALFORMED"]
     assert "encoding" in answer["reasons"][0]["detail"]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-32"])
+@pytest.mark.parametrize("region", ["310000", "500102"])   # Type=Seal and Type=Sign
+def test_xml_part_in_utf16_or_utf32_cannot_smuggle_a_dtd_past_the_dtd_check(world, region, codec) -> None:
+    # the DTD check searched the bytes for ASCII "<!DOCTYPE" / "<!ENTITY"; expat reads UTF-16 and UTF-32 (by
+    # their BOM or their NULs), so a billion-laughs internal subset went through and cost ~0.2 s of CPU per
+    # licence before expat's amplification limit stopped it. Now refused before parsing: MALFORMED
+    import time
+
+    status = world.simulator.status_snapshot(NOW, dt.timedelta(hours=1))
+    package = read_ofd_package(world.simulator.issue(region, None, "valid", NOW).data)
+    laughs = '<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">' + "".join(
+        f'<!ENTITY {chr(98 + i)} "' + f"&{chr(97 + i)};" * 10 + '">' for i in range(8)) + "]>"
+    for part in ("OFD.xml", "Doc_0/Signs/Signatures.xml", "Doc_0/Signs/Sign_0/Signature.xml"):
+        files = dict(package.files)
+        body = files[part][files[part].index(b"?>") + 2:].decode("utf-8")
+        files[part] = (laughs + body.replace(">", ">&i;", 2)).encode(codec)
+        data = write_ofd_package(files, NOW)
+        started = time.process_time()
+        result = world.verifier.verify(data, world.snapshot, status, NOW)
+        assert result.verdict.value == "invalid" and result.reason_codes == ("MALFORMED",), (part, result.reason_codes)
+        assert "ASCII-compatible" in result.reasons[0].detail
+        assert time.process_time() - started < 0.05, part  # refused before expat expands anything

@@ -230,6 +230,8 @@ def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:
     except (zipfile.BadZipFile, EOFError, struct.error, ValueError, OverflowError) as exc:
         kind = TruncatedPackageError if b"PK\x05\x06" not in data[-65557:] else NotAZipError
         raise kind(f"not a readable zip: {exc}") from exc
+    except NotImplementedError as exc:  # an entry needing a newer zip version than zipfile reads (> 6.3)
+        raise UnsupportedOfdError(f"zip feature not supported: {exc}") from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_entries:

@@ -28,6 +28,10 @@ MAX_REFERENCES: Final = 2000
 
 
 def parse_xml(data: bytes, what: str) -> ET.Element:
+    if b"\x00" in data:  # UTF-16 / UTF-32, which expat reads, would hide a DTD from the byte search below
+        # (a billion-laughs internal subset in UTF-16 cost ~0.2 s of CPU before expat's amplification limit
+        # stopped it); in an ASCII-compatible encoding a NUL is no XML character at all
+        raise OfdStructureError(f"{what} is not in an ASCII-compatible encoding such as UTF-8 (or holds a NUL byte)")
     if b"<!" in data and (b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper()):
         raise OfdStructureError(f"{what}: DTDs and entities are not allowed")
     try:
@@ -287,6 +291,8 @@ def _b64_strict(text: str) -> bytes:
     Before session 16 the fast paths decoded without strict mode and read such a value as its
     digest where the reference reader found none."""
     return binascii.a2b_base64(text, strict_mode=True)
+
+
 #: an absolute location :func:`resolve` returns unchanged but for the slash (plain segments, none
 #: starting with a dot: no '', '.', '..')
 _NORMAL_ABS = re.compile(r"/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
@@ -471,11 +477,16 @@ def parse_signature_datetime(value: str) -> datetime | None:
             return datetime.fromisoformat(value).replace(tzinfo=timezone.utc) - _OFD_LOCAL_OFFSET
         except ValueError:
             pass
+        except OverflowError:  # 0001-01-01 00:00:00 .. 07:59:59 Beijing time: before year 1 in UTC
+            return None
     for fmt in _DT_FORMATS:
         try:
             dt = datetime.strptime(value, fmt)
         except ValueError:
             continue
         tz = timezone.utc if value.endswith("Z") else OFD_LOCAL_TZ
-        return dt.replace(tzinfo=tz).astimezone(timezone.utc)
+        try:
+            return dt.replace(tzinfo=tz).astimezone(timezone.utc)
+        except OverflowError:  # as above: a Beijing time whose UTC instant falls before year 1
+            return None
     return None

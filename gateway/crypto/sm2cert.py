@@ -205,11 +205,21 @@ def _load_der(der: bytes) -> SM2Certificate:
         not_after = tbs["validity"]["not_after"].native
         sig_alg = cert["signature_algorithm"]["algorithm"].dotted
         signature = bytes(cert["signature_value"].native)
+        tbs_sig_alg = tbs["signature"]["algorithm"].dotted
+        # every value read here, in the try: asn1crypto parses lazily, so .native is where a hostile
+        # extension fails (an empty KeyUsage BIT STRING raised IndexError, outside this try before)
         basic = cert.basic_constraints_value
         ku = cert.key_usage_value
         eku = cert.extended_key_usage_value
         ski = cert.key_identifier_value
         aki = cert.authority_key_identifier_value
+        is_ca = bool(basic and basic["ca"].native)
+        path_len = basic["path_len_constraint"].native if basic else None
+        key_usage = frozenset(ku.native) if ku is not None else frozenset()
+        extended_key_usage = frozenset(str(x) for x in eku.native) if eku is not None else frozenset()
+        subject_key_id = bytes(ski.native) if ski is not None else None
+        authority_key_id = bytes(aki["key_identifier"].native) if aki is not None and aki["key_identifier"].native \
+            else None
         subject_dict, issuer_dict = _name_to_dict(subject), _name_to_dict(issuer)
         subject_str, issuer_str = _name_to_str(subject), _name_to_str(issuer)
         subject_der, issuer_der = subject.dump(), issuer.dump()
@@ -217,7 +227,7 @@ def _load_der(der: bytes) -> SM2Certificate:
         raise ValueError(f"certificate DER is malformed: {exc}") from exc
     except Exception as exc:  # asn1crypto raises assorted types on hostile input
         raise ValueError(f"certificate DER is malformed: {type(exc).__name__}: {exc}") from exc
-    if tbs["signature"]["algorithm"].dotted != sig_alg:
+    if tbs_sig_alg != sig_alg:
         raise ValueError("certificate signature algorithm differs inside and outside the TBS")
     try:
         public_key = SM2PublicKey.from_der(spki_der)
@@ -235,12 +245,12 @@ def _load_der(der: bytes) -> SM2Certificate:
         not_before=not_before.astimezone(timezone.utc),
         not_after=not_after.astimezone(timezone.utc),
         public_key=public_key,
-        is_ca=bool(basic and basic["ca"].native),
-        path_len=basic["path_len_constraint"].native if basic else None,
-        key_usage=frozenset(ku.native) if ku is not None else frozenset(),
-        extended_key_usage=frozenset(str(x) for x in eku.native) if eku is not None else frozenset(),
-        subject_key_id=bytes(ski.native) if ski is not None else None,
-        authority_key_id=bytes(aki["key_identifier"].native) if aki is not None and aki["key_identifier"].native else None,
+        is_ca=is_ca,
+        path_len=path_len,
+        key_usage=key_usage,
+        extended_key_usage=extended_key_usage,
+        subject_key_id=subject_key_id,
+        authority_key_id=authority_key_id,
         tbs_der=tbs_der,
         signature_algorithm=sig_alg,
         signature=signature,
