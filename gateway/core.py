@@ -42,6 +42,7 @@ from .trust import (
     build_chain,
     key_id_of,
     load_certificate,
+    unprocessed_critical_problem,
 )
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -205,6 +206,10 @@ class Issuer(Check):
             certs = [load_certificate(der) for der in chain]
         except ValueError as exc:
             raise LicenceRejected(errors.MALFORMED, f"embedded certificate unreadable: {exc}") from None
+        for cert in certs:
+            critical = unprocessed_critical_problem(cert)
+            if critical:
+                raise LicenceRejected(errors.UNTRUSTED_CHAIN, critical)
         leaf = certs[0]
         if leaf.is_ca or not leaf.digital_signature:
             raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded signer certificate is not an end-entity signing certificate")

@@ -55,6 +55,9 @@ class CertInfo:
     is_ca: bool
     digital_signature: bool
     public_key: Any  # cryptography key object, or gateway.crypto.sm2.SM2PublicKey
+    #: OIDs of the critical extensions outside :data:`PROCESSED_CRITICAL`: such a certificate is never
+    #: part of a trusted path (:func:`unprocessed_critical_problem`)
+    unprocessed_critical: tuple[str, ...] = ()
     _native: Any = field(repr=False, default=None)  # cryptography Certificate or SM2Certificate
     nb_ts: float = field(repr=False, default=0.0)  # not_before / not_after as epoch seconds (hot path)
     na_ts: float = field(repr=False, default=0.0)
@@ -82,6 +85,23 @@ class CertInfo:
             return True
         except (InvalidSignature, ValueError, TypeError):
             return False
+
+
+#: the certificate extensions whose content this gateway processes when they are critical: basicConstraints
+#: (a CA may issue, an end entity may not) and keyUsage (digitalSignature for a signer). RFC 5280, 4.2: "A
+#: certificate-using system MUST reject the certificate if it encounters a critical extension it does not
+#: recognize or a critical extension that contains information that it cannot process" -- name constraints,
+#: policy constraints, a critical extendedKeyUsage or a vendor's extension would restrict the certificate in
+#: ways not checked here, so a certificate marking one critical is refused (fail closed).
+PROCESSED_CRITICAL: frozenset[str] = frozenset({"2.5.29.19", "2.5.29.15"})
+
+
+def unprocessed_critical_problem(cert: CertInfo) -> str | None:
+    """Why ``cert`` cannot be trusted for its critical extensions, or None."""
+    if not cert.unprocessed_critical:
+        return None
+    return (f"certificate {cert.subject} marks extension(s) {', '.join(cert.unprocessed_critical)} critical, which "
+            "this gateway does not process (RFC 5280 4.2: refused)")
 
 
 def load_certificate(data: bytes) -> CertInfo:
@@ -130,7 +150,10 @@ def load_certificate(data: bytes) -> CertInfo:
         issuer=cert.issuer.rfc4514_string(), subject_der=cert.subject.public_bytes(),
         issuer_der=cert.issuer.public_bytes(), serial_hex=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, is_ca=is_ca,
-        digital_signature=digital_signature, public_key=key, _native=cert,
+        digital_signature=digital_signature, public_key=key,
+        unprocessed_critical=tuple(sorted(e.oid.dotted_string for e in extensions
+                                          if e.critical and e.oid.dotted_string not in PROCESSED_CRITICAL)),
+        _native=cert,
     )
 
 
@@ -150,7 +173,8 @@ def _load_sm2(der: bytes) -> CertInfo:
         der=der, key_id=key_id_of(der), algorithm="SM2", subject=c.subject_str, issuer=c.issuer_str,
         subject_der=c.subject_der, issuer_der=c.issuer_der, serial_hex=format(c.serial, "x"),
         not_before=c.not_before, not_after=c.not_after, is_ca=c.is_ca,
-        digital_signature="digital_signature" in c.key_usage, public_key=c.public_key, _native=c,
+        digital_signature="digital_signature" in c.key_usage, public_key=c.public_key,
+        unprocessed_critical=tuple(sorted(c.critical_extensions - PROCESSED_CRITICAL)), _native=c,
     )
 
 
@@ -283,13 +307,14 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
             except ValueError as exc:
                 dropped.append(DroppedEntry(code, "", "", f"issuer unreadable: {exc}"))
                 continue
-            problem = None
             if leaf.is_ca:
                 problem = "issuer certificate is a CA; licences must be signed by an end-entity certificate"
             elif not leaf.digital_signature:
                 problem = "issuer certificate lacks keyUsage digitalSignature"
             elif leaf.key_id in by_key_id:
                 problem = "duplicate key id (certificate listed twice)"
+            else:
+                problem = unprocessed_critical_problem(leaf)
             chain = None if problem else build_chain(leaf, intermediates, anchors, max_chain_depth)
             if problem is None and chain is None:
                 problem = "does not chain to this region's trust anchor"
@@ -316,7 +341,10 @@ def _load_cas(pems: list[str], code: str, kind: str, dropped: list[DroppedEntry]
         except ValueError as exc:
             dropped.append(DroppedEntry(code, "", "", f"{kind} unreadable: {exc}"))
             continue
-        if not c.is_ca:
+        critical = unprocessed_critical_problem(c)
+        if critical:
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind}: {critical}"))
+        elif not c.is_ca:
             dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not a CA certificate"))
         elif self_signed and not c.issued_by(c):
             dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not validly self-signed"))

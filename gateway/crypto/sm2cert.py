@@ -84,6 +84,8 @@ class SM2Certificate:
     key_id: str  # SHA-256 thumbprint of the DER, base64url without padding
     subject_der: bytes
     issuer_der: bytes
+    #: OIDs (dotted) of the extensions marked critical
+    critical_extensions: frozenset[str] = frozenset()
 
     @property
     def is_self_issued(self) -> bool:
@@ -220,6 +222,7 @@ def _load_der(der: bytes) -> SM2Certificate:
         subject_key_id = bytes(ski.native) if ski is not None else None
         authority_key_id = bytes(aki["key_identifier"].native) if aki is not None and aki["key_identifier"].native \
             else None
+        critical = frozenset(e["extn_id"].dotted for e in tbs["extensions"] if e["critical"].native)
         subject_dict, issuer_dict = _name_to_dict(subject), _name_to_dict(issuer)
         subject_str, issuer_str = _name_to_str(subject), _name_to_str(issuer)
         subject_der, issuer_der = subject.dump(), issuer.dump()
@@ -257,6 +260,7 @@ def _load_der(der: bytes) -> SM2Certificate:
         key_id=base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii"),
         subject_der=subject_der,
         issuer_der=issuer_der,
+        critical_extensions=critical,
     )
 
 
