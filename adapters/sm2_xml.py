@@ -301,6 +301,18 @@ def data_xml(data: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def signed_document(data: Mapping[str, Any], spec: RegionSpec, key: SigningKey) -> bytes:
+    """The licence document of ``data`` (the region's own text fields, its signing time included),
+    signed with ``key`` over their canonical form, in the region's text encoding."""
+    signature = sign_bytes(key, canonical_bytes(data), spec)
+    block = signature_block(spec, key, signature)
+    value = block.pop("value")
+    attrs = "".join(f" {k}={quoteattr(v)}" for k, v in block.items())
+    text = (prolog(spec.text_encoding) + f'<{ROOT} xmlns="{NS}">' + data_xml(data)
+            + f"<SignatureValue{attrs}>{value}</SignatureValue></{ROOT}>")
+    return text.encode(spec.text_encoding)
+
+
 class Sm2XmlFamily:
     name = "sm2-xml"
 
@@ -357,13 +369,7 @@ class Sm2XmlFamily:
     def encode(self, raw: Mapping[str, Any], spec: RegionSpec, key: SigningKey, signing_time: datetime) -> bytes:
         data = as_text_data(raw)
         data[spec.options.get("signing_time_field", DEFAULT_SIGNING_TIME_FIELD)] = format_signing_time(signing_time)
-        signature = sign_bytes(key, canonical_bytes(data), spec)
-        block = signature_block(spec, key, signature)
-        value = block.pop("value")
-        attrs = "".join(f" {k}={quoteattr(v)}" for k, v in block.items())
-        text = (prolog(spec.text_encoding) + f'<{ROOT} xmlns="{NS}">' + data_xml(data)
-                + f"<SignatureValue{attrs}>{value}</SignatureValue></{ROOT}>")
-        return text.encode(spec.text_encoding)
+        return signed_document(data, spec, key)
 
     def tamper(self, data: bytes) -> bytes:
         """Simulator: change the holder's name (a value, not the markup) after signing."""

@@ -68,7 +68,6 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 import orjson
 import pytest
@@ -82,8 +81,8 @@ from adapters.ofd.container import read_ofd_package, write_ofd_package
 from adapters.ofd.ses import build_ses_signature, parse_ses_signature
 from adapters.ofd.xmlparts import find_signatures_xml, parse_signature_xml, parse_signatures_xml
 from adapters.ofd_seal import DATA_NS, DATA_PART, DATA_ROOT, SIGNER_CERT_NAME, _build_signed, _issuer_seal, _page
-from adapters.sm2_json import canonical_bytes, signature_block
-from adapters.sm2_xml import NS, ROOT, data_from_element, data_xml, parse_hardened, prolog
+from adapters.sm2_json import canonical_bytes
+from adapters.sm2_xml import data_from_element, data_xml, parse_hardened, prolog, signed_document
 from gateway.app import render_result
 from gateway.crypto.sm2 import der_to_raw_signature, sm2_sign, sm3
 
@@ -647,16 +646,8 @@ def xml_mutants(rng: random.Random, xml: bytes, count: int) -> Iterator[tuple[st
 
 def sm2_xml_resigned(world, region: str, fields: dict[str, Any]) -> bytes | None:
     """An SM2-XML licence of these (hostile) fields, genuinely signed, built as the simulator does."""
-    spec = world.specs[region]
-    key = world.material[region].issuers[-1]
     try:
-        signature = sm2_sign(key.private_key, canonical_bytes(fields), der=spec.options.get("signature_encoding") != "raw")
-        block = signature_block(spec, key, signature)
-        value = block.pop("value")
-        attrs = "".join(f" {k}={quoteattr(v)}" for k, v in block.items())
-        text = (prolog(spec.text_encoding) + f'<{ROOT} xmlns="{NS}">' + data_xml(fields)
-                + f"<SignatureValue{attrs}>{value}</SignatureValue></{ROOT}>")
-        return text.encode(spec.text_encoding)
+        return signed_document(fields, world.specs[region], world.material[region].issuers[-1])
     except (UnicodeEncodeError, orjson.JSONEncodeError):
         return None
 
