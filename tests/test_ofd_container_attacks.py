@@ -105,6 +105,16 @@ def billion_laughs_in_ofd_xml() -> bytes:
     return _zip([("OFD.xml", dtd)])
 
 
+def doctype_behind_a_long_comment_in_ofd_xml() -> bytes:
+    """An external DTD after 8 KB of comment: the DTD check read only the first 4 KB before session 16
+    (and expat, not fetching the DTD, parsed the rest: a DTD the gateway says it refuses, let through)."""
+    ofd = (b'<?xml version="1.0" encoding="UTF-8"?><!--' + b"x" * 8192 + b'-->'
+           b'<!DOCTYPE ofd:OFD SYSTEM "http://attacker.example/ofd.dtd">'
+           b'<ofd:OFD xmlns:ofd="http://www.ofdspec.org/2016"><ofd:DocBody>'
+           b"<ofd:Signatures>Doc_0/Signs/Signatures.xml</ofd:Signatures></ofd:DocBody></ofd:OFD>")
+    return _zip([("OFD.xml", ofd)])
+
+
 def signatures_path_escaping_the_package() -> bytes:
     ofd = (b'<ofd:OFD xmlns:ofd="http://www.ofdspec.org/2016"><ofd:DocBody>'
            b"<ofd:Signatures>/../../outside/Signatures.xml</ofd:Signatures></ofd:DocBody></ofd:OFD>")
@@ -129,6 +139,7 @@ def zip_without_ofd_xml() -> bytes:
     (truncated_zip, TruncatedPackageError),
     (non_zip_pdf, NotAZipError),
     (billion_laughs_in_ofd_xml, OfdStructureError),
+    (doctype_behind_a_long_comment_in_ofd_xml, OfdStructureError),
     (signatures_path_escaping_the_package, UnsafeEntryNameError),
     (zip_without_ofd_xml, OfdStructureError),
 ], ids=lambda v: getattr(v, "__name__", ""))
@@ -136,6 +147,8 @@ def test_hostile_package_is_rejected_with_a_specific_error(fixture, error) -> No
     with pytest.raises(error) as info:
         verify_ofd_signatures(fixture())
     exc = info.value
+    if fixture is doctype_behind_a_long_comment_in_ofd_xml:
+        assert "DTDs" in exc.detail
     assert isinstance(exc, LicenceRejected) and isinstance(exc, OfdError)
     assert exc.code in ("MALFORMED", "UNSUPPORTED_FORMAT")
     assert exc.detail and exc.extra["kind"] == error.kind

@@ -32,8 +32,10 @@ def parse_xml(data: bytes, what: str) -> ET.Element:
         # (a billion-laughs internal subset in UTF-16 cost ~0.2 s of CPU before expat's amplification limit
         # stopped it); in an ASCII-compatible encoding a NUL is no XML character at all
         raise OfdStructureError(f"{what} is not in an ASCII-compatible encoding such as UTF-8 (or holds a NUL byte)")
-    if b"<!" in data and (b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper()):
-        raise OfdStructureError(f"{what}: DTDs and entities are not allowed")
+    if b"<!" in data:   # anywhere: comments and processing instructions may stand before a DOCTYPE
+        upper = data.upper()
+        if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
+            raise OfdStructureError(f"{what}: DTDs and entities are not allowed")
     try:
         return ET.fromstring(data)
     except ET.ParseError as exc:
