@@ -157,6 +157,7 @@ def audit_setup_from(settings: Settings) -> AuditSetup:
         group=GroupCommitConfig(max_batch=settings.audit_batch_max, window=settings.audit_batch_window_us / 1e6,
                                 checkpoint_every=settings.audit_checkpoint_every,
                                 commit_interval=settings.audit_commit_interval_us / 1e6,
+                                commit_interval_busy=settings.audit_commit_interval_busy_us / 1e6,
                                 inline_commit_max=settings.audit_inline_commit_max,
                                 fsync_after_commit=settings.audit_fsync_after_commit,
                                 async_fsync=settings.audit_async_fsync),

@@ -184,6 +184,12 @@ class Settings:
     #: (8 of 9 pairs better), audit wait p50 1.6 vs 2.3 and 1.4 vs 2.3 ms, at +19-30 us of server CPU a
     #: request (+7-10 %); the closed-loop max was not lower (four pairs: 10,146 vs 9,658/s)
     audit_commit_interval_us: int = 1000
+    #: inline writer: the spacing of commits while the worker's event loop is busy, microseconds. The
+    #: spacing rises from audit_commit_interval_us (loop thread at <= 30 % of a CPU over the last 20 ms)
+    #: to this (>= 70 %), so an idle worker commits at once and a busy one shares each commit's fixed cost
+    #: among more answers (gateway/audit/sqlite_inline.py, commit_spacing). 0, or a value not above
+    #: audit_commit_interval_us: the spacing stays fixed
+    audit_commit_interval_busy_us: int = 4000
     #: how long an answer may wait for its audit record to be durable, milliseconds; past it the answer is
     #: 503 AUDIT_UNAVAILABLE (the record is still committed when the store catches up), so a stalled disk
     #: or a hung writer does not hold every caller until its own timeout (gateway/audit/deadline.py)
@@ -263,11 +269,12 @@ class Settings:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
                 or self.audit_batch_window_us < 0 or self.audit_commit_interval_us < 0
+                or self.audit_commit_interval_busy_us < 0
                 or self.audit_inline_commit_max < 0 or self.audit_retention_days < 0 or self.audit_index_seconds <= 0
                 or self.audit_commit_timeout_ms <= 0):
             raise ConfigError("audit_checkpoint_every, audit_checkpoint_seconds, audit_index_seconds, audit_batch_max "
                               "and audit_commit_timeout_ms must be positive; audit_batch_window_us, audit_commit_interval_us, "
-                              "audit_inline_commit_max and audit_retention_days not negative")
+                              "audit_commit_interval_busy_us, audit_inline_commit_max and audit_retention_days not negative")
         if not 0 <= self.status_jitter_percent < 100:
             raise ConfigError("status_jitter_percent must be between 0 and 99")
         if self.status_url_template and "{region}" not in self.status_url_template:

@@ -8,7 +8,9 @@ the answer names its process. It holds counters only -- no licence, no holder, n
 * ``result_cache``: entries, hits, misses and hit rate of the verification result cache (``null``
   when it is off);
 * ``audit``: the backend and writer; the group-commit counters of this worker's sink
-  (transactions, records, largest batch, failed batches; ``null`` while the store is not open);
+  (transactions, records, largest batch, failed batches; ``null`` while the store is not open); the
+  inline writer's commit spacing now in force and the loop thread's CPU share it follows (``null``
+  for the other writers);
   ``audit_commit_timeout_ms``, the answers waiting for their record now, and how many were
   answered 503 for waiting past it;
 * ``latency``: this worker's answer and audit-wait histograms (gateway/latency.py) since it
@@ -48,6 +50,11 @@ async def worker_info(request: web.Request) -> web.Response:
         "audit": ({"backend": trail.setup.backend, "writer": trail.setup.writer if trail.setup.backend == "sqlite" else None,
                    "open": sink is not None,
                    "commits": dataclasses.asdict(stats) if stats is not None else None,
+                   # inline writer: the commit spacing in force and the loop's CPU share it follows
+                   "commit_spacing_ms": (round(sink.commit_spacing_s * 1000, 3)
+                                         if hasattr(sink, "commit_spacing_s") else None),
+                   "loop_cpu_share": (round(share, 3) if (share := getattr(sink, "loop_cpu_share", None)) is not None
+                                      else None),
                    "commit_timeout_ms": round(trail.deadlines.limit_s * 1000),
                    "waiting_for_commit": trail.deadlines.waiting,
                    "commit_timeouts": trail.deadlines.expired_total}

@@ -303,3 +303,52 @@ async def test_a_wal_checkpoint_held_back_by_a_reader_is_logged_by_the_trail_mai
     behind = [r for r in caplog.records if "checkpoints fall behind" in r.getMessage()]
     assert behind, [r.getMessage() for r in caplog.records]
     assert behind[0].wal_pages > behind[0].wal_copied >= 0
+
+
+def test_commit_spacing_follows_the_loop_threads_cpu_share() -> None:
+    spacing = _inline.commit_spacing
+    lo, hi = _inline.BUSY_LOW, _inline.BUSY_HIGH
+    assert spacing(0.0, 0.001, 0.004) == 0.001                     # idle: commit at the least spacing
+    assert spacing(lo, 0.001, 0.004) == 0.001
+    assert spacing((lo + hi) / 2, 0.001, 0.004) == pytest.approx(0.0025)   # linear in between
+    assert spacing(hi, 0.001, 0.004) == 0.004
+    assert spacing(3.0, 0.001, 0.004) == 0.004                     # a share past 1 (clock steps): capped
+    assert spacing(1.0, 0.002, 0.0) == 0.002                       # busy spacing off: fixed
+    assert spacing(1.0, 0.002, 0.002) == 0.002
+
+
+async def test_a_busy_loop_spaces_its_commits_wider_and_an_idle_one_goes_back_to_the_least_spacing(
+        tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.01, commit_interval_busy=0.12)
+    try:
+        # a loop thread that used all of its window (its CPU clock runs with the wall clock)
+        sink._cpu_clock = time.monotonic
+        sink._load_mark = (time.monotonic() - 1.0, time.monotonic() - 1.0)
+        await sink.append(event(1))                       # after a quiet spell: at once, whatever the load
+        assert sink.commit_spacing_s == pytest.approx(0.12) and sink.loop_cpu_share == pytest.approx(1.0, abs=0.05)
+        t0 = time.monotonic()
+        await sink.append(event(2))
+        assert time.monotonic() - t0 >= 0.09              # waited for the busy spacing
+        # the same loop, now idle: its CPU clock stands still over the next window
+        sink._cpu_clock = lambda: 0.0
+        sink._load_mark = (time.monotonic() - 1.0, 0.0)
+        await asyncio.sleep(0.13)                         # past the busy spacing: a quiet spell
+        await sink.append(event(3))
+        assert sink.commit_spacing_s == pytest.approx(0.01) and sink.loop_cpu_share == 0.0
+        t0 = time.monotonic()
+        await sink.append(event(4))
+        assert time.monotonic() - t0 < 0.06               # the least spacing again, far below the busy one
+    finally:
+        await sink.close()
+    assert (await verified_sqlite_file(tmp_path / "audit.db")).records_checked == 4
+
+
+async def test_the_busy_spacing_is_off_when_not_above_the_least_spacing(tmp_path: Path) -> None:
+    sink = await open_sink(tmp_path / "audit.db", commit_interval=0.01, commit_interval_busy=0.0)
+    try:
+        sink._cpu_clock = time.monotonic                  # however busy the loop
+        sink._load_mark = (time.monotonic() - 1.0, time.monotonic() - 1.0)
+        await sink.append(event(1))
+        assert sink.commit_spacing_s == 0.01 and sink.loop_cpu_share is None   # not even measured
+    finally:
+        await sink.close()

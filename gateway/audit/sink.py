@@ -82,6 +82,11 @@ class GroupCommitConfig:
     #: SQLite inline writer (gateway/audit/sqlite_inline.py): the least time between the starts of two
     #: commits (seconds); an append arriving later than that after the last commit is committed at once
     commit_interval: float = 0.001
+    #: SQLite inline writer: the spacing of commits while the event loop is busy (seconds). The spacing
+    #: rises from ``commit_interval`` to this as the loop thread's CPU share rises (see
+    #: gateway/audit/sqlite_inline.py, ``commit_spacing``); 0 (or anything not above ``commit_interval``)
+    #: keeps the spacing fixed at ``commit_interval``
+    commit_interval_busy: float = 0.0
     #: SQLite inline writer without Linux AIO (async_fsync off or refused): batches of at most this many
     #: records are made durable on the event loop itself (a lightly loaded worker), larger ones on the
     #: commit thread

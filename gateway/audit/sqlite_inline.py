@@ -11,7 +11,8 @@ work of a commit is small -- chain hashes, one multi-row ``INSERT``, ``COMMIT`` 
 * ``append_*`` queues the group and, for the first group since the last commit, schedules ONE
   drain: at once when the previous commit started at least ``commit_interval`` ago (an idle
   gateway adds no wait), else at that moment (``call_later``), or at once when ``max_batch``
-  records are queued. A commit has a large fixed cost here -- the WAL fsync alone is ~150 us of
+  records are queued. The interval widens to ``commit_interval_busy`` as the loop thread gets busy
+  (:func:`commit_spacing`). A commit has a large fixed cost here -- the WAL fsync alone is ~150 us of
   kernel CPU on this VM, the receipt signature ~35 us, the statements ~20 us -- against ~25 us a
   record, so spacing commits a few milliseconds apart under load is what keeps the trail cheap
   (load/bench_audit_overhead.py); a lone answer never waits more than ``commit_interval``;
@@ -78,6 +79,15 @@ SLOW_COMMIT_S = 0.1
 RETRY_FIRST_S = 0.0002
 #: the longest wait between two such retries (seconds)
 RETRY_MAX_S = 0.001
+#: load-adaptive commit spacing (``commit_interval_busy``): the loop thread's CPU share is measured over
+#: windows of at least this many seconds (CPU time of the thread / elapsed time, read at a commit's start)
+LOAD_WINDOW_S = 0.02
+#: at or below this CPU share of the loop thread, commits are spaced by ``commit_interval``
+BUSY_LOW = 0.3
+#: at or above this share, by ``commit_interval_busy``; linearly in between. A worker sharing 2 cores
+#: with another worker and the load generator gets ~2/3 of a core when all want one, so "busy" starts
+#: well below 1.0
+BUSY_HIGH = 0.7
 log = logging.getLogger("gateway.audit")
 _BUSY_CODES = frozenset({5, 6, 261, 262, 517})   # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
 
@@ -98,6 +108,23 @@ def _commit(conn: sqlite3.Connection) -> None:
     except BaseException:
         _rollback(conn)
         raise
+
+
+def commit_spacing(busy: float, idle_s: float, busy_s: float) -> float:
+    """The least time between two commit starts for a loop thread that used ``busy`` (its CPU time over
+    the elapsed time) of the last window: ``idle_s`` up to :data:`BUSY_LOW`, ``busy_s`` from
+    :data:`BUSY_HIGH`, linear in between.
+
+    Why: a commit's fixed cost (the WAL's fdatasync as kernel CPU, the receipt signature, the
+    statements: ~0.3 ms here) is paid once per batch. An idle worker should commit at once (its answers
+    wait for nothing); a busy one pays that cost for every 1-3 answers at a 1-ms spacing, CPU its
+    requests and the other processes on the cores then lack, and which shows in the tail as queueing
+    (load/bench_ab.py, session 17: docs/performance-history.md)."""
+    if busy_s <= idle_s or busy <= BUSY_LOW:
+        return idle_s
+    if busy >= BUSY_HIGH:
+        return busy_s
+    return idle_s + (busy - BUSY_LOW) / (BUSY_HIGH - BUSY_LOW) * (busy_s - idle_s)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -136,6 +163,12 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         # the batch the AIO sync in flight makes durable, with that sync's token
         self._aio_batch: tuple[int, list[_Item], list[AppendReceipt]] | None = None
         self._aio_tokens = itertools.count(1)
+        # load-adaptive spacing: the spacing in force, and (monotonic, loop thread CPU) at the window's start
+        self._spacing = self.config.commit_interval
+        self._cpu_clock = time.thread_time
+        self._load_mark = (time.monotonic(), self._cpu_clock())
+        #: the loop thread's CPU share over the last window measured (None until one is)
+        self.loop_cpu_share: float | None = None
 
     def _open_sync(self) -> None:
         super()._open_sync()
@@ -208,7 +241,28 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         """Seconds until the next commit may start (0 with a full batch queued)."""
         if self._queued_records >= self.config.max_batch:
             return 0.0
-        return max(0.0, self._last_start + self.config.commit_interval - time.monotonic())
+        now = time.monotonic()
+        return max(0.0, self._last_start + self._commit_spacing(now) - now)
+
+    def _commit_spacing(self, now: float) -> float:
+        """The spacing in force, re-read from the loop thread's CPU share once a window has passed."""
+        cfg = self.config
+        if cfg.commit_interval_busy <= cfg.commit_interval:
+            return cfg.commit_interval
+        since, cpu_then = self._load_mark
+        elapsed = now - since
+        if elapsed >= LOAD_WINDOW_S:
+            cpu = self._cpu_clock()
+            self._load_mark = (now, cpu)
+            self.loop_cpu_share = (cpu - cpu_then) / elapsed
+            self._spacing = commit_spacing(self.loop_cpu_share, cfg.commit_interval, cfg.commit_interval_busy)
+        return self._spacing
+
+    @property
+    def commit_spacing_s(self) -> float:
+        """The least time between two commit starts now in force (seconds)."""
+        return self._spacing if self.config.commit_interval_busy > self.config.commit_interval else \
+            self.config.commit_interval
 
     def _schedule(self, delay: float) -> None:
         """Schedule the drain in a context of its own: it serves a batch of many requests, so what it
