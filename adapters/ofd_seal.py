@@ -231,6 +231,11 @@ class OfdSealFamily:
                            errors.UNKNOWN_ISSUER)
             chain = (_cert_der(cert_bytes, cert_path),)
             signing_time = parse_signature_datetime(sx.signature_datetime)
+            if signing_time is None and sx.signature_datetime.strip():
+                # present but unreadable: never taken as "no signing time", which would judge the signer's
+                # certificate at now instead of at the time the signer wrote (issuer_time_policy)
+                raise _bad(f"{entry.path}: SignatureDateTime {errors.shown(sx.signature_datetime)} is not a time "
+                           "the gateway reads (e.g. 2026-03-02 09:30:00, Beijing time)", errors.MALFORMED)
             signed_bytes, signature = sig_xml, signed_value
         else:
             raise _bad(f"signature type {entry.type!r} is neither Seal nor Sign", errors.UNSUPPORTED_FORMAT)

@@ -152,18 +152,42 @@ def test_zip_entry_needing_a_newer_zip_version_than_the_reader_is_unsupported_fo
 @pytest.mark.parametrize("when", ["0001-01-01 00:00:00", "0001-01-01 07:59:59", "00010101000000", "0001-01-01T00:00:00"])
 def test_type_sign_signature_time_before_year_one_in_utc_is_unreadable_not_an_internal_error(world, when):
     # Beijing time whose UTC instant falls before year 1: was OverflowError -> indeterminate / INTERNAL; now
-    # unreadable, as parse_signature_datetime answers for any value it cannot read
+    # unreadable, as parse_signature_datetime answers for any value it cannot read, and an unreadable
+    # SignatureDateTime is MALFORMED (session 17; it was taken as "no signing time")
     assert parse_signature_datetime(when) is None
+    _assert_unreadable_signature_time_is_malformed(world, when.encode())
+
+
+def _with_signature_time(world, value: bytes, resign: bool) -> bytes:
     path, signed_value = "Doc_0/Signs/Sign_0/Signature.xml", "Doc_0/Signs/Sign_0/SignedValue.dat"
     data = issue(world, SIGN_REGION).data
     sig_xml = zipfile.ZipFile(io.BytesIO(data)).read(path)
     start = sig_xml.index(b"SignatureDateTime>") + len(b"SignatureDateTime>")
-    altered = sig_xml[:start] + when.encode() + sig_xml[sig_xml.index(b"<", start):]
-    result = verify(world, rezip(data, {path: altered}))
-    assert result.verdict.value == "invalid" and result.reason_codes == ("SIGNATURE_INVALID",)
-    key = world.material[SIGN_REGION].issuers[-1].private_key  # the same, genuinely signed: no signing time
-    result = verify(world, rezip(data, {path: altered, signed_value: sm2_sign(key, altered)}))
-    assert "INTERNAL" not in result.reason_codes and result.signing_time is None
+    altered = sig_xml[:start] + value + sig_xml[sig_xml.index(b"<", start):]
+    if not resign:
+        return rezip(data, {path: altered})
+    key = world.material[SIGN_REGION].issuers[-1].private_key  # genuinely signed by the region's TEST key
+    return rezip(data, {path: altered, signed_value: sm2_sign(key, altered)})
+
+
+def _assert_unreadable_signature_time_is_malformed(world, value: bytes) -> None:
+    for resign in (False, True):
+        result = verify(world, _with_signature_time(world, value, resign))
+        assert result.verdict.value == "invalid" and result.reason_codes == ("MALFORMED",), (resign, result.reason_codes)
+        assert "SignatureDateTime" in result.reasons[0].detail and result.signing_time is None
+
+
+@pytest.mark.parametrize("when", [b"yesterday", b"2026-13-01 00:00:00", b"2026-02-30 10:00:00", b"20261301120000",
+                                  "２０２６-０３-０２ ０９:３０:００".encode()])
+def test_type_sign_signature_time_that_is_no_time_is_malformed_even_when_genuinely_signed(world, when):
+    # was taken as "no signing time": the signer's certificate then judged at now, not when the signer wrote
+    _assert_unreadable_signature_time_is_malformed(world, when)
+
+
+def test_type_sign_without_a_signature_time_is_judged_at_now_and_valid(world):
+    # an empty SignatureDateTime is an absent one (the control for the tests above)
+    result = verify(world, _with_signature_time(world, b"", resign=True))
+    assert result.verdict.value == "valid" and result.signing_time is None
 
 
 @pytest.mark.parametrize("region", [SEAL_REGION, SIGN_REGION])
