@@ -31,6 +31,7 @@ from typing import Final
 
 from asn1crypto import core
 
+from gateway.crypto.der import der_problem
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, sm2_sign
 from gateway.model import positional_builder
 
@@ -229,6 +230,10 @@ def parse_ses_signature(data: bytes) -> SesSignature:
 
 
 def _parse_asn1(data: bytes) -> SesSignature:
+    # asn1crypto also reads BER (indefinite and long-form lengths, constructed strings): DER only here
+    problem = der_problem(data)
+    if problem is not None:
+        raise SesFormatError(f"SignedValue is not DER: {problem}")
     try:
         outer = core.Sequence.load(bytes(data), strict=True)
         first = outer[0]
@@ -336,7 +341,10 @@ def _seal(der: bytes) -> SealInfo:
     info = _SEALS.get(der)
     if info is None:
         info = _parse_seal_plain(der)
-        if info is None:  # not the plain DER shape: asn1crypto decides (and words the error)
+        if info is None:  # not the plain DER shape: asn1crypto decides (and words the error), on DER only
+            problem = der_problem(der)
+            if problem is not None:
+                raise SesFormatError(f"the seal (SESeal) is not DER: {problem}")
             info = parse_seal(SESeal.load(der, strict=True))
         if len(_SEALS) >= _SEAL_CACHE_SIZE:
             _SEALS.clear()

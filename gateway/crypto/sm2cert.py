@@ -24,6 +24,7 @@ from asn1crypto import keys as asn1keys
 from asn1crypto import pem as asn1pem
 from asn1crypto import x509 as asn1x509
 
+from gateway.crypto.der import der_problem
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, SM2PublicKey, sm2_sign, sm2_verify, sm3
 
 __all__ = [
@@ -117,6 +118,9 @@ def _name_to_dict(name: asn1x509.Name) -> dict[str, str]:
             key = _LONG_TO_SHORT.get(oid.native, oid.dotted)
             try:
                 value = attr["value"].native
+            except UnicodeDecodeError as exc:   # a string type whose bytes are not its encoding
+                kind = getattr(attr["value"], "chosen", attr["value"]).__class__.__name__   # DirectoryString's choice
+                raise ValueError(f"name attribute {key} is not valid {kind}: {exc}") from None
             except Exception:  # an odd value type: keep the raw contents visible
                 value = attr["value"].contents.hex()
             value = value if isinstance(value, str) else str(value)
@@ -196,6 +200,11 @@ def load_sm2_certificate(pem_or_der: bytes) -> SM2Certificate:
 def _load_der(der: bytes) -> SM2Certificate:
     if not der or der[0] != 0x30:
         raise ValueError("certificate is not DER (does not start with a SEQUENCE)")
+    # asn1crypto also reads BER: a certificate must be DER (RFC 5280 4.1), or one certificate has many
+    # encodings, each with its own key id (gateway.crypto.der)
+    problem = der_problem(der)
+    if problem is not None:
+        raise ValueError(f"certificate DER is malformed: {problem}")
     try:
         cert = asn1x509.Certificate.load(der, strict=True)
         tbs = cert["tbs_certificate"]
@@ -223,6 +232,8 @@ def _load_der(der: bytes) -> SM2Certificate:
         authority_key_id = bytes(aki["key_identifier"].native) if aki is not None and aki["key_identifier"].native \
             else None
         critical = frozenset(e["extn_id"].dotted for e in tbs["extensions"] if e["critical"].native)
+        version = tbs["version"].native
+        has_extensions = len(tbs["extensions"]) > 0
         subject_dict, issuer_dict = _name_to_dict(subject), _name_to_dict(issuer)
         subject_str, issuer_str = _name_to_str(subject), _name_to_str(issuer)
         subject_der, issuer_der = subject.dump(), issuer.dump()
@@ -232,6 +243,10 @@ def _load_der(der: bytes) -> SM2Certificate:
         raise ValueError(f"certificate DER is malformed: {type(exc).__name__}: {exc}") from exc
     if tbs_sig_alg != sig_alg:
         raise ValueError("certificate signature algorithm differs inside and outside the TBS")
+    if serial < 0:   # RFC 5280 4.1.2.2; revocation matches serials, and a sign is no part of one
+        raise ValueError(f"certificate serial number is negative ({serial}); RFC 5280 requires a positive integer")
+    if has_extensions and version != "v3":   # RFC 5280 4.1.2.9: extensions only in version 3
+        raise ValueError(f"certificate of X.509 {version} carries extensions (only v3 certificates may)")
     try:
         public_key = SM2PublicKey.from_der(spki_der)
     except ValueError as exc:
