@@ -198,3 +198,56 @@ async def test_answer_frames_are_cut_alike_however_the_pipe_splits_them() -> Non
         assert answers.docs == docs[1:] and not answers.lost and not pipes.buf, size
     pipes.pipe_connection_lost(1, None)
     assert answers.lost == ["the audit writer process exited"]
+
+
+class _ExitingWriterLoop:
+    """The running loop, except that ``subprocess_exec`` starts a process that exits at once and
+    returns only after it has exited and its pipes are closed -- the race a writer that dies during
+    start-up wins when the loop notices its exit before the sink writes the set-up frame."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str):
+        return getattr(self._loop, name)
+
+    async def subprocess_exec(self, factory, *args, **kwargs):
+        import sys
+
+        transport, protocol = await self._loop.subprocess_exec(
+            factory, sys.executable, "-c", "import sys; sys.exit(3)", **kwargs)
+        await protocol.finished
+        return transport, protocol
+
+
+def _with_exiting_writer(monkeypatch) -> None:
+    import types
+
+    import gateway.audit.sqlite_process as sp
+
+    patched = types.SimpleNamespace(**{k: getattr(asyncio, k) for k in dir(asyncio) if not k.startswith("__")})
+    patched.get_running_loop = lambda: _ExitingWriterLoop(asyncio.get_running_loop())
+    monkeypatch.setattr(sp, "asyncio", patched)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_writer_that_exits_before_its_set_up_is_sent_is_audit_unavailable_not_a_crash(tmp_path: Path, monkeypatch,
+                                                                                      loop_kind: str):
+    # uvloop closed the dead process's pipes before the set-up frame was written, and the write's
+    # RuntimeError ("the handler is closed") escaped open(): the worker's start-up failed instead of
+    # retrying the audit store as for any other unavailable store
+    import uvloop
+
+    _with_exiting_writer(monkeypatch)
+
+    async def run() -> None:
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(InfrastructureError) as exc:
+            await open_sink(tmp_path / "audit.db")
+        assert exc.value.reason is AUDIT_UNAVAILABLE and "exited during start-up" in exc.value.detail
+        assert "exit status 3" in exc.value.detail
+        assert asyncio.get_running_loop().time() - t0 < 5   # at once, not after the start-up timeout
+
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())

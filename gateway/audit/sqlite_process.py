@@ -134,7 +134,14 @@ class SqliteProcessAuditSink(SqliteAuditSink):
         self._transport, self._pipes = await asyncio.get_running_loop().subprocess_exec(
             lambda: _WriterPipes(self), sys.executable, "-m", "gateway.audit.writer_proc", stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=None, env=env, cwd=str(_ROOT))
-        self._stdin = self._transport.get_pipe_transport(0)  # type: ignore[assignment]
+        stdin = self._transport.get_pipe_transport(0)
+        if self._dead is not None or self._transport.get_returncode() is not None or stdin is None \
+                or stdin.is_closing():
+            # it ended before its set-up could be sent: the loop may have closed its pipes already (uvloop
+            # then raises RuntimeError on a write, which escaped and stopped the worker's start-up)
+            raise unavailable(f"audit writer process: exited during start-up "
+                              f"(exit status {self._transport.get_returncode()})")
+        self._stdin = stdin  # type: ignore[assignment]
         sealer: Any = self.sealer
         setup = {
             "path": self.path, "busy_ms": self._busy_ms, "max_batch": self.config.max_batch,
@@ -145,8 +152,10 @@ class SqliteProcessAuditSink(SqliteAuditSink):
             "receipt_kid": sealer.kid if sealer is not None else None,
             "gateway_id": sealer.gateway_id if sealer is not None else None,
         }
-        assert self._stdin is not None
-        self._stdin.write(_frame(setup))
+        try:
+            stdin.write(_frame(setup))
+        except (RuntimeError, OSError) as exc:   # the pipe closed between the check and the write
+            raise unavailable(f"audit writer process: exited during start-up ({type(exc).__name__})") from None
         # the first frame, or None when the process ends without one (_lost answers ``first``)
         answer = await asyncio.shield(self._pipes.first)
         if answer is None or not answer.get("ready"):
