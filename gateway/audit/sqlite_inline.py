@@ -191,6 +191,7 @@ class SqliteInlineAuditSink(SqliteAuditSink):
         _sync(self._wal_fd)
 
     def _start(self) -> None:
+        self._load_mark = (time.monotonic(), self._cpu_clock())   # the loop thread's CPU clock, from here on
         if self.config.gil_switch_interval > 0:   # the commit thread re-takes the GIL after its fsync
             sys.setswitchinterval(min(sys.getswitchinterval(), self.config.gil_switch_interval))
         self._loop = asyncio.get_running_loop()
