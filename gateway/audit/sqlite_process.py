@@ -139,8 +139,9 @@ class SqliteProcessAuditSink(SqliteAuditSink):
                 or stdin.is_closing():
             # it ended before its set-up could be sent: the loop may have closed its pipes already (uvloop
             # then raises RuntimeError on a write, which escaped and stopped the worker's start-up)
-            raise unavailable(f"audit writer process: exited during start-up "
-                              f"(exit status {self._transport.get_returncode()})")
+            status = self._transport.get_returncode()
+            raise unavailable("audit writer process: exited during start-up"
+                              + (f" (exit status {status})" if status is not None else ""))
         self._stdin = stdin  # type: ignore[assignment]
         sealer: Any = self.sealer
         setup = {
