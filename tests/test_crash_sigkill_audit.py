@@ -44,10 +44,33 @@ CONCURRENCY = 16
 REGIONS = ("330500", "320500", "310000", "340100")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999   # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for the gateway whose next one (the demo regions' port, ``serve --demo``'s default) is
+    free too, both outside the kernel's ephemeral range. A port from ``bind(0)`` is an ephemeral one,
+    and under this test's load the kernel hands out ephemeral ports as the clients' source ports: once
+    a restart after a kill found its demo-regions port (the gateway's + 1) taken by one (CI, session 17)."""
+    low, high = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if low <= port + 1 and port <= high:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no two free consecutive ports outside the ephemeral range")
 
 
 def _group_alive(pgid: int) -> list[int]:
