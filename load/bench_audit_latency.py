@@ -20,7 +20,10 @@ At the end it verifies the chain and checks that the chain holds exactly the app
 Compare ``--interval-us`` (the ``audit_commit_interval_us`` setting) and
 ``--inline-commit-max`` (``audit_inline_commit_max``) and ``--fsync`` (``audit_async_fsync``: the WAL's
 fdatasync through Linux AIO, or blocking, on the loop or the commit thread) values: a shorter spacing lowers the
-latency and raises the CPU per append, because every commit has a fixed cost.
+latency and raises the CPU per append, because every commit has a fixed cost. The spacing is fixed
+here: the load-following spacing of the gateway (``audit_commit_interval_busy_us``) widens only while a
+worker's loop is busy with requests, and these processes do nothing but append (compare it with
+``load/bench_ab.py``, which runs whole gateways).
 
 Session 8 on this 2-core VM, 2 processes at 1,000/s each, default settings: p50 3.7-4.5 ms,
 p99 6.7-11 ms (load/README.md). The keys are generated for the run and thrown away.
