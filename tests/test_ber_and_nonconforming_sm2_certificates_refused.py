@@ -29,7 +29,7 @@ from gateway.crypto.der import der_problem
 from gateway.crypto.sm2cert import _to_der, load_sm2_certificate
 from tests.conftest import NOW
 from tests.test_hostile_input_never_internal import (
-    CERTIFICATE_CHANGES, Tlv, certificate_variants, ofd_resigned, oid, rereferenced)
+    Tlv, certificate_variants, ofd_resigned, oid, rereferenced)
 from tests.test_ofd_vectors import VECTORS as VECTOR_DIR
 
 OFD_SIGN, OFD_SEAL = "500102", "310000"   # an OFD Type=Sign region, an OFD Type=Seal region (SM2 both)
@@ -152,14 +152,8 @@ def _conformance_variant(world, change) -> bytes:
     """The genuine OFD_SIGN issuer certificate with ``change`` made to its TBS, signed again by the
     region's anchor (tests/test_hostile_input_never_internal.certificate_variants)."""
     material = world.material[OFD_SIGN]
-    saved = dict(CERTIFICATE_CHANGES)
-    CERTIFICATE_CHANGES.clear()
-    CERTIFICATE_CHANGES["attack"] = change
-    try:
-        return dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key))["certificate attack"]
-    finally:
-        CERTIFICATE_CHANGES.clear()
-        CERTIFICATE_CHANGES.update(saved)
+    return dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key,
+                                     {"attack": change}))["certificate attack"]
 
 
 def _subject_cn(tbs: list[Tlv], value: Tlv) -> None:
@@ -231,15 +225,8 @@ def test_an_x5c_es256_certificate_with_a_negative_serial_is_malformed_too(world,
     material = world.material[region]
     header = orjson.loads(b64u_decode(world.simulator.issue(region, None, "valid", NOW).data.split(b".")[0]))
     header = {k: v for k, v in header.items() if k != "kid"}
-    saved = dict(CERTIFICATE_CHANGES)
-    CERTIFICATE_CHANGES.clear()
-    CERTIFICATE_CHANGES["attack"] = NONCONFORMING["negative_serial_number"][0]
-    CERTIFICATE_CHANGES["control"] = lambda tbs: None
-    try:
-        variants = dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key))
-    finally:
-        CERTIFICATE_CHANGES.clear()
-        CERTIFICATE_CHANGES.update(saved)
+    variants = dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key, {
+        "attack": NONCONFORMING["negative_serial_number"][0], "control": lambda tbs: None}))
     for label, verdict, reasons in (("certificate control", "valid", ()), ("certificate attack", "invalid", ("MALFORMED",))):
         token = jws_token(world, region, {**header, "x5c": [base64.b64encode(variants[label]).decode()]})
         with warnings.catch_warnings():

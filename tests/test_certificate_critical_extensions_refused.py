@@ -19,7 +19,7 @@ from adapters.ofd.container import read_ofd_package, write_ofd_package
 from gateway.trust import PROCESSED_CRITICAL, build_snapshot, load_certificate
 from tests.conftest import NOW
 from tests.test_hostile_input_never_internal import (
-    CERTIFICATE_CHANGES, Tlv, _extension, _with_extension, b64u_decode, certificate_variants, jws_token, ofd_resigned,
+    Tlv, _extension, _with_extension, b64u_decode, certificate_variants, jws_token, ofd_resigned,
     oid, rereferenced)
 
 JWS_ES256, OFD_SIGN = "341100", "500102"   # an ES256 region (x5c chains), an OFD Type=Sign region (SM2)
@@ -45,14 +45,8 @@ def variant(world, region: str, attack: str) -> bytes:
     change = CRITICAL_ATTACKS[attack]
     if change is None:
         return dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key))[f"certificate {attack}"]
-    saved = dict(CERTIFICATE_CHANGES)
-    CERTIFICATE_CHANGES.clear()
-    CERTIFICATE_CHANGES[attack] = change
-    try:
-        return dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key))[f"certificate {attack}"]
-    finally:
-        CERTIFICATE_CHANGES.clear()
-        CERTIFICATE_CHANGES.update(saved)
+    return dict(certificate_variants(material.issuers[-1].cert.der, material.anchor_key,
+                                     {attack: change}))[f"certificate {attack}"]
 
 
 @pytest.mark.parametrize("attack", sorted(CRITICAL_ATTACKS))

@@ -949,10 +949,11 @@ CERTIFICATE_CHANGES: dict[str, Callable[[list[Tlv]], None]] = {
 }
 
 
-def certificate_variants(cert_der: bytes, anchor_key: Any) -> Iterator[tuple[str, bytes]]:
-    """The certificate with each of :data:`CERTIFICATE_CHANGES`, signed again by the region's anchor
-    (so it still chains, where it can be read at all)."""
-    for label, change in CERTIFICATE_CHANGES.items():
+def certificate_variants(cert_der: bytes, anchor_key: Any,
+                         changes: dict[str, Callable[[list[Tlv]], None]] | None = None) -> Iterator[tuple[str, bytes]]:
+    """The certificate with each of ``changes`` (default :data:`CERTIFICATE_CHANGES`), signed again by
+    the region's anchor (so it still chains, where it can be read at all)."""
+    for label, change in (CERTIFICATE_CHANGES if changes is None else changes).items():
         tree = der_parse(cert_der)
         tbs, alg, _ = tree[0].content
         change(tbs.content)
