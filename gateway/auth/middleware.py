@@ -105,7 +105,11 @@ async def token_handler(request: web.Request) -> web.Response:
     if request.method != "POST" or request.content_type != "application/x-www-form-urlencoded":
         return _oauth_error_response(OAuthError(
             INVALID_REQUEST, "请以 POST application/x-www-form-urlencoded 提交令牌请求。"))
-    post = await request.post()
+    try:
+        post = await request.post()
+    except (ValueError, LookupError):  # bytes that are not UTF-8 (or the declared charset), an unknown charset
+        return _oauth_error_response(OAuthError(
+            INVALID_REQUEST, "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"))
     form: dict[str, str] = {}
     for name in post:
         values = post.getall(name)

@@ -15,6 +15,7 @@ is defined for completeness: client credentials carry no separate grant that cou
 from __future__ import annotations
 
 import heapq
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final
@@ -173,7 +174,11 @@ class TokenService:
             raise OAuthError(INVALID_CLIENT, "客户端断言的 aud 不是本令牌端点。", f"aud {aud!r}")
         exp = _number(claims.get("exp"))
         if exp is None:
-            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 exp。")
+            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 exp 或其不是有效的时间。")
+        for name in ("iat", "nbf"):  # optional, but when present a usable NumericDate (RFC 7519 §2)
+            if name in claims and _number(claims[name]) is None:
+                raise OAuthError(INVALID_CLIENT, f"客户端断言的 {name} 不是有效的时间。",
+                                 f"assertion {name} is not a finite number")
         if exp <= now - self.leeway_s:
             raise OAuthError(INVALID_CLIENT, "客户端断言已过期。")
         if exp - now > self.max_assertion_lifetime_s + self.leeway_s:
@@ -205,6 +210,14 @@ class TokenService:
 
 
 def _number(value: Any) -> float | None:
+    """A JSON NumericDate as a finite float; ``None`` for anything else. Python's JSON reader
+    (PyJWT's) accepts ``NaN``/``Infinity`` and integers beyond the float range: NaN compares
+    false with everything, so it would pass every time check (and stall the replay cache's
+    pruning), and ``float()`` of a huge integer raises OverflowError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
