@@ -173,6 +173,22 @@ def citizen_id_valid(code: str) -> bool:
     return citizen_id_check(code[:17]) == code[17]
 
 
+#: a citizen ID number standing alone as a token: no letter or digit on either side (a record's
+#: fields, where a longer code may hold 18 digits that are not one)
+ID_NUMBER_TOKEN = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+#: a citizen ID number anywhere in free text, also run together with letters ("ID330502...",
+#: "No.330502..."): what a partner or a log line writes
+ID_NUMBER_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
+
+
+def contains_citizen_id(text: str, pattern: re.Pattern[str] = ID_NUMBER_IN_TEXT) -> bool:
+    """Whether ``text`` holds a valid citizen ID number (check digit and date) where ``pattern``
+    finds 18-character candidates; an 18-digit number that is not one (an order number) is not."""
+    if pattern.search(text) is None:  # the common case: one C call, no iterator
+        return False
+    return any(citizen_id_valid(m.group(0).upper()) for m in pattern.finditer(text))
+
+
 # --- GB 32100 USCC --------------------------------------------------------------------
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_VAL = {c: i for i, c in enumerate(USCC_ALPHABET)}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import traceback
 from collections import OrderedDict
@@ -36,12 +35,11 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .identifiers import citizen_id_valid, mask_holder_code
+from .identifiers import ID_NUMBER_IN_TEXT, citizen_id_valid, mask_holder_code
 
 #: the request being served (None outside a request)
 CURRENT_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar("gateway_request", default=None)
 REDACTED = "[redacted]"
-_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 #: JSON body fields whose string values are personal (applicant, query holder, names)
 _PERSONAL_KEYS = frozenset({"name", "code", "holder_name", "holder_code", "applicant_name", "applicant_code"})
 _MAX_BODY_SCAN = 64 * 1024
@@ -121,7 +119,7 @@ def redact(text: str, personal: Iterable[str] = ()) -> str:
         upper = value.upper()
         if upper != value and upper in text:
             text = text.replace(upper, REDACTED)
-    return _CODE_LIKE.sub(lambda m: mask_holder_code(m.group(0)) if citizen_id_valid(m.group(0).upper())
+    return ID_NUMBER_IN_TEXT.sub(lambda m: mask_holder_code(m.group(0)) if citizen_id_valid(m.group(0).upper())
                           else m.group(0), text)
 
 

@@ -43,7 +43,7 @@ from .catalogue import Catalogue, Item, LicenceType, Requirement, disclose
 from .config import ConfigError, Settings
 from .core import PASS, Verdict, VerificationResult
 from .errors import GatewayError, InfrastructureError, RequestRejected
-from .identifiers import HOLDER_CODE_TYPES, citizen_id_valid, holder_code_valid, mask_holder_code
+from .identifiers import HOLDER_CODE_TYPES, contains_citizen_id, holder_code_valid, mask_holder_code
 from .upstream import (BreakerPolicy, HolderQuery, RegionFetch, ResiliencePolicy, RetryPolicy, Upstreams,
                        build_configs)
 from .upstream.routing import route
@@ -53,7 +53,6 @@ log = logging.getLogger("gateway.query")
 MAX_USE_CAUSE = 200
 MAX_NAME = 64
 MAX_TYPES = 16
-_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _CASE_FOLDED = frozenset({"111", "001"})
 
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
@@ -153,7 +152,7 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
     use_cause = body.get("use_cause")
     if not isinstance(use_cause, str) or not use_cause.strip() or len(use_cause) > MAX_USE_CAUSE:
         raise _bad(f"'use_cause' (用证事由) must be 1-{MAX_USE_CAUSE} characters")
-    if any(citizen_id_valid(m.group(0).upper()) for m in _CODE_LIKE.finditer(use_cause)):
+    if contains_citizen_id(use_cause):
         raise _bad("'use_cause' must not contain an ID number (it is audited in clear)")
     types = _types(body.get("licence_types"), item, catalogue, code_type)
     explicit = body.get("regions")

@@ -243,9 +243,10 @@ async def test_sqlite_backend_chain_verifies_after_shutdown(world, aiohttp_clien
         await store.close()
 
 
-async def test_request_id_that_looks_like_a_citizen_id_is_recorded_as_a_digest(api, world):
+@pytest.mark.parametrize("prefix", ["", "req-", "req"])  # "req330502...": run together with letters
+async def test_request_id_that_looks_like_a_citizen_id_is_recorded_as_a_digest(api, world, prefix):
     first17 = "33050219900101001"
-    rid = first17 + citizen_id_check(first17)
+    rid = prefix + first17 + citizen_id_check(first17)
     await post(api, "/v1/licences/verify", world.simulator.issue(HUZHOU, "id_card", "valid", NOW).body(), rid)
     assert of_request(api, rid) == []
     [rec] = of_request(api, safe_request_id(rid))

@@ -130,3 +130,14 @@ def test_json_formatter_writes_one_object_per_line_with_extras():
     doc = orjson.loads(JsonFormatter().format(record))
     assert doc["message"] == "hello world" and doc["request_id"] == "r-1" and doc["region"] == "330500"
     assert doc["level"] == "INFO" and doc["logger"] == "gateway.x" and doc["time"].endswith("Z")
+
+
+def test_redact_masks_a_citizen_id_run_together_with_letters():
+    """Free text writes "ID330502…" or "No.330502…": the ID is masked there too (the pattern
+    looked for a token standing alone, so a letter before it kept it in clear)."""
+    first17 = "33050219900101001"
+    code = first17 + citizen_id_check(first17)
+    out = redact(f"applicant ID{code}, order No.{code}x")
+    assert code not in out and out == f"applicant ID{mask_holder_code(code)}, order No.{mask_holder_code(code)}x"
+    longer = "9" + code  # 19 digits: not an ID number, stays
+    assert redact(f"ref {longer}") == f"ref {longer}"

@@ -308,6 +308,7 @@ async def test_malformed_or_oversized_answers_are_errors(query_client, regions_u
     ({"holder": {"code_type": "111", "code": "330102198506121230"}}, 400, "APPLICANT_INVALID"),
     ({"use_cause": "x" * 201}, 400, "BAD_REQUEST"),
     ({"use_cause": "核验 " + citizen()}, 400, "BAD_REQUEST"),
+    ({"use_cause": "核验申请人 ID" + citizen()}, 400, "BAD_REQUEST"),  # run together with letters
     ({"licence_types": ["business_licence_of_nobody"]}, 400, "BAD_REQUEST"),
     ({"licence_types": ["marriage_certificate"]}, 400, "TYPE_NOT_ACCEPTED"),
     ({"regions": ["999999"]}, 400, "BAD_REQUEST"),

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import INTERNAL, InfrastructureError
-from gateway.identifiers import citizen_id_valid
+from gateway.identifiers import ID_NUMBER_TOKEN, contains_citizen_id
 
 #: kinds of audited actions; a new kind is added here, never invented at a call site
 KINDS = frozenset({"verify", "check", "query", "token", "trust", "login", "logout", "prune", "admin"})
@@ -30,7 +30,6 @@ MAX_TEXT = 256
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: an 18-character token standing alone (a citizen ID has digits and a final X)
 _CODE_LEN = 18   # a holder code cannot hide in a shorter text
-_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
 
 def _bad(detail: str) -> InfrastructureError:
@@ -114,9 +113,7 @@ def _looks_like_holder_code(value: str) -> bool:
     Only citizen IDs (personal data) are looked for: a USCC is also the issuer part of every
     licence identifier and of item codes, so it cannot be told from a holder code by shape.
     """
-    if _CODE_LIKE.search(value) is None:   # the common case: one C call, no iterator
-        return False
-    return any(citizen_id_valid(m.group(0).upper()) for m in _CODE_LIKE.finditer(value))
+    return contains_citizen_id(value, ID_NUMBER_TOKEN)
 
 
 def _check_text(name: str, value: str | None, *, required: bool = False, scan: bool = True) -> None:
