@@ -114,8 +114,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 #: parsed, validated headers by their base64url text: one issuer key writes the same header on
-#: every licence, so each distinct header is decoded and checked once (bounded; pure)
+#: every licence, so each distinct header is decoded and checked once (bounded; pure). Bounded in bytes
+#: too: only headers up to :data:`_HEADER_CACHE_MAX_BYTES` of base64url are kept (an issuer's header is
+#: ~200 bytes, one with a four-certificate x5c chain ~4 KB); a header is checked before any signature,
+#: so 1,024 distinct 256-KB headers, cached, held ~0.5 GB per worker (the text and its x5c bytes)
 _HEADER_CACHE_SIZE = 1024
+_HEADER_CACHE_MAX_BYTES = 16 * 1024
 _HEADERS: dict[bytes, tuple[str, KeyRef]] = {}
 
 
@@ -175,9 +179,10 @@ class JwsFamily:
             if not isinstance(header, dict) or not isinstance(payload, dict):
                 raise LicenceRejected(errors.MALFORMED, "JWS header and payload must be JSON objects")
             cached = _read_header(header)
-            if len(_HEADERS) >= _HEADER_CACHE_SIZE:
-                _HEADERS.clear()
-            _HEADERS[h64] = cached
+            if len(h64) <= _HEADER_CACHE_MAX_BYTES:
+                if len(_HEADERS) >= _HEADER_CACHE_SIZE:
+                    _HEADERS.clear()
+                _HEADERS[h64] = cached
         elif not isinstance(payload, dict):
             raise LicenceRejected(errors.MALFORMED, "JWS header and payload must be JSON objects")
         alg, key_ref = cached

@@ -36,12 +36,12 @@ from .model import Licence, make_licence, positional_builder
 from .specs import RegionInfo, RegionSpec, _parse_date, covers
 from .status import REVOKED, SUSPENDED, StatusSnapshot
 from .trust import (
-    CertInfo,
     IssuerEntry,
     TrustSnapshot,
     build_chain,
     key_id_of,
     load_certificate,
+    revocation_of,
     unprocessed_critical_problem,
 )
 
@@ -213,35 +213,41 @@ class Issuer(Check):
         leaf = certs[0]
         if leaf.is_ca or not leaf.digital_signature:
             raise LicenceRejected(errors.UNTRUSTED_CHAIN, "embedded signer certificate is not an end-entity signing certificate")
-        for code, rt in ctx.trust.regions.items():
+        # one anchor may serve several regions (a provincial CA for its cities): the region the licence names
+        # is tried first, then the regions issuing this format, so a shared anchor does not hand a genuine
+        # licence to the first region holding it (ISSUER_REGION_MISMATCH) -- the order only breaks ties
+        env, specs = ctx.envelope, ctx.specs
+        hint = env.key_ref.region_hint
+        regions = sorted(ctx.trust.regions.items(), key=lambda item: (
+            item[0] != hint, (spec := specs.get(item[0])) is None or spec.family != env.family))
+        for code, rt in regions:
             path = build_chain(leaf, certs[1:], list(rt.anchors), ctx.policy.max_chain_depth)
             if path is not None:
-                return IssuerEntry(leaf.key_id, code, leaf, path, rt_revocation(ctx.trust, code, leaf))
+                # the region's revoked serials, whether or not the certificate is (still) listed as an issuer
+                return IssuerEntry(leaf.key_id, code, leaf, path, revocation_of(leaf, path, rt.revoked))
         return None
 
 
 #: key id (SHA-256 thumbprint) of an embedded signer certificate, by its DER bytes: issuers are
 #: few and sign many licences (OFD carries the certificate in every licence). Bounded (cleared
-#: when full); a hit is one dict read (atomic under the GIL). Keyed by the certificate, never by
-#: a licence's own bytes.
+#: when full) in entries and in bytes: only "certificates" up to :data:`_LEAF_KEY_IDS_MAX_DER` bytes
+#: are kept (an issuer certificate is 0.5-2 KB; the bytes are the presenter's, not yet read as a
+#: certificate, and 1,024 kept 190-KB blobs held ~200 MB per worker). A hit is one dict read (atomic
+#: under the GIL). Keyed by the certificate, never by a licence's own bytes.
 _LEAF_KEY_IDS_SIZE = 1024
+_LEAF_KEY_IDS_MAX_DER = 16 * 1024
 _LEAF_KEY_IDS: dict[bytes, str] = {}
 
 
 def _leaf_key_id(der: bytes) -> str:
     hit = _LEAF_KEY_IDS.get(der)
     if hit is None:
-        if len(_LEAF_KEY_IDS) >= _LEAF_KEY_IDS_SIZE:
-            _LEAF_KEY_IDS.clear()
-        hit = _LEAF_KEY_IDS[bytes(der)] = key_id_of(der)
+        hit = key_id_of(der)
+        if len(der) <= _LEAF_KEY_IDS_MAX_DER:
+            if len(_LEAF_KEY_IDS) >= _LEAF_KEY_IDS_SIZE:
+                _LEAF_KEY_IDS.clear()
+            _LEAF_KEY_IDS[bytes(der)] = hit
     return hit
-
-
-def rt_revocation(trust: TrustSnapshot, region: str, cert: CertInfo):
-    for entry in trust.regions[region].issuers:
-        if entry.cert.serial_hex == cert.serial_hex:
-            return entry.revocation
-    return None
 
 
 class Algorithm(Check):
@@ -371,9 +377,9 @@ class IssuerCertificate(Check):
                                           f"judged at {when:%Y-%m-%dT%H:%M:%SZ} ({pol.issuer_time_policy})")
         rev = entry.revocation
         if rev is not None:
-            # keyCompromise: nothing the key ever signed is trusted; otherwise only what it
-            # signed after the revocation time.
-            if rev.reason == "keyCompromise" or signed is None or signed >= rev.revoked_at:
+            # a compromise (keyCompromise, cACompromise for a CA above it; or an unrecognised reason, failing
+            # closed): nothing the key ever signed is trusted; otherwise only what it signed after the revocation time.
+            if rev.compromise or signed is None or signed >= rev.revoked_at:
                 raise LicenceRejected(errors.ISSUER_CERT_REVOKED,
                                       f"serial {rev.serial_hex} revoked {rev.revoked_at.isoformat()} ({rev.reason})")
         if when is not now and not entry.cert.nb_ts - skew <= now_ts <= entry.cert.na_ts + skew:

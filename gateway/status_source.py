@@ -153,7 +153,7 @@ def signer_problem(trust: TrustSnapshot, kid: str, region: str, at: dt.datetime,
         if not cert.valid_at(at, skew.total_seconds()):
             return f"{cert.subject} not valid at {at.isoformat()}"
     rev = entry.revocation
-    if rev is not None and (rev.reason == "keyCompromise" or at >= rev.revoked_at):
+    if rev is not None and (rev.compromise or at >= rev.revoked_at):
         return f"signer certificate revoked {rev.revoked_at.isoformat()} ({rev.reason})"
     return None
 

@@ -58,6 +58,9 @@ class CertInfo:
     #: OIDs of the critical extensions outside :data:`PROCESSED_CRITICAL`: such a certificate is never
     #: part of a trusted path (:func:`unprocessed_critical_problem`)
     unprocessed_critical: tuple[str, ...] = ()
+    #: basicConstraints pathLenConstraint of a CA (None: no limit): how many intermediate CA certificates may
+    #: follow it down a path (RFC 5280 4.2.1.9; enforced by :func:`build_chain`)
+    path_len: int | None = None
     _native: Any = field(repr=False, default=None)  # cryptography Certificate or SM2Certificate
     nb_ts: float = field(repr=False, default=0.0)  # not_before / not_after as epoch seconds (hot path)
     na_ts: float = field(repr=False, default=0.0)
@@ -140,9 +143,9 @@ def load_certificate(data: bytes) -> CertInfo:
         raise ValueError(f"certificate extensions unreadable: {exc}") from None
     try:
         bc = extensions.get_extension_for_class(x509.BasicConstraints).value
-        is_ca = bc.ca
+        is_ca, path_len = bc.ca, bc.path_length
     except x509.ExtensionNotFound:
-        is_ca = False
+        is_ca, path_len = False, None
     try:
         ku = extensions.get_extension_for_class(x509.KeyUsage).value
         digital_signature = ku.digital_signature
@@ -156,7 +159,7 @@ def load_certificate(data: bytes) -> CertInfo:
         digital_signature=digital_signature, public_key=key,
         unprocessed_critical=tuple(sorted(e.oid.dotted_string for e in extensions
                                           if e.critical and e.oid.dotted_string not in PROCESSED_CRITICAL)),
-        _native=cert,
+        path_len=path_len if is_ca else None, _native=cert,
     )
 
 
@@ -177,7 +180,8 @@ def _load_sm2(der: bytes) -> CertInfo:
         subject_der=c.subject_der, issuer_der=c.issuer_der, serial_hex=format(c.serial, "x"),
         not_before=c.not_before, not_after=c.not_after, is_ca=c.is_ca,
         digital_signature="digital_signature" in c.key_usage, public_key=c.public_key,
-        unprocessed_critical=tuple(sorted(c.critical_extensions - PROCESSED_CRITICAL)), _native=c,
+        unprocessed_critical=tuple(sorted(c.critical_extensions - PROCESSED_CRITICAL)),
+        path_len=c.path_len if c.is_ca else None, _native=c,
     )
 
 
@@ -198,7 +202,28 @@ _DER = _Enc.DER
 class Revocation:
     serial_hex: str
     revoked_at: datetime
-    reason: str
+    reason: str  # an RFC 5280 CRLReason name when recognised (:func:`reason_name`), else as written
+
+    @property
+    def compromise(self) -> bool:
+        """Is nothing the key ever signed to be trusted? A key (or CA / attribute authority) compromise, and,
+        failing closed, a reason this gateway does not recognise ("KeyCompromise" once read as a
+        superseded key, keeping the licences its thief backdated)."""
+        return self.reason in _COMPROMISE or self.reason not in _REASONS
+
+
+#: RFC 5280 5.3.1 CRLReason names (removeFromCRL is a delta-CRL entry, not a revocation)
+_REASONS = frozenset({"unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+                      "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise"})
+_COMPROMISE = frozenset({"keyCompromise", "cACompromise", "aACompromise"})
+_REASON_BY_FOLDED = {r.lower(): r for r in _REASONS}
+
+
+def reason_name(value: Any) -> str:
+    """A revocation reason as the trust list writes it -> its RFC 5280 name when it is one, spelt in any
+    case, with or without ``-``, ``_`` or spaces (``key-compromise``, ``KEY_COMPROMISE``); else the text."""
+    text = str(value)
+    return _REASON_BY_FOLDED.get("".join(c for c in text if c not in "-_ ").lower(), text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +257,9 @@ class RegionTrust:
     info: RegionInfo
     anchors: tuple[CertInfo, ...]
     issuers: tuple[IssuerEntry, ...]
+    #: the region's revoked certificate serials (:func:`serial_key` form): they apply to every certificate
+    #: of a path below the anchor, listed or embedded in a licence (x5c, an OFD signer certificate)
+    revoked: Mapping[str, Revocation] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +325,9 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
         revoked = {}
         for i, r in enumerate(rdoc.get("revoked", [])):
             try:
-                rev = Revocation(str(r["serial"]).lower(), _parse_time(r["revoked_at"], f"regions.{code}.revoked[{i}]"),
-                                 str(r.get("reason", "unspecified")))
-            except (KeyError, TypeError, TrustListError) as exc:
+                rev = Revocation(serial_key(r["serial"]), _parse_time(r["revoked_at"], f"regions.{code}.revoked[{i}]"),
+                                 reason_name(r.get("reason", "unspecified")))
+            except (KeyError, TypeError, ValueError) as exc:  # TrustListError is a ValueError
                 dropped.append(DroppedEntry(code, "", "", f"revocation entry {i} unreadable: {exc}"))
                 continue
             revoked[rev.serial_hex] = rev
@@ -324,10 +352,10 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
             if problem:
                 dropped.append(DroppedEntry(code, leaf.subject, leaf.key_id, problem))
                 continue
-            entry = IssuerEntry(leaf.key_id, code, leaf, chain, revoked.get(leaf.serial_hex))
+            entry = IssuerEntry(leaf.key_id, code, leaf, chain, revocation_of(leaf, chain, revoked))
             issuers.append(entry)
             by_key_id[leaf.key_id] = entry
-        out[code] = RegionTrust(regions[code], tuple(anchors), tuple(issuers))
+        out[code] = RegionTrust(regions[code], tuple(anchors), tuple(issuers), MappingProxyType(revoked))
     return TrustSnapshot(
         framework=str(doc.get("framework", "")), version=version, issued_at=issued_at, expires_at=expires_at,
         regions=MappingProxyType(out), by_key_id=MappingProxyType(by_key_id), dropped=tuple(dropped),
@@ -356,15 +384,49 @@ def _load_cas(pems: list[str], code: str, kind: str, dropped: list[DroppedEntry]
     return out
 
 
+def serial_key(value: Any) -> str:
+    """A revoked serial as the trust list writes it -> :attr:`CertInfo.serial_hex` form (lowercase hex, no
+    leading zeros). Hex text may be written as OpenSSL prints it (``0BDB29``: an even number of digits; or
+    ``0b:db:29``) or with ``0x``; a JSON integer is the serial's value. Anything else raises ValueError:
+    a revocation whose serial matched no certificate's spelling would silently revoke nothing."""
+    if type(value) is int and value > 0:
+        return format(value, "x")
+    if not isinstance(value, str):
+        raise ValueError(f"serial must be hex text or a positive integer, not {type(value).__name__}")
+    text = value.strip().replace(":", "").replace(" ", "").lower().removeprefix("0x")
+    if not text or not text.isascii() or not all(c in "0123456789abcdef" for c in text):
+        raise ValueError(f"serial {value!r} is not hexadecimal")
+    number = int(text, 16)
+    if number <= 0:
+        raise ValueError(f"serial {value!r} is not a positive integer")
+    return format(number, "x")
+
+
+def revocation_of(leaf: CertInfo, path: tuple[CertInfo, ...], revoked: Mapping[str, Revocation]) -> Revocation | None:
+    """The revocation that applies to a signer: its own, or that of a certificate between it and the anchor
+    (``path`` ends with the anchor) -- a compromise first, otherwise the earliest."""
+    if not revoked:
+        return None
+    found = [rev for c in (leaf, *path[:-1]) if (rev := revoked.get(c.serial_hex)) is not None]
+    if not found:
+        return None
+    return min(found, key=lambda r: (not r.compromise, r.revoked_at))
+
+
 def build_chain(leaf: CertInfo, intermediates: list[CertInfo], anchors: list[CertInfo],
                 max_depth: int) -> tuple[CertInfo, ...] | None:
-    """Find a path leaf -> (intermediates) -> anchor, at most ``max_depth`` certificates above the leaf."""
+    """Find a path leaf -> (intermediates) -> anchor, at most ``max_depth`` certificates above the leaf.
+
+    Only a CA certificate may issue (an end-entity's key -- an issuer's signing key -- may not mint
+    certificates), and a CA's pathLenConstraint bounds the intermediate CAs below it (RFC 5280 6.1.4)."""
     current, path = leaf, []
     for _ in range(max_depth):
+        below = len(path)  # intermediate CA certificates between ``current``'s issuer and the leaf
         for a in anchors:
-            if current.issued_by(a):
+            if (a.path_len is None or below <= a.path_len) and current.issued_by(a):
                 return (*path, a)
-        parent = next((i for i in intermediates if i not in path and current.issued_by(i)), None)
+        parent = next((i for i in intermediates if i.is_ca and (i.path_len is None or below <= i.path_len)
+                       and i not in path and current.issued_by(i)), None)
         if parent is None:
             return None
         path.append(parent)

@@ -126,6 +126,12 @@ async def trust_info(request: web.Request) -> web.Response:
             {"region": e.region, "key_id": e.key_id, "serial": e.revocation.serial_hex,
              "revoked_at": e.revocation.revoked_at.isoformat(), "reason": e.revocation.reason}
             for e in trust.by_key_id.values() if e.revocation is not None],
+        # every revoked serial: it applies to a listed issuer, an intermediate CA above one, or a certificate a
+        # licence carries (x5c, an OFD signer certificate) alike
+        "revoked_serials": [] if trust is None else [
+            {"region": code, "serial": rev.serial_hex, "revoked_at": rev.revoked_at.isoformat(), "reason": rev.reason,
+             "compromise": rev.compromise}
+            for code, rt in sorted(trust.regions.items()) for rev in rt.revoked.values()],
     }
     return _json(body)
 

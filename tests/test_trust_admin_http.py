@@ -214,3 +214,23 @@ async def test_refused_signed_list_at_start_leaves_the_gateway_not_ready(world, 
     assert resp.status == 503 and "expired" in (await resp.json())["problems"][0]
     resp = await client.post("/v1/licences/verify", json={"licence": "eyJ.a.b", "encoding": "utf-8"})
     assert resp.status == 503 and (await resp.json())["code"] == "TRUST_UNAVAILABLE"
+
+
+async def test_admin_trust_lists_every_revoked_serial_with_its_compromise_flag(world, admin):
+    """A revoked serial applies to certificates off the issuer list too (an x5c or OFD signer
+    certificate, an intermediate CA): the admin view lists them all, as normalised."""
+    client, path, adm, _ = admin
+    doc = doc_v(world, 13)
+    listed = world.material[REGION].issuers[0].cert.serial_hex
+    doc["regions"][REGION]["revoked"] = [
+        {"serial": listed.upper(), "revoked_at": NOW.isoformat(), "reason": "superseded"},
+        {"serial": "0x0BDB29", "revoked_at": NOW.isoformat(), "reason": "Key-Compromise"},  # on no listed issuer
+        {"serial": "bdb2a", "revoked_at": NOW.isoformat(), "reason": "stolen"},  # unknown reason: a compromise
+    ]
+    publish(path, doc)
+    assert (await client.post("/v1/admin/trust/reload", headers=adm)).status == 200
+    body = await (await client.get("/v1/admin/trust", headers=adm)).json()
+    mine = [r for r in body["revoked_serials"] if r["region"] == REGION]
+    assert sorted((r["serial"], r["reason"], r["compromise"]) for r in mine) == sorted([
+        (listed, "superseded", False), ("bdb29", "keyCompromise", True), ("bdb2a", "stolen", True)])
+    assert [r["serial"] for r in body["revoked_issuers"]] == [listed]
