@@ -14,8 +14,14 @@ keys sorted (by Unicode code point, which is UTF-8 byte order), UTF-8, no whites
 escaping of non-ASCII characters. Values may only be strings, integers (not booleans) or,
 one level down, an object of those: floats (whose text form is not canonical) and deeper
 nesting are refused as MALFORMED. The verifier re-serialises what it parsed, so the
-signature always covers exactly the data the gateway read (a duplicated key cannot show
-the gateway one value and the signer another).
+signature always covers exactly the data the gateway read.
+
+**No member twice**: an object that names a member twice is refused (MALFORMED), wherever it
+is. orjson keeps the last value, other readers keep the first or every one (RFC 8259 4.), so a
+presenter could put a forged ``data`` object (or field, or signer reference) before the genuine
+one: the gateway would read and verify the genuine one and answer ``valid`` for a document
+that other software reads as the forgery. The signature block holds only the members below,
+each a string (the XML family's ``<SignatureValue>`` attributes likewise).
 
 **Signing time** lives *inside* the signed data, under ``options.signing_time_field``
 (ISO 8601 with a UTC offset). **Signer** is named by certificate serial + region code
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -56,6 +63,11 @@ DEFAULT_SIGNING_TIME_FIELD = "qmsj"  # 签名时间, pinyin initials
 BEIJING = timezone(timedelta(hours=8))
 MAX_FIELDS = 256
 MAX_SIGNATURE_B64 = 200
+#: the members a signature block may have (all strings)
+SIGNATURE_MEMBERS = frozenset({"alg", "region", "serial", "kid", "encoding", "value"})
+#: one JSON string token of a text orjson has read (so valid JSON: outside strings no ``"`` occurs)
+#: and, in group 1, the ``:`` that makes it a member name
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?', re.S)
 
 
 def canonical_bytes(data: Mapping[str, Any]) -> bytes:
@@ -79,6 +91,30 @@ def check_data_shape(data: Any, what: str) -> dict[str, Any]:
         elif not _scalar(value):
             raise LicenceRejected(errors.MALFORMED, f"{what}.{key} must be text, an integer or an object of those")
     return data
+
+
+def check_signature_members(block: Mapping[str, Any]) -> None:
+    """Only the known members, each a short string (MALFORMED): nothing unsigned rides along unread."""
+    unknown = set(block) - SIGNATURE_MEMBERS
+    if unknown:
+        raise LicenceRejected(errors.MALFORMED, f"unknown signature member(s) {shown(sorted(unknown)[0])}"
+                                                f"{' ...' if len(unknown) > 1 else ''}")
+    encoding = block.get("encoding")
+    if encoding is not None and (not isinstance(encoding, str) or len(encoding) > 16):
+        raise LicenceRejected(errors.MALFORMED, "signature encoding must be a short string")
+
+
+def check_no_duplicate_members(text: bytes, doc: dict[str, Any]) -> None:
+    """Refuse a text that names a member of some object twice (see the module docstring). ``doc`` is
+    what orjson read from ``text``, already shape-checked: objects only at the top, in ``data``, one
+    level inside it and in the signature block (whose members are strings)."""
+    if orjson.dumps(doc) == text:  # as orjson (and the simulator) writes it: every member once
+        return
+    data, block = doc.get("data"), doc.get("signature")
+    read = len(doc) + len(block) + len(data) + sum(len(v) for v in data.values() if type(v) is dict)
+    strings = _JSON_STRING.findall(text)  # group 1 of each: b"" for a value, the ':' for a member name
+    if len(strings) - strings.count(b"") != read:
+        raise LicenceRejected(errors.MALFORMED, "a JSON object names the same member twice")
 
 
 def _scalar(value: Any) -> bool:
@@ -179,8 +215,10 @@ class Sm2JsonFamily:
         block = doc.get("signature")
         if not isinstance(block, dict):
             raise LicenceRejected(errors.MALFORMED, "signature must be an object")
+        check_signature_members(block)
         key_ref = key_ref_from(block)
         signature = decode_signature_value(block.get("value"))
+        check_no_duplicate_members(data, doc)
         signed = canonical_bytes(data_obj)
         signing_time = pop_signing_time(data_obj)  # parsed here, owned here: no copy needed
         return make_envelope(self.name, "SM2", key_ref, data_obj, signing_time, signed, signature, NO_EXTRA)

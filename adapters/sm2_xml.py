@@ -25,7 +25,15 @@ taken verbatim (not stripped); every value is text.
 is refused if it contains a DOCTYPE or ENTITY declaration (no entity expansion, no external
 fetch), attributes or non-blank text where only elements belong, duplicate field
 elements, nesting deeper than the surface container, or more than :data:`MAX_ELEMENTS`
-elements. Parsing uses the standard library's ``xml.etree`` after those checks.
+elements. Parsing uses the standard library's ``xml.etree`` after those checks. The root
+takes no attributes (its namespace declaration is not one) and every element inside ``<Data>``
+is in the licence namespace: the signed form names fields by their local name, so a field
+moved to another namespace (another element, to any namespace-aware reader) or an attribute on
+the root would be content the signature does not cover.
+
+**Writing**: a carriage return in a value is written as the reference ``&#13;``: XML readers
+turn a literal CR (and CR LF) into LF, so the value read back -- and verified -- would differ
+from the one signed.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from typing import Any, Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 from gateway import errors
-from gateway.errors import LicenceRejected
+from gateway.errors import LicenceRejected, shown
 from gateway.specs import RegionSpec
 from gateway.trust import CertInfo
 
@@ -59,6 +67,7 @@ from .sm2_json import (
 
 NS = "urn:elicence:sm2-xml:1"
 _NS_BYTES = NS.encode()
+_NS_TAG = "{" + NS + "}"
 ROOT = "ElectronicLicence"
 MAX_ELEMENTS = 512
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
@@ -289,14 +298,18 @@ def _check_name(name: str) -> str:
     return name
 
 
+#: besides & < >: a CR, which XML readers would turn into LF (XML 1.0 2.11)
+_ESCAPE_CR = {"\r": "&#13;"}
+
+
 def data_xml(data: Mapping[str, Any]) -> str:
     parts = ["<Data>"]
     for key, value in data.items():
         if isinstance(value, Mapping):
-            inner = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in value.items())
+            inner = "".join(f"<{k}>{escape(v, _ESCAPE_CR)}</{k}>" for k, v in value.items())
             parts.append(f"<{key}>{inner}</{key}>")
         else:
-            parts.append(f"<{key}>{escape(value)}</{key}>")
+            parts.append(f"<{key}>{escape(value, _ESCAPE_CR)}</{key}>")
     parts.append("</Data>")
     return "".join(parts)
 
@@ -345,6 +358,8 @@ class Sm2XmlFamily:
         root = parse_hardened(data, "SM2-XML licence")
         if root.tag != f"{{{NS}}}{ROOT}":
             raise LicenceRejected(errors.UNSUPPORTED_FORMAT, f"root element {root.tag!r} is not {{{NS}}}{ROOT}")
+        if root.attrib:
+            raise LicenceRejected(errors.MALFORMED, "the root element takes no attributes")
         _no_stray_text(root.text, "the root element")
         children = list(root)
         if [local(c.tag) for c in children] != ["Data", "SignatureValue"] or any(c.tag[1:].split("}")[0] != NS
@@ -354,6 +369,10 @@ class Sm2XmlFamily:
         for c in children:
             _no_stray_text(c.tail, f"after <{local(c.tag)}>")
         fields = data_from_element(data_el, "SM2-XML licence")
+        for el in data_el.iter():  # <Data> itself and its fields (two levels: data_from_element)
+            if not el.tag.startswith(_NS_TAG):
+                raise LicenceRejected(errors.MALFORMED, f"SM2-XML licence: field {shown(local(el.tag))} is not in "
+                                                        f"the namespace {NS}")
         key_ref = key_ref_from(dict(sig_el.attrib))
         unknown = set(sig_el.attrib) - _SIGNATURE_ATTRS
         if unknown or len(sig_el):
