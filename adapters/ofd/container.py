@@ -4,8 +4,10 @@ An OFD file comes from outside: it is read fully in memory under explicit limits
 anything a zip can do to hurt a reader is refused before a byte is inflated:
 oversized input, too many entries, long / traversing / absolute / backslashed names,
 duplicate names (also case-insensitively), encrypted entries, compression methods other
-than stored and deflate, a declared total size or an inflate ratio past the limit, and
-entries that inflate to more than they declared.
+than stored and deflate, a declared total size or an inflate ratio past the limit,
+entries that inflate to more than they declared, entries whose data runs into another's,
+and a zip64 end record that names another central directory than the end record (one
+package that two zip readers would list differently).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from typing import Final
 
 from adapters.ofd.errors import (
+    AmbiguousZipError,
     DuplicateEntryError,
     EncryptedEntryError,
     NotAZipError,
@@ -128,6 +131,8 @@ _LFH = struct.Struct("<4s2xH18xHH")
 _PLAIN_SEGMENTS = rb"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*/?"
 #: every entry name of a package, joined by newlines (which no plain name contains)
 _PLAIN_NAMES = re.compile(_PLAIN_SEGMENTS + rb"(?:\n" + _PLAIN_SEGMENTS + rb")*")
+#: signature of the zip64 end of central directory locator (20 bytes, just before the end record)
+_ZIP64_LOCATOR = b"PK\x06\x07"
 _PLAIN_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descriptor, UTF-8 names
 _NOT_PLAIN_FLAGS = ~_PLAIN_FLAGS
 _MAX_EXTRACT_VERSION = 63  # as zipfile
@@ -145,12 +150,18 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
     if (sig != b"PK\x05\x06" or disk or cd_disk or count_disk != count or comment_len
             or cd_off + cd_size != cd_end or count > limits.max_entries):
         return None
+    if data.startswith(_ZIP64_LOCATOR, cd_end - 20):
+        # the 20 bytes before the end record read as a zip64 locator (they may be the last entry's
+        # comment): zipfile would then take the central directory the zip64 record names, another
+        # list of files than this one -- zipfile decides
+        return None
     max_name, max_total = limits.max_entry_name_length, limits.max_total_uncompressed
     ratio_min, max_ratio = limits.ratio_check_min_bytes, limits.max_compression_ratio
     unpack_cdh, unpack_lfh, starts_with, inflater_for, crc32 = (_CDH.unpack_from, _LFH.unpack_from, data.startswith,
                                                                 zlib.decompressobj, zlib.crc32)
     names: list[bytes] = []
     contents: list[bytes] = []
+    spans: list[tuple[int, int]] = []  # (local header offset, end of its data) of every entry
     folders = False
     total = 0
     pos = cd_off
@@ -168,6 +179,7 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
         names.append(raw_name)
         if raw_name[-1:] == b"/":  # a folder: its name is checked with the others, nothing is kept
             contents.append(b"")
+            spans.append((offset, offset))  # never read, but zipfile bounds the entry before it by it
             folders = True
             continue
         if offset + 30 > cd_off:
@@ -193,8 +205,18 @@ def _read_plain(data: bytes, limits: ZipLimits) -> dict[str, bytes] | None:
         if crc32(content) != crc:
             return None
         contents.append(content)
+        spans.append((offset, end))
     if pos != cd_end:
         return None
+    # no entry's data may run into the next local header (zipfile: "Overlapped entries", the quoted-
+    # overlap zip bomb; one file's bytes read again as another's): by offset, each entry starts at
+    # or after the end of the one before, and no two share a local header
+    spans.sort()
+    prev_offset, prev_end = -1, 0
+    for offset, end in spans:
+        if offset <= prev_offset or offset < prev_end:
+            return None
+        prev_offset, prev_end = offset, end
     # every name at once: as many pieces as names (so no name holds a newline, and the join splits
     # back exactly), each plain ASCII segments, no two alike once case-folded (ASCII: lower() is
     # casefold(); an exact duplicate folds alike too)
@@ -233,6 +255,9 @@ def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:
     except NotImplementedError as exc:  # an entry needing a newer zip version than zipfile reads (> 6.3)
         raise UnsupportedOfdError(f"zip feature not supported: {exc}") from exc
     with zf:
+        conflict = _zip64_end_conflict(data)
+        if conflict is not None:
+            raise AmbiguousZipError(conflict)
         infos = zf.infolist()
         if len(infos) > limits.max_entries:
             raise TooManyEntriesError(f"{len(infos)} entries, more than {limits.max_entries}")
@@ -274,6 +299,31 @@ def _read_with_zipfile(data: bytes, limits: ZipLimits) -> OfdPackage:
                 raise ZipBombError(f"entry {info.filename!r} inflates to a size other than declared")
             files[info.filename] = content
     return OfdPackage(MappingProxyType(files))
+
+
+def _zip64_end_conflict(data: bytes) -> str | None:
+    """When zipfile reads a zip64 end record, how it contradicts the classic end record (None if it
+    does not). A reader that ignores zip64 (it may: the classic record's values are not the 0xFFFF /
+    0xFFFFFFFF placeholders that send a reader to zip64) would list another central directory than
+    zipfile -- one package, two sets of files."""
+    find_end = getattr(zipfile, "_EndRecData", None)  # what zipfile itself goes by (CPython 3.11-3.13)
+    if find_end is None:  # fail closed: a package with a zip64 locator near its end cannot be checked
+        return ("a zip64 end record may name another central directory, and this Python's zipfile "
+                "cannot be asked which it reads") if _ZIP64_LOCATOR in data[-(65557 + 20):] else None
+    try:
+        endrec = find_end(io.BytesIO(data))
+    except (OSError, struct.error, zipfile.BadZipFile):
+        return None
+    if not endrec or endrec[0] != b"PK\x06\x06":
+        return None
+    _, _, _, _, count, cd_size, cd_off, _ = _EOCD.unpack_from(data, endrec[9])
+    for what, classic, zip64, placeholder in (("entry count", count, endrec[4], 0xFFFF),
+                                              ("central directory size", cd_size, endrec[5], 0xFFFFFFFF),
+                                              ("central directory offset", cd_off, endrec[6], 0xFFFFFFFF)):
+        if classic != zip64 and classic != placeholder:
+            return (f"the zip64 end record's {what} ({zip64}) contradicts the end record's ({classic}): "
+                    "zip readers would list different files")
+    return None
 
 
 def write_ofd_package(files: Mapping[str, bytes], when: datetime) -> bytes:

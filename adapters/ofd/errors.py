@@ -48,6 +48,12 @@ class DuplicateEntryError(OfdError):
     kind = "duplicate_entry"
 
 
+class AmbiguousZipError(OfdError):
+    """One zip, two readings: e.g. a zip64 end record naming another central directory than the end record."""
+
+    kind = "ambiguous_zip"
+
+
 class EncryptedEntryError(OfdError):
     kind = "encrypted_entry"
 

@@ -332,9 +332,13 @@ def _bits(buf: bytes, start: int, end: int) -> bytes:
     return buf[start + 1:end]
 
 
-#: parsed seals by their DER (a seal is the same on every document its holder seals); bounded
+#: parsed seals by their DER (a seal is the same on every document its holder seals); bounded in
+#: entries and in bytes: only seals up to _SEAL_CACHE_MAX_BYTES are kept (a seal is read before any
+#: signature is checked, so its bytes are the presenter's: 256 kept 8-MB seals would hold 2 GB; a real
+#: seal with its picture is ~20 KB)
 _SEALS: dict[bytes, SealInfo] = {}
 _SEAL_CACHE_SIZE = 256
+_SEAL_CACHE_MAX_BYTES = 128 * 1024
 
 
 def _seal(der: bytes) -> SealInfo:
@@ -346,9 +350,10 @@ def _seal(der: bytes) -> SealInfo:
             if problem is not None:
                 raise SesFormatError(f"the seal (SESeal) is not DER: {problem}")
             info = parse_seal(SESeal.load(der, strict=True))
-        if len(_SEALS) >= _SEAL_CACHE_SIZE:
-            _SEALS.clear()
-        _SEALS[der] = info
+        if len(der) <= _SEAL_CACHE_MAX_BYTES:
+            if len(_SEALS) >= _SEAL_CACHE_SIZE:
+                _SEALS.clear()
+            _SEALS[der] = info
     return info
 
 

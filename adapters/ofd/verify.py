@@ -123,6 +123,7 @@ def _check_references(pkg: OfdPackage, sx: SignatureXml) -> tuple[tuple[Referenc
     if not sx.references:
         problems.append(Problem("SIGNATURE_INVALID", "the signature protects no file"))
     out = []
+    digests: dict[str, bytes] = {}  # each file hashed once, however often it is referenced
     for ref in sx.references:
         content = pkg.get(ref.path)
         if not method_ok:
@@ -133,7 +134,8 @@ def _check_references(pkg: OfdPackage, sx: SignatureXml) -> tuple[tuple[Referenc
         elif ref.check_value is None:
             out.append(ReferenceCheck(ref.file_ref, ref.path, False, "bad CheckValue"))
             problems.append(Problem("MALFORMED", f"CheckValue of {ref.file_ref} is not base64"))
-        elif not hmac.compare_digest(sm3(content), ref.check_value):
+        elif not hmac.compare_digest(digests.get(ref.path) or digests.setdefault(ref.path, sm3(content)),
+                                     ref.check_value):
             out.append(ReferenceCheck(ref.file_ref, ref.path, False, "digest mismatch"))
             problems.append(Problem("SIGNATURE_INVALID", f"{ref.file_ref} was altered (SM3 digest mismatch)"))
         else:
@@ -242,6 +244,8 @@ def _check_seal(pkg: OfdPackage, sx: SignatureXml, sig_xml_bytes: bytes, signed_
     bound = _signer_bound(ses.seal, ses.cert_der)
     if bound is False:
         problems.append(Problem("SIGNATURE_INVALID", "the signer certificate is not one the seal binds"))
+    elif bound is None:  # an empty certificate list, or digests in no algorithm read here: nothing binds it
+        problems.append(Problem("SIGNATURE_INVALID", "the seal binds no signer certificate this reader can match"))
     maker = _load_cert(ses.seal.maker_cert_der, "seal maker certificate", problems)
     maker_ok: bool | None = None
     if maker is not None and ses.seal.maker_signature_algorithm == OID_SM2_WITH_SM3:

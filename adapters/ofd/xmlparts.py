@@ -46,13 +46,17 @@ def parse_xml(data: bytes, what: str) -> ET.Element:
 
 
 _LOCAL_NAMES: dict[str, str] = {}  # tag -> local name (tags are few and recur; bounded)
+#: longest tag :func:`local` remembers: a tag comes from the presenter's XML, parsed before any signature
+#: is checked (4,096 kept 1-MB element names would hold 4 GB, and for good); an OFD tag with its
+#: namespace is ~40 characters
+_LOCAL_NAME_MAX_CHARS = 256
 
 
 def local(tag: str) -> str:
     name = _LOCAL_NAMES.get(tag)
     if name is None:
         name = tag.rsplit("}", 1)[-1]
-        if len(_LOCAL_NAMES) < 4096:
+        if len(_LOCAL_NAMES) < 4096 and len(tag) <= _LOCAL_NAME_MAX_CHARS:
             _LOCAL_NAMES[tag] = name
     return name
 
@@ -187,8 +191,11 @@ def _find_signatures_xml_tree(ofd_xml: bytes) -> list[str]:
     return out
 
 
-#: parsed Signatures.xml by (bytes, path): one issuer's packages carry the same one (bounded)
+#: parsed Signatures.xml by (bytes, path): one issuer's packages carry the same one (bounded in entries
+#: and in bytes: only parts up to _SIGNATURES_MAX_BYTES are kept -- the part is the presenter's, read
+#: before any signature is checked, and 256 kept 8-MB parts would hold 2 GB; a real one is ~250 bytes)
 _SIGNATURES: dict[tuple[bytes, str], tuple[SignatureEntry, ...]] = {}
+_SIGNATURES_MAX_BYTES = 16 * 1024
 
 
 def parse_signatures_xml(data: bytes, path: str) -> list[SignatureEntry]:
@@ -196,9 +203,10 @@ def parse_signatures_xml(data: bytes, path: str) -> list[SignatureEntry]:
     hit = _SIGNATURES.get(key)
     if hit is None:
         hit = tuple(_parse_signatures_xml(data, path))
-        if len(_SIGNATURES) >= 256:
-            _SIGNATURES.clear()
-        _SIGNATURES[key] = hit
+        if len(data) <= _SIGNATURES_MAX_BYTES:
+            if len(_SIGNATURES) >= 256:
+                _SIGNATURES.clear()
+            _SIGNATURES[key] = hit
     return list(hit)
 
 
@@ -260,6 +268,9 @@ def _plain_attrs(raw: bytes) -> dict[str, str] | None:
 #: (ProviderName, Company, Version), the same on every package one signer writes; pure, bounded
 #: (cleared when full), None (a duplicate or xml* name) kept too. Never keyed by a licence's data.
 _PROVIDER_CACHE_SIZE = 256
+#: longest Provider attribute text kept (a real one is ~80 bytes; the text is read before any signature
+#: is checked, and 256 kept 8-MB texts would hold 2 GB)
+_PROVIDER_MAX_BYTES = 1024
 _PROVIDERS: dict[bytes, dict[str, str] | None] = {}
 
 
@@ -269,9 +280,10 @@ def _provider_attrs(raw: bytes) -> dict[str, str] | None:
     except KeyError:
         pass
     attrs = _plain_attrs(raw)
-    if len(_PROVIDERS) >= _PROVIDER_CACHE_SIZE:
-        _PROVIDERS.clear()
-    _PROVIDERS[raw] = attrs
+    if len(raw) <= _PROVIDER_MAX_BYTES:
+        if len(_PROVIDERS) >= _PROVIDER_CACHE_SIZE:
+            _PROVIDERS.clear()
+        _PROVIDERS[raw] = attrs
     return attrs
 
 
