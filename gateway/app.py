@@ -33,6 +33,7 @@ from .latency import LATENCY, LatencyRecorder, timed_route
 from .result_cache import ResultCache
 from .watchdog import watchdog_ctx
 from .errors import GatewayError, InfrastructureError, RequestRejected
+from .json_strict import names_a_member_twice
 from .simulator import IssuerSimulator
 from .specs import RegionInfo, RegionSpec
 
@@ -138,9 +139,14 @@ async def read_json(request: web.Request) -> Any:
         raise RequestRejected(errors.UNSUPPORTED_MEDIA_TYPE, f"got {ctype or 'no content type'}")
     body = await request.read()
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestRejected(errors.BAD_REQUEST, f"body is not JSON: {exc}") from None
+    # the receipt covers the body's digest: a member named twice would let another reader of the same
+    # bytes take another licence or applicant than the one answered (orjson keeps the last value)
+    if names_a_member_twice(body, doc):
+        raise RequestRejected(errors.BAD_REQUEST, "a JSON object in the body names the same member twice")
+    return doc
 
 
 def decode_presented(item: Any, settings: Settings, where: str = "") -> bytes:
