@@ -162,10 +162,26 @@ class Format(Check):
             raise LicenceRejected(errors.MALFORMED, f"licence larger than {limits.max_licence_bytes} bytes")
         family = detect(data)
         if family is None:
-            raise LicenceRejected(errors.UNSUPPORTED_FORMAT, "not JWS, SM2-JSON, SM2-XML or OFD")
+            data = text_without_lead(data)  # a pasted token's newline, a file's UTF-8 BOM (not signed bytes)
+            family = detect(data)
+            if family is None:
+                raise LicenceRejected(errors.UNSUPPORTED_FORMAT, "not JWS, SM2-JSON, SM2-XML or OFD")
         ctx.family = family
         ctx.envelope = family.open(data, limits)
         return PASS
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def text_without_lead(data: bytes) -> bytes:
+    """A text licence without the UTF-8 byte order mark and whitespace before it: what a text editor or
+    a paste adds to a JWS or SM2-JSON licence. Neither is signed (JWS signs its parts, SM2-JSON the data
+    it re-serialises), so dropping them changes no verdict; the XML family reads its own declaration
+    and BOM, and a zip starts with ``PK``: both are detected before this is tried."""
+    if data.startswith(_UTF8_BOM):
+        data = data[3:]
+    return data.lstrip(b" \t\r\n")
 
 
 class Issuer(Check):
@@ -705,4 +721,4 @@ def known_families() -> list[str]:
 
 
 __all__ = ["SIGNATURE_ONLY_CHECKS", "Check", "Policy", "Verdict", "VerificationResult", "Verifier", "denormalise", "normalise",
-           "known_families", "PASS", "FAIL", "SKIP", "CHINA_TZ"]
+           "known_families", "text_without_lead", "PASS", "FAIL", "SKIP", "CHINA_TZ"]

@@ -84,6 +84,7 @@ from adapters.ofd_seal import DATA_NS, DATA_PART, DATA_ROOT, SIGNER_CERT_NAME, _
 from adapters.sm2_json import canonical_bytes
 from adapters.sm2_xml import data_from_element, data_xml, parse_hardened, prolog, signed_document
 from gateway.app import render_result
+from gateway.core import text_without_lead
 from gateway.crypto.sm2 import der_to_raw_signature, sm2_sign, sm3
 
 from .conftest import NOW
@@ -129,6 +130,8 @@ def covered(family: str, data: bytes, read_parts: frozenset[tuple[str, str]] = f
         if family == "ofd-seal":
             files = read_ofd_package(data).files
             return tuple((path, _part_value(kind, files.get(path))) for path, kind in sorted(read_parts))
+        if family != "sm2-xml":  # the text families are read without a BOM or whitespace before them
+            data = text_without_lead(data)
         env = FAMILIES[family].open(data, Limits())
         signature = env.signature if family == "jws" else sm2_signature_value(env.signature)
         return env.algorithm, env.signed_bytes, signature  # not the key reference: it only finds the key
