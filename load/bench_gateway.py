@@ -10,7 +10,9 @@ verify), then prints medians over ``--reps`` repetitions of:
 1. single-licence verify throughput, closed-loop max, ES256 licences: gateway vs peer, ratio
    (target >= 1.3);
 2. p99 latency at half the gateway's median max throughput, open loop, Poisson arrivals
-   (target <= 10 ms);
+   (target <= 10 ms); each repetition is followed by the same run with constant arrivals (the
+   same rate, evenly spaced: what is left when the arrivals' own bursts are taken away; shown
+   beside the target, which is judged on the Poisson runs);
 3. batch verify throughput in licences/s vs workers x the raw per-core ES256 verify rate
    measured here (target >= 0.8);
 4. the load generator's own CPU (% of one core) and each server's CPU per request (µs,
@@ -152,12 +154,12 @@ SOAK_MAX_IN_FLIGHT = 4096
 
 def open_loop(url: str, corpus: Any, rate: float, duration_s: float, token: Any, pids: Sequence[int],
               progress: Any = None, client: str = "raw", max_in_flight: int = OPEN_MAX_IN_FLIGHT,
-              operator: Any = None, workers: int = 0) -> dict[str, Any]:
-    """One open-loop run. With ``operator`` (an admin token provider), every one of the ``workers``
+              operator: Any = None, workers: int = 0, arrivals: str = "poisson") -> dict[str, Any]:
+    """One open-loop run (``arrivals``: poisson or constant). With ``operator`` (an admin token provider), every one of the ``workers``
     has its latency histograms reset before and read after the run: ``in_gateway`` is what the
     gateway measured inside its handlers (load/worker_latency.py), beside the client's figures."""
     sc = get_scenario("verify")
-    cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals="poisson",
+    cfg = OpenLoopConfig(target=url, scenario=sc, rate=rate, duration_s=duration_s, arrivals=arrivals,
                          connections=64, max_in_flight=max_in_flight, timeout_s=10.0, seed=7, client=client)
     if operator is not None:
         run_loop(reset_workers(url, operator, workers))
@@ -217,13 +219,16 @@ def gateway_round(port: int, workers: int, env: dict[str, str] | None, single: A
                                "server_processes": len(pids)}
         if env is None:
             half = med(singles, "peak_rps") / 2
-            opens = []
+            opens, evens = [], []
             operator = oauth_token(url, client_id=OPERATOR_CLIENT_ID, scope="admin")
             for i in range(reps):
                 opens.append(open_loop(url, single, half, args.open_duration, token, pids, client=args.client,
                                        operator=operator, workers=workers))
                 log(f"  gateway open loop at {half:.0f}/s rep {i + 1}: {opens[-1]}")
-            out["open"] = opens
+                evens.append(open_loop(url, single, half, args.open_duration, token, pids, client=args.client,
+                                       operator=operator, workers=workers, arrivals="constant"))
+                log(f"  gateway open loop at {half:.0f}/s, constant arrivals, rep {i + 1}: {evens[-1]}")
+            out["open"], out["open_constant"] = opens, evens
             if args.soak:
                 mark = server_log_size(proc)
                 out["soak"] = soak(url, single, half, args.soak, token, pids, log, args.client, operator, workers)
@@ -275,6 +280,10 @@ def summarise(peer: list[dict[str, Any]], gw: dict[str, Any], cold: dict[str, di
         "median_of_paired_ratios": round(statistics.median(ratios), 3) if ratios else 0.0,
         "p99_at_half_max_ms": med(gw["open"], "p99_ms"), "p50_at_half_max_ms": med(gw["open"], "p50_ms"),
         "half_max_rate": round(gw_max / 2, 1),
+        **({"p99_at_half_max_constant_ms": med(gw["open_constant"], "p99_ms"),
+            "p50_at_half_max_constant_ms": med(gw["open_constant"], "p50_ms"),
+            "open_constant_errors": sum(o["errors"] + o["mismatched"] for o in gw["open_constant"])}
+           if gw.get("open_constant") else {}),
         "open_loop_errors": sum(o["errors"] for o in gw["open"]),
         "open_loop_mismatched": sum(o["mismatched"] for o in gw["open"]),
         "raw_es256_verify_per_core": round(raw_rate, 1),
@@ -351,6 +360,9 @@ def render(s: dict[str, Any]) -> str:
         f"{ok(s['p99_at_half_max_ms'] <= TARGETS['p99_ms'])}   errors {s['open_loop_errors']}   "
         f"wrong verdicts {s['open_loop_mismatched']}",
         *([_inside_line(s["in_gateway_at_half_max"], s["workers"])] if s.get("in_gateway_at_half_max") else []),
+        *([f"  the same rate with constant arrivals (evenly spaced; the target is judged above):  p50 "
+           f"{s['p50_at_half_max_constant_ms']:.2f} ms   p99 {s['p99_at_half_max_constant_ms']:.2f} ms   errors and "
+           f"wrong verdicts {s['open_constant_errors']}"] if "p99_at_half_max_constant_ms" in s else []),
         f"batch verify ({s['batch_size']} per request):  {s['batch_licences_per_s']:.0f} licences/s   vs "
         f"{s['workers']} x raw ES256 {s['raw_es256_verify_per_core']:.0f}/s/core = "
         f"{s['workers'] * s['raw_es256_verify_per_core']:.0f}/s   ratio {s['batch_ratio']:.2f}   "

@@ -79,3 +79,17 @@ def test_a_worker_not_reached_is_said_and_a_run_without_histograms_adds_no_line(
     peer, gw, args = _rows()
     s = bench.summarise(peer, gw, None, [12500.0], args)
     assert "in_gateway_at_half_max" not in s and "inside the gateway" not in bench.render(s)
+
+
+def test_constant_arrival_runs_are_shown_beside_the_poisson_target_not_judged() -> None:
+    peer, gw, args = _rows()
+    gw["open_constant"] = [{"p99_ms": p, "p50_ms": 3.0, "errors": e, "mismatched": 0} for p, e in
+                           ((8.0, 0), (6.5, 1), (7.0, 0))]
+    s = bench.summarise(peer, gw, None, [12500.0], args)
+    assert s["p99_at_half_max_constant_ms"] == 7.0 and s["p50_at_half_max_constant_ms"] == 3.0
+    assert s["open_constant_errors"] == 1
+    text = bench.render(s)
+    assert "target <= 10 ms: MISSED" in text  # judged on the Poisson runs (median 12 ms), not the constant ones
+    line = next(x for x in text.splitlines() if "constant arrivals" in x)
+    assert "p50 3.00 ms   p99 7.00 ms" in line and "wrong verdicts 1" in line
+    assert "constant arrivals" not in bench.render(bench.summarise(*_rows()[:2], None, [12500.0], args))
