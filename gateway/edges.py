@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Protocol, Sequence
 from .simulator import IssuerSimulator
 from .specs import RegionInfo
 from .status import StatusSnapshot
-from .trust import TrustSnapshot, build_snapshot
-from .trustlist import OperatorKey, SignedTrustList, judge, open_signed
+from .trust import TrustListError, TrustSnapshot, build_snapshot
+from .trustlist import OperatorKey, SignedTrustList, TrustListRefused, judge, open_signed
 
 log = logging.getLogger("gateway.edges")
 
@@ -69,8 +69,9 @@ class FileTrustSource:
 
     Refuses (raises :class:`~gateway.trustlist.TrustListRefused`) a list with a bad or
     unpinned signature, a version lower than the one held (rollback), the held version with
-    different content, or one past its expiry; the caller keeps serving the last good
-    snapshot. The same version and content again returns the held snapshot unchanged.
+    different content, one past its expiry, a document of the wrong shape, or one with an
+    unreadable revocation entry (never applied without it); the caller keeps serving the last
+    good snapshot. The same version and content again returns the held snapshot unchanged.
     """
 
     def __init__(self, path: str | Path, regions: Mapping[str, RegionInfo], max_chain_depth: int,
@@ -101,8 +102,22 @@ class FileTrustSource:
         signed = open_signed(raw, self.operator_keys)
         if judge(signed, self.held, self.clock(), self.skew) == "unchanged" and self.snapshot_held is not None:
             return self.snapshot_held
-        snapshot = await asyncio.to_thread(build_snapshot, signed.doc, self.regions,
-                                           max_chain_depth=self.max_chain_depth)
+        try:
+            snapshot = await asyncio.to_thread(build_snapshot, signed.doc, self.regions,
+                                               max_chain_depth=self.max_chain_depth)
+        except TrustListError:
+            raise
+        except Exception as exc:  # a signed document of the wrong shape (a region that is not an object ...)
+            raise TrustListRefused("malformed", f"v{signed.version} cannot be read: {type(exc).__name__}: {exc}") \
+                from None
+        # all or nothing for revocations: an unreadable one (a revoked_at without a zone, a serial that is not
+        # hex) was dropped and the list applied without it, so the certificate stayed trusted under a list
+        # that was meant to revoke it
+        unread = [d for d in snapshot.dropped if d.kind == "revocation"]
+        if unread:
+            raise TrustListRefused("malformed", f"v{signed.version}: region {unread[0].region}: {unread[0].reason} "
+                                                f"({len(unread)} unreadable revocation(s); the list is refused whole, "
+                                                f"not applied without them)")
         for d in snapshot.dropped:
             log.warning("trust list v%d: dropped entry region=%s key_id=%s subject=%s: %s",
                         snapshot.version, d.region, d.key_id, d.subject, d.reason)

@@ -141,6 +141,10 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
         raise RequestRejected(errors.APPLICANT_INVALID, f"holder.code is not a valid code of type {code_type}")
     if name is not None and (not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME):
         raise _bad(f"holder.name must be 1-{MAX_NAME} characters")
+    if name is not None and not name.strip().isprintable():
+        # a control character (NUL, ESC, U+FFFE ...) makes the XML query unreadable to the region: its 400
+        # counted against the region's breaker, so a few such queries opened it for every partner
+        raise _bad("holder.name must hold printable characters only (no control characters)")
     item_code = body.get("item")
     if not isinstance(item_code, str) or not item_code:
         raise _bad("'item' must be an item code")

@@ -14,8 +14,10 @@ anchor without a second certificate per region. ``alg`` must be the certificate'
 registered JOSE name, used only between the simulator and this gateway). A list is refused
 when: the signature fails; the signer is unknown, of another region, not valid at ``iat``,
 or revoked (keyCompromise: always; otherwise when revoked at or before ``iat``); ``sub`` is
-not the URI it was fetched from (a list served for another region); ``iat`` is in the future
-or older than the list already held (rollback would un-revoke licences); ``exp`` has passed.
+not the URI it was fetched from (a list served for another region); ``iat`` is in the future,
+older than the list already held (rollback would un-revoke licences) or older than the region's
+staleness limit (a replayed old list, e.g. to a restarted gateway); ``exp`` has passed. A 304 does
+not re-confirm a held list signed longer ago than that limit either.
 
 :class:`HttpStatusSource` fetches every region's list off the request path: one shared
 aiohttp ``ClientSession``, one task per region, conditional requests (``If-None-Match``;
@@ -85,8 +87,14 @@ def encode_status_list_jwt(status_list: StatusList, key: Any, *, sub: str, iat: 
 
 def verify_status_list_jwt(token: bytes, *, region: str, expected_sub: str | None, trust: TrustSnapshot,
                            now: dt.datetime, skew: dt.timedelta = dt.timedelta(minutes=5),
-                           held: VerifiedStatusList | None = None) -> VerifiedStatusList:
-    """Check a status list token against the region's trust. Pure; raises :class:`StatusListError`."""
+                           held: VerifiedStatusList | None = None,
+                           max_age: dt.timedelta | None = None) -> VerifiedStatusList:
+    """Check a status list token against the region's trust. Pure; raises :class:`StatusListError`.
+
+    ``max_age`` (the region's staleness limit): a list signed longer ago than that is refused as
+    ``stale``. Its signed ``iat`` is the only freshness an attacker on the path cannot forge: without
+    this bound an old list, replayed to a restarted gateway (nothing held to compare with) or
+    replayed again and again in place of newer ones, counted as fresh until its ``exp``."""
     if len(token) > MAX_TOKEN_BYTES:
         raise StatusListError("malformed", f"token larger than {MAX_TOKEN_BYTES} bytes")
     parts = token.strip().split(b".")
@@ -126,6 +134,9 @@ def verify_status_list_jwt(token: bytes, *, region: str, expected_sub: str | Non
         raise StatusListError("not-yet-valid", f"issued in the future ({issued.isoformat()})")
     if expires is not None and now >= expires:
         raise StatusListError("expired", f"list expired {expires.isoformat()}")
+    problem = stale_problem(issued, now, max_age, skew)
+    if problem:
+        raise StatusListError("stale", problem)
     if held is not None and issued < held.iat:
         raise StatusListError("rollback", f"list issued {issued.isoformat()} is older than the held one "
                                           f"({held.iat.isoformat()})")
@@ -142,6 +153,15 @@ def verify_status_list_jwt(token: bytes, *, region: str, expected_sub: str | Non
     except Exception as exc:  # zlib.error
         raise StatusListError("malformed", f"status_list does not decompress: {type(exc).__name__}") from None
     return VerifiedStatusList(region, status_list, str(sub), issued, expires, ttl, kid)
+
+
+def stale_problem(issued: dt.datetime, now: dt.datetime, max_age: dt.timedelta | None,
+                  skew: dt.timedelta) -> str | None:
+    """Why a list signed at ``issued`` can no longer confirm the region's statuses (None: it can)."""
+    if max_age is not None and now - issued > max_age + skew:
+        return (f"list signed {issued.isoformat()}, {int((now - issued).total_seconds())} s ago: older than the "
+                f"region's limit of {int(max_age.total_seconds())} s (a replayed old list)")
+    return None
 
 
 def signer_problem(trust: TrustSnapshot, kid: str, region: str, at: dt.datetime, skew: dt.timedelta) -> str | None:
@@ -175,6 +195,20 @@ class FetchState:
     failures: int = 0  # consecutive
     fetches: int = 0
     not_modified: int = 0
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused past ``limit`` bytes. (``content.read(n)`` returns only what is
+    buffered so far: a list token of more than one TCP read arrived cut short and a genuine list
+    was refused as malformed.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise StatusListError("malformed", f"token larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _utcnow() -> dt.datetime:
@@ -312,16 +346,20 @@ class HttpStatusSource:
                     raise StatusListError("signer-invalid", problem)
                 if st.held.exp is not None and now >= st.held.exp:
                     raise StatusListError("expired", "304 for a list past its exp")
+                problem = stale_problem(st.held.iat, now, self.max_age_for(region), self.skew)
+                if problem:
+                    raise StatusListError("stale", f"304 for a {problem}")
                 return replace(st, fetched_at=now, not_modified=st.not_modified + 1)
             if resp.status != 200:
                 raise StatusListError("http", f"HTTP {resp.status}")
             if resp.content_length is not None and resp.content_length > MAX_TOKEN_BYTES:
                 raise StatusListError("malformed", f"body of {resp.content_length} bytes")
-            body = await resp.content.read(MAX_TOKEN_BYTES + 1)
+            body = await _read_body(resp, MAX_TOKEN_BYTES)
             etag = resp.headers.get("ETag")
         now = self.clock()
         verified = await asyncio.to_thread(verify_status_list_jwt, body, region=region, expected_sub=st.url,
-                                           trust=trust, now=now, skew=self.skew, held=st.held)
+                                           trust=trust, now=now, skew=self.skew, held=st.held,
+                                           max_age=self.max_age_for(region))
         return replace(st, held=verified, etag=etag, fetched_at=now)
 
     def _rebuild(self, region: str) -> None:

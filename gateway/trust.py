@@ -250,6 +250,9 @@ class DroppedEntry:
     subject: str
     key_id: str
     reason: str
+    #: what was dropped: "region", "issuer", "anchor", "revocation" (a list with an unreadable revocation is
+    #: refused whole by the file trust source: applied without it, the certificate would stay trusted)
+    kind: str = "issuer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +321,7 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
     by_key_id: dict[str, IssuerEntry] = {}
     for code, rdoc in region_docs.items():
         if code not in regions:
-            dropped.append(DroppedEntry(code, "", "", "unknown region code"))
+            dropped.append(DroppedEntry(code, "", "", "unknown region code", "region"))
             continue
         anchors = _load_cas(rdoc.get("anchors", []), code, "anchor", dropped, self_signed=True)
         intermediates = _load_cas(rdoc.get("intermediates", []), code, "intermediate", dropped, self_signed=False)
@@ -328,7 +331,7 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
                 rev = Revocation(serial_key(r["serial"]), _parse_time(r["revoked_at"], f"regions.{code}.revoked[{i}]"),
                                  reason_name(r.get("reason", "unspecified")))
             except (KeyError, TypeError, ValueError) as exc:  # TrustListError is a ValueError
-                dropped.append(DroppedEntry(code, "", "", f"revocation entry {i} unreadable: {exc}"))
+                dropped.append(DroppedEntry(code, "", "", f"revocation entry {i} unreadable: {exc}", "revocation"))
                 continue
             revoked[rev.serial_hex] = rev
         issuers: list[IssuerEntry] = []
@@ -370,15 +373,15 @@ def _load_cas(pems: list[str], code: str, kind: str, dropped: list[DroppedEntry]
         try:
             c = load_certificate(pem.encode())
         except ValueError as exc:
-            dropped.append(DroppedEntry(code, "", "", f"{kind} unreadable: {exc}"))
+            dropped.append(DroppedEntry(code, "", "", f"{kind} unreadable: {exc}", kind))
             continue
         critical = unprocessed_critical_problem(c)
         if critical:
-            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind}: {critical}"))
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind}: {critical}", kind))
         elif not c.is_ca:
-            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not a CA certificate"))
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not a CA certificate", kind))
         elif self_signed and not c.issued_by(c):
-            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not validly self-signed"))
+            dropped.append(DroppedEntry(code, c.subject, c.key_id, f"{kind} is not validly self-signed", kind))
         else:
             out.append(c)
     return out

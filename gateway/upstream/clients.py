@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -64,22 +65,40 @@ class RegionClient(Protocol):
         ...
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+class ByteBudget:
+    """Bytes one answer may still bring, shared by every request of that answer: the two-step
+    flavour's list and its licence fetches together stay within ``max_bytes`` like one body of
+    the other flavours (each fetch had its own ``max_bytes``: 50 licences held 50 times the limit)."""
+
+    __slots__ = ("limit", "left")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise UpstreamFailure(f"response exceeds the {self.limit}-byte limit")
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int, budget: ByteBudget | None = None) -> bytes:
+    budget = budget if budget is not None else ByteBudget(max_bytes)
     length = resp.content_length
-    if length is not None and length > max_bytes:
-        raise UpstreamFailure(f"response of {length} bytes exceeds the {max_bytes}-byte limit")
-    chunks, size = [], 0
+    if length is not None and length > min(max_bytes, budget.left):
+        raise UpstreamFailure(f"response of {length} bytes exceeds the {max_bytes}-byte limit" if length > max_bytes
+                              else f"response of {length} bytes takes the answer past its {budget.limit}-byte limit")
+    chunks = []
     async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > max_bytes:
-            raise UpstreamFailure(f"response exceeds the {max_bytes}-byte limit")
+        budget.take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def send(session: aiohttp.ClientSession, cfg: UpstreamConfig, method: str, path: str, body: bytes,
-               content_type: str, budget_ms: int, max_bytes: int) -> bytes:
-    """One signed request; returns the body of a 200 answer or raises UpstreamFailure."""
+               content_type: str, budget_ms: int, max_bytes: int, budget: ByteBudget | None = None) -> bytes:
+    """One signed request; returns the body of a 200 answer or raises UpstreamFailure. ``budget``:
+    the bytes left to the whole answer when it takes several requests."""
     url = URL(cfg.base_url + path)
     headers = cfg.credentials.sign(method, url.path, str(int(time.time())), secrets.token_hex(12), body)
     headers[DEADLINE_HEADER] = str(max(0, budget_ms))
@@ -92,13 +111,27 @@ async def send(session: aiohttp.ClientSession, cfg: UpstreamConfig, method: str,
                 raise UpstreamFailure("region answered 503 (not processed)", safe=True)
             if resp.status != 200:
                 raise UpstreamFailure(f"region answered HTTP {resp.status}")
-            return await _read_limited(resp, max_bytes)
+            return await _read_limited(resp, max_bytes, budget)
     except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
         raise UpstreamFailure(f"cannot connect: {exc.os_error or exc}", safe=True) from None
     except aiohttp.ClientPayloadError as exc:
         raise UpstreamFailure(f"truncated body: {exc}") from None
     except aiohttp.ClientError as exc:
         raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from None
+
+
+_PLAIN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,12}")
+
+
+def _quoted(code: Any) -> str:
+    """A region's error code as the caller may see it: a short plain code only. The region's text goes
+    into the partner's answer, where anything else could carry personal data past the item's
+    disclosure rules (a region echoing "持证主体 <full ID number> 不存在") or a megabyte of filler."""
+    if isinstance(code, int) and not isinstance(code, bool):
+        code = str(code)
+    if isinstance(code, str) and _PLAIN_CODE.fullmatch(code):
+        return repr(code)
+    return "(not shown: not a short plain code)"
 
 
 def _json(body: bytes) -> Any:
@@ -118,7 +151,7 @@ def _item(encoding: Any, content: Any) -> bytes:
             raise UpstreamFailure("licence content is not valid base64") from None
     if encoding == "utf-8":
         return content.encode("utf-8")
-    raise UpstreamFailure(f"unknown licence encoding {encoding!r}")
+    raise UpstreamFailure(f"unknown licence encoding {_quoted(encoding)}")
 
 
 def _bounded(items: list[bytes]) -> list[bytes]:
@@ -140,7 +173,7 @@ class HmacJsonClient:
         doc = _json(await send(session, self.config, "POST", PATHS[HMAC_JSON], body, "application/json",
                                budget_ms, max_bytes))
         if not isinstance(doc, dict) or doc.get("code") != "0":
-            raise UpstreamFailure(f"region error code {doc.get('code') if isinstance(doc, dict) else '?'}")
+            raise UpstreamFailure(f"region error code {_quoted(doc.get('code')) if isinstance(doc, dict) else '?'}")
         data = doc.get("data")
         entries = data.get("licences") if isinstance(data, dict) else None
         if not isinstance(entries, list):
@@ -198,7 +231,7 @@ def parse_xml_answer(raw: bytes) -> list[bytes]:
     except (LookupError, ValueError):   # an encoding expat cannot read ("TF-8", "rot13", "UTF-32")
         raise UpstreamFailure("XML answer in an encoding that cannot be read") from None
     if root.tag != "QueryResponse" or root.findtext("ResultCode") != "0":
-        raise UpstreamFailure(f"region result code {root.findtext('ResultCode')!r}")
+        raise UpstreamFailure(f"region result code {_quoted(root.findtext('ResultCode'))}")
     container = root.find("Licences")
     if container is None:
         raise UpstreamFailure("answer has no <Licences>")
@@ -214,8 +247,9 @@ class TwoStepClient:
     async def query(self, session: aiohttp.ClientSession, q: HolderQuery, budget_ms: int,
                     max_bytes: int) -> list[bytes]:
         body = orjson.dumps({"holderCode": q.code, "holderCodeType": q.code_type, "typeCodes": list(q.type_codes)})
+        budget = ByteBudget(max_bytes)  # the list and every licence fetched after it, together
         doc = _json(await send(session, self.config, "POST", PATHS[TWO_STEP], body, "application/json",
-                               budget_ms, max_bytes))
+                               budget_ms, max_bytes, budget))
         ids = doc.get("ids") if isinstance(doc, dict) and doc.get("code") == 0 else None
         if not isinstance(ids, list) or not all(isinstance(i, str) and i.isalnum() and len(i) <= 64 for i in ids):
             raise UpstreamFailure("answer is not {code: 0, ids: [alphanumeric ids]}")
@@ -224,7 +258,7 @@ class TwoStepClient:
         try:  # a failed fetch cancels its siblings
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(send(session, self.config, "GET", TWO_STEP_FETCH + i, b"", "", budget_ms,
-                                             max_bytes)) for i in ids]
+                                             max_bytes, budget)) for i in ids]
         except BaseExceptionGroup as group:
             first = group.exceptions[0]
             while isinstance(first, BaseExceptionGroup):
