@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"check", "status"}),
 }
 MIN_PASSWORD_LENGTH = 10
+#: the sign-in form reads at most this many characters of a password (routes.login_submit)
+MAX_PASSWORD_LENGTH = 256
 _USER_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 _WINDOW_RE = re.compile(r"^[\w.\-]{1,32}$")
 
@@ -74,6 +76,8 @@ def validate_account(username: str, role: str, window: str) -> None:
 def validate_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:  # a longer one could be stored but never typed in whole
+        raise AccountError(f"password: at most {MAX_PASSWORD_LENGTH} characters")
 
 
 def load_accounts(path: Path) -> dict[str, StaffAccount]:

@@ -8,6 +8,7 @@ into what the clerk reads (:func:`case_view`, pure, in the clerk's language).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,9 @@ class Case:
     presented: list[Presented] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # "scan" | "upload", per presented licence
     checked_at: dt.datetime | None = None
+    #: held while a licence is added: two scans in flight at once (a scanner is fast) each get
+    #: their own number and card, in the order they arrived
+    adding: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     def add(self, presented: Presented, source: str, now: dt.datetime) -> None:
         self.presented.append(presented)

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import errors
 from ..app import LIVE, REQUEST_ID, SERVICES, decode_presented, read_json, verify_now
 from ..checking import Presented, parse_applicant
 from ..errors import RequestRejected
-from .accounts import StaffDirectory, make_hasher
+from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, make_hasher
 from .cases import MAX_LICENCES_PER_CASE, Case, case_view
 from .i18n import LANGS, norm_lang, t
 from .metrics import VerificationCounters
@@ -157,6 +159,36 @@ def _perms(session: Session) -> frozenset[str]:
     return PERMISSIONS.get(session.role, frozenset())
 
 
+async def _form(request: web.Request) -> Any:
+    """The posted form; a body that cannot be read (bytes not in its charset, an unknown charset,
+    a broken multipart body) is a 400 with a clear message, never an internal error."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, HttpProcessingError):
+        raise RequestRejected(errors.BAD_REQUEST, "表单内容无法读取（编码或格式错误），请刷新页面后重试 / "
+                                                  "the form body could not be read") from None
+
+
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def _login_nonce(request: web.Request) -> tuple[str, str]:
+    """(nonce, token) of the sign-in form: the browser's nonce cookie when it holds one, so each
+    open sign-in tab keeps a valid token (a new nonce per page load broke every tab opened before)."""
+    csrf = request.app[CONSOLE].login_csrf
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    return (nonce, csrf.token(nonce)) if _NONCE_RE.fullmatch(nonce) else csrf.issue()
+
+
+def _login_form_response(request: web.Request, lang: str, message: str, status: int = 200,
+                         username: str = "") -> web.Response:
+    nonce, token = _login_nonce(request)
+    resp = _html(request, login_page(lang, token, message, request.app[SERVICES].settings.demo, username), status)
+    resp.set_cookie(LOGIN_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure,
+                    max_age=1800)
+    return resp
+
+
 def _set_session_cookie(request: web.Request, resp: web.StreamResponse, value: str) -> None:
     resp.set_cookie(SESSION_COOKIE, value, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure)
 
@@ -167,7 +199,7 @@ async def root_redirect(request: web.Request) -> web.StreamResponse:
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    state, lang = request.app[CONSOLE], lang_of(request)
+    lang = lang_of(request)
     if _session(request) is not None:
         raise web.HTTPSeeOther("/console/")
     message = ""
@@ -175,10 +207,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
         message = t(lang, "session_expired")
     elif request.query.get("out"):
         message = t(lang, "logged_out")
-    nonce, token = state.login_csrf.issue()
-    resp = _html(request, login_page(lang, token, message, demo=request.app[SERVICES].settings.demo))
-    resp.set_cookie(LOGIN_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.secure,
-                    max_age=1800)
+    resp = _login_form_response(request, lang, message)
     if request.cookies.get(SESSION_COOKIE):
         resp.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return resp
@@ -186,27 +215,32 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     state, lang, now = request.app[CONSOLE], lang_of(request), _now(request)
-    form = await request.post()
+    form = await _form(request)
     username = str(form.get("username", ""))[:64].strip().lower()
-    password = str(form.get("password", ""))[:256]
+    password = str(form.get("password", ""))[:MAX_PASSWORD_LENGTH]
     if not state.login_csrf.ok(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf_token", ""))) \
             or not _same_origin(request):
+        if _same_origin(request) and "text/html" in request.headers.get("Accept", ""):
+            # a browser's stale sign-in page (nonce cookie expired, gateway restarted): the form
+            # again with a fresh token and a plain message, not a JSON problem document
+            return _login_form_response(request, lang, t(lang, "login_form_expired"), 403, username)
         raise RequestRejected(errors.FORBIDDEN, "sign-in form CSRF token missing or wrong: reload the page")
     client = request.remote or "-"
-    nonce, token = state.login_csrf.issue()
 
     def again(message: str, status: int) -> web.Response:
-        resp = _html(request, login_page(lang, token, message, request.app[SERVICES].settings.demo, username), status)
-        resp.set_cookie(LOGIN_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict",
-                        secure=request.secure, max_age=1800)
-        return resp
+        return _login_form_response(request, lang, message, status, username)
 
-    if state.throttle.locked(username, client, now):
+    if not state.throttle.begin(username, client, now):  # locked, or as many guesses in flight as allowed
         log.warning("console sign-in refused (locked): user=%s client=%s", username, client)
         return again(t(lang, "login_locked"), 429)
-    account = await asyncio.get_running_loop().run_in_executor(None, state.directory.authenticate, username, password)
+    try:
+        account = await asyncio.get_running_loop().run_in_executor(None, state.directory.authenticate, username,
+                                                                   password)
+        if account is None:
+            state.throttle.failure(username, client, now)
+    finally:
+        state.throttle.end(username, client)
     if account is None:
-        state.throttle.failure(username, client, now)
         log.info("console sign-in failed: user=%s client=%s", username, client)
         locked = state.throttle.locked(username, client, now)
         return again(t(lang, "login_locked" if locked else "login_failed"), 429 if locked else 401)
@@ -225,9 +259,14 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[CONSOLE]
     session = _session(request)
-    form = await request.post()
+    form = await _form(request)
     if session is not None:
         if not csrf_ok(session, str(form.get("csrf_token", ""))) or not _same_origin(request):
+            if _same_origin(request) and "text/html" in request.headers.get("Accept", ""):
+                # a tab left over from an earlier session: say so, with this session's sign-out button
+                lang = lang_of(request)
+                return _html(request, message_page(lang, t(lang, "logout"), t(lang, "logout_stale_page"), session),
+                             403)
             raise RequestRejected(errors.FORBIDDEN, "CSRF token missing or wrong")
         state.sessions.drop(session.id)
         log.info("console sign-out: user=%s", session.username)
@@ -325,11 +364,16 @@ async def case_get(request: web.Request) -> web.Response:
 
 @api("check", state_changing=True)
 async def case_add_licence(request: web.Request) -> web.Response:
-    services, state, session = request.app[SERVICES], request.app[CONSOLE], request[SESSION]
     case = _case(request)
+    body = await read_json(request)
+    async with case.adding:  # the number, the verification, the audit record and the card: one at a time
+        return await _add_licence(request, case, body)
+
+
+async def _add_licence(request: web.Request, case: Case, body: Any) -> web.Response:
+    services, state, session = request.app[SERVICES], request.app[CONSOLE], request[SESSION]
     if len(case.presented) >= MAX_LICENCES_PER_CASE:
         raise RequestRejected(errors.BATCH_TOO_LARGE, f"at most {MAX_LICENCES_PER_CASE} licences per case")
-    body = await read_json(request)
     source = body.get("source") if isinstance(body, dict) else None
     index = len(case.presented)
     now = _now(request)

@@ -120,7 +120,14 @@ class LoginThrottle:
         self.policy = policy
         self._fails: OrderedDict[str, deque[dt.datetime]] = OrderedDict()
         self._locked: dict[str, dt.datetime] = {}
+        #: sign-in attempts whose password is being checked right now, per key: they count
+        #: towards the limit before they finish, so parallel guesses cannot outrun the lockout
+        self._pending: dict[str, int] = {}
         self._max_keys = max_keys
+
+    def _keys(self, username: str, client: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        return ((f"u:{username}", self.policy.max_failures_per_user),
+                (f"c:{client}", self.policy.max_failures_per_client))
 
     def _key_locked(self, key: str, now: dt.datetime) -> bool:
         until = self._locked.get(key)
@@ -135,9 +142,32 @@ class LoginThrottle:
     def locked(self, username: str, client: str, now: dt.datetime) -> bool:
         return self._key_locked(f"u:{username}", now) or self._key_locked(f"c:{client}", now)
 
+    def begin(self, username: str, client: str, now: dt.datetime) -> bool:
+        """Reserve one sign-in attempt (end it with :meth:`end`): False when the user name or the
+        client is locked, or when the recent failures plus the attempts still in flight reach the
+        limit (N requests sent at once would otherwise all pass :meth:`locked` before any fails)."""
+        if self.locked(username, client, now):
+            return False
+        keys = self._keys(username, client)
+        for key, limit in keys:
+            recent = sum(1 for t in self._fails.get(key, ()) if now - t <= self.policy.window)
+            if recent + self._pending.get(key, 0) >= limit:
+                return False
+        for key, _ in keys:
+            self._pending[key] = self._pending.get(key, 0) + 1
+        return True
+
+    def end(self, username: str, client: str) -> None:
+        """The attempt reserved by :meth:`begin` is over (record its failure first)."""
+        for key, _ in self._keys(username, client):
+            left = self._pending.get(key, 0) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+
     def failure(self, username: str, client: str, now: dt.datetime) -> None:
-        for key, limit in ((f"u:{username}", self.policy.max_failures_per_user),
-                           (f"c:{client}", self.policy.max_failures_per_client)):
+        for key, limit in self._keys(username, client):
             q = self._fails.setdefault(key, deque())
             self._fails.move_to_end(key)
             q.append(now)
