@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from . import errors
 from .app import REQUEST_ID, SERVICES
-from .audit import AppendReceipt, AuditEvent, AuditQuery, CheckpointSigner, GroupCommitConfig
+from .audit import AppendReceipt, AuditEvent, AuditQuery, Checkpoint, CheckpointSigner, GroupCommitConfig
 from .audit.deadline import CommitDeadlines
 from .audit.jws import public_jwk
 from .audit.model import HolderHasher, format_time
@@ -221,6 +221,15 @@ def receipt_hash(receipt: str | None) -> str | None:
     return receipt_ref(receipt) if receipt else None
 
 
+def log_checkpoint(cp: Checkpoint | None) -> None:
+    """Log a checkpoint just signed, its JWS in full: a copy outside the database, which is what
+    ``audit verify --anchor`` needs to notice the newest checkpoints deleted with every record after
+    them (the database alone cannot show that)."""
+    if cp is not None:
+        log.info("audit checkpoint signed at seq %d", cp.seq,
+                 extra={"checkpoint": cp.jws, "checkpoint_seq": cp.seq, "checkpoint_hash": cp.hash})
+
+
 class AuditTrail:
     """Per worker: the sink, the holder HMAC key and the receipt signer."""
 
@@ -287,7 +296,7 @@ class AuditTrail:
         if sink is None:
             return
         try:
-            await sink.checkpoint()  # seal the tail written by this worker
+            log_checkpoint(await sink.checkpoint())  # seal the tail written by this worker
         except GatewayError as exc:
             log.warning("closing checkpoint failed: %s", exc.detail)
         await sink.close()
@@ -340,7 +349,7 @@ class AuditTrail:
                 if loop.time() < next_checkpoint:
                     continue
                 next_checkpoint = loop.time() + self.setup.checkpoint_seconds
-                await self.sink.checkpoint()
+                log_checkpoint(await self.sink.checkpoint())
                 if self.setup.retention is not None and loop.time() >= next_prune:
                     result = await self.sink.prune(self.clock() - self.setup.retention)
                     next_prune = loop.time() + _PRUNE_EVERY_SECONDS

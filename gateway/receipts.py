@@ -298,6 +298,10 @@ def _verify_batch(token: str, keys: dict[str, PublicKey]) -> dict[str, Any]:
     if (not isinstance(index, int) or isinstance(index, bool) or not isinstance(size, int) or isinstance(size, bool)
             or not isinstance(path, list) or len(path) > 64 or not all(isinstance(h, str) for h in path)):
         raise _reject("proof or signed statement malformed")
+    # the proof is not signed: only the one text the gateway writes is accepted, so a receipt cannot be
+    # re-encoded (spaces, member order, other members) into another string that still verifies
+    if b64u_decode(p64) != orjson.dumps({"i": index, "path": path}):
+        raise _reject("the proof is not in its canonical form {\"i\":…,\"path\":[…]}")
     try:
         hashes = [b64u_decode(h) for h in path]
         root = b64u_decode(statement.get("root", "")) if isinstance(statement.get("root"), str) else b""

@@ -1,14 +1,20 @@
 """``python -m gateway audit ...``: verify, search and prune an audit store.
 
-    audit verify --store URL --key PUBKEY [--batch N] [--progress-every N]
+    audit verify --store URL --key PUBKEY [--key PUBKEY...] [--anchor JWS|FILE...] [--batch N]
+                 [--progress-every N]
     audit search --store URL [--holder-hmac H | --holder-type T --holder-code C]
                  [--partner P] [--item I] [--since ISO] [--until ISO] [--limit N]
     audit prune  --store URL --before ISO
 
 URL: ``sqlite:PATH`` (or a path ending in .db/.sqlite) or ``postgresql://...`` (with
 ``--pg-schema``, default gateway_audit). PUBKEY: a PEM Ed25519 public key, or a JWKS / JWK
-JSON file (kid -> key). ``--holder-code`` needs the holder HMAC key in the environment
-variable GATEWAY_AUDIT_HMAC_KEY (hex), the same key the gateway is configured with.
+JSON file (kid -> key); repeat ``--key`` to give the keys a rotation retired (each PEM key is
+taken for the checkpoints naming the kid it would be given: ``audit-<SPKI digest>``). ``--anchor``:
+a checkpoint JWS kept outside the database, or a file of them (one a line, or the gateway's JSON
+log lines "audit checkpoint signed", field ``checkpoint``): the chain must still hold its record --
+the one way to notice the newest checkpoints and every record after them deleted. ``--holder-code``
+needs the holder HMAC key in the environment variable GATEWAY_AUDIT_HMAC_KEY (hex), the same key
+the gateway is configured with.
 Exit codes: 0 ok, 1 chain broken, 2 usage or store error.
 """
 
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -25,15 +33,16 @@ from typing import TextIO
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from gateway.audit.jws import JwsError, key_from_jwk
 from gateway.audit.model import AuditQuery, holder_hmac
 from gateway.audit.sink import GroupCommitSink
-from gateway.audit.verify import verify_chain
+from gateway.audit.verify import ChainReport, verify_chain
 from gateway.errors import GatewayError
 
 HMAC_ENV = "GATEWAY_AUDIT_HMAC_KEY"
+_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 
 class CliError(Exception):
@@ -59,6 +68,55 @@ def load_public_keys(path: str) -> dict[str, Ed25519PublicKey] | Ed25519PublicKe
         raise CliError(f"{path}: not a PEM public key or a JWKS: {exc}") from exc
     if not out:
         raise CliError(f"{path}: no Ed25519 key in the key set")
+    return out
+
+
+def _pem_kid(key: Ed25519PublicKey) -> str:
+    """The kid the gateway gives an audit key (gateway.audit_wiring.key_id("audit", key))."""
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return f"audit-{hashlib.sha256(spki).hexdigest()[:16]}"
+
+
+def merge_public_keys(paths: Sequence[str]) -> dict[str, Ed25519PublicKey] | Ed25519PublicKey:
+    """One ``--key``: as :func:`load_public_keys`. Several: kid -> key over all of them (a PEM key
+    under the kid the gateway derives from it)."""
+    if len(paths) == 1:
+        return load_public_keys(paths[0])
+    out: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        keys = load_public_keys(path)
+        out.update({_pem_kid(keys): keys} if isinstance(keys, Ed25519PublicKey) else keys)
+    return out
+
+
+def load_anchors(values: Sequence[str]) -> list[str]:
+    """Checkpoint JWS given on the command line or in files (one a line, or JSON log lines)."""
+    out: list[str] = []
+    for value in values:
+        if _JWS.match(value.strip()):
+            out.append(value.strip())
+            continue
+        try:
+            lines = Path(value).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--anchor {value}: neither a checkpoint JWS nor a readable file: {exc}") from exc
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    raise CliError(f"{value}:{n}: not a JSON object")
+                if "checkpoint" not in doc:
+                    continue   # another log line
+                line = doc["checkpoint"]
+            if not isinstance(line, str) or not _JWS.match(line):
+                raise CliError(f"{value}:{n}: not a checkpoint JWS")
+            out.append(line)
     return out
 
 
@@ -88,7 +146,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", required=True, help="sqlite:PATH or postgresql://...")
         sp.add_argument("--pg-schema", default="gateway_audit")
         if name == "verify":
-            sp.add_argument("--key", required=True, help="PEM Ed25519 public key or JWKS file")
+            sp.add_argument("--key", required=True, action="append",
+                            help="PEM Ed25519 public key or JWKS file (repeat for retired keys)")
+            sp.add_argument("--anchor", action="append", default=[],
+                            help="a checkpoint JWS kept outside the database, or a file of them")
             sp.add_argument("--batch", type=int, default=5000)
             sp.add_argument("--progress-every", type=int, default=100_000)
         elif name == "search":
@@ -106,21 +167,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.cmd == "verify":   # the files first: a bad file is a usage error, before the store is opened
+        keys = merge_public_keys(args.key)
+        anchors = load_anchors(args.anchor)
     store = await open_store(args.store, args.pg_schema)
     try:
         if args.cmd == "verify":
-            keys = load_public_keys(args.key)
 
             def progress(done: int, head: int) -> None:
                 print(f"checked {done} of {head} records", file=err, flush=True)
 
             report = await verify_chain(store, keys, batch=args.batch, progress=progress,
-                                        progress_every=args.progress_every)
+                                        progress_every=args.progress_every, anchors=anchors)
             if report.ok:
                 print(f"OK: {report.records_checked} records (seq {report.start_seq + 1}..{report.head_seq}), "
                       f"{report.checkpoints_checked} signed checkpoints", file=out)
+                print(describe_extent(report), file=out)
                 return 0
-            print(f"BROKEN at seq {report.first_bad_seq}: {report.problem} "
+            where = f" at seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+            print(f"BROKEN{where}: {report.problem} "
                   f"({report.records_checked} records verified before it)", file=out)
             return 1
         if args.cmd == "search":
@@ -133,13 +198,39 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             q = AuditQuery(holder_hmac=h, partner=args.partner, item_code=args.item, since=args.since,
                            until=args.until, limit=args.limit)
             for rec in await store.search(q):
-                out.write(orjson.dumps(rec.as_dict()).decode() + "\n")
+                out.write(orjson.dumps(rec.as_dict(), default=_unstored).decode() + "\n")
             return 0
         result = await store.prune(args.before)
         print(f"pruned {result.deleted} records; the chain now starts after checkpoint {result.start_seq}", file=out)
         return 0
     finally:
         await store.close()
+
+
+def _unstored(value: object) -> str:
+    """A value no record holds (bytes written by hand into a column), shown rather than raised."""
+    if isinstance(value, bytes | bytearray):
+        return "hex:" + bytes(value).hex()
+    raise TypeError(type(value).__name__)
+
+
+def describe_extent(report: ChainReport) -> str:
+    """What an OK check proves, and what it cannot (tail truncation: see gateway/audit/verify.py)."""
+    lines = []
+    if report.start_seq:
+        lines.append(f"pruned: the chain starts after the checkpoint signed at seq {report.start_seq} "
+                     f"({report.start_time})")
+    if report.signed_seq:
+        lines.append(f"signed through seq {report.signed_seq} (checkpoint of {report.signed_time})"
+                     + (f", {report.anchors_checked} anchor(s) found in the chain" if report.anchors_checked else ""))
+    else:
+        lines.append("no checkpoint signs any record yet")
+    tail = report.head_seq - report.signed_seq
+    if tail > 0:
+        lines.append(f"records {report.signed_seq + 1}..{report.head_seq} ({tail}) are chained but not yet signed")
+    lines.append("records deleted after the last checkpoint kept in the database, with the newest checkpoints, "
+                 "cannot be seen from the database alone: check against a checkpoint kept elsewhere (--anchor)")
+    return "\n".join(lines)
 
 
 def audit_cli(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -153,4 +244,7 @@ def audit_cli(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | N
         return asyncio.run(_run(args, out, err))
     except (CliError, GatewayError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=err)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - never a traceback: fail closed with what went wrong
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=err)
         return 2

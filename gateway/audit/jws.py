@@ -45,13 +45,23 @@ def b64u(data: bytes) -> str:
     return _b64encode_as_string(data, altchars=b"-_").rstrip("=")
 
 
+_B64U = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def b64u_decode(text: str) -> bytes:
-    if any(c in text for c in "=+/ \n"):
+    """Strict base64url without padding (RFC 7515 section 2): only the 64 characters of the
+    alphabet, and the one text that encodes the bytes. The standard library would drop any other
+    character and ignore the unused low bits of the last one, so many texts would decode alike: a
+    receipt or checkpoint altered that way would still verify."""
+    if not isinstance(text, str) or not _B64U.fullmatch(text):
         raise JwsError("not base64url without padding")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise JwsError("not base64url") from exc
+    if len(text) % 4 and b64u(data) != text:   # the last character's unused bits must be zero
+        raise JwsError("not canonical base64url (unused bits set)")
+    return data
 
 
 #: the ECDSA-with-SHA-256 signature algorithm object, made once (ES256 signs)

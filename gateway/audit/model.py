@@ -232,6 +232,16 @@ class AuditEvent:
         }
 
 
+def stored_json(value: Any) -> Any:
+    """A JSON column as read back: its value, or the stored text itself when it is not JSON (only
+    a hand edit writes that; the record then fails its hash check, named by ``audit verify``,
+    rather than making every read of the chain raise)."""
+    try:
+        return orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError):
+        return value
+
+
 #: the stored columns of a record besides seq / prev_hash / hash, in table order
 BODY_FIELDS = ("kind", "time", "request_id", "partner", "operator", "item_code", "region",
                "licence_id", "verdict", "reasons", "holder_hmac", "extra")

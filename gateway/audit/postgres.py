@@ -26,7 +26,7 @@ import orjson
 
 from gateway.audit.chain import CheckpointSigner, extend_chain, receipts_of
 from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
-                                 Checkpoint, PruneResult, StoredRecord, format_time, parse_time)
+                                 Checkpoint, PruneResult, StoredRecord, format_time, parse_time, stored_json)
 from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, Sealer, system_clock, unavailable
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -75,8 +75,8 @@ INSERT INTO {s}.audit_state VALUES (1, 0, '{GENESIS_HASH}', 0, '{GENESIS_HASH}',
 def _record_of(row: asyncpg.Record) -> StoredRecord:
     body = {f: row[f] for f in BODY_FIELDS}
     body["time"] = format_time(row["time"])
-    body["reasons"] = orjson.loads(row["reasons"])
-    body["extra"] = orjson.loads(row["extra"])
+    body["reasons"] = stored_json(row["reasons"])
+    body["extra"] = stored_json(row["extra"])
     return StoredRecord(row["seq"], row["prev_hash"], row["hash"], body)
 
 

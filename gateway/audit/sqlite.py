@@ -37,7 +37,7 @@ import orjson
 
 from gateway.audit.chain import CheckpointSigner, record_hash
 from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, AuditQuery, ChainState,
-                                 Checkpoint, PruneResult, StoredRecord, format_time)
+                                 Checkpoint, PruneResult, StoredRecord, format_time, stored_json)
 from gateway.audit.sink import (_STOP, Appended, Clock, GroupCommitConfig, GroupCommitSink, Sealer, _Item,
                                 system_clock, unavailable)
 
@@ -150,8 +150,8 @@ def chained_rows(head_seq: int, head_hash: str, bodies: Sequence[dict[str, Any]]
 
 def _record_of(row: Sequence[Any]) -> StoredRecord:
     body = dict(zip(BODY_FIELDS, row[3:], strict=True))
-    body["reasons"] = orjson.loads(body["reasons"])
-    body["extra"] = orjson.loads(body["extra"])
+    body["reasons"] = stored_json(body["reasons"])
+    body["extra"] = stored_json(body["extra"])
     return StoredRecord(row[0], row[1], row[2], body)
 
 

@@ -15,27 +15,40 @@ What is detected, and which record is named (``first_bad_seq``):
 * checkpoints: each signature must verify with the audit public key (by ``kid``) and its
   signed (seq, hash, time) must equal the stored columns and the record at that seq;
 * after pruning, the verifiable start must be a signed checkpoint whose hash the first
-  remaining record chains onto.
+  remaining record chains onto, and no record may remain at or before it (a start moved
+  forward without deleting what lies before it would hide those records from the check while
+  searches still return them);
+* a value no record can hold (bytes, unreadable JSON) or a state row of the wrong types is
+  reported as tampering (the record is named), never an exception;
+* ``anchors``: checkpoints kept outside the database (logged by the gateway, saved from an
+  earlier check): each must verify and name a record still present with that hash -- the one
+  way to notice that the newest checkpoints and every record after them were deleted.
 
 Limits (documented, inherent to an unkeyed hash chain): someone with write access to the
-database can append forged records after the last checkpoint and update the head row;
-and deleting every record up to a signed checkpoint looks like a legitimate prune.
-Checkpoints are therefore signed often (``checkpoint_every``) and should be copied out of
-the database (the head checkpoint is small enough to publish or log elsewhere).
+database can append forged records after the last checkpoint and update the head row; can
+delete the newest checkpoints and truncate or rewrite every record after the last one kept
+(the report's ``signed_seq`` says how far signatures vouch for the chain); and deleting every
+record up to a signed checkpoint looks like a legitimate prune (``start_time`` says when that
+checkpoint was signed). Checkpoints are therefore signed often (``checkpoint_every``) and
+copied out of the database: the gateway logs each one it signs, and ``anchors`` checks the
+chain against such copies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.chain import check_checkpoint, record_hash
+from gateway.audit.chain import CHECKPOINT_TYP, check_checkpoint, record_hash
+from gateway.audit.jws import JwsError, peek_header, verify_compact
 from gateway.audit.model import GENESIS_HASH
 from gateway.audit.sink import AuditStore
 
 Progress = Callable[[int, int], None]  # (records checked, head seq)
+#: below every seq a store can hold (a row at seq 0 or below was written by hand: it is read too)
+_BEFORE_ANY_SEQ = -(2 ** 63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +60,28 @@ class ChainReport:
     head_seq: int = 0
     start_seq: int = 0
     checkpoints_checked: int = 0
+    #: the last record a verified signature vouches for (the newest checkpoint or anchor within the
+    #: chain, else the pruned start): records past it are chained but signed by nobody yet
+    signed_seq: int = 0
+    signed_time: str | None = None   # when that checkpoint was signed
+    start_time: str | None = None    # when the checkpoint the chain starts after (pruned) was signed
+    anchors_checked: int = 0
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+def _is_hash(v: object) -> bool:
+    return type(v) is str and len(v) == 64
 
 
 async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, *,
-                       batch: int = 5000, progress: Progress | None = None, progress_every: int = 100_000
-                       ) -> ChainReport:
+                       batch: int = 5000, progress: Progress | None = None, progress_every: int = 100_000,
+                       anchors: Sequence[str] = ()) -> ChainReport:
     """Walk the whole chain in seq order (``batch`` records per read) and report the first
-    problem. ``keys``: the audit public key, or kid -> key when keys were rotated."""
+    problem. ``keys``: the audit public key, or kid -> key when keys were rotated. ``anchors``:
+    checkpoint JWS kept outside the store; the chain must still hold each one's record."""
     state = await store.state()
     cps = await store.read_checkpoints()
     # a single key is used whatever kid the checkpoints name
@@ -61,15 +89,46 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
     checked = 0
 
     def bad(seq: int | None, problem: str) -> ChainReport:
-        return ChainReport(False, checked, seq, problem, state.head_seq, state.start_seq, len(cps))
+        return ChainReport(False, checked, seq, problem, state.head_seq if _is_int(state.head_seq) else 0,
+                           state.start_seq if _is_int(state.start_seq) else 0, len(cps))
 
+    if not (_is_int(state.head_seq) and _is_int(state.start_seq) and _is_hash(state.head_hash)
+            and _is_hash(state.start_hash) and 0 <= state.start_seq <= state.head_seq):
+        return bad(None, "the chain state row was altered (head / start of the wrong type or out of range)")
     for cp in cps:
         problem = check_checkpoint(cp, keyset)
         if problem:
             return bad(cp.seq, problem)
     by_seq = {cp.seq: cp for cp in cps}
+    # anchors: checkpoints kept elsewhere; checked like stored ones, then against the records
+    anchor_at: dict[int, str] = {}
+    anchor_time: dict[int, str] = {}
+    for k, token in enumerate(anchors):
+        if isinstance(keys, Ed25519PublicKey):
+            try:
+                kid = peek_header(token).get("kid")
+            except JwsError as exc:
+                return bad(None, f"anchor {k + 1}: {exc}")
+            akeys: Mapping[str, Ed25519PublicKey] = {kid: keys} if isinstance(kid, str) else {}
+        else:
+            akeys = keyset
+        try:
+            doc = verify_compact(token, akeys, typ=CHECKPOINT_TYP)
+        except JwsError as exc:
+            return bad(None, f"anchor {k + 1}: {exc}")
+        seq, h = doc.get("seq"), doc.get("hash")
+        if not _is_int(seq) or not _is_hash(h) or not isinstance(doc.get("time"), str):
+            return bad(None, f"anchor {k + 1}: not a checkpoint statement")
+        if anchor_at.get(seq, h) != h:
+            return bad(seq, f"two anchors signed at seq {seq} name different hashes")
+        anchor_at[seq], anchor_time[seq] = h, doc["time"]
+        if seq > state.head_seq:
+            return bad(state.head_seq + 1, f"the anchor checkpoint signed at seq {seq} names records that are gone "
+                                           f"(records {state.head_seq + 1}..{seq} deleted, the head row moved back)")
+    signed_seq, signed_time = state.start_seq, None
 
     expected, prev = state.start_seq + 1, state.start_hash
+    start_time = None
     if state.start_seq == 0:
         if state.start_hash != GENESIS_HASH:
             return bad(1, "the chain start was altered (no prune happened, yet the start hash is not genesis)")
@@ -78,6 +137,16 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
         if anchor is None or anchor.hash != state.start_hash:
             return bad(state.start_seq + 1,
                        f"the pruned start at seq {state.start_seq} is not a signed checkpoint")
+        start_time = signed_time = anchor.time
+        pruned_anchor = anchor_at.get(state.start_seq)
+        if pruned_anchor is not None and pruned_anchor != state.start_hash:
+            return bad(state.start_seq, f"the anchor checkpoint signed at seq {state.start_seq} names another hash")
+    # a prune deletes every record up to the start in the same transaction: one still there means the
+    # start was moved forward by hand, hiding those records from this check (searches still find them)
+    first = await store.read_records(_BEFORE_ANY_SEQ, 1)
+    if first and first[0].seq <= state.start_seq:
+        return bad(first[0].seq, f"record {first[0].seq} lies at or before the chain start {state.start_seq} "
+                                 "(the start was moved without pruning: records before it are not verifiable)")
     good_cp = state.start_seq  # last seq vouched for by a checkpoint
     cursor = state.start_seq
     last_hash_ok_seq = None
@@ -91,7 +160,11 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
             if r.seq > expected:
                 missing = f"{expected}" if r.seq == expected + 1 else f"{expected}..{r.seq - 1}"
                 return bad(expected, f"record(s) {missing} missing (deleted)")
-            if record_hash(r.seq, r.prev_hash, r.body) != r.hash:
+            try:
+                intact = record_hash(r.seq, r.prev_hash, r.body) == r.hash
+            except (TypeError, ValueError):   # a value no record holds (bytes...): written by hand
+                return bad(r.seq, f"record {r.seq} holds a value of a type no record has (edited in the database)")
+            if not intact:
                 return bad(r.seq, f"record {r.seq} does not match its hash (edited, or moved from another seq)")
             if r.prev_hash != prev:
                 if last_hash_ok_seq == r.seq - 1:
@@ -104,6 +177,15 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
                     return bad(good_cp + 1, f"records {good_cp + 1}..{r.seq} were rewritten: the checkpoint "
                                             f"signed at seq {r.seq} names another hash")
                 good_cp = r.seq
+                signed_seq, signed_time = r.seq, cp.time
+            ah = anchor_at.get(r.seq)
+            if ah is not None:
+                if ah != r.hash:
+                    return bad(good_cp + 1, f"records {good_cp + 1}..{r.seq} were rewritten: the anchor checkpoint "
+                                            f"signed at seq {r.seq} names another hash")
+                good_cp = max(good_cp, r.seq)
+                if r.seq > signed_seq:
+                    signed_seq, signed_time = r.seq, anchor_time[r.seq]
             prev, expected, cursor = r.hash, expected + 1, r.seq
             last_hash_ok_seq = r.seq
             checked += 1
@@ -121,5 +203,6 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
         return bad(last + 1, f"a signed checkpoint at seq {min(beyond)} names records that are gone (tail deleted)")
     if progress is not None:
         progress(checked, state.head_seq)
-    return ChainReport(True, checked, None, None, state.head_seq, state.start_seq, len(cps))
+    return ChainReport(True, checked, None, None, state.head_seq, state.start_seq, len(cps), signed_seq, signed_time,
+                       start_time, len(anchor_at))
 
