@@ -414,4 +414,6 @@ from . import query_routes  # noqa: E402,F401  (federated query, /v1/admin/upstr
 from . import worker_routes  # noqa: E402,F401  (GET /v1/admin/worker: this worker's counters)
 from . import audit_wiring  # noqa: E402  (audit records before answers, receipts)
 
-FEATURES.append(audit_wiring.setup)  # last: it wires the hooks of the features above
+# last: it wires the hooks of the features above (looked up when an app is made, so that importing
+# gateway.audit_wiring first -- it imports this module -- finds it complete by then)
+FEATURES.append(lambda app: audit_wiring.setup(app))

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from . import errors
 from .app import FEATURES, SERVICES, decode_presented, read_json, verify_now
-from .audit_wiring import audit_check
+from . import audit_wiring  # a module, not its names: importing gateway.audit_wiring first imports this one
 from .auth import AUTH_PRINCIPAL, ITEMS_CHECK, ITEMS_READ, Principal, requires_scope
 from .catalogue import MAX_SEARCH_LIMIT, Catalogue, Item
 from .checking import Presented, check_item, parse_applicant
@@ -205,7 +205,7 @@ async def check_item_handler(request: web.Request) -> web.Response:
     answer = outcome.to_dict()
     answer["checked_at"] = services.clock().isoformat().replace("+00:00", "Z")
     # the audit records are committed before the answer (AUDIT_UNAVAILABLE -> 503); signed receipt
-    answer["receipt"] = await audit_check(request, item.code, applicant, presented, outcome)
+    answer["receipt"] = await audit_wiring.audit_check(request, item.code, applicant, presented, outcome)
     return web.Response(body=orjson.dumps(answer), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
