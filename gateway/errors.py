@@ -111,7 +111,10 @@ UNSUPPORTED_MEDIA_TYPE = _r("UNSUPPORTED_MEDIA_TYPE", "Send application/json.", 
 NOT_FOUND = _r("NOT_FOUND", "No such resource.", "资源不存在。", status=404)
 METHOD_NOT_ALLOWED = _r("METHOD_NOT_ALLOWED", "Method not allowed.", "不支持该请求方法。", status=405)
 UNAUTHENTICATED = _r("UNAUTHENTICATED", "A valid bearer token is required.", "需要有效的访问令牌。", status=401)
-FORBIDDEN = _r("FORBIDDEN", "The token does not grant this action.", "访问令牌无权执行该操作。", status=403)
+FORBIDDEN = _r("FORBIDDEN", "This action is not granted to you (token scope, partner rights or staff role).",
+               "无权执行该操作（访问令牌范围、合作方权限或工作人员角色）。", status=403)
+PAGE_EXPIRED = _r("PAGE_EXPIRED", "This console page is out of date, or was not sent from your signed-in console.",
+                  "页面已过期，或并非来自当前登录的控制台。", "请刷新页面后重试。", status=403)
 RATE_LIMITED = _r("RATE_LIMITED", "Too many requests.", "请求过于频繁，请稍后再试。", status=429)
 RECEIPT_INVALID = _r("RECEIPT_INVALID", "The verification receipt is malformed, altered or not signed by a published gateway key.",
                      "核验回执格式错误、被篡改或非本网关公布的密钥签发。", "请以网关重新出具的回执为准。")

@@ -137,12 +137,12 @@ async def test_a_sign_in_token_of_another_browser_is_still_refused(world, client
     attackers_token = await login_token(attacker)
     resp = await victim.post("/console/login", data={"username": "clerk", "password": PASSWORDS["clerk"],
                                                      "csrf_token": attackers_token}, allow_redirects=False)
-    assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
+    assert resp.status == 403 and (await resp.json())["code"] == "PAGE_EXPIRED"
     cross_site = await victim.post("/console/login", data={"username": "clerk", "password": PASSWORDS["clerk"],
                                                            "csrf_token": attackers_token},
                                    headers={"Origin": "https://evil.example", "Accept": "text/html"},
                                    allow_redirects=False)
-    assert cross_site.status == 403 and (await cross_site.json())["code"] == "FORBIDDEN"
+    assert cross_site.status == 403 and (await cross_site.json())["code"] == "PAGE_EXPIRED"
     assert len(victim.app[CONSOLE].sessions) == 0
 
 
@@ -286,8 +286,8 @@ async def test_sign_out_with_a_forged_token_is_still_refused(world, client_for) 
     """Control: without a browser's Accept, or from another origin, the refusal stays a 403 problem."""
     client, old, _ = await signed_in_twice(world, client_for)
     plain = await client.post("/console/logout", data={"csrf_token": old}, allow_redirects=False)
-    assert plain.status == 403 and (await plain.json())["code"] == "FORBIDDEN"
+    assert plain.status == 403 and (await plain.json())["code"] == "PAGE_EXPIRED"
     cross = await client.post("/console/logout", data={"csrf_token": old}, allow_redirects=False,
                               headers={"Accept": "text/html", "Origin": "https://evil.example"})
-    assert cross.status == 403 and (await cross.json())["code"] == "FORBIDDEN"
+    assert cross.status == 403 and (await cross.json())["code"] == "PAGE_EXPIRED"
     assert (await client.get("/console/", allow_redirects=False)).status == 200

@@ -120,7 +120,7 @@ async def test_sign_in_form_without_its_csrf_token_is_refused(console) -> None:
     await login_token(console)  # sets the nonce cookie
     resp = await console.post("/console/login", data={"username": "clerk", "password": PASSWORDS["clerk"]},
                               allow_redirects=False)
-    assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
+    assert resp.status == 403 and (await resp.json())["code"] == "PAGE_EXPIRED"
     forged = await console.post("/console/login", data={"username": "clerk", "password": PASSWORDS["clerk"],
                                                         "csrf_token": "0" * 64}, allow_redirects=False)
     assert forged.status == 403
@@ -130,7 +130,7 @@ async def test_state_changing_console_calls_need_the_sessions_csrf_token(console
     csrf = await sign_in(console)
     body = {"item": "KS-076", "applicant": {"code_type": "111", "code": applicant[1]}}
     missing = await console.post("/console/api/cases", json=body)
-    assert missing.status == 403 and (await missing.json())["code"] == "FORBIDDEN"
+    assert missing.status == 403 and (await missing.json())["code"] == "PAGE_EXPIRED"
     wrong = await console.post("/console/api/cases", json=body, headers={"X-CSRF-Token": csrf[:-2] + "xx"})
     assert wrong.status == 403
     cross_site = await console.post("/console/api/cases", json=body,

@@ -144,7 +144,7 @@ def api(permission: str, *, state_changing: bool) -> Callable[..., Any]:
                 raise RequestRejected(errors.UNAUTHENTICATED, "console session missing or expired: sign in again")
             if state_changing and (not csrf_ok(session, request.headers.get(CSRF_HEADER))
                                    or not _same_origin(request)):
-                raise RequestRejected(errors.FORBIDDEN, "CSRF token missing or wrong")
+                raise RequestRejected(errors.PAGE_EXPIRED, "CSRF token missing or wrong")
             if permission not in _perms(session):
                 raise RequestRejected(errors.FORBIDDEN, f"role {session.role} may not {permission}")
             request[SESSION] = session
@@ -224,7 +224,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             # a browser's stale sign-in page (nonce cookie expired, gateway restarted): the form
             # again with a fresh token and a plain message, not a JSON problem document
             return _login_form_response(request, lang, t(lang, "login_form_expired"), 403, username)
-        raise RequestRejected(errors.FORBIDDEN, "sign-in form CSRF token missing or wrong: reload the page")
+        raise RequestRejected(errors.PAGE_EXPIRED, "sign-in form CSRF token missing or wrong: reload the page")
     client = request.remote or "-"
 
     def again(message: str, status: int) -> web.Response:
@@ -267,7 +267,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
                 lang = lang_of(request)
                 return _html(request, message_page(lang, t(lang, "logout"), t(lang, "logout_stale_page"), session),
                              403)
-            raise RequestRejected(errors.FORBIDDEN, "CSRF token missing or wrong")
+            raise RequestRejected(errors.PAGE_EXPIRED, "CSRF token missing or wrong")
         state.sessions.drop(session.id)
         log.info("console sign-out: user=%s", session.username)
     resp = web.HTTPSeeOther("/console/login?out=1")
