@@ -17,13 +17,15 @@ Rules (the catalogue supplies the data, :mod:`gateway.catalogue`):
     ``code_fields`` of the licence's surface and the applicant's code type is one the role
     admits (e.g. the applicant is the 法定代表人 named on a 营业执照).
 
-  **Representation.** When a valid licence names the applicant in a role that one of the
-  item's own ``role:`` requirements accepts, and that licence is held by an organisation
-  (code type 001/099), the applicant acts for that organisation in this check: licences
+  **Representation.** When a valid licence names the applicant in a *representative* role
+  (:data:`REPRESENTATIVE_ROLES`: the 法定代表人/负责人) that one of the item's own ``role:``
+  requirements accepts, and that licence is held by an organisation (code type 001/099),
+  the applicant acts for that organisation in this check: licences
   held by the organisation then bind under ``"holder"`` too. This is how an item that
   asks for "the company's 营业执照" *and* "the applicant is its legal representative" is
   completed by the legal representative. It never extends to people (a parent named on a
-  birth certificate does not thereby hold the child's licences).
+  birth certificate does not thereby hold the child's licences), nor to other roles (a
+  co-owner named on a company's 不动产权证书 does not act for the company).
   A valid licence of an accepted type that binds neither way is reported with
   ``HOLDER_MISMATCH``.
 * ``complete`` is true when every mandatory requirement is satisfied. ``outcome`` is
@@ -34,9 +36,13 @@ Rules (the catalogue supplies the data, :mod:`gateway.catalogue`):
 of the requirements a licence satisfies; a licence that satisfies none shows no data. The
 licence identifier (a GB/T 36904 reference the partner itself presented: type, issuing
 authority, serial) identifies licences in ``satisfied_by`` and ``problems``; holder codes
-appear only when disclosed, otherwise masked (:func:`gateway.identifiers.mask_holder_code`)
-inside a mismatch explanation. Verification reason *details* are dropped here (they can
-quote licence values such as a validity date); the stable code and messages remain.
+appear only when disclosed, otherwise masked (:func:`mask_code`: at least 8 characters hidden,
+so a 9-character passport number is not shown all but one character) inside a mismatch
+explanation. An *indeterminate* licence of an accepted type that names someone else cannot
+satisfy the requirement on any retry: its problem carries ``HOLDER_MISMATCH`` too (without
+detail) and it does not make the outcome indeterminate. Verification reason *details* are
+dropped here (they can quote licence values such as a validity date); the stable code and
+messages remain.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ from .model import Licence
 
 MAX_APPLICANT_NAME = 64
 _CASE_FOLDED_TYPES = frozenset({"111", "001"})  # X check character / USCC letters: compare upper case
+#: roles whose bearer acts for the organisation holding the licence (法定代表人/负责人). Other
+#: roles (co_owner, spouse, parent, guardian, household_head) name a party, not a representative.
+REPRESENTATIVE_ROLES = frozenset({"legal_representative"})
 
 VALID, INVALID, INDETERMINATE = Verdict.VALID.value, Verdict.INVALID.value, Verdict.INDETERMINATE.value
 OUTCOME_COMPLETE, OUTCOME_INCOMPLETE, OUTCOME_INDETERMINATE = "complete", "incomplete", "indeterminate"
@@ -77,6 +86,10 @@ def _fold(code_type: str, code: str) -> str:
     return code.upper() if code_type in _CASE_FOLDED_TYPES else code
 
 
+#: a holder code for display (the one rule: gateway.identifiers.mask_holder_code)
+mask_code = mask_holder_code
+
+
 def parse_applicant(raw: Any) -> Applicant:
     """``{"code_type": "111", "code": "...", "name"?: "..."}`` -> :class:`Applicant`.
     Raises RequestRejected BAD_REQUEST (shape) or APPLICANT_INVALID (code type / check digit)."""
@@ -93,7 +106,8 @@ def parse_applicant(raw: Any) -> Applicant:
     if code_type not in HOLDER_CODE_TYPES:
         raise RequestRejected(APPLICANT_INVALID, f"unknown holder code type {code_type[:8]!r}")
     code = _fold(code_type, code.strip())
-    if not holder_code_valid(code_type, code):
+    # the check-digit types are ASCII: full-width or other Unicode digits pass a \d regex and int()
+    if (code_type in _CASE_FOLDED_TYPES and not code.isascii()) or not holder_code_valid(code_type, code):
         what = {"111": "citizen ID number (GB 11643, MOD 11-2)",
                 "001": "unified social credit code (GB 32100)"}.get(code_type, f"code of type {code_type}")
         raise RequestRejected(APPLICANT_INVALID, f"applicant code is not a valid {what}")
@@ -148,6 +162,7 @@ class Problem:
     index: int
     identifier: str | None
     findings: tuple[Finding, ...]
+    could_bind: bool = True  # False: names someone else, so no retry of its verification can help
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "identifier": self.identifier, "reasons": [f.to_dict() for f in self.findings]}
@@ -207,18 +222,18 @@ class CheckOutcome:
             return OUTCOME_COMPLETE
         missing = [r for r in self.requirements if r.requirement.mandatory and not r.satisfied]
         by_index = {lo.presented.index: lo.presented for lo in self.licences}
-        if any(by_index[p.index].verdict == INDETERMINATE for r in missing for p in r.problems):
+        if any(by_index[p.index].verdict == INDETERMINATE and p.could_bind for r in missing for p in r.problems):
             return OUTCOME_INDETERMINATE
         return OUTCOME_INCOMPLETE
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "item": {"code": self.item.code, "name_zh": self.item.name_zh},
-            "applicant": {"code_type": self.applicant.code_type, "code_masked": mask_holder_code(self.applicant.code)},
+            "applicant": {"code_type": self.applicant.code_type, "code_masked": mask_code(self.applicant.code)},
             "complete": self.complete,
             "outcome": self.outcome,
             "missing": [r.requirement.id for r in self.requirements if r.requirement.mandatory and not r.satisfied],
-            "acting_for": [{"code_type": ct, "code_masked": mask_holder_code(c)} for ct, c in self.represented],
+            "acting_for": [{"code_type": ct, "code_masked": mask_code(c)} for ct, c in self.represented],
             "requirements": [r.to_dict() for r in self.requirements],
             "licences": [lo.to_dict() for lo in self.licences],
         }
@@ -235,18 +250,20 @@ def _role_names_applicant(ltype: LicenceType, role_name: str, lic: Licence, appl
 
 
 def _represented(item: Item, typed: Sequence[tuple[Presented, LicenceType | None]],
-                 applicant: Applicant) -> tuple[tuple[str, str], ...]:
-    """Organisations whose valid licence names the applicant in a role the item accepts."""
+                 applicant: Applicant, verdicts: frozenset[str] = frozenset({VALID})) -> tuple[tuple[str, str], ...]:
+    """Organisations whose licence (of a verdict in ``verdicts``) names the applicant in a
+    representative role the item accepts."""
     out: list[tuple[str, str]] = []
     for p, ltype in typed:
-        if p.verdict != VALID or ltype is None or p.licence is None:
+        if p.verdict not in verdicts or ltype is None or p.licence is None:
             continue
         lic = p.licence
         if lic.holder_code_type not in ORGANISATION_CODE_TYPES:
             continue
         for req in item.requirements:
             role = req.binding_role
-            if role and ltype.key in req.accept and _role_names_applicant(ltype, role, lic, applicant):
+            if (role in REPRESENTATIVE_ROLES and ltype.key in req.accept
+                    and _role_names_applicant(ltype, role, lic, applicant)):
                 party = (lic.holder_code_type, _fold(lic.holder_code_type, lic.holder_code))
                 if party not in out:
                     out.append(party)
@@ -266,7 +283,7 @@ def _binds(req: Requirement, ltype: LicenceType, lic: Licence, applicant: Applic
 def _mismatch(req: Requirement, ltype: LicenceType, lic: Licence) -> Finding:
     role_name = req.binding_role
     if role_name is None:
-        detail = f"licence holder {mask_holder_code(lic.holder_code)} is not the applicant"
+        detail = f"licence holder {mask_code(lic.holder_code)} is not the applicant"
     else:
         role = ltype.role(role_name)
         detail = f"the licence does not name the applicant as {role.label_en if role else role_name}"
@@ -293,6 +310,8 @@ def check_item(catalogue: Catalogue, item: Item, applicant: Applicant,
     """Match, bind and judge ``presented`` (in request order) against ``item``."""
     typed = [(p, catalogue.type_by_code(p.licence.type_code) if p.licence else None) for p in presented]
     parties = _represented(item, typed, applicant)
+    # organisations the applicant might act for once every indeterminate licence verifies
+    maybe_parties = _represented(item, typed, applicant, frozenset({VALID, INDETERMINATE}))
     accepted_anywhere = {k for r in item.requirements for k in r.accept}
 
     req_outcomes: list[RequirementOutcome] = []
@@ -312,7 +331,13 @@ def check_item(catalogue: Catalogue, item: Item, applicant: Applicant,
             lic = p.licence
             assert lic is not None  # ltype is only known from a parsed licence
             if p.verdict != VALID:
-                problems.append(Problem(p.index, p.identifier, _verification_findings(p)))
+                findings = _verification_findings(p)
+                # an indeterminate licence naming someone else stays unbound on any retry (no detail:
+                # its data is not verified, so it is not quoted)
+                could_bind = p.verdict != INDETERMINATE or _binds(req, ltype, lic, applicant, maybe_parties)
+                if not could_bind:
+                    findings += (Finding(HOLDER_MISMATCH),)
+                problems.append(Problem(p.index, p.identifier, findings, could_bind))
             elif _binds(req, ltype, lic, applicant, parties):
                 sat.append(p)
                 satisfied_by_index.setdefault(p.index, []).append(req)

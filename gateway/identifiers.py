@@ -156,6 +156,8 @@ def citizen_id_check(first17: str) -> str:
 
 
 def citizen_id_valid(code: str) -> bool:
+    if not code.isascii():  # "３３05…": \d and int() read full-width digits as digits
+        return False
     if len(code) == 18 and code.isascii() and code[:17].isdigit():  # the common shape, without the regex
         # fixed-width ASCII digit strings compare like their numbers (no int() per part)
         if not ("01" <= code[10:12] <= "12" and "01" <= code[12:14] <= "31" and "1900" <= code[6:10] <= "2100"):
@@ -281,7 +283,8 @@ def holder_code_valid(code_type: str, code: str) -> bool:
 
 
 def mask_holder_code(code: str) -> str:
-    """Mask an ID number for human display: ``3305**********123X``."""
-    if len(code) <= 8:
-        return code[:1] + "*" * (len(code) - 1)
-    return code[:4] + "*" * (len(code) - 8) + code[-4:]
+    """A holder code for human display: at most 4 characters shown at each end and at least 8
+    hidden (an 18-character ID number or USCC: ``3305**********123X``; a 9-character passport
+    number: all stars -- showing 4 at each end of it hid one character)."""
+    keep = min(4, max(0, (len(code) - 8) // 2))
+    return code[:keep] + "*" * (len(code) - 2 * keep) + (code[-keep:] if keep else "")

@@ -87,3 +87,20 @@ def test_synthetic_uscc_is_check_valid_and_carries_its_division():
 
 def test_masking_keeps_only_the_ends():
     assert mask_holder_code("33050219900101123X") == "3305**********123X"
+
+
+def test_full_width_digits_are_not_a_citizen_id() -> None:
+    """``\\d`` and ``int()`` read "３" as 3: a full-width ID number must not pass as one."""
+    from gateway.identifiers import citizen_id_check, citizen_id_valid
+    first17 = "33050219900101001"
+    code = first17 + citizen_id_check(first17)
+    assert citizen_id_valid(code)
+    assert not citizen_id_valid(code.translate(str.maketrans("0123456789", "０１２３４５６７８９")))
+
+
+def test_short_holder_codes_keep_at_least_eight_characters_hidden() -> None:
+    from gateway.identifiers import mask_holder_code
+    assert mask_holder_code("330502199001010018") == "3305**********0018"
+    assert mask_holder_code("E12345678") == "*********"          # was E123*5678: one character hidden
+    assert mask_holder_code("AB12345678") == "A********8"
+    assert mask_holder_code("") == ""
