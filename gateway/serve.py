@@ -9,10 +9,19 @@ import socket
 import time
 
 
-def run_worker(settings, reuse_port: bool) -> None:
-    """One serving process: its own event loop, app and snapshots; SO_REUSEPORT shares the port."""
-    from aiohttp import web
+#: aiohttp's connection settings, as ``web.run_app`` set them before the worker ran its own runner:
+#: an idle connection -- and one whose request line and headers are not complete -- is closed after
+#: ``KEEPALIVE_TIMEOUT_S``; on SIGTERM / SIGINT the requests in flight get ``SHUTDOWN_TIMEOUT_S`` to
+#: finish before they are cancelled and the cleanup contexts (the audit trail's flush) run
+KEEPALIVE_TIMEOUT_S = 75.0
+SHUTDOWN_TIMEOUT_S = 60.0
+#: a worker's exit status when it cannot listen on the port (in use, not permitted, no such address)
+EXIT_CANNOT_LISTEN = 3
 
+
+def run_worker(settings, reuse_port: bool, ready=None) -> None:
+    """One serving process: its own event loop, app and snapshots; SO_REUSEPORT shares the port.
+    ``ready`` (a multiprocessing Event, optional) is set once the worker listens on the port."""
     from .app import create_app
     from .bootstrap import build_services
     from .logging_setup import configure_logging
@@ -29,12 +38,54 @@ def run_worker(settings, reuse_port: bool) -> None:
     app = create_app(build_services(settings))
     # after every start-up resource (cleanup contexts run first)
     app.on_startup.append(functools.partial(freeze_heap, gen0_threshold=settings.gc_gen0_threshold))
-    app.on_startup.append(functools.partial(announce, settings=settings))
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, reuse_port=reuse_port)
+    code = asyncio.run(serve_app(app, settings, reuse_port, ready))
+    if code:
+        raise SystemExit(code)
 
 
-async def announce(app: object = None, *, settings) -> None:  # noqa: ARG001 - on_startup
-    """One INFO line per serving process once it is ready: which process, where."""
+async def serve_app(app, settings, reuse_port: bool, ready=None) -> int:
+    """Run ``app`` on the settings' host and port until SIGTERM or SIGINT; 0, or
+    :data:`EXIT_CANNOT_LISTEN`. What ``web.run_app`` did, with three differences: the worker says it
+    serves only once it listens (``run_app`` ran the start-up hooks, where the announcement was,
+    before binding: a port in use logged "serving on" and then a plain-text traceback, outside the
+    JSON log); a port it cannot listen on is one JSON ERROR line naming the address and the cause;
+    and a second signal while the worker drains (a terminal's Ctrl-C reaches every process of the
+    group and the parent forwards it too) does not interrupt the drain and the audit flush."""
+    import logging
+    import os
+    import signal
+
+    from aiohttp import web
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    try:
+        await runner.setup()   # cleanup contexts and start-up hooks: resources open once
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            logging.getLogger("gateway.serve").error(
+                "worker %d cannot listen on %s:%d: %s", os.getpid(), settings.host, settings.port,
+                os.strerror(exc.errno) if exc.errno else exc, extra={"pid": os.getpid(), "errno": exc.errno})
+            return EXIT_CANNOT_LISTEN
+        await announce(app, settings=settings)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()   # stop listening, drain (SHUTDOWN_TIMEOUT_S), then the cleanup contexts
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def announce(app: object = None, *, settings) -> None:  # noqa: ARG001
+    """One INFO line per serving process once it listens: which process, where."""
     import logging
     import os
 
@@ -65,33 +116,138 @@ async def freeze_heap(app: object = None, *, gen0_threshold: int = 0) -> None:  
         gc.set_threshold(gen0_threshold, older1, older2)
 
 
+#: a worker that exits while the gateway serves is logged (ERROR) and started again, at most
+#: ``RESTART_LIMIT`` times within ``RESTART_WINDOW_S``; past that -- a worker that cannot stay up --
+#: and for a worker that exits before it listened (a port in use, a bad trust list), the parent
+#: stops the others and exits with that worker's status, for the service manager to see
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
+
+
 def run_workers(settings, workers: int) -> int:
-    """Pre-fork model: N worker processes bound to one port with SO_REUSEPORT; the parent
-    restarts none of them (a crashed worker is an incident to see), forwards SIGTERM/SIGINT and
-    exits with the first non-zero worker status."""
+    """Pre-fork model: N worker processes bound to one port with SO_REUSEPORT (see :func:`supervise`)."""
+    import logging
     import multiprocessing as mp
-    import signal
+    import os
 
     from .bootstrap import prepare_shared
 
+    busy = port_in_use(settings.host, settings.port)
+    if busy is not None:
+        logging.getLogger("gateway.serve").error(
+            "cannot listen on %s:%d: %s (is another gateway serving there?)", settings.host, settings.port,
+            os.strerror(busy.errno) if busy.errno else busy, extra={"errno": busy.errno})
+        return EXIT_CANNOT_LISTEN
     prepare_shared(settings)  # e.g. the demo TEST framework, made once before the workers load it
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=run_worker, args=(settings, True), name=f"gateway-worker-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
 
-    def stop(signum, frame):  # noqa: ARG001
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+    def start(i: int):
+        ready = ctx.Event()
+        proc = ctx.Process(target=run_worker, args=(settings, True, ready), name=f"gateway-worker-{i}")
+        proc.start()
+        return proc, ready
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    return supervise(start, workers)
+
+
+def port_in_use(host: str, port: int) -> OSError | None:
+    """The error of binding ``host:port`` without SO_REUSEPORT, or None when it is free. The
+    workers bind with SO_REUSEPORT, which the kernel grants to every process of the same user that
+    asks for it: without this check a second ``serve --workers N`` on a port (a forgotten instance,
+    an old one still draining, another configuration) shared it silently and the kernel split the
+    partners' connections between the two gateways. SO_REUSEADDR as aiohttp sets it, so a port
+    whose old connections are in TIME_WAIT is free."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return exc
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                return exc
+    return None
+
+
+def _status(exitcode: int | None) -> str:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
+def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
+              restart_window_s: float = RESTART_WINDOW_S) -> int:
+    """Start ``workers`` processes with ``start(i) -> (process, ready_event)`` and watch them until
+    they have all ended: SIGTERM / SIGINT are forwarded (each worker drains its requests and flushes
+    its audit trail), a worker that ends on its own is logged and replaced (see
+    :data:`RESTART_LIMIT`). Returns 0, or the first failing worker's status (1 for a signal)."""
+    import collections
+    import logging
+    import signal
+    from multiprocessing.connection import wait
+
+    log = logging.getLogger("gateway.serve")
+    slots = [start(i) for i in range(workers)]
+    stopping = False
     code = 0
-    for p in procs:
-        p.join()
-        if code == 0 and p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
-            code = p.exitcode if p.exitcode and p.exitcode > 0 else 1
+
+    def stop_all() -> None:
+        for proc, _ in slots:
+            if proc.is_alive():
+                proc.terminate()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        stop_all()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    restarts: collections.deque[float] = collections.deque()
+    try:
+        while True:
+            running = [proc for proc, _ in slots if proc.exitcode is None]
+            if not running:
+                break
+            wait([proc.sentinel for proc in running])
+            for i, (proc, ready) in enumerate(slots):
+                if proc not in running or proc.exitcode is None:
+                    continue
+                proc.join()
+                status = proc.exitcode
+                failed = status not in (0, -signal.SIGTERM, -signal.SIGINT)
+                if stopping:
+                    if failed and code == 0:
+                        code = status if status and status > 0 else 1
+                    continue
+                fields = {"pid": proc.pid, "worker": proc.name, "exit_code": status}
+                now = time.monotonic()
+                while restarts and restarts[0] <= now - restart_window_s:
+                    restarts.popleft()
+                if not ready.is_set() or len(restarts) >= restart_limit:
+                    why = ("before it listened" if not ready.is_set()
+                           else f"after {restart_limit} restarts within {restart_window_s:.0f} s")
+                    log.error("worker %d (%s) ended %s (%s): stopping the gateway", proc.pid, proc.name, why,
+                              _status(status), extra=fields)
+                    code = code or (status if status and status > 0 else 1)
+                    stopping = True
+                    stop_all()
+                    continue
+                restarts.append(now)
+                slots[i] = start(i)
+                log.error("worker %d (%s) ended while serving (%s): started again as worker %d", proc.pid,
+                          proc.name, _status(status), slots[i][0].pid, extra={**fields, "new_pid": slots[i][0].pid})
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 
 
