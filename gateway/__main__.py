@@ -24,16 +24,33 @@ import sys
 import orjson
 
 
+#: what refuses start-up, and how the operator is told (no traceback)
+def _startup_errors() -> tuple[tuple[type, str], ...]:
+    from .catalogue import CatalogueError
+    from .config import ConfigError
+    from .specs import SpecError
+
+    return ((ConfigError, "配置错误 / configuration error"), (SpecError, "区域规格错误 / region spec error"),
+            (CatalogueError, "目录错误 / catalogue error"))
+
+
+def _refused(exc: Exception) -> int | None:
+    """Print a start-up error in Chinese and English and give exit status 2; None if ``exc`` is not one."""
+    for kind, label in _startup_errors():
+        if isinstance(exc, kind):
+            print(f"{label}: {exc}", file=sys.stderr)
+            return 2
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_settings
+    from .bootstrap import check_startup
+    from .config import load_settings
     from .serve import run_worker, run_workers, with_demo_regions
 
-    try:
-        settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host,
-                                 workers=args.workers)
-    except ConfigError as exc:
-        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host,
+                             workers=args.workers)
+    check_startup(settings)  # specs, catalogues, keys, audit: refused here (see main), before any worker starts
     from .logging_setup import configure_logging
 
     configure_logging(settings.log_level)  # JSON lines with the request id; holder codes and names redacted
@@ -296,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return audit_cli(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:  # a bad setting, spec or catalogue: its message, exit 2, no traceback
+        status = _refused(exc)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ from adapters import Limits
 
 from .app import Services
 from .catalogue import Catalogue, load_catalogue
-from .config import Settings
+from .config import ConfigError, Settings
 from .core import Policy, Verifier
 from .devtrust import ensure_framework
 from .edges import FileTrustSource, MemoryStatusSource
 from .files import write_atomically
 from .issuer_server import IssuerServer
 from .simulator import IssuerSimulator
-from .specs import load_region_specs, load_regions
+from .specs import SpecError, load_region_specs, load_regions
 from .status import StatusSnapshot
 from .status_source import HttpStatusSource
 from .trustlist import (TEST_OPERATOR_PRIVATE, TEST_OPERATOR_PUBLIC, canonical_json, load_operator_key,
@@ -40,11 +40,48 @@ def policy_from(settings: Settings) -> Policy:
 
 
 def load_static(settings: Settings):
+    """Regions, region specs and catalogues, checked against each other and against the settings
+    that name regions (SpecError, CatalogueError or ConfigError: start-up is refused)."""
     specs_dir = Path(settings.specs_dir)
-    regions = load_regions(specs_dir / "regions.csv")
+    try:
+        regions = load_regions(specs_dir / "regions.csv")
+    except (OSError, UnicodeDecodeError, KeyError) as exc:
+        raise SpecError(f"{specs_dir / 'regions.csv'}: cannot be read as the region table: {exc!r}") from None
     specs = load_region_specs(specs_dir / "regions", regions)
     catalogue = load_catalogue(specs_dir / "licence_types.toml", specs_dir / "items.toml", set(regions))
+    type_keys = {t.key for t in catalogue.types}
+    for spec in specs.values():
+        unknown = sorted(set(spec.licence_types) - type_keys - {"*"})
+        if unknown:
+            raise SpecError(f"{spec.source}: field 'licence_types': {unknown} not in {specs_dir / 'licence_types.toml'}")
+    for name in ("status_exempt_regions", "status_max_age_by_region", "upstream_timeout_ms_by_region"):
+        unknown = sorted(set(getattr(settings, name)) - set(regions))
+        if unknown:
+            raise ConfigError(f"setting {name}: {unknown} not among the {len(regions)} regions of "
+                              f"{specs_dir / 'regions.csv'}")
     return regions, specs, catalogue
+
+
+def check_startup(settings: Settings) -> None:
+    """What every serving process will load, loaded once before any starts, so that a bad spec,
+    catalogue, key file or audit setting refuses start-up with its message (no traceback from
+    inside a worker after the gateway announced itself)."""
+    from .auth import load_partners, load_signing_key
+    from .auth.partners import PartnerRegistryError
+
+    load_static(settings)
+    checks = [("partners_dir", load_partners, settings.partners_dir),
+              ("gateway_key", load_signing_key, settings.gateway_key)]
+    checks += [("trust_operator_keys", load_operator_key, path) for path in settings.trust_operator_keys]
+    for name, load, path in checks:
+        try:
+            load(path)
+        except (OSError, ValueError, TypeError, PartnerRegistryError) as exc:
+            raise ConfigError(f"setting {name}: {path}: {getattr(exc, 'detail', None) or exc}") from None
+    if settings.audit_backend != "off":
+        from .audit_wiring import audit_setup_from
+
+        audit_setup_from(settings)
 
 
 def type_names(catalogue: Catalogue) -> dict[str, str]:

@@ -7,7 +7,10 @@ limit is a named, documented setting; an unknown or mistyped setting refuses sta
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -239,6 +242,40 @@ class Settings:
     def validate(self) -> "Settings":
         if self.issuer_time_policy not in ("signing-time", "now"):
             raise ConfigError("issuer_time_policy must be 'signing-time' or 'now'")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port must be 1..65535, not {self.port}")
+        if not 0 <= self.demo_regions_port <= 65535:
+            raise ConfigError(f"demo_regions_port must be 0..65535, not {self.demo_regions_port}")
+        if not isinstance(logging.getLevelName(self.log_level), int):
+            raise ConfigError(f"log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {self.log_level!r}")
+        if self.max_body_bytes < self.max_licence_bytes:
+            raise ConfigError(f"max_body_bytes ({self.max_body_bytes}) must be at least max_licence_bytes "
+                              f"({self.max_licence_bytes}): a licence of the allowed size must fit in a request")
+        for name in ("access_token_ttl_seconds", "console_idle_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        # the federated query's limits (also checked by gateway/query_routes.py; here so that start-up
+        # refuses them before any worker starts, not inside one)
+        for name in ("query_deadline_ms", "query_max_regions", "upstream_timeout_ms", "upstream_concurrency",
+                     "upstream_max_connections", "upstream_max_body_bytes", "breaker_window_seconds",
+                     "breaker_min_requests", "breaker_cool_down_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.upstream_retries < 0 or self.upstream_backoff_ms < 0 or self.query_reserve_ms < 0:
+            raise ConfigError("upstream_retries, upstream_backoff_ms and query_reserve_ms must not be negative")
+        if not 0 < self.breaker_error_percent <= 100:
+            raise ConfigError("breaker_error_percent must be 1..100")
+        if self.upstream_base_url and "{region}" not in self.upstream_base_url:
+            raise ConfigError("upstream_base_url must contain {region}")
+        for name in ("status_max_age_by_region", "upstream_timeout_ms_by_region"):
+            for region, value in getattr(self, name).items():
+                if not (isinstance(region, str) and len(region) == 6 and region.isdigit()):
+                    raise ConfigError(f"{name}: {region!r} is not a 6-digit region code")
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ConfigError(f"{name}: the value for {region} must be a positive integer, not {value!r}")
+        for region in self.status_exempt_regions:
+            if not (isinstance(region, str) and len(region) == 6 and region.isdigit()):
+                raise ConfigError(f"status_exempt_regions: {region!r} is not a 6-digit region code")
         for name in ("max_body_bytes", "max_licence_bytes", "max_batch", "max_chain_depth", "status_max_age_seconds",
                      "max_zip_entries", "max_zip_uncompressed_bytes", "max_zip_ratio"):
             if getattr(self, name) <= 0:
@@ -282,7 +319,15 @@ class Settings:
         return self
 
 
-def _coerce(name: str, raw: Any, default: Any) -> Any:
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(name: str, raw: Any, default: Any, source: str = "") -> Any:
+    """``raw`` (text from the environment or a flag, or a TOML value) as the type of ``default``;
+    a ConfigError names the setting and ``source`` (where the value came from)."""
+    where = f"setting {name}" + (f" ({source})" if source else "")
     if isinstance(default, bool):
         if isinstance(raw, bool):
             return raw
@@ -290,33 +335,60 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return True
         if str(raw).lower() in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"setting {name}: {raw!r} is not a boolean")
+        raise ConfigError(f"{where}: {_shown(raw)} is not a boolean (true/false, yes/no, on/off, 1/0)")
     if isinstance(default, int):
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        if isinstance(raw, (bool, float)):  # TOML true or 2.5 for a whole number: not silently 1 or 2
+            raise ConfigError(f"{where}: {_shown(raw)} is not an integer")
         try:
             return int(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"setting {name}: {raw!r} is not an integer") from None
+            raise ConfigError(f"{where}: {_shown(raw)} is not an integer") from None
     if isinstance(default, float):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where}: {_shown(raw)} is not a number")
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"setting {name}: {raw!r} is not a number") from None
+            raise ConfigError(f"{where}: {_shown(raw)} is not a number") from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"setting {name}: {raw!r} is not a finite number")
+            raise ConfigError(f"{where}: {_shown(raw)} is not a finite number")
         return value
     if isinstance(default, tuple):
         if isinstance(raw, str):
             return tuple(x.strip() for x in raw.split(",") if x.strip())
-        return tuple(raw)
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in raw):
+            raise ConfigError(f"{where}: {_shown(raw)} is not a list of text values")
+        return tuple(x.strip() for x in raw)
     if isinstance(default, Mapping) or name.endswith("_by_region"):
         if isinstance(raw, str):
-            out = {}
+            pairs = []
             for part in filter(None, (p.strip() for p in raw.split(","))):
-                k, _, v = part.partition("=")
-                out[k.strip()] = int(v)
-            return out
-        return dict(raw)
-    return str(raw)
+                k, eq, v = part.partition("=")
+                if not eq:
+                    raise ConfigError(f"{where}: {_shown(part)} is not REGION=VALUE (e.g. 330500=600)")
+                pairs.append((k.strip(), v.strip()))
+        elif isinstance(raw, Mapping):
+            pairs = list(raw.items())
+        else:
+            raise ConfigError(f"{where}: {_shown(raw)} is not a table of REGION = VALUE")
+        out = {}
+        for k, v in pairs:
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise ConfigError(f"{where}: the value for {k} ({_shown(v)}) is not an integer")
+            try:
+                out[k] = int(v)
+            except ValueError:
+                raise ConfigError(f"{where}: the value for {k} ({_shown(v)}) is not an integer") from None
+        return out
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: {_shown(raw)} is not text")
+    return raw
+
+
+#: GATEWAY_* environment variables that are not settings but are read by the project's own tools
+_OTHER_ENV = frozenset({"GATEWAY_CONFIG"})
 
 
 def load_settings(config_file: str | None = None, env: Mapping[str, str] | None = None,
@@ -324,25 +396,41 @@ def load_settings(config_file: str | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     base = Settings()
     values: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # setting -> where its value came from (for the error messages)
     known = {f.name for f in fields(Settings)}
     path = config_file or env.get("GATEWAY_CONFIG")
     if path:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
         for k, v in data.items():
             if k not in known:
                 raise ConfigError(f"config file {path}: unknown setting {k!r}")
-            values[k] = _coerce(k, v, getattr(base, k))
-    for k in known:
-        ev = env.get(f"GATEWAY_{k.upper()}")
+            origin[k] = f"config file {path}"
+            values[k] = _coerce(k, v, getattr(base, k), origin[k])
+    env_names = {f"GATEWAY_{k.upper()}": k for k in known}
+    for name in env:
+        if name.startswith("GATEWAY_") and name not in env_names and name not in _OTHER_ENV:
+            near = difflib.get_close_matches(name, env_names, 1, 0.85)
+            if near:  # a misspelt setting must not be silently ignored (other GATEWAY_* names are left alone)
+                raise ConfigError(f"environment variable {name} is not a setting: did you mean {near[0]}?")
+    for ev_name, k in env_names.items():
+        ev = env.get(ev_name)
         if ev is not None:
-            values[k] = _coerce(k, ev, getattr(base, k))
+            origin[k] = f"environment variable {ev_name}"
+            values[k] = _coerce(k, ev, getattr(base, k), origin[k])
     for k, v in overrides.items():
         if v is None:
             continue
         if k not in known:
             raise ConfigError(f"unknown setting {k!r}")
-        values[k] = _coerce(k, v, getattr(base, k))
-    return replace(base, **values).validate()
+        origin[k] = "command line"
+        values[k] = _coerce(k, v, getattr(base, k), origin[k])
+    try:
+        return replace(base, **values).validate()
+    except ConfigError as exc:
+        named = [origin[k] for k in sorted(origin, key=str(exc).find) if re.search(rf"\b{k}\b", str(exc))]
+        if named:
+            raise ConfigError(f"{exc} (set by {', '.join(dict.fromkeys(named))})") from None
+        raise

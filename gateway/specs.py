@@ -12,6 +12,7 @@ the field.
 from __future__ import annotations
 
 import csv
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from .identifiers import HOLDER_CODE_TYPES
 from .model import CANONICAL_FIELDS, REQUIRED_FIELDS
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
@@ -31,6 +33,27 @@ GBT2260_PINNED = "GB/T 2260 codes as in specs/regions.csv (pinned 2026-11, from 
 KNOWN_FAMILIES = ("jws", "sm2-json", "sm2-xml", "ofd-seal")
 KNOWN_ALGORITHMS = ("ES256", "EdDSA", "SM2")
 KNOWN_ENCODINGS = ("utf-8", "gb18030")
+#: families whose wire text is JSON, always UTF-8 (RFC 8259, RFC 7515): only the XML-based families
+#: (sm2-xml, ofd-seal) write the spec's text_encoding
+UTF8_ONLY_FAMILIES = ("jws", "sm2-json")
+#: the options each family reads (adapters/<family>.py) and the values it can do; a spec naming
+#: another option or value is refused (it would be silently ignored, or fail every licence)
+_SM2_OPTIONS: dict[str, tuple[str, ...]] = {
+    "signature_encoding": ("der", "raw"),
+    # the decoder recognises only these two names of the signing time (adapters/sm2_json.py,
+    # pop_signing_time): a licence written under another name is MALFORMED
+    "signing_time_field": ("qmsj", "签名时间"),
+    "key_ref": ("serial", "kid"),
+}
+FAMILY_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "jws": {}, "sm2-json": _SM2_OPTIONS, "sm2-xml": _SM2_OPTIONS, "ofd-seal": {"signature_type": ("Seal", "Sign")},
+}
+#: a spec is a page of text; anything much larger is not one
+MAX_SPEC_BYTES = 1024 * 1024
+#: dates a date_format must write and read back unchanged: a leap day, the long-term "9999-12-31",
+#: and years on both sides of the two-digit-year pivot (%y reads 69-99 as 19xx)
+_DATE_PROBES = (date(2024, 2, 29), date(1949, 10, 1), date(2000, 1, 1), date(2069, 12, 31), date(2099, 12, 31),
+                date(9999, 12, 31))
 
 
 class SpecError(ValueError):
@@ -108,9 +131,13 @@ class RegionSpec:
         return _parse_date(text, self.date_format)
 
     def format_date(self, d: date) -> str:
-        if self.date_format == "%Y年%m月%d日":  # strftime pads; the region writes it padded too
-            return f"{d.year:04d}年{d.month:02d}月{d.day:02d}日"
-        return d.strftime(self.date_format)
+        return _format_date(d, self.date_format)
+
+
+def _format_date(d: date, fmt: str) -> str:
+    if fmt == "%Y年%m月%d日":  # strftime pads; the region writes it padded too
+        return f"{d.year:04d}年{d.month:02d}月{d.day:02d}日"
+    return d.strftime(fmt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +202,13 @@ _SPEC_KEYS = {"code", "name", "name_en", "family", "algorithms", "text_encoding"
               "holder_code_types", "surface", "licence_types", "interface_status", "notes", "options"}
 
 
+def _optional_text(data: dict, key: str, default: str, where: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise SpecError(f"{where}: field '{key}' must be str, got {type(value).__name__}")
+    return value
+
+
 def _need(data: dict, key: str, typ: type, where: str) -> Any:
     if key not in data:
         raise SpecError(f"{where}: missing field '{key}'")
@@ -210,13 +244,17 @@ def parse_region_spec(data: dict[str, Any], source: str, regions: Mapping[str, R
     enc = data.get("text_encoding", "utf-8")
     if enc not in KNOWN_ENCODINGS:
         raise SpecError(f"{where}: field 'text_encoding' = {enc!r} is not one of {list(KNOWN_ENCODINGS)}")
+    if family in UTF8_ONLY_FAMILIES and enc != "utf-8":
+        raise SpecError(f"{where}: field 'text_encoding' = {enc!r}: the {family} family is JSON text, UTF-8 only")
     date_format = _need(data, "date_format", str, where)
-    try:
-        probe = date(2024, 2, 29)
-        if datetime.strptime(probe.strftime(date_format), date_format).date() != probe:
-            raise ValueError
-    except ValueError:
-        raise SpecError(f"{where}: field 'date_format' = {date_format!r} does not round-trip a date") from None
+    for probe in _DATE_PROBES:
+        try:
+            back = datetime.strptime(_format_date(probe, date_format), date_format).date()
+        except (ValueError, re.error):  # re.error: a directive given twice (strptime compiles a pattern)
+            back = None
+        if back != probe:
+            raise SpecError(f"{where}: field 'date_format' = {date_format!r} does not round-trip a date "
+                            f"({probe.isoformat()} read back as {back}); it needs a 4-digit %Y, %m and %d")
     fields = _need(data, "fields", dict, where)
     for canon, local in fields.items():
         if canon not in CANONICAL_FIELDS:
@@ -232,29 +270,66 @@ def parse_region_spec(data: dict[str, Any], source: str, regions: Mapping[str, R
     for local, canon in hct.items():
         if not (isinstance(canon, str) and len(canon) == 3 and canon.isdigit()):
             raise SpecError(f"{where}: holder_code_types.{local}: must map to a 3-digit GB/T 36903 code")
+        if canon not in HOLDER_CODE_TYPES:
+            raise SpecError(f"{where}: holder_code_types.{local}: {canon!r} is not a GB/T 36903 holder code type "
+                            f"(gateway/identifiers.py HOLDER_CODE_TYPES)")
+        if not local.strip():
+            raise SpecError(f"{where}: holder_code_types: an empty region value")
     if "111" not in hct.values() or "001" not in hct.values():
         raise SpecError(f"{where}: holder_code_types: must map some value to 111 and to 001")
     surface = _need(data, "surface", dict, where)
+    unknown = set(surface) - {"container", "names"}
+    if unknown:
+        raise SpecError(f"{where}: surface: unknown field(s) {sorted(unknown)} (known: container, names)")
     container = _need(surface, "container", str, f"{where}: surface")
+    if not container:
+        raise SpecError(f"{where}: surface.container must be a non-empty string")
+    if container in fields.values():
+        raise SpecError(f"{where}: surface.container = {container!r} is also the name of a field in [fields]")
     names = surface.get("names", {})
     if not isinstance(names, dict):
         raise SpecError(f"{where}: surface.names must be a table")
+    for canon, local in names.items():
+        if not isinstance(local, str) or not local:
+            raise SpecError(f"{where}: surface.names.{canon}: must be a non-empty string")
+    if len(set(names.values())) != len(names):
+        raise SpecError(f"{where}: surface.names: two surface fields map to the same region field name")
     lt = tuple(_need(data, "licence_types", list, where))
     if not lt:
         raise SpecError(f"{where}: field 'licence_types' must list at least one licence type key")
+    if not all(isinstance(t, str) and t for t in lt):
+        raise SpecError(f"{where}: field 'licence_types' must list licence type keys (text), or \"*\"")
     status = data.get("interface_status", "modelled")
     if status not in ("modelled", "documented"):
         raise SpecError(f"{where}: field 'interface_status' must be 'modelled' or 'documented'")
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise SpecError(f"{where}: field 'options' must be a table")
+    _check_options(options, family, where)
+    if family in ("sm2-json", "sm2-xml"):
+        clash = sorted(set(fields.values()) & set(_SM2_OPTIONS["signing_time_field"]))
+        if clash:
+            raise SpecError(f"{where}: fields: {clash[0]!r} is the {family} family's signing time field, "
+                            f"not a licence field")
     return RegionSpec(
-        code=code, name=name, name_en=data.get("name_en", ""), family=family, algorithms=algorithms,
-        text_encoding=enc, date_format=date_format, fields=MappingProxyType(dict(fields)),
+        code=code, name=name, name_en=_optional_text(data, "name_en", "", where), family=family,
+        algorithms=algorithms, text_encoding=enc, date_format=date_format, fields=MappingProxyType(dict(fields)),
         holder_code_types=MappingProxyType(dict(hct)), surface_container=container,
         surface_names=MappingProxyType(dict(names)), licence_types=lt, interface_status=status,
-        notes=data.get("notes", ""), source=source, options=MappingProxyType(dict(options)),
+        notes=_optional_text(data, "notes", "", where), source=source, options=MappingProxyType(dict(options)),
     )
+
+
+def _check_options(options: Mapping[str, Any], family: str, where: str) -> None:
+    from .upstream.config import FLAVOURS  # the sharing-service flavours (any family's region may set one)
+
+    allowed = dict(FAMILY_OPTIONS[family], upstream_flavour=FLAVOURS)
+    for key, value in options.items():
+        if key not in allowed:
+            raise SpecError(f"{where}: options.{key}: not an option of the {family} family "
+                            f"(known: {', '.join(sorted(allowed))})")
+        if value not in allowed[key]:
+            raise SpecError(f"{where}: options.{key} = {value!r} is not one of {list(allowed[key])}")
 
 
 def load_region_specs(directory: Path = SPECS_DIR / "regions",
@@ -262,9 +337,17 @@ def load_region_specs(directory: Path = SPECS_DIR / "regions",
     """Load and validate every region spec; refuse unless all 45 regions have exactly one."""
     regions = regions if regions is not None else load_regions()
     specs: dict[str, RegionSpec] = {}
+    if not directory.is_dir():
+        raise SpecError(f"{directory}: no such directory of region specs")
     for path in sorted(directory.glob("*.toml")):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            if path.stat().st_size > MAX_SPEC_BYTES:
+                raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES} bytes: not a region spec")
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"{path}: not valid TOML: {exc}") from None
         spec = parse_region_spec(data, str(path), regions)
