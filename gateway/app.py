@@ -33,6 +33,7 @@ from .latency import LATENCY, LatencyRecorder, timed_route
 from .result_cache import ResultCache
 from .watchdog import watchdog_ctx
 from .errors import GatewayError, InfrastructureError, RequestRejected
+from .bodies import BODY_READ_TIMEOUT, within_body_deadline
 from .json_strict import names_a_member_twice
 from .simulator import IssuerSimulator
 from .specs import RegionInfo, RegionSpec
@@ -125,6 +126,12 @@ async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitab
         raise
     except asyncio.CancelledError:
         raise
+    except ConnectionError:  # the client went away mid-request: nobody to answer, nothing went wrong here
+        log.info("client closed the connection before its request was complete", extra={"request_id": request_id})
+        # an answer, not the exception: aiohttp logs any exception from a handler as an ERROR with its
+        # traceback (one per aborted upload); writing this to the closed transport is dropped quietly
+        return problem(errors.BAD_REQUEST, "the connection closed before the request was complete",
+                       request_id=request_id)
     except Exception:  # never crash a worker: log and answer 500
         log.exception("unhandled error", extra={"request_id": request_id})
         return problem(errors.INTERNAL, None, request_id=request_id)
@@ -137,7 +144,7 @@ async def read_json(request: web.Request) -> Any:
     ctype = request.content_type
     if ctype not in ("application/json", "application/problem+json") and not ctype.endswith("+json"):
         raise RequestRejected(errors.UNSUPPORTED_MEDIA_TYPE, f"got {ctype or 'no content type'}")
-    body = await request.read()
+    body = await within_body_deadline(request, request.read)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -377,6 +384,7 @@ def create_app(services: Services) -> web.Application:
                                    clock=epoch)]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
+    app[BODY_READ_TIMEOUT] = float(settings.body_read_timeout_seconds)
     app[LIVE] = LiveTrust()
     app[RESULT_CACHE] = ResultCache(settings.verify_cache_entries,
                                     dt.timedelta(seconds=settings.verify_cache_ttl_seconds),

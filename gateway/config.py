@@ -35,6 +35,9 @@ class Settings:
     workers: int = 1
     #: largest accepted request body, bytes (an OFD licence in base64 fits comfortably)
     max_body_bytes: int = 4 * 1024 * 1024
+    #: a request body (JSON, a form) must arrive within this many seconds of being started; past it 408
+    #: REQUEST_TIMEOUT (a client sending a few bytes and then nothing held its connection for good)
+    body_read_timeout_seconds: float = 10.0
     #: largest accepted text licence (JWS, JSON, XML), bytes
     max_licence_bytes: int = 256 * 1024
     #: OFD (zip) limits: entries, total uncompressed bytes, compression ratio
@@ -251,6 +254,8 @@ class Settings:
         if self.max_body_bytes < self.max_licence_bytes:
             raise ConfigError(f"max_body_bytes ({self.max_body_bytes}) must be at least max_licence_bytes "
                               f"({self.max_licence_bytes}): a licence of the allowed size must fit in a request")
+        if not 0 < self.body_read_timeout_seconds <= 600:
+            raise ConfigError(f"body_read_timeout_seconds must be in (0, 600], not {self.body_read_timeout_seconds}")
         for name in ("access_token_ttl_seconds", "console_idle_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -106,6 +106,8 @@ INTERNAL = _r("INTERNAL", "Internal error.", "系统内部错误。", "请稍后
 # --- request reasons (HTTP 4xx) --------------------------------------------------------
 BAD_REQUEST = _r("BAD_REQUEST", "The request is not well formed.", "请求格式错误。")
 BODY_TOO_LARGE = _r("BODY_TOO_LARGE", "The request body is too large.", "请求体过大。", status=413)
+REQUEST_TIMEOUT = _r("REQUEST_TIMEOUT", "The request body did not arrive in time.", "请求体未在规定时间内传完。",
+                     "请检查网络后重新提交。", status=408)
 BATCH_TOO_LARGE = _r("BATCH_TOO_LARGE", "Too many licences in one batch.", "批量核验的证照数量超过上限。", status=413)
 UNSUPPORTED_MEDIA_TYPE = _r("UNSUPPORTED_MEDIA_TYPE", "Send application/json.", "请使用 application/json 提交。", status=415)
 NOT_FOUND = _r("NOT_FOUND", "No such resource.", "资源不存在。", status=404)

@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import FORBIDDEN, INTERNAL, RATE_LIMITED, InfrastructureError, RequestRejected
+from gateway.bodies import within_body_deadline
 
 from .ratelimit import RateLimiter
 from .scopes import PUBLIC_PATHS, PUBLIC_PREFIXES, ROUTE_SCOPES, declared_scope, is_api_path, is_public
@@ -106,7 +107,7 @@ async def token_handler(request: web.Request) -> web.Response:
         return _oauth_error_response(OAuthError(
             INVALID_REQUEST, "请以 POST application/x-www-form-urlencoded 提交令牌请求。"))
     try:
-        post = await request.post()
+        post = await within_body_deadline(request, request.post)
     except (ValueError, LookupError):  # bytes that are not UTF-8 (or the declared charset), an unknown charset
         return _oauth_error_response(OAuthError(
             INVALID_REQUEST, "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"))

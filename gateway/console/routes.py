@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import errors
 from ..app import LIVE, REQUEST_ID, SERVICES, decode_presented, read_json, verify_now
+from ..bodies import within_body_deadline
 from ..checking import Presented, parse_applicant
 from ..errors import RequestRejected
 from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, make_hasher
@@ -163,7 +164,7 @@ async def _form(request: web.Request) -> Any:
     """The posted form; a body that cannot be read (bytes not in its charset, an unknown charset,
     a broken multipart body) is a 400 with a clear message, never an internal error."""
     try:
-        return await request.post()
+        return await within_body_deadline(request, request.post)
     except (ValueError, LookupError, HttpProcessingError):
         raise RequestRejected(errors.BAD_REQUEST, "表单内容无法读取（编码或格式错误），请刷新页面后重试 / "
                                                   "the form body could not be read") from None
