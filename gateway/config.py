@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     pass
 
 
+
+#: most serving processes ``serve --workers`` starts
+MAX_WORKERS = 256
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: interface and port to listen on
@@ -305,8 +309,9 @@ class Settings:
             raise ConfigError(f"audit_backend = {self.audit_backend!r} keeps no durable audit trail: demo mode only")
         if self.audit_writer not in ("auto", "process", "thread", "inline"):
             raise ConfigError("audit_writer must be auto, inline, process or thread")
-        if self.workers < 1:
-            raise ConfigError("workers must be at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1..{MAX_WORKERS}, not {self.workers} (one process per CPU is the "
+                              "useful most; each holds its own caches and audit connection)")
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0

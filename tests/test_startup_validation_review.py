@@ -353,3 +353,13 @@ def test_demo_issue_with_a_misspelt_setting_exits_2_without_a_traceback(tmp_path
     done = run_cli(["demo", "issue", "--region", "330500"],
                    {"GATEWAY_WORKER": "2", "GATEWAY_DEMO_REGIONS_PORT": str(_free_port())}, tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "GATEWAY_WORKERS" in done.stderr
+
+
+@pytest.mark.parametrize("workers, ok", [(1, True), (256, True), (257, False), (1000, False)])
+def test_worker_count_is_bounded(workers: int, ok: bool) -> None:
+    from gateway.config import ConfigError, Settings
+    if ok:
+        assert Settings(demo=True, workers=workers).workers == workers
+    else:
+        with pytest.raises(ConfigError, match="workers must be 1..256"):
+            Settings(demo=True, workers=workers)
