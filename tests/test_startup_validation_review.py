@@ -359,7 +359,7 @@ def test_demo_issue_with_a_misspelt_setting_exits_2_without_a_traceback(tmp_path
 def test_worker_count_is_bounded(workers: int, ok: bool) -> None:
     from gateway.config import ConfigError, Settings
     if ok:
-        assert Settings(demo=True, workers=workers).workers == workers
+        assert Settings(demo=True, workers=workers).validate().workers == workers
     else:
         with pytest.raises(ConfigError, match="workers must be 1..256"):
-            Settings(demo=True, workers=workers)
+            Settings(demo=True, workers=workers).validate()
