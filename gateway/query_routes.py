@@ -6,7 +6,8 @@ The clerk enters the applicant's code; the gateway routes the query
 every returned licence through the same core as a presented one (:func:`gateway.app.verify_now`:
 signature, chain, status), binds it to the holder asked about, and answers per region:
 ``ok`` / ``not_found`` / ``timeout`` / ``error`` / ``circuit_open``. Licence data leaves only as
-:func:`gateway.catalogue.disclose` of the item's requirements; a licence that fails its
+:func:`gateway.catalogue.disclose` of the item's requirements, and only for a valid licence (an
+expired, revoked or undecidable one is listed with its verdict and reasons, no fields); a licence that fails its
 signature, names another holder, comes from another region or is of a type not asked for is
 *rejected* and reported without any of its data.
 
@@ -233,7 +234,9 @@ def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, 
         return None, _rejection(index, errors.TYPE_NOT_ACCEPTED)
     reqs: list[Requirement] = [r for r in q.item.requirements if r.binding == "holder" and ltype.key in r.accept]
     disclosed: dict[str, Any] = {}
-    for req in reqs:
+    # only a valid licence's fields leave (as the item check: an expired, revoked or undecidable licence
+    # satisfies nothing, so its data serves nothing); the entry still says what it is and why it fails
+    for req in reqs if result.verdict is Verdict.VALID else ():
         part = disclose(req, lic)
         surface = part.pop("surface", None)
         disclosed.update(part)
