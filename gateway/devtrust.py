@@ -46,8 +46,10 @@ class RegionMaterial:
 
 
 def authority_for(info: RegionInfo) -> IssuingAuthority:
-    """A synthetic issuing authority registered inside the region (check-valid USCC)."""
-    area = "310101" if info.code == "310000" else info.code
+    """A synthetic issuing authority registered at the region's own GB/T 2260 code, as pinned by
+    the reference's regions.csv (check-valid USCC; 310101 for Shanghai was a code the project
+    pins nowhere)."""
+    area = info.code
     digest = hashlib.sha256(info.code.encode()).hexdigest()
     org8 = "".join(str(int(c, 16) % 10) for c in digest[:8])
     return IssuingAuthority(f"{info.name}数据资源管理局（测试）", make_uscc("1", "1", area, org8), area)

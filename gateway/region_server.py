@@ -60,7 +60,7 @@ OVERSIZED_BYTES = 3 * 1024 * 1024
 #: a hanging handler is released at shutdown or after this many seconds
 MAX_HANG_S = 120.0
 _SURNAMES = "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨"
-_GIVEN = ("文博", "雅琴", "立新", "晓梅", "志强", "佳怡", "国栋", "婉清")
+_GIVEN = ("测试甲", "测试乙", "测试丙", "测试丁", "测试戊", "测试己", "测试庚", "测试辛")  # obviously synthetic
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from adapters.base import SigningKey
 
 from .core import CHINA_TZ, denormalise
 from .devtrust import RegionMaterial, make_anchor, make_issuer
-from .identifiers import citizen_id_check, make_licence_identifier, make_uscc
+from .identifiers import citizen_id_check, citizen_id_valid, make_licence_identifier, make_uscc
 from .model import Licence
 from .specs import RegionInfo, RegionSpec
 from .status import REVOKED, SUSPENDED, VALID, RegionStatus, StatusList, StatusSnapshot, build_status_list
@@ -46,7 +46,15 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
 }
 
 _SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
-_GIVEN = ["子涵", "欣怡", "浩然", "梓萱", "宇轩", "雨桐", "俊杰", "思远", "嘉怡", "晨阳", "一诺", "明哲"]
+#: given names that are plainly test data: a common surname with a popular given name is
+#: somebody's real name (林 + 俊杰 was a famous singer's)
+_GIVEN = ["测试一", "测试二", "测试三", "测试四", "测试五", "测试六", "测试七", "测试八", "测试九", "测试十",
+          "测试十一", "测试十二"]
+#: where a synthetic person's ID number is registered: a GB/T 2260 code the reference pins
+#: (../shared/reference: regions.csv and elicence-facts.md §6), never a made-up district
+#: (``<city>02`` gave 320202 崇安区, 320502 沧浪区, 340702 铜官山区... abolished codes).
+#: Shanghai and Huzhou: the district the reference names; every other region: its own code.
+_PERSON_DIVISION = {"310000": "310117", "330500": "330502"}
 _COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
 STATUS_LIST_SIZE = 1 << 16
 #: Standing statuses, identical in every simulator process (each demo gateway worker, ``demo
@@ -56,6 +64,19 @@ STATUS_LIST_SIZE = 1 << 16
 #: corpus relies on this, see gateway/corpus.py). Fresh indices count up from 1, far below.
 STANDING_REVOKED = range(STATUS_LIST_SIZE - 2048, STATUS_LIST_SIZE - 1024)
 STANDING_SUSPENDED = range(STATUS_LIST_SIZE - 1024, STATUS_LIST_SIZE)
+
+
+def _agree_with_id(values: dict[str, Any], drawn: set[str], prefix: str, code: str) -> None:
+    """Replace the drawn ``<prefix>birth_date`` / ``<prefix>gender`` by what the citizen ID
+    number ``code`` says (GB 11643: YYYYMMDD at 7-14, odd order number = male). Values the
+    caller gave are kept."""
+    if not citizen_id_valid(code):
+        return
+    facts = {f"{prefix}birth_date": f"{code[6:10]}-{code[10:12]}-{code[12:14]}",
+             f"{prefix}gender": "男" if int(code[16]) % 2 else "女"}
+    for name, value in facts.items():
+        if name in drawn:
+            values[name] = value
 
 
 def _standing_values() -> dict[int, int]:
@@ -126,8 +147,7 @@ class IssuerSimulator:
     # --- synthetic people and companies ------------------------------------------
     def person(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
         rng = rng or self.rng
-        area = region[:4] + "02" if region.endswith("00") and not region.endswith("0000") else (
-            "310101" if region == "310000" else region)
+        area = _PERSON_DIVISION.get(region, region)
         birth = dt.date(1960, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 45))
         first17 = f"{area}{birth:%Y%m%d}{rng.randrange(1, 999):03d}"
         name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
@@ -135,10 +155,9 @@ class IssuerSimulator:
 
     def company(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
         rng = rng or self.rng
-        area = "310101" if region == "310000" else region
         org8 = "".join(str(rng.randrange(10)) for _ in range(8))
         name = f"{self.regions[region].name}{rng.choice(_COMPANY_WORDS)}科技有限公司（测试）"
-        return name, make_uscc("9", "1", area, org8)
+        return name, make_uscc("9", "1", region, org8)  # registered at the region's own (pinned) code
 
     # --- issuing --------------------------------------------------------------------
     def licence_types_of(self, region: str) -> list[str]:
@@ -176,9 +195,20 @@ class IssuerSimulator:
                 values[c] = role_code
             for n in role.name_fields:
                 values[n] = role_name
+        drawn: set[str] = set()
         for f in getattr(lt, "surface_fields", ()):
             if f.name not in values and (f.required or rng.random() < 0.5):
-                values[f.name] = self._surface_value(f, holder, today, rng)
+                values[f.name] = self._surface_value(f, holder, today, rng, region)
+                drawn.add(f.name)
+        # what an ID number says (birth date, sex) is what the face says: the holder's, and a
+        # role person's (spouse_code -> spouse_birth_date, spouse_gender)
+        if holder[2] == "111":
+            for prefix in ("", "holder_", "newborn_"):
+                _agree_with_id(values, drawn, prefix, holder[1])
+        for role in getattr(lt, "role_fields", ()):
+            for c in role.code_fields:
+                if c.endswith("_code") and isinstance(values.get(c), str):
+                    _agree_with_id(values, drawn, c[:-4], values[c])
         return Licence(
             identifier=make_licence_identifier(lt.type_code, auth.uscc, serial),
             name=lt.name_zh, type_code=lt.type_code, type_name=lt.name_zh,
@@ -200,10 +230,13 @@ class IssuerSimulator:
         return index
 
     @staticmethod
-    def _surface_value(f: Any, holder: tuple[str, str, str], today: dt.date, rng: random.Random) -> str:
+    def _surface_value(f: Any, holder: tuple[str, str, str], today: dt.date, rng: random.Random,
+                       region: str = "330500") -> str:
         kind = getattr(f, "kind", "text")
         if kind == "date":
             return (today - dt.timedelta(days=rng.randrange(100, 8000))).isoformat()
+        if kind == "code" and "统一社会信用代码" in getattr(f, "label_zh", ""):  # a USCC: check-valid, synthetic
+            return make_uscc("9", "1", region, f"{rng.randrange(10**8):08d}")
         if kind == "code":
             return f"{rng.randrange(10**8):08d}"
         if kind == "enum":

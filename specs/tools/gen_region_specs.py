@@ -23,7 +23,8 @@ VOCAB = {
         "holder_code": "czztdm", "holder_code_type": "czztdmlx", "valid_from": "yxqqsrq",
         "valid_until": "yxqjzrq", "area_code": "sdbm", "status_index": "ztsy",
     },
-    # Chinese field names straight from GB/T 36903
+    # Chinese field names: GB/T 36903's metadata names as the reference lists them (facts §3, [thin];
+    # official field codes [open]); 证照类型名称 and 状态索引 are not in that list: MODELLED
     "chinese": {
         "identifier": "证照标识", "name": "证照名称", "type_code": "证照类型代码", "type_name": "证照类型名称",
         "number": "证照编号", "issuer_name": "证照颁发机构", "issuer_code": "证照颁发机构代码",
