@@ -214,16 +214,18 @@ def verify_now(app: web.Application, data: bytes) -> VerificationResult:
     return result
 
 
-def _require_regions(request: web.Request, results: Any) -> None:
+async def _require_regions(request: web.Request, results: Any) -> None:
     """403 FORBIDDEN unless the partner may act for the issuing region of every licence whose
     region is known (``regions`` in its registry file), as the item check does: a partner
     restricted to 湖州 and 上海 must not read a 苏州 licence through the verify routes. Raised
-    before anything is answered, so no licence data of a forbidden region leaves."""
+    before anything is answered, so no licence data of a forbidden region leaves; the refusal names
+    the region, so it is recorded first (503 AUDIT_UNAVAILABLE if it cannot be)."""
     principal = request.get(AUTH_PRINCIPAL)
     if principal is None:  # not a partner's request (the console's staff have their own routes)
         return
     for result in results:
-        if result is not None and result.region is not None:
+        if result is not None and result.region is not None and not principal.may_use_region(result.region.code):
+            await audit_wiring.audit_region_refusal(request, "verify", result.region.code, result.licence)
             principal.require_region(result.region.code)
 
 
@@ -234,7 +236,7 @@ async def verify_handler(request: web.Request) -> web.Response:
     body = await read_json(request)
     data = decode_presented(body, services.settings)
     result = verify_now(request.app, data)
-    _require_regions(request, (result,))
+    await _require_regions(request, (result,))
     answer = render_result(result)
     # the audit record is committed before the answer (AUDIT_UNAVAILABLE -> 503); signed receipt
     answer["receipt"] = await audit_wiring.audit_verifications(request, [result])
@@ -263,7 +265,7 @@ async def verify_batch_handler(request: web.Request) -> web.Response:
         result = verify_now(request.app, data)
         verified.append(result)
         results.append(render_result(result))
-    _require_regions(request, verified)
+    await _require_regions(request, verified)
     # one audit record per entry, committed before the answer; one signed receipt for the answer,
     # listing every entry's verdict and reasons
     receipt = await audit_wiring.audit_verifications(request, verified)

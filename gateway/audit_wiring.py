@@ -221,6 +221,27 @@ def receipt_hash(receipt: str | None) -> str | None:
     return receipt_ref(receipt) if receipt else None
 
 
+def not_audited(exc: BaseException) -> InfrastructureError:
+    """What an answer gets when its record could not be built or stored for any reason other than
+    the store's own AUDIT_UNAVAILABLE (a value the record model refuses, a receipt draft that cannot
+    be made, a sink bug): ``503 AUDIT_UNAVAILABLE`` like any audit failure -- never the answer, and
+    never a ``500 INTERNAL`` that reads as a crash."""
+    if isinstance(exc, GatewayError) and exc.reason is errors.AUDIT_UNAVAILABLE:
+        return exc   # type: ignore[return-value]
+    log.error("audit record not written (%s: %s); the answer is withheld", type(exc).__name__,
+              getattr(exc, "detail", None) or exc)
+    return InfrastructureError(errors.AUDIT_UNAVAILABLE, "the audit record could not be written; "
+                                                         "no answer is given without it")
+
+
+def safe_text(value: str, limit: int = 128) -> str:
+    """A name typed by people (a clerk's user name, a window) as recorded: itself when it holds no
+    citizen ID number, else a digest of it (the record model refuses an ID number in clear)."""
+    if not contains_citizen_id(value):
+        return value[:limit]
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
+
+
 def log_checkpoint(cp: Checkpoint | None) -> None:
     """Log a checkpoint just signed, its JWS in full: a copy outside the database, which is what
     ``audit verify --anchor`` needs to notice the newest checkpoints deleted with every record after
@@ -259,19 +280,28 @@ class AuditTrail:
     async def append(self, event: AuditEvent) -> AppendReceipt:
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.deadlines.wait(self.sink.append(event))
+        try:
+            return await self.deadlines.wait(self.sink.append(event))
+        except Exception as exc:  # noqa: BLE001 - anything but a stored record means "not audited"
+            raise not_audited(exc) from None
 
     async def append_group(self, events: Sequence[AuditEvent], drafts: Sequence[ReceiptDraft] = ()) -> Appended:
         """Append several events as one unit (one transaction) and seal ``drafts`` with their batch."""
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.deadlines.wait(self.sink.append_group(events, drafts))
+        try:
+            return await self.deadlines.wait(self.sink.append_group(events, drafts))
+        except Exception as exc:  # noqa: BLE001 - anything but a stored record means "not audited"
+            raise not_audited(exc) from None
 
     async def append_verifications(self, group: VerificationGroup) -> Appended:
         """The records and receipts of one verify answer (compact; expanded where it is committed)."""
         if self.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, self.last_error or "the audit store is not open")
-        return await self.deadlines.wait(self.sink.append_verifications(group))
+        try:   # the memory and thread sinks expand the group (records and receipt draft) right here
+            return await self.deadlines.wait(self.sink.append_verifications(group))
+        except Exception as exc:  # noqa: BLE001 - anything but a stored record means "not audited"
+            raise not_audited(exc) from None
 
     async def append_all(self, events: Sequence[AuditEvent]) -> list[AppendReceipt]:
         """Append several events at once (one transaction); all must be stored."""
@@ -416,23 +446,26 @@ async def audit_verifications(request: web.Request, results: Sequence[Verificati
     if not trail.enabled:
         return None
     body = await request.read()  # already read by the handler: cached
-    now = trail.clock()
-    entries = []
-    for result in results:
-        lic = result.licence if result is not None else None
-        if lic is None:
-            entries.append((result.region.code if result is not None and result.region is not None else None, None,
-                            result.verdict.value if result is not None else "invalid",
-                            result.reason_codes if result is not None else (errors.MALFORMED.code,), None, ()))
-            continue
-        note_personal(lic.holder_name, lic.holder_code)
-        ident = lic.identifier
-        entries.append((result.region.code if result.region is not None else None,
-                        ident[:256] if ident is not None else None, result.verdict.value, result.reason_codes,
-                        trail.holder(lic.holder_code_type, lic.holder_code), (ident,) if ident is not None else ()))
-    group = VerificationGroup(format_time(now), int(now.timestamp()), _rid(request), _partner(request),
-                              request_digest(body), len(results) > 1 or request.path.endswith("verify-batch"),
-                              tuple(entries))
+    try:
+        now = trail.clock()
+        entries = []
+        for result in results:
+            lic = result.licence if result is not None else None
+            if lic is None:
+                entries.append((result.region.code if result is not None and result.region is not None else None, None,
+                                result.verdict.value if result is not None else "invalid",
+                                result.reason_codes if result is not None else (errors.MALFORMED.code,), None, ()))
+                continue
+            note_personal(lic.holder_name, lic.holder_code)
+            ident = lic.identifier
+            entries.append((result.region.code if result.region is not None else None,
+                            ident[:256] if ident is not None else None, result.verdict.value, result.reason_codes,
+                            trail.holder(lic.holder_code_type, lic.holder_code), (ident,) if ident is not None else ()))
+        group = VerificationGroup(format_time(now), int(now.timestamp()), _rid(request), _partner(request),
+                                  request_digest(body), len(results) > 1 or request.path.endswith("verify-batch"),
+                                  tuple(entries))
+    except Exception as exc:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+        raise not_audited(exc) from None
     appended = await trail.append_verifications(group)
     return appended.sealed[0] if trail.receipts is not None and appended.sealed else None
 
@@ -444,35 +477,38 @@ async def audit_check(request: web.Request, item_code: str, applicant: Any, pres
     if not trail.enabled:
         return None
     body = await request.read()
-    now = trail.clock()
-    rid, partner = _rid(request), _partner(request)
-    note_personal(getattr(applicant, "name", None), applicant.code)
-    reasons: list[str] = []
-    for lo in outcome.licences:
-        for f in lo.findings:
-            if f.reason.code not in reasons:
-                reasons.append(f.reason.code)
-    ids = [p.identifier for p in presented if p.identifier]
-    signer = trail.receipts
-    draft = None if signer is None else signer.draft(
-        request_digest=request_digest(body), request_id=rid, verdict=outcome.outcome, reasons=reasons,
-        item=item_code, time_text=format_time(now), iat=int(now.timestamp()), licence_ids=ids)
-    applicant_hmac = trail.holder(applicant.code_type, applicant.code)
-    events = []
-    for p in presented or [None]:
-        lic = p.licence if p is not None else None
-        if lic is not None:
-            note_personal(lic.holder_name, lic.holder_code)
-        extra = {"outcome": outcome.outcome, "applicant": applicant_hmac, "receipt": draft.ref if draft else None,
-                 "entry": p.index if p is not None else None, "entries": len(presented)}
-        events.append(AuditEvent(
-            kind="check", time=now, request_id=rid, partner=partner, item_code=item_code,
-            region=p.region[0] if p is not None and p.region else None,
-            licence_id=_text(lic.identifier, 256) if lic is not None else None,
-            verdict=p.verdict if p is not None else outcome.outcome,
-            reasons=tuple(r.code for r in p.reasons) if p is not None else (),
-            holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else applicant_hmac,
-            extra=extra))
+    try:
+        now = trail.clock()
+        rid, partner = _rid(request), _partner(request)
+        note_personal(getattr(applicant, "name", None), applicant.code)
+        reasons: list[str] = []
+        for lo in outcome.licences:
+            for f in lo.findings:
+                if f.reason.code not in reasons:
+                    reasons.append(f.reason.code)
+        ids = [p.identifier for p in presented if p.identifier]
+        signer = trail.receipts
+        draft = None if signer is None else signer.draft(
+            request_digest=request_digest(body), request_id=rid, verdict=outcome.outcome, reasons=reasons,
+            item=item_code, time_text=format_time(now), iat=int(now.timestamp()), licence_ids=ids)
+        applicant_hmac = trail.holder(applicant.code_type, applicant.code)
+        events = []
+        for p in presented or [None]:
+            lic = p.licence if p is not None else None
+            if lic is not None:
+                note_personal(lic.holder_name, lic.holder_code)
+            extra = {"outcome": outcome.outcome, "applicant": applicant_hmac, "receipt": draft.ref if draft else None,
+                     "entry": p.index if p is not None else None, "entries": len(presented)}
+            events.append(AuditEvent(
+                kind="check", time=now, request_id=rid, partner=partner, item_code=item_code,
+                region=p.region[0] if p is not None and p.region else None,
+                licence_id=_text(lic.identifier, 256) if lic is not None else None,
+                verdict=p.verdict if p is not None else outcome.outcome,
+                reasons=tuple(r.code for r in p.reasons) if p is not None else (),
+                holder_hmac=trail.holder(lic.holder_code_type, lic.holder_code) if lic is not None else applicant_hmac,
+                extra=extra))
+    except Exception as exc:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+        raise not_audited(exc) from None
     appended = await trail.append_group(events, [draft] if draft is not None else [])
     return appended.sealed[0] if draft is not None else None
 
@@ -490,23 +526,34 @@ class TrailQueryAudit:
         await self.trail.append(AuditEvent(time=self.trail.clock(), **fields))
 
 
+def console_partner(window: str) -> str:
+    """The ``partner`` of a console record: ``console/<window>`` (a window named by an ID number as a digest)."""
+    return safe_text(f"console/{window}")
+
+
 class ConsoleAudit:
     """The console's hooks: a record per console verification; the window's record search."""
 
     def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
 
-    async def verified(self, event: str, *, operator: str, window: str, item: str, result: VerificationResult,
+    async def verified(self, event: str, *, operator: str, window: str, item: str, result: VerificationResult | None,
                        request_id: str) -> None:
-        await self.trail.append(licence_event(
-            self.trail, "check", time=self.trail.clock(), request_id=safe_request_id(request_id or uuid.uuid4().hex),
-            partner=f"console/{window}"[:128], operator=operator[:128], result=result, item=item,
-            extra={"source": event}))
+        try:
+            # a clerk's user name or window may be an ID number (身份证号 as the login name): the record
+            # model refuses one in clear, which made every verification of that clerk a 500
+            built = licence_event(
+                self.trail, "check", time=self.trail.clock(),
+                request_id=safe_request_id(request_id or uuid.uuid4().hex), partner=console_partner(window),
+                operator=safe_text(operator), result=result, item=item, extra={"source": event})
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+            raise not_audited(exc) from None
+        await self.trail.append(built)
 
     async def search(self, *, window: str, item: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if self.trail.sink is None:
             raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the audit store is not open")
-        records = await self.trail.sink.search(AuditQuery(partner=f"console/{window}"[:128], item_code=item,
+        records = await self.trail.sink.search(AuditQuery(partner=console_partner(window), item_code=item,
                                                           limit=limit))
         return [{"time": r.body["time"], "operator": r.body["operator"], "item": r.body["item_code"],
                  "verdict": r.body["verdict"], "licence": r.body["licence_id"]} for r in records]
@@ -519,6 +566,28 @@ def _token_claims(body: bytes) -> dict[str, Any]:
         return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {}
+
+
+async def audit_region_refusal(request: web.Request, kind: str, region: str, licence: Any,
+                               item: str | None = None) -> None:
+    """Record a verify or item check refused because a presented licence comes from a region the
+    partner may not act for: the 403 names that region, so it leaves a record like an answer would
+    (verdict ``refused``, reason FORBIDDEN, the region, the licence's identifier and holder HMAC).
+    Called where the refusal is raised, with the licence the handler verified; a failure to record
+    is 503 AUDIT_UNAVAILABLE instead of the 403."""
+    trail = request.app[AUDIT]
+    if not trail.enabled:
+        return
+    try:
+        event = AuditEvent(
+            kind=kind, time=trail.clock(), request_id=_rid(request), partner=_partner(request), item_code=item,
+            region=region, licence_id=_text(licence.identifier, 256) if licence is not None else None,
+            verdict="refused", reasons=(errors.FORBIDDEN.code,),
+            holder_hmac=trail.holder(licence.holder_code_type, licence.holder_code) if licence is not None else None,
+            extra={"refused": "region"})
+    except Exception as err:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+        raise not_audited(err) from None
+    await trail.append(event)
 
 
 @web.middleware

@@ -199,7 +199,9 @@ async def check_item_handler(request: web.Request) -> web.Response:
             continue
         presented.append(Presented.from_result(i, verify_now(request.app, data)))
     for p in presented:
-        if p.region is not None:
+        if p.region is not None and not principal.may_use_region(p.region[0]):
+            # the refusal names the licence's region: recorded first (503 AUDIT_UNAVAILABLE if it cannot be)
+            await audit_wiring.audit_region_refusal(request, "check", p.region[0], p.licence, item=item.code)
             principal.require_region(p.region[0])
     outcome = check_item(catalogue, item, applicant, presented)
     answer = outcome.to_dict()

@@ -157,6 +157,8 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
     use_cause = body.get("use_cause")
     if not isinstance(use_cause, str) or not use_cause.strip() or len(use_cause) > MAX_USE_CAUSE:
         raise _bad(f"'use_cause' (用证事由) must be 1-{MAX_USE_CAUSE} characters")
+    if any(c < " " for c in use_cause):  # not isprintable(): the full-width space U+3000 is Chinese text
+        raise _bad("'use_cause' (用证事由) must hold no control characters")
     if contains_citizen_id(use_cause):
         raise _bad("'use_cause' must not contain an ID number (it is audited in clear)")
     types = _types(body.get("licence_types"), item, catalogue, code_type)

@@ -309,6 +309,7 @@ async def test_malformed_or_oversized_answers_are_errors(query_client, regions_u
     ({"use_cause": "x" * 201}, 400, "BAD_REQUEST"),
     ({"use_cause": "核验 " + citizen()}, 400, "BAD_REQUEST"),
     ({"use_cause": "核验申请人 ID" + citizen()}, 400, "BAD_REQUEST"),  # run together with letters
+    ({"use_cause": "核验\x00申请人\x1b身份"}, 400, "BAD_REQUEST"),  # control characters
     ({"licence_types": ["business_licence_of_nobody"]}, 400, "BAD_REQUEST"),
     ({"licence_types": ["marriage_certificate"]}, 400, "TYPE_NOT_ACCEPTED"),
     ({"regions": ["999999"]}, 400, "BAD_REQUEST"),

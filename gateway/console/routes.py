@@ -387,7 +387,7 @@ async def _add_licence(request: web.Request, case: Case, body: Any) -> web.Respo
         result = verify_now(request.app, data)
         presented = Presented.from_result(index, result)
     state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
-    if state.audit is not None and result is not None:
+    if state.audit is not None:  # an undecodable upload too (a MALFORMED card): recorded as the API's batch does
         maybe = state.audit("console.verify", operator=session.username, window=session.window, item=case.item.code,
                             result=result, request_id=request.get(REQUEST_ID, ""))
         if asyncio.iscoroutine(maybe):
