@@ -73,7 +73,7 @@ MAX_ELEMENTS = 512
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "gb18030": "gb18030"}
 _PROLOG = re.compile(rb"^\s*<\?xml\s[^>]{0,200}?\?>")
 _ENC_ATTR = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]{1,20})["']""")
-_NAME = re.compile(r"^[^\W\d][\w.\-]{0,63}$")
+_NAME = re.compile(r"^[^\W\d][\w.\-]{0,63}\Z")
 _FORBIDDEN = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 

@@ -81,7 +81,7 @@ TEST_CHECKPOINT_KEY = TEST_KEYS / "checkpoint.test-private.pem"
 TEST_RECEIPT_KEY = TEST_KEYS / "receipt.test-private.pem"
 GATEWAY_ID = "elicence-gateway"
 TOKEN_PATH = "/v1/oauth/token"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}\Z")
 _RETRY_OPEN_SECONDS = 2.0
 _WATCH_SECONDS = 0.5   # how soon a sink whose writer died is noticed and reopened
 #: WAL pages a background checkpoint could not copy (readers hold them) from which it is logged

@@ -43,10 +43,10 @@ MAX_SEARCH_LIMIT = 100
 MAX_SEARCH_TEXT = 64
 
 _CANONICAL = frozenset(CANONICAL_FIELDS)
-_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
-_FIELD_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-_TYPE_CODE_RE = re.compile(r"^[0-9A-Z]{18}[0-9]{3}$")
-_ITEM_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}\Z")
+_FIELD_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*\Z")
+_TYPE_CODE_RE = re.compile(r"^[0-9A-Z]{18}[0-9]{3}\Z")
+_ITEM_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 class CatalogueError(ValueError):

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Mapping
 
 from adapters import FAMILIES, Envelope, Family, Limits, detect
@@ -33,7 +34,7 @@ from .identifiers import (
     uscc_valid,
 )
 from .model import Licence, make_licence, positional_builder
-from .specs import RegionInfo, RegionSpec, _parse_date, covers
+from .specs import RegionInfo, RegionSpec, _format_date, _parse_date, covers
 from .status import REVOKED, SUSPENDED, StatusSnapshot
 from .trust import (
     IssuerEntry,
@@ -417,10 +418,24 @@ class ValidityPeriod(Check):
         local = ctx.now_ts + _CHINA_OFFSET_S
         latest_today = int((local + skew) // 86400) + _EPOCH_ORDINAL
         earliest_today = int((local - skew) // 86400) + _EPOCH_ORDINAL
-        if lic.valid_from.toordinal() > latest_today:
+        start = lic.valid_from.toordinal()
+        if lic.valid_until is not None and lic.valid_until.toordinal() < start:  # never valid on any day
+            raise LicenceRejected(errors.FIELD_INVALID, f"valid until {lic.valid_until.isoformat()}, before it is valid "
+                                                        f"from {lic.valid_from.isoformat()}")
+        if start > latest_today:
             raise LicenceRejected(errors.LICENCE_NOT_YET_VALID, f"valid from {lic.valid_from.isoformat()}")
         if lic.valid_until is not None and lic.valid_until.toordinal() < earliest_today:
             raise LicenceRejected(errors.LICENCE_EXPIRED, f"valid until {lic.valid_until.isoformat()}")
+        # the issue date (a Beijing calendar day) is neither still to come nor after the licence was signed
+        # (the issuer's two clocks may differ by the skew)
+        issued = lic.issue_date.toordinal()
+        if issued > latest_today:
+            raise LicenceRejected(errors.LICENCE_NOT_YET_VALID,
+                                  f"issued on {lic.issue_date.isoformat()}, a day still to come")
+        signed = ctx.envelope.signing_time
+        if signed is not None and issued > int((signed.timestamp() + _CHINA_OFFSET_S + skew) // 86400) + _EPOCH_ORDINAL:
+            raise LicenceRejected(errors.FIELD_INVALID, f"issued on {lic.issue_date.isoformat()}, after it was signed "
+                                                        f"({signed.isoformat()})")
         return PASS
 
 
@@ -504,8 +519,8 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
             return _normalise_checked(raw, spec, type_names)
     fmt = p.date_format
     try:
-        issued, start = _parse_date(issue_date, fmt), _parse_date(valid_from, fmt)
-        until = _parse_date(valid_until, fmt) if valid_until is not None else None
+        issued, start = _read_date(issue_date, fmt), _read_date(valid_from, fmt)
+        until = _read_date(valid_until, fmt) if valid_until is not None else None
     except ValueError:
         return _normalise_checked(raw, spec, type_names)
     rev = p.surface_reverse
@@ -514,8 +529,30 @@ def normalise(raw: Mapping[str, Any], spec: RegionSpec, type_names: Mapping[str,
     else:
         surface = {rev.get(k, k): v for k, v in surface_raw.items()} if rev is not None else dict(surface_raw)
     return make_licence(identifier, name, type_code, type_name or type_names.get(type_code, ""), number, issuer_name,
-                        issuer_code.upper(), issued, holder_name, holder_code.upper(), code_type, start, until, area_code,
-                        surface, index)
+                        _ascii_upper(issuer_code), issued, holder_name, _ascii_upper(holder_code), code_type, start, until,
+                        area_code, surface, index)
+
+
+@lru_cache(maxsize=8192)
+def _read_date(text: str, fmt: str) -> date:
+    """A licence date in its region's format, written as the region writes it (4-digit year, 2-digit month
+    and day): strptime also reads "2026121" for %Y%m%d -- 1 December, or 21 January? -- and "2026-12-1",
+    "202612 1". Anything but the region's own writing of the day is a ValueError. Pure; cached by
+    (text, format) as ``_parse_date`` is, so a hit costs what one did."""
+    day = _parse_date(text, fmt)
+    if _format_date(day, fmt) != text:
+        raise ValueError(f"{text!r} is not written as {fmt} writes {day.isoformat()}")
+    return day
+
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _ascii_upper(code: str) -> str:
+    """An issuer or holder code with its ASCII letters in upper case (a lower-case USCC letter or ID check
+    "x"). Only ASCII: str.upper() turns "ﬀ" into "FF" and "ı" into "I", which made a valid USCC of a code
+    the issuer did not write."""
+    return code.upper() if code.isascii() else code.translate(_ASCII_UPPER)
 
 
 #: marks an absent surface container (never handed out, never mutated)
@@ -546,7 +583,7 @@ def _normalise_checked(raw: Mapping[str, Any], spec: RegionSpec, type_names: Map
         if v is None:
             return None
         try:
-            return spec.parse_date(v)
+            return _read_date(v, spec.date_format)
         except ValueError:
             raise LicenceRejected(errors.FIELD_INVALID,
                                   f"field {f[canon]} ({canon}) = {v!r} is not a date in {spec.date_format}") from None
@@ -574,8 +611,8 @@ def _normalise_checked(raw: Mapping[str, Any], spec: RegionSpec, type_names: Map
     return Licence(
         identifier=text("identifier"), name=text("name"), type_code=type_code,
         type_name=(text("type_name", False) if "type_name" in f else None) or type_names.get(type_code, ""), number=text("number"),
-        issuer_name=text("issuer_name"), issuer_code=text("issuer_code").upper(), issue_date=day("issue_date"),
-        holder_name=text("holder_name"), holder_code=text("holder_code").upper(), holder_code_type=code_type,
+        issuer_name=text("issuer_name"), issuer_code=_ascii_upper(text("issuer_code")), issue_date=day("issue_date"),
+        holder_name=text("holder_name"), holder_code=_ascii_upper(text("holder_code")), holder_code_type=code_type,
         valid_from=day("valid_from"), valid_until=day("valid_until", False), area_code=text("area_code"),
         surface=surface, status_index=status_index,
     )

@@ -69,9 +69,10 @@ def mod37_36_valid(data_with_check: str) -> bool:
 
 
 # --- GB/T 36904 licence identifier ----------------------------------------------------
+#: ``\Z``, never ``$``: ``$`` also matches before a final newline, and "…001.F\n" is not an identifier
 _ID_RE = re.compile(
     r"^1\.2\.156\.3005\.2\.(?P<type>[0-9A-Z]{21})\.(?P<issuer>[0-9A-Z]{18})\."
-    r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])$"
+    r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])\Z"
 )
 
 
@@ -104,7 +105,7 @@ _TYPE_CODE_RE = re.compile(r"[0-9A-Z]{21}")
 _ISSUER_CODE_RE = re.compile(r"[0-9A-Z]{18}")
 #: the version is three ASCII digits: ``\d`` would also match other scripts' digits ("٠٠١"), which the
 #: MOD 37,36 alphabet does not hold (a ValueError where a non-matching identifier is due)
-_ID_TAIL_RE = re.compile(r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])$")
+_ID_TAIL_RE = re.compile(r"(?P<serial>[0-9A-Za-z]{1,32})\.(?P<version>[0-9]{3})\.(?P<check>[0-9A-Z])\Z")
 
 
 @lru_cache(maxsize=4096)
@@ -141,7 +142,22 @@ def make_licence_identifier(type_code: str, issuer_code: str, serial: str, versi
 # --- GB 11643 citizen ID: MOD 11-2 ----------------------------------------------------
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_CITIZEN_RE = re.compile(r"^\d{6}(\d{4})(\d{2})(\d{2})\d{3}[0-9X]$")
+_CITIZEN_RE = re.compile(r"^\d{6}(\d{4})(\d{2})(\d{2})\d{3}[0-9X]\Z")  # \Z: no final newline
+#: the last day of each month as two digits (February's 29 only in a leap year: :func:`_birth_date_ok`)
+_MONTH_LAST_DAY = {"01": "31", "02": "29", "03": "31", "04": "30", "05": "31", "06": "30", "07": "31", "08": "31",
+                   "09": "30", "10": "31", "11": "30", "12": "31"}
+
+
+def _birth_date_ok(yyyy: str, mm: str, dd: str) -> bool:
+    """Is YYYYMMDD (ASCII digits) a real calendar day from 1900 to 2100? No 30 February, 31 April or
+    29 February of a common year (1900 and 2100 are common years): compared as fixed-width strings."""
+    last = _MONTH_LAST_DAY.get(mm)
+    if last is None or not ("01" <= dd <= last and "1900" <= yyyy <= "2100"):
+        return False
+    if mm == "02" and dd == "29":
+        y = int(yyyy)
+        return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    return True
 
 
 _ID_ASCII_BIAS = 48 * sum(_ID_WEIGHTS)  # the weighted sum of the '0' code points
@@ -160,7 +176,7 @@ def citizen_id_valid(code: str) -> bool:
         return False
     if len(code) == 18 and code.isascii() and code[:17].isdigit():  # the common shape, without the regex
         # fixed-width ASCII digit strings compare like their numbers (no int() per part)
-        if not ("01" <= code[10:12] <= "12" and "01" <= code[12:14] <= "31" and "1900" <= code[6:10] <= "2100"):
+        if not _birth_date_ok(code[6:10], code[10:12], code[12:14]):
             return False
         last = code[17]
         return _ID_CHECK[(sum(map(mul, code[:17].encode(), _ID_WEIGHTS)) - _ID_ASCII_BIAS) % 11] == (
@@ -169,8 +185,7 @@ def citizen_id_valid(code: str) -> bool:
     m = _CITIZEN_RE.match(code)
     if not m:
         return False
-    y, mo, d = int(m[1]), int(m[2]), int(m[3])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and 1900 <= y <= 2100):
+    if not _birth_date_ok(m[1], m[2], m[3]):
         return False
     return citizen_id_check(code[:17]) == code[17]
 
@@ -227,6 +242,8 @@ def _uscc_valid_default(code: str) -> bool:
 
 
 def _uscc_valid(code: str, allow_list: frozenset[str]) -> bool:
+    if not code.isascii():  # "ﬀ".upper() is "FF", "ı".upper() "I": only ASCII letters are folded to a USCC's
+        return False
     code = code.upper()
     if code in allow_list:
         return True

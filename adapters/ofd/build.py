@@ -34,7 +34,7 @@ from gateway.crypto.sm2cert import load_sm2_certificate
 PROVIDER_NAME = "elicence-gateway-simulator"
 SIGNS_DIR = "Doc_0/Signs"
 SIGN_DIR = "Doc_0/Signs/Sign_0"
-_PAGE_RE = re.compile(r"^Doc_0/Pages/Page_(\d+)/Content\.xml$")
+_PAGE_RE = re.compile(r"^Doc_0/Pages/Page_(\d+)/Content\.xml\Z")
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _BLANK_PAGE = (_XML_HEAD + f'<ofd:Page xmlns:ofd="{OFD_NS}"><ofd:Content><ofd:Layer ID="3"/></ofd:Content>'
                "</ofd:Page>").encode()

@@ -42,7 +42,7 @@ from gateway.audit.verify import ChainReport, verify_chain
 from gateway.errors import GatewayError
 
 HMAC_ENV = "GATEWAY_AUDIT_HMAC_KEY"
-_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
 
 
 class CliError(Exception):

@@ -27,7 +27,7 @@ GENESIS_HASH = "0" * 64
 HMAC_MIN_KEY_BYTES = 16
 MAX_EXTRA_BYTES = 2048
 MAX_TEXT = 256
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 #: an 18-character token standing alone (a citizen ID has digits and a final X)
 _CODE_LEN = 18   # a holder code cannot hide in a shorter text
 

@@ -29,7 +29,7 @@ from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, Audit
                                  Checkpoint, PruneResult, StoredRecord, format_time, parse_time, stored_json)
 from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, Sealer, system_clock, unavailable
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
 
 

@@ -39,9 +39,9 @@ from gateway.errors import TRUST_UNAVAILABLE, InfrastructureError
 from .scopes import ALL_SCOPES
 
 ANY: str = "*"
-CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-ITEM_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-REGION_CODE_RE = re.compile(r"^[1-9][0-9]{5}$")
+CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
+ITEM_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+REGION_CODE_RE = re.compile(r"^[1-9][0-9]{5}\Z")
 MAX_RATE = 10_000.0
 MIN_RSA_BITS = 2048
 

@@ -29,8 +29,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 MIN_PASSWORD_LENGTH = 10
 #: the sign-in form reads at most this many characters of a password (routes.login_submit)
 MAX_PASSWORD_LENGTH = 256
-_USER_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
-_WINDOW_RE = re.compile(r"^[\w.\-]{1,32}$")
+_USER_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}\Z")
+_WINDOW_RE = re.compile(r"^[\w.\-]{1,32}\Z")
 
 #: TEST accounts of demo mode (user, role, window, password). Never use outside the demo.
 DEMO_ACCOUNTS: tuple[tuple[str, str, str, str], ...] = (
