@@ -41,7 +41,7 @@ from . import errors
 from .app import FEATURES, REQUEST_ID, SERVICES, read_json, verify_now
 from .auth import ADMIN, AUTH_PRINCIPAL, LICENCES_QUERY, requires_scope
 from .catalogue import Catalogue, Item, LicenceType, Requirement, disclose
-from .config import ConfigError, Settings
+from .config import Settings
 from .core import PASS, Verdict, VerificationResult
 from .errors import GatewayError, InfrastructureError, RequestRejected
 from .identifiers import HOLDER_CODE_TYPES, contains_citizen_id, holder_code_valid, mask_holder_code
@@ -355,17 +355,8 @@ async def upstreams_handler(request: web.Request) -> web.Response:
 
 # --- lifecycle ----------------------------------------------------------------------------
 def policy_from(settings: Settings) -> ResiliencePolicy:
-    for name in ("query_deadline_ms", "query_max_regions", "upstream_timeout_ms", "upstream_concurrency",
-                 "upstream_max_connections", "upstream_max_body_bytes", "breaker_window_seconds",
-                 "breaker_min_requests", "breaker_cool_down_seconds"):
-        if getattr(settings, name) <= 0:
-            raise ConfigError(f"{name} must be positive")
-    if settings.upstream_retries < 0 or settings.upstream_backoff_ms < 0 or settings.query_reserve_ms < 0:
-        raise ConfigError("upstream_retries, upstream_backoff_ms and query_reserve_ms must not be negative")
-    if not 0 < settings.breaker_error_percent <= 100:
-        raise ConfigError("breaker_error_percent must be 1..100")
-    if "{region}" not in settings.upstream_base_url and settings.upstream_base_url:
-        raise ConfigError("upstream_base_url must contain {region}")
+    """The federated query's policy from settings (their limits are checked once, by ``Settings.validate``)."""
+    settings.validate()
     return ResiliencePolicy(
         retry=RetryPolicy(settings.upstream_retries, settings.upstream_backoff_ms / 1000,
                           max(settings.upstream_backoff_ms / 1000, 0.5)),
