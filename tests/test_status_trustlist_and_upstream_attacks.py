@@ -11,37 +11,22 @@ import copy
 import dataclasses
 import datetime as dt
 import random
-from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 
-from gateway.app import create_app
 from gateway.issuer_server import IssuerServer
-from gateway.query_routes import QUERY_AUDIT, UPSTREAM_CLOCK
-from gateway.region_server import RegionSimulator, serve, synthetic_name
+from gateway.region_server import synthetic_name
 from gateway.status import REVOKED, build_status_list
 from gateway.status_source import HttpStatusSource, encode_status_list_jwt
 from gateway.upstream import HolderQuery, ResiliencePolicy, Upstreams
 from gateway.upstream.config import TWO_STEP, UpstreamConfig, credentials_for_test_region
 
 from .conftest import NOW
-from .test_query_federated import Collect, FakeClock, body, by_region, citizen, query
-
-REGION = "341100"
-LIMIT = dt.timedelta(minutes=10)
-
-
-class Clock:
-    def __init__(self, t: dt.datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> dt.datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += dt.timedelta(**kw)
+from .test_query_federated import FakeClock, body, by_region, citizen, query
+from .test_query_federated import query_client, regions_up  # noqa: F401  (fixtures)
+from .test_status_http_fetcher import LIMIT, REGION, Clock
 
 
 @dataclasses.dataclass
@@ -182,26 +167,6 @@ async def test_same_list_replayed_again_and_again_goes_stale_instead_of_staying_
 
 # --- federated query ----------------------------------------------------------------------------
 XML_REGION = "310000"   # 上海: the XML sharing service
-
-
-@pytest.fixture
-async def regions_up(world):
-    rs = RegionSimulator(world.simulator, {t.type_code: t for t in world.catalogue.types}, lambda: NOW)
-    async with serve(rs) as template:
-        yield rs, template
-
-
-@pytest.fixture
-def query_client(world, aiohttp_client, regions_up):
-    async def make(*, clock: Any = None, **settings: Any):
-        rs, template = regions_up
-        cfg = dataclasses.replace(world.settings, upstream_base_url=settings.pop("base_url", template), **settings)
-        app = create_app(world.services(settings=cfg))
-        if clock is not None:
-            app[UPSTREAM_CLOCK] = clock
-        app[QUERY_AUDIT] = Collect()
-        return await aiohttp_client(app, headers=world.auth())
-    return make
 
 
 @pytest.mark.parametrize("name", ["\x01", "张\x00三", "李\x1b[2J四", "王\ufffe"])
