@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import socket
 import time
+from typing import Any
 
 
 #: aiohttp's connection settings, as ``web.run_app`` set them before the worker ran its own runner:
@@ -212,15 +213,17 @@ def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     restarts: collections.deque[float] = collections.deque()
+    handled: set[Any] = set()  # the processes whose end has been dealt with (held: no id reused)
     try:
         while True:
-            running = [proc for proc, _ in slots if proc.exitcode is None]
-            if not running:
-                break
-            wait([proc.sentinel for proc in running])
+            # every process that has ended and not been dealt with yet. (Not "the ones that were running
+            # before the wait": a worker's sentinel is ready as its descriptors close, a moment before the
+            # kernel reports its exit status; a worker found ended a turn later was then skipped for good,
+            # and its failure never stopped the gateway -- a test hung on it in CI.)
             for i, (proc, ready) in enumerate(slots):
-                if proc not in running or proc.exitcode is None:
+                if proc in handled or proc.exitcode is None:
                     continue
+                handled.add(proc)
                 proc.join()
                 status = proc.exitcode
                 failed = status not in (0, -signal.SIGTERM, -signal.SIGINT)
@@ -245,6 +248,11 @@ def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
                 slots[i] = start(i)
                 log.error("worker %d (%s) ended while serving (%s): started again as worker %d", proc.pid,
                           proc.name, _status(status), slots[i][0].pid, extra={**fields, "new_pid": slots[i][0].pid})
+            running = [proc for proc, _ in slots if proc.exitcode is None]
+            if running:
+                wait([proc.sentinel for proc in running], timeout=1.0)
+            elif all(proc in handled for proc, _ in slots):
+                break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
