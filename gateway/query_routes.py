@@ -355,8 +355,8 @@ async def upstreams_handler(request: web.Request) -> web.Response:
 
 # --- lifecycle ----------------------------------------------------------------------------
 def policy_from(settings: Settings) -> ResiliencePolicy:
-    """The federated query's policy from settings (their limits are checked once, by ``Settings.validate``)."""
-    settings.validate()
+    """The federated query's policy from settings (their limits are checked once, at start-up, by
+    ``Settings.validate``)."""
     return ResiliencePolicy(
         retry=RetryPolicy(settings.upstream_retries, settings.upstream_backoff_ms / 1000,
                           max(settings.upstream_backoff_ms / 1000, 0.5)),
