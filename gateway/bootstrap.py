@@ -22,8 +22,8 @@ from .simulator import IssuerSimulator
 from .specs import SpecError, load_region_specs, load_regions
 from .status import StatusSnapshot
 from .status_source import HttpStatusSource
-from .trustlist import (TEST_OPERATOR_PRIVATE, TEST_OPERATOR_PUBLIC, canonical_json, load_operator_key,
-                        load_operator_private_key, sign_trust_list)
+from .trustlist import (TEST_OPERATOR_PRIVATE, TEST_OPERATOR_PUBLIC, TrustListRefused, canonical_json,
+                        load_operator_key, load_operator_private_key, read_floor, sign_trust_list)
 
 log = logging.getLogger("gateway.bootstrap")
 
@@ -78,10 +78,26 @@ def check_startup(settings: Settings) -> None:
             load(path)
         except (OSError, ValueError, TypeError, PartnerRegistryError) as exc:
             raise ConfigError(f"setting {name}: {path}: {getattr(exc, 'detail', None) or exc}") from None
+    try:
+        read_floor(trust_state_path(settings))
+    except TrustListRefused as exc:
+        raise ConfigError(f"setting trust_state: {exc.detail}") from None
     if settings.audit_backend != "off":
         from .audit_wiring import audit_setup_from
 
         audit_setup_from(settings)
+
+
+#: the demo's record of the highest trust list version accepted (beside its TEST framework, which
+#: gateway.devtrust.ensure_framework removes with it when it makes a new framework)
+DEMO_TRUST_STATE = "trust-held.json"
+
+
+def trust_state_path(settings: Settings) -> Path:
+    """Where the highest trust list version accepted is recorded (setting ``trust_state``)."""
+    if settings.demo:
+        return Path(settings.var_dir) / "demo" / DEMO_TRUST_STATE
+    return Path(settings.trust_state or Path(settings.var_dir) / "trust-held.json")
 
 
 def type_names(catalogue: Catalogue) -> dict[str, str]:
@@ -121,7 +137,8 @@ def build_services(settings: Settings, now: dt.datetime | None = None) -> Servic
         signed_path = write_signed_demo_list(demo_dir, doc)
         simulator = IssuerSimulator(specs, regions, material, {t.key: t for t in catalogue.types})
         trust_source = FileTrustSource(signed_path, regions, settings.max_chain_depth,
-                                       [load_operator_key(TEST_OPERATOR_PUBLIC)], skew=settings.clock_skew)
+                                       [load_operator_key(TEST_OPERATOR_PUBLIC)], skew=settings.clock_skew,
+                                       state_path=trust_state_path(settings))
         # Status lists: the simulator's signed lists over loopback HTTP, fetched like any region's --
         # from the demo regions process when `serve --demo` started one (gateway/demo_regions.py),
         # else from an issuer server inside this process.
@@ -137,7 +154,7 @@ def build_services(settings: Settings, now: dt.datetime | None = None) -> Servic
     # verifications answer "indeterminate" (fail closed) unless the region is exempt.
     trust_source = FileTrustSource(settings.trust_list, regions, settings.max_chain_depth,
                                    [load_operator_key(k) for k in settings.trust_operator_keys],
-                                   skew=settings.clock_skew)
+                                   skew=settings.clock_skew, state_path=trust_state_path(settings))
     status_source = MemoryStatusSource(StatusSnapshot())
     if settings.status_url_template:
         status_source = http_status_source(

@@ -70,6 +70,9 @@ class Settings:
     #: poll the trust list file for changes every N seconds and hot-reload it (0: only on
     #: POST /v1/admin/trust/reload)
     trust_reload_seconds: int = 10
+    #: where the highest trust list version accepted is recorded, so an older list is refused after a
+    #: restart too (default <var_dir>/trust-held.json; demo mode keeps it in <var_dir>/demo/)
+    trust_state: str = ""
     #: where each region's signed status list is fetched, "{region}" replaced by the region
     #: code (operator mode; empty: no fetching, every status answers indeterminate unless exempt)
     status_url_template: str = ""

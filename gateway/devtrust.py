@@ -246,4 +246,7 @@ def ensure_framework(directory, specs: Mapping[str, RegionSpec], regions: Mappin
         pass
     doc, material = make_dev_framework(specs, regions, now)
     save_framework(root, doc, material)
+    # a new TEST framework starts again at version 1: the record of the old one's highest version
+    # (gateway.bootstrap.DEMO_TRUST_STATE) would refuse it as a rollback or a conflict
+    (root / "trust-held.json").unlink(missing_ok=True)
     return doc, material

@@ -21,7 +21,7 @@ from .simulator import IssuerSimulator
 from .specs import RegionInfo
 from .status import StatusSnapshot
 from .trust import TrustListError, TrustSnapshot, build_snapshot
-from .trustlist import OperatorKey, SignedTrustList, TrustListRefused, judge, open_signed
+from .trustlist import OperatorKey, SignedTrustList, TrustFloor, TrustListRefused, judge, open_signed, read_floor, write_floor
 
 log = logging.getLogger("gateway.edges")
 
@@ -72,12 +72,19 @@ class FileTrustSource:
     different content, one past its expiry, a document of the wrong shape, or one with an
     unreadable revocation entry (never applied without it); the caller keeps serving the last
     good snapshot. The same version and content again returns the held snapshot unchanged.
+
+    ``state_path`` (setting ``trust_state``): where the highest version accepted is recorded, so the
+    rollback rule holds across restarts and between the workers sharing the file: a candidate is
+    judged against the higher of the list held in memory and that record (a missing file is a first
+    start; an unreadable one refuses every list: :func:`~gateway.trustlist.read_floor`). A record that
+    cannot be written is logged as an ERROR; the newer list is used all the same (it is never less safe
+    than the older one).
     """
 
     def __init__(self, path: str | Path, regions: Mapping[str, RegionInfo], max_chain_depth: int,
                  operator_keys: Sequence[OperatorKey] = (), *,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
-                 skew: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+                 skew: dt.timedelta = dt.timedelta(minutes=5), state_path: str | Path | None = None) -> None:
         if not operator_keys:
             raise ValueError("a signed trust list needs at least one pinned operator key")
         self.path = Path(path)
@@ -86,8 +93,11 @@ class FileTrustSource:
         self.operator_keys = tuple(operator_keys)
         self.clock = clock
         self.skew = skew
+        self.state_path = Path(state_path) if state_path is not None else None
         self.held: SignedTrustList | None = None
         self.snapshot_held: TrustSnapshot | None = None
+        #: the floor last read from ``state_path`` (None: no file, or no state path)
+        self.floor: TrustFloor | None = None
 
     def fingerprint(self) -> tuple[int, int] | None:
         """(mtime_ns, size) of the file, for the reload watcher; None when missing."""
@@ -100,7 +110,14 @@ class FileTrustSource:
     async def load(self) -> TrustSnapshot:
         raw = await asyncio.to_thread(self.path.read_bytes)
         signed = open_signed(raw, self.operator_keys)
-        if judge(signed, self.held, self.clock(), self.skew) == "unchanged" and self.snapshot_held is not None:
+        floor = None
+        if self.state_path is not None:
+            self.floor = floor = await asyncio.to_thread(read_floor, self.state_path)
+        held: SignedTrustList | TrustFloor | None = self.held
+        if floor is not None and (held is None or floor.version > held.version):
+            held = floor  # another worker, or this gateway before its restart, took a newer list
+        if judge(signed, held, self.clock(), self.skew) == "unchanged" and held is self.held \
+                and self.snapshot_held is not None:
             return self.snapshot_held
         try:
             snapshot = await asyncio.to_thread(build_snapshot, signed.doc, self.regions,
@@ -122,6 +139,15 @@ class FileTrustSource:
             log.warning("trust list v%d: dropped entry region=%s key_id=%s subject=%s: %s",
                         snapshot.version, d.region, d.key_id, d.subject, d.reason)
         self.held, self.snapshot_held = signed, snapshot
+        if self.state_path is not None and (floor is None or signed.version > floor.version):
+            try:
+                await asyncio.to_thread(write_floor, self.state_path, signed, self.clock())
+            except OSError as exc:
+                log.error("trust list v%d is in force but could not be recorded in %s (%s): after a restart an "
+                          "older list would not be refused as a rollback", signed.version, self.state_path, exc)
+            else:
+                self.floor = TrustFloor(signed.version, signed.digest, str(signed.doc.get("framework", "")),
+                                        str(self.state_path))
         return snapshot
 
 

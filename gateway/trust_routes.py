@@ -104,6 +104,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+def _floor(source: Any) -> dict[str, Any] | None:
+    floor = getattr(source, "floor", None)
+    return None if floor is None else {"version": floor.version, "digest_sha256": floor.digest,
+                                       "framework": floor.framework, "recorded_in": floor.recorded_in}
+
+
 @requires_scope(ADMIN)
 async def trust_info(request: web.Request) -> web.Response:
     services, live, reloader = request.app[SERVICES], request.app[LIVE], request.app[RELOADER]
@@ -118,6 +124,8 @@ async def trust_info(request: web.Request) -> web.Response:
             "digest_sha256": held.digest if held else None, "signed_by": held.key_id if held else None,
         },
         "source": str(getattr(services.trust_source, "path", type(services.trust_source).__name__)),
+        # the highest version accepted before, as recorded on disk (a lower one is refused, restarts included)
+        "rollback_floor": _floor(services.trust_source),
         "last_reload": reloader.last.as_dict() if reloader.last else None,
         "last_error": live.last_error,
         "dropped": [] if trust is None else [

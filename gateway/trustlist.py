@@ -19,6 +19,14 @@ configuration (``certs/trust/`` holds a TEST operator key pair for demo and test
 is lower than the held one, when it has the same version but different content, when it has
 expired, or when it claims to be issued in the future. Same version and same content is
 "unchanged". Pure: ``now`` is a parameter.
+
+The held version outlives the process (TUF keeps its trusted metadata on disk for the same
+reason): every accepted list's version and digest are written to a small state file
+(:func:`write_floor`, setting ``trust_state``, default ``<var_dir>/trust-held.json``), and after a
+restart the first candidate is judged against that :class:`TrustFloor`. Without it an older list,
+still unexpired and validly signed, replayed to a restarted gateway would un-revoke every issuer
+revoked since. A state file that cannot be read refuses every list (fail closed) until an operator
+has looked at it; the way to go back to older content is to sign it again with a higher version.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from .auth.jose import alg_for_key, jwk_thumbprint
+from .files import write_atomically
 from .trust import TrustListError
 
 SIGNED_TYPE = "elicence-signed-trust-list"
@@ -56,7 +65,8 @@ class TrustListRefused(TrustListError):
     """A candidate trust list was refused; ``kind`` is a stable word for logs and the admin API.
 
     kinds: ``malformed``, ``bad-signature``, ``unknown-key``, ``rollback``, ``conflict``
-    (same version, different content), ``expired``, ``not-yet-valid``.
+    (same version, different content), ``expired``, ``not-yet-valid``, ``state-unreadable`` (the
+    file recording the highest version accepted before cannot be read).
     """
 
     def __init__(self, kind: str, detail: str) -> None:
@@ -231,9 +241,77 @@ def _time(value: Any, where: str) -> datetime:
     return t.astimezone(timezone.utc)
 
 
-def judge(candidate: SignedTrustList, held: SignedTrustList | None, now: datetime,
+#: ``type`` of the state file recording the highest trust list version accepted
+FLOOR_TYPE = "elicence-trust-list-held"
+#: largest state file read (it holds a few hundred bytes)
+MAX_FLOOR_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TrustFloor:
+    """The highest trust list this gateway accepted before, as its state file records it: a candidate
+    with a lower version is a rollback, the same version with other content a conflict."""
+
+    version: int
+    digest: str
+    framework: str
+    recorded_in: str
+
+
+def floor_document(signed: SignedTrustList, accepted_at: datetime) -> bytes:
+    return orjson.dumps({
+        "type": FLOOR_TYPE, "framework": str(signed.doc.get("framework", "")), "version": signed.version,
+        "digest_sha256": signed.digest, "issued_at": signed.issued_at.isoformat(),
+        "expires_at": signed.expires_at.isoformat(), "accepted_at": accepted_at.isoformat(),
+    }, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def read_floor(path: str | Path) -> TrustFloor | None:
+    """The floor recorded in ``path``; None when the file does not exist (a first start). Raises
+    :class:`TrustListRefused` ``state-unreadable`` for a file that exists but cannot be read as one:
+    guessing "no floor" would re-open the rollback it is there to close."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FLOOR_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TrustListRefused("state-unreadable", f"{path}: {exc.strerror or exc}") from None
+
+    def bad(why: str) -> TrustListRefused:
+        return TrustListRefused("state-unreadable", f"{path}: {why}; it records the highest trust list version "
+                                                    "accepted before, so no list is taken until it is mended or, "
+                                                    "after checking, removed")
+    if len(raw) > MAX_FLOOR_BYTES:
+        raise bad(f"larger than {MAX_FLOOR_BYTES} bytes")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad("not JSON") from None
+    if not isinstance(doc, dict) or doc.get("type") != FLOOR_TYPE:
+        raise bad(f"not a {FLOOR_TYPE} document")
+    version, digest, framework = doc.get("version"), doc.get("digest_sha256"), doc.get("framework", "")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad("version must be a positive integer")
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise bad("digest_sha256 must be 64 lower-case hex digits")
+    if not isinstance(framework, str):
+        raise bad("framework must be a string")
+    return TrustFloor(version, digest, framework, str(path))
+
+
+def write_floor(path: str | Path, signed: SignedTrustList, accepted_at: datetime) -> None:
+    """Record ``signed`` as the highest list accepted (atomic and durable; raises OSError)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, floor_document(signed, accepted_at), mode=0o644, durable=True)
+
+
+def judge(candidate: SignedTrustList, held: SignedTrustList | TrustFloor | None, now: datetime,
           skew: timedelta = timedelta(minutes=5)) -> str:
-    """``"accept"`` or ``"unchanged"``; raises :class:`TrustListRefused` (rollback, conflict, dates)."""
+    """``"accept"`` or ``"unchanged"``; raises :class:`TrustListRefused` (rollback, conflict, dates).
+    ``held``: the list in force, or after a restart the floor its state file records."""
     if now >= candidate.expires_at:
         raise TrustListRefused("expired", f"v{candidate.version} expired {candidate.expires_at.isoformat()}")
     if candidate.issued_at > now + skew:
@@ -241,11 +319,13 @@ def judge(candidate: SignedTrustList, held: SignedTrustList | None, now: datetim
                                                 f"({candidate.issued_at.isoformat()})")
     if held is None:
         return "accept"
+    before = f" (accepted before this start, recorded in {held.recorded_in})" if isinstance(held, TrustFloor) else ""
     if candidate.version < held.version:
-        raise TrustListRefused("rollback", f"v{candidate.version} is older than the held v{held.version}")
+        raise TrustListRefused("rollback", f"v{candidate.version} is older than the held v{held.version}{before}")
     if candidate.version == held.version:
         if candidate.digest != held.digest:
-            raise TrustListRefused("conflict", f"v{candidate.version} differs from the held list of the same version")
+            raise TrustListRefused("conflict", f"v{candidate.version} differs from the held list of the same "
+                                               f"version{before}")
         return "unchanged"
     return "accept"
 

@@ -289,7 +289,8 @@ async def test_operator_mode_loads_the_signed_list_with_the_pinned_key(world, tm
     from gateway.edges import MemoryStatusSource
 
     path = write(tmp_path / "t.json", versioned(world, 8))
-    settings = load_settings(env={}, demo=False, trust_list=str(path), trust_operator_keys=str(TEST_OPERATOR_PUBLIC))
+    settings = load_settings(env={}, demo=False, trust_list=str(path), trust_operator_keys=str(TEST_OPERATOR_PUBLIC),
+                             var_dir=str(tmp_path))
     services = build_services(settings, now=NOW)
     services.trust_source.clock = lambda: NOW
     assert (await services.trust_source.load()).version == 8
