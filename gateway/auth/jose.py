@@ -44,8 +44,18 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url; raises ``ValueError`` on any non-alphabet character."""
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """Decode unpadded base64url (RFC 7515 §2); ``ValueError`` for any other spelling.
+
+    Only the one canonical text of the bytes is accepted: no ``=`` padding, no ``+``/``/`` of
+    standard base64 (``b64decode`` with ``altchars`` accepts both alphabets), no non-zero unused
+    bits in the last character. Otherwise ``<token>=``, ``<token>==`` or a signature re-spelt with
+    ``+`` still verified: each spelling a distinct string, so a cache miss (a signature check)
+    and another entry in the verifier's LRU, the same token accepted with trailing garbage.
+    """
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if b64url_encode(data) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return data
 
 
 def alg_for_key(key: PrivateKey | PublicKey) -> str:

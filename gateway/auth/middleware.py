@@ -117,6 +117,13 @@ async def token_handler(request: web.Request) -> web.Response:
         if len(values) > 1 or not isinstance(values[0], str):  # RFC 6749 §3.2: no repeats
             return _oauth_error_response(OAuthError(INVALID_REQUEST, f"参数 {name} 重复或格式错误。"))
         form[name] = values[0]
+    schemes = {v.split(maxsplit=1)[0].lower() for v in request.headers.getall("Authorization", ()) if v.strip()}
+    if "client_assertion" in form and "basic" in schemes:
+        # RFC 6749 §2.3 / §5.2: one client authentication method per request. Both at once, the
+        # assertion was obeyed and HTTP Basic (maybe naming another partner) silently ignored.
+        return _oauth_error_response(OAuthError(
+            INVALID_REQUEST, "只能使用一种客户端认证方式：请去掉 HTTP Basic 认证，仅提交 private_key_jwt 客户端断言。",
+            "HTTP Basic and a client assertion in one token request"))
     try:
         body = service.issue(form, clock())  # type: ignore[operator]
     except OAuthError as exc:

@@ -37,6 +37,8 @@ MAX_ASSERTION_LIFETIME_S: Final = 300
 DEFAULT_ACCESS_TTL_S: Final = 600
 MAX_ASSERTION_CHARS: Final = 8192
 MAX_JTI_CHARS: Final = 256
+#: unexpired assertions remembered for one partner; one partner past it is refused (429), not the others
+MAX_REPLAY_ENTRIES_PER_CLIENT: Final = 1_000
 
 INVALID_REQUEST: Final = "invalid_request"
 INVALID_CLIENT: Final = "invalid_client"
@@ -68,22 +70,35 @@ class ReplayCache:
     """Seen ``(client_id, jti)`` pairs until their expiry; bounded, pruned by expiry.
 
     When full of unexpired entries it refuses new ones (fail closed) rather than forgetting
-    a jti that could then be replayed.
+    a jti that could then be replayed. Each partner may hold at most ``max_per_client`` of
+    them: without that share, one partner sending ``max_entries`` fresh assertions within an
+    assertion's lifetime filled the cache and every other partner was refused a token.
     """
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 100_000, max_per_client: int = MAX_REPLAY_ENTRIES_PER_CLIENT) -> None:
         self._max = max_entries
+        self._max_per_client = max_per_client
         self._expiry: dict[tuple[str, str], float] = {}
         self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._per_client: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._expiry)
 
+    def held_for(self, client_id: str) -> int:
+        """Unexpired entries of one partner (as of the last prune)."""
+        return self._per_client.get(client_id, 0)
+
     def prune(self, now: float) -> None:
-        heap, expiry = self._heap, self._expiry
+        heap, expiry, per_client = self._heap, self._expiry, self._per_client
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
-            expiry.pop(key, None)
+            if expiry.pop(key, None) is not None:
+                left = per_client[key[0]] - 1
+                if left:
+                    per_client[key[0]] = left
+                else:
+                    del per_client[key[0]]
 
     def add(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
         """Record the pair; ``False`` if it was already seen (a replay)."""
@@ -91,9 +106,14 @@ class ReplayCache:
         key = (client_id, jti)
         if key in self._expiry:
             return False
+        held = self._per_client.get(client_id, 0)
+        if held >= self._max_per_client:
+            raise OAuthError(TEMPORARILY_UNAVAILABLE, "该合作方短时间内申请令牌过多，请稍后重试。",
+                             f"partner {client_id} holds {held} unexpired client assertions")
         if len(self._expiry) >= self._max:
             raise OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务繁忙，请稍后重试。", "replay cache full")
         self._expiry[key] = expires_at
+        self._per_client[client_id] = held + 1
         heapq.heappush(self._heap, (expires_at, key))
         return True
 
