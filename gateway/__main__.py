@@ -11,6 +11,7 @@ Commands:
   trust inspect FILE                                      summarise a (signed) trust list, no checks
   trust verify FILE --pubkey P [--held FILE]              check signature, expiry, rollback; build it
   staff add USER --role R --window W [--password-stdin]   add a service-window console account
+  staff remove USER [--file F]                            remove one (its open sessions end at their next request)
   audit verify|search|prune --store URL ...                check, search or prune the audit trail (gateway/audit/cli.py)
   receipt verify TOKEN (--jwks FILE | --url URL) [--body F] check a verification receipt offline
 """

@@ -1,4 +1,7 @@
-"""``python -m gateway staff add|list`` and the demo banner listing the TEST staff accounts."""
+"""``python -m gateway staff add|list|remove`` and the demo banner listing the TEST staff accounts.
+
+A running gateway follows the store file: an added, reset or removed account applies at the
+next sign-in or console request, without a restart (see :class:`.accounts.StaffDirectory`)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .accounts import DEMO_ACCOUNTS, ROLES, AccountError, add_account, load_accounts
+from .accounts import DEMO_ACCOUNTS, ROLES, AccountError, add_account, load_accounts, remove_account
 
 
 def _store(args: argparse.Namespace) -> Path:
@@ -27,6 +30,10 @@ def _staff(args: argparse.Namespace) -> int:
             for a in load_accounts(path).values():
                 print(f"{a.username:20} {a.role:11} {a.window}")
             return 0
+        if args.staff_cmd == "remove":
+            removed = remove_account(path, args.username)
+            print(f"removed {removed.username} ({removed.role}, window {removed.window}) from {path}")
+            return 0
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
@@ -35,7 +42,7 @@ def _staff(args: argparse.Namespace) -> int:
                 print("错误 / error: the passwords differ", file=sys.stderr)
                 return 2
         account = add_account(path, args.username, args.role, args.window, password, replace=args.replace)
-    except AccountError as exc:
+    except (AccountError, OSError) as exc:  # OSError: the store's folder not writable, ...
         print(f"错误 / error: {exc}", file=sys.stderr)
         return 2
     print(f"added {account.username} ({account.role}, window {account.window}) to {path}")
@@ -52,7 +59,9 @@ def add_staff_parser(sub: Any) -> None:
     sa.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     sa.add_argument("--replace", action="store_true", help="reset an existing account")
     sl = ssub.add_parser("list", help="list staff accounts (no hashes)")
-    for p in (sa, sl):
+    sr = ssub.add_parser("remove", help="remove a staff account; a running gateway ends its sessions at once")
+    sr.add_argument("username")
+    for p in (sa, sl, sr):
         p.add_argument("--file", help="staff store (default: setting console_staff_file or var/console/staff.json)")
         p.add_argument("--config", help="TOML settings file")
     st.set_defaults(func=_staff)

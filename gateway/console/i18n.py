@@ -36,6 +36,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "login_failed": "用户名或密码错误。",
         "login_locked": "登录失败次数过多，账号已临时锁定，请稍后再试或联系管理员。",
         "session_expired": "长时间未操作，已自动退出，请重新登录。",
+        "account_changed": "您的账号已被修改或停用，本次登录已结束。请重新登录；如无法登录，请联系管理员。",
         "login_form_expired": "登录页面已过期，请重新输入用户名和密码后登录。",
         "logged_out": "已退出登录。",
         "forbidden_page": "您的角色无权查看此页面。",
@@ -153,6 +154,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "login_failed": "Wrong user name or password.",
         "login_locked": "Too many failed sign-ins: the account is locked for a while. Try later or call an administrator.",
         "session_expired": "You were signed out after a period of inactivity. Please sign in again.",
+        "account_changed": "Your staff account was changed or removed, so this session has ended. "
+                           "Sign in again; if you cannot, contact an administrator.",
         "login_form_expired": "The sign-in page had expired: enter your user name and password again.",
         "logged_out": "You are signed out.",
         "forbidden_page": "Your role may not open this page.",

@@ -33,7 +33,7 @@ from ..app import LIVE, REQUEST_ID, SERVICES, decode_presented, read_json, verif
 from ..bodies import within_body_deadline
 from ..checking import Presented, parse_applicant
 from ..errors import RequestRejected
-from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, make_hasher
+from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, credential_digest, make_hasher
 from .cases import MAX_LICENCES_PER_CASE, Case, case_view
 from .i18n import LANGS, norm_lang, t
 from .metrics import VerificationCounters
@@ -75,6 +75,10 @@ class ConsoleState:
 
 CONSOLE = web.AppKey("console", ConsoleState)
 SESSION = web.RequestKey("console_session", Session)
+#: set when this request's session was ended because its staff account was removed or changed
+ACCOUNT_ENDED = web.RequestKey("console_account_ended", bool)
+#: the reason SessionStore.drop records for that
+ACCOUNT_CHANGED = "account-changed"
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -100,7 +104,22 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _session(request: web.Request) -> Session | None:
-    return request.app[CONSOLE].sessions.get(request.cookies.get(SESSION_COOKIE), _now(request))
+    """The request's live session. One whose staff account was removed from the store, or whose
+    role, window or password changed since sign-in (or whose store became unusable), is dropped
+    here, at its next request: the store is re-read when its file changed."""
+    state, cookie = request.app[CONSOLE], request.cookies.get(SESSION_COOKIE)
+    session = state.sessions.get(cookie, _now(request))
+    if session is None:
+        if state.sessions.ended_reason(cookie) == ACCOUNT_CHANGED:  # ended by an earlier (JSON) request
+            request[ACCOUNT_ENDED] = True
+        return None
+    if state.directory.unchanged(session.username, session.role, session.window, session.credential):
+        return session
+    state.sessions.drop(session.id, reason=ACCOUNT_CHANGED)
+    request[ACCOUNT_ENDED] = True
+    log.warning("console session ended: the account of user=%s window=%s was removed or changed", session.username,
+                session.window)
+    return None
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -120,7 +139,8 @@ def page(permission: str) -> Callable[[Callable[..., Awaitable[web.StreamRespons
         async def inner(request: web.Request) -> web.StreamResponse:
             session = _session(request)
             if session is None:
-                query = {"expired": "1"} if request.cookies.get(SESSION_COOKIE) else {}
+                query = {"expired": "account" if request.get(ACCOUNT_ENDED) else "1"} \
+                    if request.cookies.get(SESSION_COOKIE) else {}
                 if request.query.get("lang") in LANGS:  # keep the language chosen in the link
                     query["lang"] = request.query["lang"]
                 raise web.HTTPSeeOther("/console/login" + (f"?{urlencode(query)}" if query else ""))
@@ -142,7 +162,10 @@ def api(permission: str, *, state_changing: bool) -> Callable[..., Any]:
         async def inner(request: web.Request) -> web.StreamResponse:
             session = _session(request)
             if session is None:
-                raise RequestRejected(errors.UNAUTHENTICATED, "console session missing or expired: sign in again")
+                raise RequestRejected(errors.UNAUTHENTICATED,
+                                      "console session ended: the staff account was removed or changed; sign in again"
+                                      if request.get(ACCOUNT_ENDED) else
+                                      "console session missing or expired: sign in again")
             if state_changing and (not csrf_ok(session, request.headers.get(CSRF_HEADER))
                                    or not _same_origin(request)):
                 raise RequestRejected(errors.PAGE_EXPIRED, "CSRF token missing or wrong")
@@ -204,7 +227,9 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     if _session(request) is not None:
         raise web.HTTPSeeOther("/console/")
     message = ""
-    if request.query.get("expired"):
+    if request.query.get("expired") == "account":
+        message = t(lang, "account_changed")
+    elif request.query.get("expired"):
         message = t(lang, "session_expired")
     elif request.query.get("out"):
         message = t(lang, "logged_out")
@@ -249,7 +274,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         state.sessions.drop(old)
-    session = state.sessions.create(account.username, account.role, account.window, now)
+    session = state.sessions.create(account.username, account.role, account.window, now,
+                                    credential=credential_digest(account.password_hash))
     log.info("console sign-in: user=%s role=%s window=%s", account.username, account.role, account.window)
     resp = web.HTTPSeeOther("/console/")
     _set_session_cookie(request, resp, session.id)

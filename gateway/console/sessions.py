@@ -28,6 +28,9 @@ class Session:
     last_seen: dt.datetime
     #: the cases (办件) handled in this session, by id (bounded, oldest dropped)
     cases: "OrderedDict[str, Any]" = field(default_factory=OrderedDict)
+    #: digest of the password hash the session signed in with (accounts.credential_digest): a
+    #: password reset ends the session. Server-side only, never in a cookie or a page.
+    credential: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +43,26 @@ class SessionPolicy:
     max_sessions: int = 10_000
     #: most cases kept per session
     max_cases: int = 50
+    #: most ended sessions whose reason is remembered (the sign-in page says why it ended)
+    max_ended: int = 1_000
 
 
 class SessionStore:
     def __init__(self, policy: SessionPolicy = SessionPolicy()) -> None:
         self.policy = policy
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        #: session id -> why it was ended (bounded, oldest forgotten): a JSON call may end a
+        #: session, and the next page load must still tell the clerk why
+        self._ended: OrderedDict[str, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, username: str, role: str, window: str, now: dt.datetime) -> Session:
+    def create(self, username: str, role: str, window: str, now: dt.datetime, *, credential: str = "") -> Session:
         while len(self._sessions) >= self.policy.max_sessions:
             self._sessions.popitem(last=False)
-        session = Session(secrets.token_urlsafe(32), username, role, window, secrets.token_urlsafe(32), now, now)
+        session = Session(secrets.token_urlsafe(32), username, role, window, secrets.token_urlsafe(32), now, now,
+                          credential=credential)
         self._sessions[session.id] = session
         return session
 
@@ -72,8 +81,17 @@ class SessionStore:
             self._sessions.move_to_end(session_id)
         return session
 
-    def drop(self, session_id: str) -> None:
+    def drop(self, session_id: str, *, reason: str | None = None) -> None:
+        """End a session; with ``reason``, :meth:`ended_reason` remembers why for a while."""
         self._sessions.pop(session_id, None)
+        if reason is not None:
+            self._ended[session_id] = reason
+            while len(self._ended) > self.policy.max_ended:
+                self._ended.popitem(last=False)
+
+    def ended_reason(self, session_id: str | None) -> str | None:
+        """Why the session of ``session_id`` was ended by :meth:`drop` (None: unknown, or no reason given)."""
+        return self._ended.get(session_id) if session_id else None
 
     def add_case(self, session: Session, case_id: str, case: Any) -> None:
         session.cases[case_id] = case
