@@ -521,9 +521,18 @@ class TrailQueryAudit:
         self.holder_key = trail.setup.hmac_key
 
     async def record_query(self, record: Any) -> None:
+        """The query's record and one record per licence a region returned (its identifier only when its
+        issuer signed it, verdict, reason codes, whether its fields were disclosed), committed together."""
         fields = record.as_audit_fields()
         fields["request_id"] = safe_request_id(fields["request_id"])
-        await self.trail.append(AuditEvent(time=self.trail.clock(), **fields))
+        now = self.trail.clock()
+        events = [AuditEvent(time=now, **fields)]
+        events += [AuditEvent(kind="query", time=now, request_id=fields["request_id"], partner=fields["partner"],
+                              item_code=fields["item_code"], region=o.region, licence_id=_text(o.licence_id, 256),
+                              verdict=o.verdict, reasons=o.reasons, holder_hmac=fields["holder_hmac"],
+                              extra={"entry": o.index, "disclosed": o.disclosed})
+                   for o in getattr(record, "licences", ())]
+        await self.trail.append_group(events)
 
 
 def console_partner(window: str) -> str:

@@ -12,11 +12,13 @@ signature, names another holder, comes from another region or is of a type not a
 *rejected* and reported without any of its data.
 
 The whole answer is bounded by the request's deadline (``deadline_ms``, at most the
-``query_deadline_ms`` setting): regions still running when it expires are cancelled and
-answered ``timeout``.
+``query_deadline_ms`` setting): regions still running when it expires, fetching or having their
+licences verified, are cancelled and answered ``timeout``. A deadline the partner shortened is its
+own choice: an attempt it cuts short is not counted against the region's circuit breaker.
 
 Every query is audited through the :data:`QUERY_AUDIT` hook (partner, item, use cause,
-regions asked and the outcome of each; the holder only as a keyed hash) before the answer
+regions asked and the outcome of each, every licence judged with its identifier, verdict, reason
+codes and whether its fields were disclosed; the holder only as a keyed hash) before the answer
 is sent; if the hook fails, no answer is given (AUDIT_UNAVAILABLE).
 
 ``GET /v1/admin/upstreams`` (scope ``admin``): per-region flavour, breaker state and counters.
@@ -28,6 +30,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -63,6 +66,19 @@ UPSTREAM_CLOCK = web.AppKey("upstream_clock", object)
 
 # --- audit hook -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class LicenceOutcome:
+    """What the audit keeps of one licence a region returned: never its data, only what it was and
+    what became of it (``disclosed``: the item's fields of it went to the partner)."""
+
+    region: str
+    index: int
+    licence_id: str | None
+    verdict: str
+    reasons: tuple[str, ...]
+    disclosed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class QueryAuditRecord:
     """What is audited of one query. No holder code: only ``holder_hmac``; no licence data."""
 
@@ -74,6 +90,9 @@ class QueryAuditRecord:
     regions: tuple[tuple[str, str], ...]  # (region, outcome) for every region asked
     rejected: int  # licences rejected (wrong holder, bad signature, ...)
     elapsed_ms: int
+    #: every licence judged: its region, index, identifier (if signed by its issuer), verdict, reason codes and
+    #: whether its fields were disclosed (an audit store may keep one entry per licence; see as_audit_fields)
+    licences: tuple[LicenceOutcome, ...] = ()
 
     def as_audit_fields(self) -> dict[str, Any]:
         """The fields of a ``gateway.audit`` event of kind ``query`` (extra holds JSON scalars)."""
@@ -81,7 +100,9 @@ class QueryAuditRecord:
                 "item_code": self.item_code, "holder_hmac": self.holder_hmac,
                 "verdict": "answered" if any(o == "ok" for _, o in self.regions) else "no-licence",
                 "extra": {"use_cause": self.use_cause, "rejected": self.rejected, "elapsed_ms": self.elapsed_ms,
-                          "regions": ";".join(f"{r}:{o}" for r, o in self.regions)}}
+                          "regions": ";".join(f"{r}:{o}" for r, o in self.regions),
+                          # counts (bounded size): how many licences were judged and whose fields the partner got
+                          "judged": len(self.licences), "disclosed": sum(o.disclosed for o in self.licences)}}
 
 
 class QueryAuditHook(Protocol):
@@ -251,27 +272,56 @@ def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, 
 
 
 def region_answer(q: QueryRequest, fetch: RegionFetch, verify: Callable[[bytes], VerificationResult],
-                  catalogue: Catalogue, region_name: str) -> dict[str, Any]:
+                  catalogue: Catalogue, region_name: str, *, deadline: float = math.inf,
+                  clock: Callable[[], float] = time.monotonic) -> tuple[dict[str, Any], list[LicenceOutcome]]:
+    """The region's answer and the audit's outcome of every licence judged. Verification stops at
+    ``deadline`` (``clock`` time): a region whose licences are not all judged by then is answered
+    ``timeout`` without any of them, so regions answering just before the deadline with many licences
+    cannot hold the answer past it (verification does not yield to the event loop). A licence repeated
+    byte for byte in one answer is judged and listed once."""
     licences: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
+    outcomes: list[LicenceOutcome] = []
     status = fetch.outcome
+    seen: set[bytes] = set()
+    repeated = 0
     for i, data in enumerate(fetch.licences):
+        if data in seen:
+            repeated += 1
+            continue
+        seen.add(data)
+        if clock() >= deadline:
+            return ({"region": fetch.region, "name": region_name, "status": "timeout", "licences": [],
+                     "rejected": [], "detail": "deadline reached while verifying the region's licences",
+                     "attempts": fetch.attempts, "latency_ms": fetch.latency_ms}, [])
         try:
             result = verify(data)
         except GatewayError as exc:  # e.g. trust not loaded: nothing can be judged
             rejected.append({"index": i, "verdict": Verdict.INDETERMINATE.value, "reasons": [exc.reason.as_dict()]})
+            outcomes.append(LicenceOutcome(fetch.region, i, None, Verdict.INDETERMINATE.value, (exc.reason.code,),
+                                           False))
             continue
         entry, rejection = judge(q, fetch.region, i, result, catalogue)
+        # the identifier only of a licence its issuer signed (a tampered one's is anyone's text)
+        lic_id = (result.licence.identifier[:128] if result.licence is not None
+                  and result.checks.get("signature") == PASS else None)
         if entry is not None:
             licences.append(entry)
+            outcomes.append(LicenceOutcome(fetch.region, i, lic_id, entry["verdict"],
+                                           tuple(r["code"] for r in entry["reasons"]), bool(entry["licence"])))
         else:
             rejected.append(rejection)
+            outcomes.append(LicenceOutcome(fetch.region, i, lic_id, rejection["verdict"],
+                                           tuple(r["code"] for r in rejection["reasons"]), False))
     detail = fetch.detail
     if status == "ok" and not licences:
         status = "error"
         detail = "every licence the region returned was rejected"
-    return {"region": fetch.region, "name": region_name, "status": status, "licences": licences,
-            "rejected": rejected, "detail": detail, "attempts": fetch.attempts, "latency_ms": fetch.latency_ms}
+    elif repeated:
+        detail = f"{repeated} licence(s) returned more than once, listed once"
+    return ({"region": fetch.region, "name": region_name, "status": status, "licences": licences,
+             "rejected": rejected, "detail": detail, "attempts": fetch.attempts, "latency_ms": fetch.latency_ms},
+            outcomes)
 
 
 # --- handlers -----------------------------------------------------------------------------
@@ -290,15 +340,19 @@ async def query_handler(request: web.Request) -> web.Response:
     hq = HolderQuery(q.code_type, q.code, q.name, tuple(t.type_code for t in q.types))
     verify = lambda data: verify_now(app, data)  # noqa: E731 - the current trust snapshot at verify time
 
-    async def ask(region: str) -> dict[str, Any]:
-        fetch = await upstreams.fetch(region, hq, fetch_deadline)
-        return region_answer(q, fetch, verify, catalogue, services.regions[region].name)
+    shortened = q.deadline_ms < settings.query_deadline_ms  # the partner's own deadline, not the gateway's
+
+    async def ask(region: str) -> tuple[dict[str, Any], list[LicenceOutcome]]:
+        fetch = await upstreams.fetch(region, hq, fetch_deadline, caller_deadline=shortened)
+        return region_answer(q, fetch, verify, catalogue, services.regions[region].name, deadline=deadline,
+                             clock=loop.time)
 
     tasks = {region: asyncio.create_task(ask(region)) for region in q.regions}
     _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - loop.time() - 0.005))
     for task in pending:  # stragglers: cancelled, answered "timeout"
         task.cancel()
     answers = []
+    outcomes: list[LicenceOutcome] = []
     for region, task in tasks.items():
         if task in pending or task.cancelled():
             answers.append({"region": region, "name": services.regions[region].name, "status": "timeout",
@@ -311,7 +365,9 @@ async def query_handler(request: web.Request) -> web.Response:
                             "licences": [], "rejected": [], "detail": "internal error", "attempts": None,
                             "latency_ms": None})
         else:
-            answers.append(task.result())
+            answer, judged = task.result()
+            answers.append(answer)
+            outcomes.extend(judged)
     elapsed_ms = int((loop.time() - started) * 1000)
     hook = app.get(QUERY_AUDIT) or LogQueryAudit()
     record = QueryAuditRecord(
@@ -319,7 +375,7 @@ async def query_handler(request: web.Request) -> web.Response:
         holder_hmac=holder_hmac(getattr(hook, "holder_key", None) or settings.query_holder_hash_key.encode("utf-8"),
                                 q.code_type, q.code),  # the audit trail's key when it is wired
         regions=tuple((a["region"], a["status"]) for a in answers),
-        rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=elapsed_ms)
+        rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=elapsed_ms, licences=tuple(outcomes))
     try:
         await hook.record_query(record)  # type: ignore[attr-defined]
     except Exception as exc:

@@ -14,8 +14,9 @@ region's status list, so they are "valid" unless someone revokes them.
 
 Fault switches per region (:class:`Faults`, Python API or ``PUT /_sim/faults/<region>``):
 latency, HTTP 500, 503 for the next N requests, malformed or oversized bodies, tampered
-licences (bad signatures), another person's licences (wrong holder), and hanging (never
-answer until the server shuts down).
+licences (bad signatures), another person's licences (wrong holder), every licence listed twice
+(repeat), hanging (never answer until the server shuts down), and answering twice (the answer
+written again on the same connection ``replay_ms`` later, as a replaying proxy would).
 
 Run standalone next to a demo gateway (same TEST framework in ``var/demo``)::
 
@@ -73,6 +74,8 @@ class Faults:
     tamper: bool = False          # licences altered after signing (bad signature)
     wrong_holder: bool = False    # licences of another person
     hang: bool = False            # never answer
+    replay_ms: int = 0            # each query's answer sent again on the same connection N ms later
+    repeat: bool = False          # every licence listed twice in the answer
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Faults":
@@ -166,6 +169,10 @@ class RegionSimulator:
         return data
 
     def answer(self, region: str, code_type: str, code: str, name: str | None, type_codes: list[str]) -> list[bytes]:
+        found = self._found(region, code_type, code, name, type_codes)
+        return found * 2 if self.faults[region].repeat else found
+
+    def _found(self, region: str, code_type: str, code: str, name: str | None, type_codes: list[str]) -> list[bytes]:
         faults = self.faults[region]
         if faults.wrong_holder:  # someone else's licences, as a broken upstream might return
             rng = random.Random(sm3(f"other|{region}|{code}".encode("utf-8")))
@@ -230,6 +237,12 @@ class RegionSimulator:
             region, body, early = await self._gate(request, flavour)
             if early is not None:
                 return early
+            response = answer(region, body)
+            if self.faults[region].replay_ms and response.status == 200:
+                _replay_later(request, response, self.faults[region].replay_ms / 1000)
+            return response
+
+        def answer(region: str, body: bytes) -> web.Response:
             try:
                 if flavour == XML:
                     return self._xml(region, body)
@@ -289,6 +302,21 @@ class RegionSimulator:
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
         return _json({code: dataclasses.asdict(s) for code, s in self.stats.items() if s.requests})
+
+
+def _replay_later(request: web.Request, response: web.Response, delay_s: float) -> None:
+    """Write ``response`` a second time, raw, on the request's connection after ``delay_s``: the
+    client receives an answer to no request of its own (a proxy replaying an answer, a region
+    answering twice)."""
+    transport = request.transport
+    body = bytes(response.body)  # type: ignore[arg-type]
+    raw = (f"HTTP/1.1 200 OK\r\nContent-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+           .encode("ascii") + body)
+
+    def write() -> None:
+        if transport is not None and not transport.is_closing():
+            transport.write(raw)
+    asyncio.get_running_loop().call_later(delay_s, write)
 
 
 def _entry(data: bytes) -> dict[str, str]:

@@ -114,10 +114,12 @@ async def send(session: aiohttp.ClientSession, cfg: UpstreamConfig, method: str,
             return await _read_limited(resp, max_bytes, budget)
     except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
         raise UpstreamFailure(f"cannot connect: {exc.os_error or exc}", safe=True) from None
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamFailure(f"truncated body: {exc}") from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamFailure("truncated or malformed body") from None
     except aiohttp.ClientError as exc:
-        raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from None
+        # the class only: aiohttp's text quotes the region's bytes (a bad status line, a header, the
+        # headers of a half-sent answer), which reach the partner's answer as the region's detail
+        raise UpstreamFailure(f"no readable HTTP answer ({type(exc).__name__})") from None
 
 
 _PLAIN_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,12}")

@@ -49,6 +49,24 @@ class RegionFetch:
     latency_ms: float = 0.0
 
 
+class FreshConnector(aiohttp.TCPConnector):
+    """A connection pool that never hands out a kept-alive connection on which bytes arrived while it
+    sat idle. aiohttp queues such bytes as the answer of the NEXT request sent on that connection: a
+    region (or a proxy before it) sending an answer twice or late made every later query on that
+    connection read the answer of the query before it -- another applicant's, and, where several
+    regions share a host, another region's (a wrong ``not_found``; the real answer served one query
+    late). Such a connection is closed and another one taken."""
+
+    async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
+        for _ in range(8):
+            conn = await super().connect(req, traces, timeout)
+            proto = conn.protocol
+            if proto is None or not proto.should_close:
+                return conn
+            conn.close()
+        raise aiohttp.ClientConnectionError("every connection to the region held bytes nobody asked for")
+
+
 class Upstreams:
     def __init__(self, configs: Mapping[str, UpstreamConfig], policy: ResiliencePolicy = ResiliencePolicy(), *,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
@@ -65,7 +83,7 @@ class Upstreams:
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.policy.max_connections, limit_per_host=0, ttl_dns_cache=300)
+        connector = FreshConnector(limit=self.policy.max_connections, limit_per_host=0, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                              raise_for_status=False, auto_decompress=False)
 
@@ -74,8 +92,12 @@ class Upstreams:
             await self.session.close()
             self.session = None
 
-    async def fetch(self, region: str, query: HolderQuery, deadline: float) -> RegionFetch:
-        """Ask ``region`` for ``query``'s licences, finishing before ``deadline`` (loop time)."""
+    async def fetch(self, region: str, query: HolderQuery, deadline: float, *,
+                    caller_deadline: bool = False) -> RegionFetch:
+        """Ask ``region`` for ``query``'s licences, finishing before ``deadline`` (loop time).
+        ``caller_deadline``: the deadline is shorter than the gateway's own because the caller asked
+        for it; an attempt it cut short before the region's own timeout is no failure of the region
+        (it is not counted by the breaker: one partner's short deadlines opened it for everyone)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         cfg = self.configs.get(region)
@@ -87,7 +109,7 @@ class Upstreams:
             counters.observe(CIRCUIT_OPEN, 0.0)
             return RegionFetch(region, CIRCUIT_OPEN, detail="circuit open after repeated failures; not asked")
         try:
-            result = await self._attempts(cfg, query, deadline, loop)
+            result = await self._attempts(cfg, query, deadline, loop, caller_deadline)
         except asyncio.CancelledError:
             breaker.abandon()
             counters.observe(TIMEOUT, (loop.time() - started) * 1000)
@@ -97,7 +119,7 @@ class Upstreams:
         return RegionFetch(region, result.outcome, result.licences, result.detail, result.attempts, round(latency, 2))
 
     async def _attempts(self, cfg: UpstreamConfig, query: HolderQuery, deadline: float,
-                        loop: asyncio.AbstractEventLoop) -> RegionFetch:
+                        loop: asyncio.AbstractEventLoop, caller_deadline: bool = False) -> RegionFetch:
         region = cfg.region
         counters, breaker, limit = self.counters[region], self.breakers[region], self.limits[region]
         client, session = self.clients[region], self.session
@@ -124,7 +146,10 @@ class Upstreams:
                         licences = await client.query(session, query, int(budget * 1000),
                                                       self.policy.max_body_bytes)
                 except TimeoutError:
-                    breaker.record(False, self.clock())
+                    if caller_deadline and budget < cfg.timeout_s:
+                        breaker.abandon()  # the caller's own short deadline, not the region's timeout
+                    else:
+                        breaker.record(False, self.clock())
                     return RegionFetch(region, TIMEOUT, detail=f"no answer within {int(budget * 1000)} ms",
                                        attempts=attempt)
                 except UpstreamFailure as failure:
