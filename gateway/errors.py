@@ -122,6 +122,9 @@ RECEIPT_INVALID = _r("RECEIPT_INVALID", "The verification receipt is malformed, 
                      "核验回执格式错误、被篡改或非本网关公布的密钥签发。", "请以网关重新出具的回执为准。")
 APPLICANT_INVALID = _r("APPLICANT_INVALID", "The applicant's code type is unknown or the code's check character is wrong.",
                        "申请人证件类型未知或证件号码（校验位）错误。", "请核对申请人证件类型与号码。")
+CONSENT_REQUIRED = _r("CONSENT_REQUIRED", "Fetching the applicant's licences from the issuing regions needs the applicant's "
+                      "consent, confirmed by the clerk.", "向发证地调取申请人的证照须经申请人同意。",
+                      "请征得申请人同意并勾选“申请人已同意”后再调取。")
 
 # --- item check reasons (per licence in POST /v1/items/{code}/check) -----------------
 HOLDER_MISMATCH = _r("HOLDER_MISMATCH",

@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -175,13 +174,7 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
         raise RequestRejected(errors.NOT_FOUND, f"no item {item_code!r}")
     if not may_use_item(item_code):
         raise RequestRejected(errors.FORBIDDEN, f"the partner may not use item {item_code}")
-    use_cause = body.get("use_cause")
-    if not isinstance(use_cause, str) or not use_cause.strip() or len(use_cause) > MAX_USE_CAUSE:
-        raise _bad(f"'use_cause' (用证事由) must be 1-{MAX_USE_CAUSE} characters")
-    if any(c < " " for c in use_cause):  # not isprintable(): the full-width space U+3000 is Chinese text
-        raise _bad("'use_cause' (用证事由) must hold no control characters")
-    if contains_citizen_id(use_cause):
-        raise _bad("'use_cause' must not contain an ID number (it is audited in clear)")
+    use_cause = check_use_cause(body.get("use_cause"))
     types = _types(body.get("licence_types"), item, catalogue, code_type)
     explicit = body.get("regions")
     if explicit is not None:
@@ -206,7 +199,19 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
     if isinstance(deadline, bool) or not isinstance(deadline, int) or deadline < 1:
         raise _bad("'deadline_ms' must be a positive integer")
     return QueryRequest(code_type, code, name.strip() if name else None, item, types, allowed, skipped,
-                        use_cause.strip(), min(deadline, settings.query_deadline_ms))
+                        use_cause, min(deadline, settings.query_deadline_ms))
+
+
+def check_use_cause(use_cause: Any) -> str:
+    """The 用证事由 of a query, stripped; RequestRejected when it is missing, too long, holds control
+    characters or an ID number (it is audited in clear)."""
+    if not isinstance(use_cause, str) or not use_cause.strip() or len(use_cause) > MAX_USE_CAUSE:
+        raise _bad(f"'use_cause' (用证事由) must be 1-{MAX_USE_CAUSE} characters")
+    if any(c < " " for c in use_cause):  # not isprintable(): the full-width space U+3000 is Chinese text
+        raise _bad("'use_cause' (用证事由) must hold no control characters")
+    if contains_citizen_id(use_cause):
+        raise _bad("'use_cause' must not contain an ID number (it is audited in clear)")
+    return use_cause.strip()
 
 
 def _types(raw: Any, item: Item, catalogue: Catalogue, code_type: str) -> tuple[LicenceType, ...]:
@@ -273,12 +278,15 @@ def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, 
 
 def region_answer(q: QueryRequest, fetch: RegionFetch, verify: Callable[[bytes], VerificationResult],
                   catalogue: Catalogue, region_name: str, *, deadline: float = math.inf,
-                  clock: Callable[[], float] = time.monotonic) -> tuple[dict[str, Any], list[LicenceOutcome]]:
+                  clock: Callable[[], float] = time.monotonic, kept: list[VerificationResult] | None = None
+                  ) -> tuple[dict[str, Any], list[LicenceOutcome]]:
     """The region's answer and the audit's outcome of every licence judged. Verification stops at
     ``deadline`` (``clock`` time): a region whose licences are not all judged by then is answered
     ``timeout`` without any of them, so regions answering just before the deadline with many licences
     cannot hold the answer past it (verification does not yield to the event loop). A licence repeated
-    byte for byte in one answer is judged and listed once."""
+    byte for byte in one answer is judged and listed once. ``kept``: receives the verification result of every
+    licence accepted (listed, not rejected), when the whole region is judged in time."""
+    accepted: list[VerificationResult] = []
     licences: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     outcomes: list[LicenceOutcome] = []
@@ -307,6 +315,7 @@ def region_answer(q: QueryRequest, fetch: RegionFetch, verify: Callable[[bytes],
                   and result.checks.get("signature") == PASS else None)
         if entry is not None:
             licences.append(entry)
+            accepted.append(result)
             outcomes.append(LicenceOutcome(fetch.region, i, lic_id, entry["verdict"],
                                            tuple(r["code"] for r in entry["reasons"]), bool(entry["licence"])))
         else:
@@ -319,40 +328,53 @@ def region_answer(q: QueryRequest, fetch: RegionFetch, verify: Callable[[bytes],
         detail = "every licence the region returned was rejected"
     elif repeated:
         detail = f"{repeated} licence(s) returned more than once, listed once"
+    if kept is not None:
+        kept.extend(accepted)
     return ({"region": fetch.region, "name": region_name, "status": status, "licences": licences,
              "rejected": rejected, "detail": detail, "attempts": fetch.attempts, "latency_ms": fetch.latency_ms},
             outcomes)
 
 
 # --- handlers -----------------------------------------------------------------------------
-@requires_scope(LICENCES_QUERY)
-async def query_handler(request: web.Request) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """Every region's answer to one query (the API's per-region shape), the audit's outcome of every
+    licence judged, and the verification result of every licence accepted (right holder, region and
+    type: valid or not), by region, in the order the regions were asked."""
+
+    answers: list[dict[str, Any]]
+    outcomes: list[LicenceOutcome]
+    accepted: list[tuple[str, VerificationResult]]
+    elapsed_ms: int
+
+
+async def ask_regions(app: web.Application, q: QueryRequest, started: float, *, shortened: bool) -> Gathered:
+    """Ask every region of ``q`` at once, verify what they return and judge it, all within ``q``'s deadline
+    from ``started`` (loop time); stragglers are cancelled and answered ``timeout``. ``shortened``: the caller
+    chose a deadline shorter than the gateway's own (see :meth:`Upstreams.fetch`). Used by the API and by the
+    service-window console (gateway/console/fetch.py)."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    app = request.app
     services, upstreams = app[SERVICES], app[UPSTREAMS]
     settings, catalogue = services.settings, services.catalogue
-    principal = request[AUTH_PRINCIPAL]
-    q = parse_query(await read_json(request), catalogue, tuple(services.specs), settings,
-                    principal.may_use_item, principal.may_use_region)
     deadline = started + q.deadline_ms / 1000
     fetch_deadline = deadline - min(settings.query_reserve_ms, q.deadline_ms // 4) / 1000
     hq = HolderQuery(q.code_type, q.code, q.name, tuple(t.type_code for t in q.types))
     verify = lambda data: verify_now(app, data)  # noqa: E731 - the current trust snapshot at verify time
 
-    shortened = q.deadline_ms < settings.query_deadline_ms  # the partner's own deadline, not the gateway's
-
-    async def ask(region: str) -> tuple[dict[str, Any], list[LicenceOutcome]]:
+    async def ask(region: str) -> tuple[dict[str, Any], list[LicenceOutcome], list[VerificationResult]]:
         fetch = await upstreams.fetch(region, hq, fetch_deadline, caller_deadline=shortened)
-        return region_answer(q, fetch, verify, catalogue, services.regions[region].name, deadline=deadline,
-                             clock=loop.time)
+        kept: list[VerificationResult] = []
+        answer, judged = region_answer(q, fetch, verify, catalogue, services.regions[region].name, deadline=deadline,
+                                       clock=loop.time, kept=kept)
+        return answer, judged, kept
 
     tasks = {region: asyncio.create_task(ask(region)) for region in q.regions}
     _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - loop.time() - 0.005))
     for task in pending:  # stragglers: cancelled, answered "timeout"
         task.cancel()
-    answers = []
+    answers: list[dict[str, Any]] = []
     outcomes: list[LicenceOutcome] = []
+    accepted: list[tuple[str, VerificationResult]] = []
     for region, task in tasks.items():
         if task in pending or task.cancelled():
             answers.append({"region": region, "name": services.regions[region].name, "status": "timeout",
@@ -365,28 +387,53 @@ async def query_handler(request: web.Request) -> web.Response:
                             "licences": [], "rejected": [], "detail": "internal error", "attempts": None,
                             "latency_ms": None})
         else:
-            answer, judged = task.result()
+            answer, judged, kept = task.result()
             answers.append(answer)
             outcomes.extend(judged)
-    elapsed_ms = int((loop.time() - started) * 1000)
+            accepted.extend((region, result) for result in kept)
+    return Gathered(answers, outcomes, accepted, int((loop.time() - started) * 1000))
+
+
+async def record_query(app: web.Application, q: QueryRequest, gathered: Gathered, *, request_id: str,
+                       partner: str) -> None:
+    """Audit the query through :data:`QUERY_AUDIT` before anything of it is answered; AUDIT_UNAVAILABLE
+    (nothing answered) when the hook fails."""
+    settings = app[SERVICES].settings
     hook = app.get(QUERY_AUDIT) or LogQueryAudit()
+    answers = gathered.answers
     record = QueryAuditRecord(
-        request_id=request[REQUEST_ID], partner=principal.client_id, item_code=q.item.code, use_cause=q.use_cause,
+        request_id=request_id, partner=partner, item_code=q.item.code, use_cause=q.use_cause,
         holder_hmac=holder_hmac(getattr(hook, "holder_key", None) or settings.query_holder_hash_key.encode("utf-8"),
                                 q.code_type, q.code),  # the audit trail's key when it is wired
         regions=tuple((a["region"], a["status"]) for a in answers),
-        rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=elapsed_ms, licences=tuple(outcomes))
+        rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=gathered.elapsed_ms,
+        licences=tuple(gathered.outcomes))
     try:
         await hook.record_query(record)  # type: ignore[attr-defined]
     except Exception as exc:
         log.error("query audit failed: %r", exc)
         raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the query was not answered") from None
+
+
+@requires_scope(LICENCES_QUERY)
+async def query_handler(request: web.Request) -> web.Response:
+    started = asyncio.get_running_loop().time()
+    app = request.app
+    services, upstreams = app[SERVICES], app[UPSTREAMS]
+    settings = services.settings
+    principal = request[AUTH_PRINCIPAL]
+    q = parse_query(await read_json(request), services.catalogue, tuple(services.specs), settings,
+                    principal.may_use_item, principal.may_use_region)
+    # the partner's own deadline, not the gateway's
+    gathered = await ask_regions(app, q, started, shortened=q.deadline_ms < settings.query_deadline_ms)
+    await record_query(app, q, gathered, request_id=request[REQUEST_ID], partner=principal.client_id)
+    answers = gathered.answers
     return web.Response(body=orjson.dumps({
         "request_id": request[REQUEST_ID],
         "item": {"code": q.item.code, "name_zh": q.item.name_zh},
         "holder": {"code_type": q.code_type, "code_masked": mask_holder_code(q.code)},
         "licence_types": [t.key for t in q.types],
-        "deadline_ms": q.deadline_ms, "elapsed_ms": elapsed_ms,
+        "deadline_ms": q.deadline_ms, "elapsed_ms": gathered.elapsed_ms,
         "complete": all(a["status"] in ("ok", "not_found") for a in answers),
         "regions": answers,
         "skipped_regions": [{"region": r, "reason": errors.FORBIDDEN.as_dict()} for r in q.skipped],

@@ -200,13 +200,13 @@ TEXT = {
     "zh": {"valid": "核验通过：证照真实有效", "invalid": "核验未通过：证照不可采信", "advice": "证照已注销，请申请人联系发证机关。",
            "incomplete": "材料不齐全，请按清单补充。", "short": "号码位数不足。", "ok": "号码校验通过。",
            "bad": "号码校验位不正确，请核对。", "region_ok": "苏州市 (320500)", "region_bad": "广安市 (511600)",
-           "receipt": "电子证照核验回执", "step1": "第一步：选择办理事项"},
+           "receipt": "电子证照核验回执", "step1": "第一步：选择办理事项", "upload": "文件上传", "scan": "扫码/粘贴"},
     "en": {"valid": "Verified: the licence is genuine and in force", "invalid": "Not verified: do not accept this licence",
            "advice": "The licence is revoked: the applicant should contact the issuing authority.",
            "incomplete": "Materials are incomplete: see the checklist.", "short": "The number is too short.",
            "ok": "Check digit correct.", "bad": "The check digit is wrong: please re-check the number.",
            "region_ok": "苏州市 (320500)", "region_bad": "广安市 (511600)", "receipt": "E-licence verification receipt",
-           "step1": "Step 1: choose the service item"},
+           "step1": "Step 1: choose the service item", "upload": "file upload", "scan": "scan/paste"},
 }
 
 
@@ -282,11 +282,11 @@ async def test_clerk_flow_in_headless_chromium(world, tmp_path: Path, lang: str)
         by_id = {c["id"]: c for c in cards}
         ok, bad = by_id["card-1"], by_id["card-2"]
         assert ok["verdict"] == "valid" and ok["head"] == "#1 " + text["valid"]
-        assert ok["facts"][1:] == [text["region_ok"], valid.licence.issuer_name]
+        assert ok["facts"][1:] == [text["region_ok"], valid.licence.issuer_name, text["upload"]]
         assert ok["fields"] == ["holder_name", "holder_code", "holder_code_type", "valid_until"]
         assert ok["reasons"] == []
         assert bad["verdict"] == "invalid" and bad["head"] == "#2 " + text["invalid"]
-        assert bad["facts"][1:] == [text["region_bad"], revoked.licence.issuer_name]
+        assert bad["facts"][1:] == [text["region_bad"], revoked.licence.issuer_name, text["scan"]]
         assert bad["fields"] == []
         assert bad["reasons"][0][0] == "LICENCE_REVOKED" and text["advice"] in bad["reasons"][0][1]
         assert code not in await page.js("document.body.innerText")  # the full ID is never on screen

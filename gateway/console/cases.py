@@ -24,6 +24,8 @@ from .i18n import ADVICE_EN, FIELD_LABELS_EN, t
 #: most licences one case holds (a window rarely sees more than a handful)
 MAX_LICENCES_PER_CASE = 30
 _MASKED_FIELDS = frozenset({"holder_code"})
+#: how a licence reached the case -> its label's key
+_SOURCES = {"scan": "source_scan", "upload": "source_upload", "fetch": "source_fetch"}
 
 
 @dataclass(slots=True)
@@ -35,7 +37,7 @@ class Case:
     window: str
     opened_at: dt.datetime
     presented: list[Presented] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)  # "scan" | "upload", per presented licence
+    sources: list[str] = field(default_factory=list)  # "scan" | "upload" | "fetch", per presented licence
     checked_at: dt.datetime | None = None
     #: held while a licence is added: two scans in flight at once (a scanner is fast) each get
     #: their own number and card, in the order they arrived
@@ -99,7 +101,7 @@ def case_view(case: Case, catalogue: Catalogue, lang: str) -> dict[str, Any]:
             "region": {"code": p.region[0], "name": p.region[1]} if p.region else None,
             "issuer": lic.issuer_name if lic else None,
             "type_name": (ltype.name_zh if lang == "zh" else ltype.name_en) if ltype else (lic.type_name if lic else None),
-            "source": t(lang, "source_upload" if source == "upload" else "source_scan"),
+            "source": t(lang, _SOURCES.get(source, "source_scan")),
             "satisfies": list(lo.satisfies),
             "fields": _fields(catalogue, lic.type_code if lic else None, dict(lo.disclosed), lang)
             if lo.disclosed is not None else [],

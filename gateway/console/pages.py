@@ -17,7 +17,7 @@ from .i18n import t, ui_strings
 from .metrics import sparkline_svg
 from .sessions import Session
 
-ASSET_VERSION = "1"
+ASSET_VERSION = "2"
 CURRENT = ' aria-current="page"'
 
 
@@ -115,6 +115,16 @@ def check_page(lang: str, session: Session) -> str:
     <button type="submit" id="upload-submit" disabled>{s("upload")}</button>
   </form>
   <p id="busy" class="msg" aria-live="polite"></p>
+  <form id="fetch-form" class="fetch" novalidate aria-labelledby="fetch-h">
+    <h3 id="fetch-h">{s("fetch_title")}</h3>
+    <p class="hint" id="fetch-hint">{s("fetch_hint")}</p>
+    <label for="fetch-cause">{s("fetch_cause")}</label>
+    <input id="fetch-cause" maxlength="200" autocomplete="off" aria-describedby="fetch-hint" disabled>
+    <label class="check"><input type="checkbox" id="fetch-consent" disabled> {s("fetch_consent")}</label>
+    <button type="submit" id="fetch-submit" disabled>{s("fetch_submit")}</button>
+    <p id="fetch-msg" class="msg" aria-live="polite"></p>
+    <ul id="fetch-regions" class="fetch-regions"></ul>
+  </form>
 </section>
 </div>
 <div class="results">

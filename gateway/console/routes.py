@@ -424,6 +424,49 @@ async def _add_licence(request: web.Request, case: Case, body: Any) -> web.Respo
     return _json(case_view(case, services.catalogue, lang_of(request)))
 
 
+@api("check", state_changing=True)
+async def case_fetch(request: web.Request) -> web.Response:
+    """Fetch the licences the case lacks from the issuing regions (gateway/console/fetch.py)."""
+    case = _case(request)
+    body = await read_json(request)
+    async with case.adding:  # numbers, records and cards in order, as for a scan
+        return await _fetch_licences(request, case, body)
+
+
+async def _fetch_licences(request: web.Request, case: Case, body: Any) -> web.Response:
+    from .fetch import fetch, plan
+
+    services, state, session, lang = request.app[SERVICES], request.app[CONSOLE], request[SESSION], lang_of(request)
+    fetch_plan = plan(request.app, case, body)
+    if fetch_plan.query is None:  # every requirement on the applicant is met: nobody is asked
+        view = case_view(case, services.catalogue, lang)
+        view["fetch"] = {"regions": [], "added": 0, "complete": True}
+        return _json(view)
+    answers, accepted, complete = await fetch(request.app, fetch_plan.query, request_id=request.get(REQUEST_ID, ""),
+                                              window=session.window)
+    room = MAX_LICENCES_PER_CASE - len(case.presented)
+    added: dict[str, int] = {}
+    for region, result in accepted[:room]:
+        now = _now(request)
+        presented = Presented.from_result(len(case.presented), result)
+        state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
+        if state.audit is not None:  # recorded before the card exists, as a scanned licence
+            maybe = state.audit("console.verify", operator=session.username, window=session.window,
+                                item=case.item.code, result=result, request_id=request.get(REQUEST_ID, ""))
+            if asyncio.iscoroutine(maybe):
+                await maybe
+        case.add(presented, "fetch", now)
+        added[region] = added.get(region, 0) + 1
+    log.info("console fetch: user=%s window=%s item=%s regions=%s added=%d", session.username, session.window,
+             case.item.code, ",".join(f"{a['region']}:{a['status']}" for a in answers), sum(added.values()))
+    view = case_view(case, services.catalogue, lang)
+    view["fetch"] = {
+        "regions": [{"region": a["region"], "name": a["name"], "status": a["status"], "added": added.get(a["region"], 0),
+                     "rejected": len(a["rejected"])} for a in answers],
+        "added": sum(added.values()), "complete": complete}
+    return _json(view)
+
+
 # --- wiring --------------------------------------------------------------------------
 #: optional ``async search(window=..., item=..., limit=...) -> list[dict]`` (the audit trail's search)
 AUDIT_SEARCH = web.AppKey("console_audit_search", Callable[..., Awaitable[list[dict[str, Any]]]])
@@ -468,4 +511,5 @@ def setup(app: web.Application) -> None:
     r.add_post("/console/api/cases", case_open)
     r.add_get("/console/api/cases/{case}", case_get)
     r.add_post("/console/api/cases/{case}/licences", case_add_licence)
+    r.add_post("/console/api/cases/{case}/fetch", case_fetch)
     r.add_static("/console/static", STATIC_DIR, follow_symlinks=False, append_version=False)

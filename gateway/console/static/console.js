@@ -120,6 +120,8 @@
     search.focus();
   });
 
+  const FETCH_INPUTS = ["fetch-cause", "fetch-consent", "fetch-submit"];
+
   // --- step 2: applicant ----------------------------------------------------------------
   const code = $("applicant-code"), msg = $("applicant-msg"), ctype = $("applicant-type");
   function validateApplicant() {
@@ -147,7 +149,9 @@
       code.removeAttribute("aria-invalid");
       $("applicant-confirm").hidden = true;
       $("applicant-change").hidden = false;
-      for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit"]) $(id).disabled = false;
+      for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit", ...FETCH_INPUTS]) $(id).disabled = false;
+      $("fetch-cause").value = S.fetch_cause_default.replace("{item}", state.item.name);
+      $("fetch-consent").checked = false;
       render(view);
       $("scan-input").focus();
     } catch (e) { msg.className = "msg bad"; msg.textContent = e.message; }
@@ -158,7 +162,9 @@
     msg.textContent = ""; msg.className = "msg";
     $("applicant-confirm").hidden = false; $("applicant-confirm").disabled = true;
     $("applicant-change").hidden = true;
-    for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit"]) $(id).disabled = true;
+    for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit", ...FETCH_INPUTS]) $(id).disabled = true;
+    $("fetch-consent").checked = false; $("fetch-cause").value = "";
+    $("fetch-msg").textContent = ""; $("fetch-regions").replaceChildren();
     $("checklist").replaceChildren(); $("summary").textContent = "";
     $("print-receipt").hidden = true;
     $("cards").replaceChildren(el("p", { class: "hint", id: "no-cards" }, S.no_cards));
@@ -202,6 +208,39 @@
     scan.focus();
   });
 
+  // fetch from the issuing regions (the federated query), with the applicant's consent
+  $("fetch-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!state.caseId) return;
+    const fmsg = $("fetch-msg"), submit = $("fetch-submit");
+    fmsg.className = "msg"; fmsg.textContent = S.fetching;
+    $("fetch-regions").replaceChildren();
+    submit.disabled = true;
+    try {
+      const view = await call("POST", "/console/api/cases/" + encodeURIComponent(state.caseId) + "/fetch",
+        { use_cause: $("fetch-cause").value, consent: $("fetch-consent").checked });
+      render(view);
+      renderFetch(view.fetch);
+    } catch (e) { fmsg.className = "msg bad"; fmsg.textContent = e.message; }
+    finally { submit.disabled = !state.caseId; }
+  });
+  function renderFetch(f) {
+    const fmsg = $("fetch-msg");
+    if (!f.regions.length) { fmsg.className = "msg ok"; fmsg.textContent = S.fetch_nothing; return; }
+    fmsg.className = "msg " + (f.added ? "ok" : "bad");
+    fmsg.textContent = f.added ? "" : S.fetch_none_added;
+    if (!f.complete) fmsg.textContent = (fmsg.textContent ? fmsg.textContent + " " : "") + S.fetch_incomplete;
+    $("fetch-regions").replaceChildren(...f.regions.map((r) => {
+      const zh = document.documentElement.lang.startsWith("zh");
+      const parts = [S["fetch_status_" + r.status] || r.status];
+      if (r.added) parts.push(S.fetch_added.replace("{n}", r.added));
+      if (r.rejected) parts.push(S.fetch_rejected.replace("{n}", r.rejected));
+      const ok = r.status === "ok" || r.status === "not_found";
+      return el("li", { class: r.added ? "ok" : ok ? "" : "warn", "data-region": r.region, "data-status": r.status },
+        r.name + " (" + r.region + ")" + (zh ? "：" : ": ") + parts.join(zh ? "，" : ", "));
+    }));
+  }
+
   // --- rendering --------------------------------------------------------------------------
   function render(view) {
     const cl = $("checklist");
@@ -223,7 +262,8 @@
     const facts = el("dl", { class: "facts" },
       el("dt", {}, S.licence_type), el("dd", {}, c.type_name || "-"),
       el("dt", {}, S.region), el("dd", {}, c.region ? c.region.name + " (" + c.region.code + ")" : "-"),
-      el("dt", {}, S.issuer), el("dd", {}, c.issuer || "-"));
+      el("dt", {}, S.issuer), el("dd", {}, c.issuer || "-"),
+      el("dt", {}, S.source), el("dd", { "data-source": "" }, c.source || "-"));
     const node = el("article", { class: "card licence verdict-" + c.verdict, id: "card-" + c.n, "data-verdict": c.verdict,
                                  "aria-labelledby": "card-h-" + c.n },
       el("h3", { id: "card-h-" + c.n, class: "banner-" + c.verdict }, "#" + c.n + " " + c.verdict_text),
