@@ -121,8 +121,10 @@ def load_certificate(data: bytes) -> CertInfo:
     except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion (version 91, say) is no ValueError
         raise ValueError(f"not an X.509 certificate: {exc}") from None
     if cert.serial_number < 0:   # RFC 5280 4.1.2.2 (cryptography warns, and will refuse); as the SM2 reader
-        raise ValueError(f"certificate serial number is negative ({cert.serial_number}); RFC 5280 requires a "
-                         "positive integer")
+        # in hex, shortened: a 2,000-byte serial in decimal passes Python's int -> str digit limit
+        serial = f"-0x{-cert.serial_number:x}"
+        raise ValueError(f"certificate serial number is negative ({serial[:40]}{'...' if len(serial) > 40 else ''}); "
+                         "RFC 5280 requires a positive integer")
     if spki_oid == "1.2.840.10045.2.1" and _is_sm2_curve(cert):
         return _load_sm2(der)
     try:

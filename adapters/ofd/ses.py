@@ -25,13 +25,14 @@ unsupported rather than mis-read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Final
 
 from asn1crypto import core
 
-from gateway.crypto.der import der_problem
+from gateway.crypto.der import der_problem, unread_elements
 from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, sm2_sign
 from gateway.model import positional_builder
 
@@ -172,13 +173,42 @@ class SesVersionError(SesFormatError):
     """A SES_Signature of another version (e.g. GM/T 0031-2014 v1)."""
 
 
-def _utc(dt: object) -> datetime:
+#: GeneralizedTime as DER writes it (X.690 11.7): seconds, in UTC ("Z"), a fraction only without trailing zeros
+_DER_GENERALIZED_TIME = re.compile(rb"[0-9]{14}(?:\.[0-9]*[1-9])?Z")
+
+
+def _utc(value: core.GeneralizedTime, what: str) -> datetime:
+    """The instant a GeneralizedTime names; SesFormatError unless it is in DER's form. Without the "Z" it
+    is a local time of no stated zone (read as UTC here before: eight hours off for a Beijing signer)."""
+    if not _DER_GENERALIZED_TIME.fullmatch(value.contents or b""):
+        raise SesFormatError(f"{what} is not a DER GeneralizedTime (YYYYMMDDHHMMSS[.f]Z): "
+                             f"{bytes(value.contents or b'')[:32]!r}")
+    dt = value.native
     if not isinstance(dt, datetime):
-        raise SesFormatError("time value missing")
-    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+        raise SesFormatError(f"{what}: time value missing")
+    return dt.astimezone(timezone.utc)
+
+
+def _octets(value: core.OctetBitString, what: str) -> bytes:
+    """The octets of a BIT STRING that holds whole octets (a hash, a signature); SesFormatError when it
+    declares unused bits, which asn1crypto silently dropped: ``03 41 01 ..`` read as ``03 41 00 ..``, a
+    second SignedValue.dat for one signature (the plain walk, :func:`_bits`, refused it already)."""
+    contents = value.contents
+    if not contents or contents[0] != 0:
+        raise SesFormatError(f"{what} is a BIT STRING with unused bits (not whole octets)")
+    return bytes(contents[1:])
+
+
+def _read_whole(value: core.Asn1Value, what: str) -> None:
+    """SesFormatError when a SEQUENCE in ``value`` holds elements past its last field (asn1crypto keeps them
+    aside, unread, and loads the rest: data appended to a genuine structure went unseen)."""
+    problem = unread_elements(value)
+    if problem is not None:
+        raise SesFormatError(f"{what} holds data its structure has no place for: {problem}")
 
 
 def parse_seal(seal: SESeal) -> SealInfo:
+    _read_whole(seal, "the seal (SESeal)")
     info = seal["eseal_info"]
     prop = info["property"]
     list_type = int(prop["cert_list_type"].native)
@@ -188,10 +218,13 @@ def parse_seal(seal: SESeal) -> SealInfo:
     if list_type == CERT_LIST_CERTS:
         certs = tuple(bytes(c) for c in CertInfoList.load(raw_list, strict=True).native)
     elif list_type == CERT_LIST_DIGESTS:
-        digests = tuple((d["type"], bytes(d["value"])) for d in CertDigestList.load(raw_list, strict=True).native)
+        digest_list = CertDigestList.load(raw_list, strict=True)
+        _read_whole(digest_list, "the seal's certList")
+        digests = tuple((d["type"], bytes(d["value"])) for d in digest_list.native)
     else:
-        raise SesFormatError(f"unknown seal certListType {list_type}")
+        raise SesFormatError(f"unknown seal certListType {list_type if -1000 < list_type < 1000 else '(out of range)'}")
     pic = info["picture"]
+    info["ext_datas"].native   # not kept, but read: an element in its place that is no ExtensionDatas is refused
     return SealInfo(
         der=seal.dump(),
         header_id=info["header"]["id"].native,
@@ -203,16 +236,16 @@ def parse_seal(seal: SESeal) -> SealInfo:
         cert_list_type=list_type,
         certs=certs,
         cert_digests=digests,
-        create_date=_utc(prop["create_date"].native),
-        valid_start=_utc(prop["valid_start"].native),
-        valid_end=_utc(prop["valid_end"].native),
+        create_date=_utc(prop["create_date"], "seal createDate"),
+        valid_start=_utc(prop["valid_start"], "seal validStart"),
+        valid_end=_utc(prop["valid_end"], "seal validEnd"),
         picture_type=pic["type"].native,
         picture_width=int(pic["width"].native),
         picture_height=int(pic["height"].native),
         sealinfo_der=info.dump(),
         maker_cert_der=bytes(seal["cert"].native),
         maker_signature_algorithm=seal["sign_alg_id"].dotted,
-        maker_signature=bytes(seal["signed_value"].native),
+        maker_signature=_octets(seal["signed_value"], "seal signedValue"),
     )
 
 
@@ -241,24 +274,31 @@ def _parse_asn1(data: bytes) -> SesSignature:
         version = inner[0].native if isinstance(inner[0], core.Integer) else None
     except Exception as exc:
         raise SesFormatError(f"SignedValue is not DER: {type(exc).__name__}: {exc}") from exc
+    if isinstance(version, int) and not -1000 < version < 1000:
+        # no version number: and an INTEGER of thousands of digits is not even printable (int -> str limit)
+        raise SesFormatError(f"SES_Signature version is an INTEGER of {len(inner[0].contents)} bytes, not a version")
     if version != SES_V4:
         raise SesVersionError(f"SES_Signature version {version!r} is not supported (only GB/T 38540 v4)")
     try:
         ses = SESSignature.load(bytes(data), strict=True)
+        _read_whole(ses, "SES_Signature")   # its outer fields are not signed: anyone could append there
         tbs = ses["to_sign"]
         seal = parse_seal(tbs["eseal"])
         result = SesSignature(
             version=int(tbs["version"].native),
             seal=seal,
-            time_info=_utc(tbs["time_info"].native),
-            data_hash=bytes(tbs["data_hash"].native),
+            time_info=_utc(tbs["time_info"], "TBS_Sign timeInfo"),
+            data_hash=_octets(tbs["data_hash"], "TBS_Sign dataHash"),
             property_info=tbs["property_info"].native,
             tbs_der=tbs.dump(),
             cert_der=bytes(ses["cert"].native),
             signature_algorithm=ses["signature_alg_id"].dotted,
-            signature=bytes(ses["signature"].native),
+            signature=_octets(ses["signature"], "SES_Signature signature"),
             has_timestamp=ses["time_stamp"].native is not None,
         )
+        if result.has_timestamp:
+            _octets(ses["time_stamp"], "SES_Signature timeStamp")
+        tbs["ext_datas"].native   # not kept, but read (as the fast walk reads it): no ExtensionDatas is refused
     except SesFormatError:
         raise
     except Exception as exc:  # asn1crypto raises assorted types on hostile input
@@ -511,13 +551,8 @@ def _parse_plain(data: bytes) -> SesSignature | None:
         if tag != 0x16 or not data[a:b].isascii():
             return None
         property_info = data[a:b].decode("ascii")
-        if b != t1:  # extDatas [0] EXPLICIT, then nothing
-            tag, a, b = _tlv(data, b, t1)
-            if tag != 0xA0 or b != t1:
-                return None
-            tag, x0, x1 = _tlv(data, a, b)
-            if tag != 0x30 or x1 != b:
-                return None
+        if b != t1:  # extDatas [0] EXPLICIT: left to asn1crypto, which reads it (its DER, its shape), as for a seal
+            return None
         tag, a, b = _tlv(data, t1, s1)  # cert
         if tag != 0x04:
             return None

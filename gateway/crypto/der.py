@@ -12,11 +12,17 @@ What it checks: one element fills the input exactly; every length is definite an
 constructed universal string; tags fit one byte (every tag X.509 and GB/T 38540 use does). What
 it does not: the values inside primitive elements (INTEGER minimality, BOOLEAN, time formats, SET
 order), which the readers judge themselves where it matters.
+
+:func:`unread_elements` checks what asn1crypto made of DER against its schema: a SEQUENCE holding
+elements after its last field, which asn1crypto keeps aside and never reads (appended data, hidden
+in a structure that still "loads").
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+from asn1crypto import core as _asn1
 
 #: nesting deeper than this is refused (an X.509 certificate nests about 8 deep)
 MAX_DER_DEPTH: Final = 64
@@ -75,3 +81,50 @@ def der_problem(data: bytes, max_depth: int = MAX_DER_DEPTH) -> str | None:
             end, depth = pos + length, depth + 1
         else:
             pos += length
+
+
+def unread_elements(value: Any, max_depth: int = MAX_DER_DEPTH) -> str | None:
+    """None when no SEQUENCE in the asn1crypto structure ``value`` (walked through SEQUENCE OF, SET OF,
+    CHOICE) holds more elements than its schema has fields; else where one does.
+
+    asn1crypto reads a SEQUENCE's fields in order and keeps whatever follows the last one, unread:
+    ``SES_Signature { toSign, cert, signatureAlgID, signature, OCTET STRING "anything" }`` loaded as the
+    genuine signature (its timeStamp, an optional last field, absent). Only the schema's own SEQUENCEs are
+    judged (a generic ``core.Sequence`` has no fields), and a child that does not even build is left to the
+    reader, which judges the fields it reads."""
+    stack: list[tuple[Any, str, int]] = [(value, type(value).__name__, 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > max_depth:
+            return f"{where}: nested deeper than {max_depth}"
+        if isinstance(node, _asn1.Sequence):
+            fields = node._fields
+            if not fields:
+                continue
+            try:
+                count = len(node)
+            except Exception:   # noqa: BLE001 -- children that do not parse: the reader's to judge (and word)
+                continue
+            if count > len(fields):
+                return f"{where}: {count - len(fields)} element(s) after its last field ({fields[-1][0]})"
+            names = [f"{where}.{field[0]}" for field in fields]
+        elif isinstance(node, _asn1.SequenceOf):
+            try:
+                count = len(node)
+            except Exception:   # noqa: BLE001
+                continue
+            names = [f"{where}[{i}]" for i in range(count)]
+        elif isinstance(node, _asn1.Choice):
+            try:
+                stack.append((node.chosen, where, depth + 1))
+            except Exception:   # noqa: BLE001
+                pass
+            continue
+        else:
+            continue
+        for i in range(count):
+            try:
+                stack.append((node[i], names[i], depth + 1))
+            except Exception:   # noqa: BLE001 -- a child that does not build: the reader's to judge
+                pass
+    return None

@@ -56,6 +56,8 @@ from asn1crypto import pem as asn1pem
 from cryptography.hazmat.primitives import hashes
 from gmalglib.sm2 import SM2 as _GmSM2
 
+from gateway.crypto.der import unread_elements
+
 __all__ = [
     "DEFAULT_SIGNER_ID",
     "OID_EC_PUBLIC_KEY",
@@ -217,12 +219,20 @@ def _point_from_spki(der: bytes) -> bytes:
         if params.native is not None:
             curve = asn1core.ObjectIdentifier.load(params.dump()).dotted
         point = bytes(info["public_key"].native)
+        unused_bits = info["public_key"].contents[0]
+        unread = unread_elements(info)
     except Exception as exc:  # asn1crypto raises assorted types on bad DER
         raise ValueError(f"not an SM2 SubjectPublicKeyInfo: {exc}") from exc
+    if unread is not None:
+        raise ValueError(f"SubjectPublicKeyInfo holds data its structure has no place for: {unread}")
     if alg not in (OID_EC_PUBLIC_KEY, OID_SM2_CURVE):
         raise ValueError(f"public key algorithm {alg} is not EC/SM2")
     if alg == OID_EC_PUBLIC_KEY and curve != OID_SM2_CURVE:
         raise ValueError(f"EC public key is not on the SM2 curve (curve {curve})")
+    if alg == OID_SM2_CURVE and curve not in (None, OID_SM2_CURVE):   # absent, NULL or the SM2 curve itself
+        raise ValueError(f"SM2 public key names another curve in its parameters ({curve})")
+    if unused_bits != 0:   # asn1crypto dropped them: a point is whole octets (SEC 1 2.3.3)
+        raise ValueError("public key BIT STRING has unused bits")
     return point
 
 

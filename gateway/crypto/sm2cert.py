@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,8 +25,16 @@ from asn1crypto import keys as asn1keys
 from asn1crypto import pem as asn1pem
 from asn1crypto import x509 as asn1x509
 
-from gateway.crypto.der import der_problem
-from gateway.crypto.sm2 import OID_SM2_WITH_SM3, SM2PrivateKey, SM2PublicKey, sm2_sign, sm2_verify, sm3
+from gateway.crypto.der import der_problem, unread_elements
+from gateway.crypto.sm2 import (
+    OID_SM2_WITH_SM3,
+    SM2PrivateKey,
+    SM2PublicKey,
+    _parse_der_signature,
+    sm2_sign,
+    sm2_verify,
+    sm3,
+)
 
 __all__ = [
     "CA_KEY_USAGE",
@@ -173,6 +182,12 @@ def _build_name(attrs: Mapping[str, str]) -> asn1x509.Name:
 
 
 # --- loading -------------------------------------------------------------------------
+#: the extensions whose values are read here: basicConstraints, keyUsage, extKeyUsage, subject / authority key id
+_READ_EXTENSIONS: Final = frozenset({"2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.14", "2.5.29.35"})
+#: validity times as RFC 5280 4.1.2.5.1 / 4.1.2.5.2 require them: UTC ("Z"), with seconds, no fraction
+_RFC5280_TIME: Final = {"utc_time": re.compile(rb"[0-9]{12}Z"), "general_time": re.compile(rb"[0-9]{14}Z")}
+
+
 def _to_der(pem_or_der: bytes) -> bytes:
     data = bytes(pem_or_der)
     stripped = data.strip()
@@ -217,6 +232,16 @@ def _load_der(der: bytes) -> SM2Certificate:
         sig_alg = cert["signature_algorithm"]["algorithm"].dotted
         signature = bytes(cert["signature_value"].native)
         tbs_sig_alg = tbs["signature"]["algorithm"].dotted
+        # outside the TBS, so not signed: RFC 5280 4.1.1.2 wants the very AlgorithmIdentifier the TBS names
+        same_algorithm = cert["signature_algorithm"].dump() == tbs["signature"].dump()
+        signature_unused_bits = cert["signature_value"].contents[0]
+        times = [(v.name, v.chosen.contents) for v in (tbs["validity"]["not_before"], tbs["validity"]["not_after"])]
+        extension_ids = [e["extn_id"].dotted for e in tbs["extensions"]]
+        # the values read below: one DER element each (RFC 5280 4.1: extnValue holds a DER encoding);
+        # asn1crypto read the first element and dropped what followed (a second keyUsage BIT STRING)
+        extension_problems = [f"{e['extn_id'].dotted}: {problem}" for e in tbs["extensions"]
+                              if e["extn_id"].dotted in _READ_EXTENSIONS
+                              and (problem := der_problem(e["extn_value"].contents)) is not None]
         # every value read here, in the try: asn1crypto parses lazily, so .native is where a hostile
         # extension fails (an empty KeyUsage BIT STRING raised IndexError, outside this try before)
         basic = cert.basic_constraints_value
@@ -224,6 +249,9 @@ def _load_der(der: bytes) -> SM2Certificate:
         eku = cert.extended_key_usage_value
         ski = cert.key_identifier_value
         aki = cert.authority_key_identifier_value
+        # appended after the signature (not signed), inside the TBS or inside an extension value read here:
+        # asn1crypto kept it aside, unread
+        unread = next(filter(None, (unread_elements(v) for v in (cert, basic, eku, aki) if v is not None)), None)
         is_ca = bool(basic and basic["ca"].native)
         path_len = basic["path_len_constraint"].native if basic else None
         key_usage = frozenset(ku.native) if ku is not None else frozenset()
@@ -241,10 +269,29 @@ def _load_der(der: bytes) -> SM2Certificate:
         raise ValueError(f"certificate DER is malformed: {exc}") from exc
     except Exception as exc:  # asn1crypto raises assorted types on hostile input
         raise ValueError(f"certificate DER is malformed: {type(exc).__name__}: {exc}") from exc
-    if tbs_sig_alg != sig_alg:
+    if tbs_sig_alg != sig_alg or not same_algorithm:
         raise ValueError("certificate signature algorithm differs inside and outside the TBS")
+    # the signature and its algorithm lie outside what is signed: each form below re-encodes one certificate
+    # (the same TBS, the same signature) as another byte string -- another key id -- and was read alike
+    if signature_unused_bits != 0:
+        raise ValueError("certificate signature is a BIT STRING with unused bits")
+    if sig_alg == OID_SM2_WITH_SM3 and _parse_der_signature(signature) is None:
+        raise ValueError("certificate SM2 signature is not DER SEQUENCE { r INTEGER, s INTEGER } (GM/T 0009)")
+    for kind, raw in times:
+        if not _RFC5280_TIME[kind].fullmatch(raw):
+            # without "Z" asn1crypto gives a naive time, which astimezone() read in the machine's own zone
+            raise ValueError(f"certificate validity time {bytes(raw)[:32]!r} is not in RFC 5280 form "
+                             "(YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ)")
+    if unread is not None:
+        raise ValueError(f"certificate holds data its structure has no place for: {unread}")
+    if extension_problems:
+        raise ValueError(f"certificate extension value is not one DER element: {extension_problems[0]}")
+    if len(set(extension_ids)) != len(extension_ids):   # RFC 5280 4.2; asn1crypto kept the last of each
+        raise ValueError("certificate carries an extension more than once: "
+                         + ", ".join(sorted({i for i in extension_ids if extension_ids.count(i) > 1})))
     if serial < 0:   # RFC 5280 4.1.2.2; revocation matches serials, and a sign is no part of one
-        raise ValueError(f"certificate serial number is negative ({serial}); RFC 5280 requires a positive integer")
+        shown = f"{serial:#x}" if serial > -(1 << 160) else f"{serial:#x}"[:43] + "..."   # (no decimal: 4,300 digits)
+        raise ValueError(f"certificate serial number is negative ({shown}); RFC 5280 requires a positive integer")
     if has_extensions and version != "v3":   # RFC 5280 4.1.2.9: extensions only in version 3
         raise ValueError(f"certificate of X.509 {version} carries extensions (only v3 certificates may)")
     try:
