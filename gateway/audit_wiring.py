@@ -520,6 +520,14 @@ class TrailQueryAudit:
         self.trail = trail
         self.holder_key = trail.setup.hmac_key
 
+    def check_ready(self) -> None:
+        """AUDIT_UNAVAILABLE when the store is known to be down (not open, or its writer dead): asking the
+        regions would tell them of this holder's query while nothing of it can be recorded."""
+        sink = self.trail.sink
+        if sink is None or not sink.alive:
+            raise InfrastructureError(errors.AUDIT_UNAVAILABLE, f"{self.trail.last_error or 'the audit store is not open'}"
+                                                                "; no region was asked")
+
     async def record_query(self, record: Any) -> None:
         """The query's record and one record per licence a region returned (its identifier only when its
         issuer signed it, verdict, reason codes, whether its fields were disclosed), committed together."""

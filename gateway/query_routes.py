@@ -356,6 +356,9 @@ async def ask_regions(app: web.Application, q: QueryRequest, started: float, *, 
     loop = asyncio.get_running_loop()
     services, upstreams = app[SERVICES], app[UPSTREAMS]
     settings, catalogue = services.settings, services.catalogue
+    ready = getattr(app.get(QUERY_AUDIT), "check_ready", None)
+    if ready is not None:  # a store known to be down: no region hears of this holder (AUDIT_UNAVAILABLE)
+        ready()
     deadline = started + q.deadline_ms / 1000
     fetch_deadline = deadline - min(settings.query_reserve_ms, q.deadline_ms // 4) / 1000
     hq = HolderQuery(q.code_type, q.code, q.name, tuple(t.type_code for t in q.types))
