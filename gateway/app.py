@@ -57,6 +57,10 @@ class Services:
     gateway_key: GatewaySigningKey | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     status_refresh_seconds: float = 5.0
+    #: ``serve --workers N`` (gateway/auth/shared.py): the partner rate limiter and the client-assertion
+    #: replay cache all the workers share; None (one worker, tests): this process's own
+    rate_limiter: Any = None
+    replay_cache: Any = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -382,7 +386,8 @@ def create_app(services: Services) -> web.Application:
         raise ValueError("services need a partner registry and the gateway signing key")
     epoch = lambda: services.clock().timestamp()  # noqa: E731 - one clock for tokens and verification
     middlewares = [problem_middleware,
-                   auth_middleware(TokenVerifier(services.partners, [services.gateway_key]), RateLimiter(),
+                   auth_middleware(TokenVerifier(services.partners, [services.gateway_key]),
+                                   services.rate_limiter if services.rate_limiter is not None else RateLimiter(),
                                    clock=epoch)]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
@@ -393,7 +398,8 @@ def create_app(services: Services) -> web.Application:
                                     settings.clock_skew) if settings.verify_cache_entries else None
     app[TOKEN_SERVICE] = TokenService(services.partners, services.gateway_key,
                                       token_endpoint=settings.token_endpoint_url,
-                                      access_ttl_s=settings.access_token_ttl_seconds)
+                                      access_ttl_s=settings.access_token_ttl_seconds,
+                                      replay_cache=services.replay_cache)
     app[AUTH_CLOCK] = epoch
     app[LATENCY] = LatencyRecorder()
     app.cleanup_ctx.append(trust_ctx)

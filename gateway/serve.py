@@ -20,9 +20,12 @@ SHUTDOWN_TIMEOUT_S = 60.0
 EXIT_CANNOT_LISTEN = 3
 
 
-def run_worker(settings, reuse_port: bool, ready=None) -> None:
+def run_worker(settings, reuse_port: bool, ready=None, limits=None) -> None:
     """One serving process: its own event loop, app and snapshots; SO_REUSEPORT shares the port.
-    ``ready`` (a multiprocessing Event, optional) is set once the worker listens on the port."""
+    ``ready`` (a multiprocessing Event, optional) is set once the worker listens on the port.
+    ``limits`` (:class:`gateway.auth.shared.WorkerLimits`, ``serve --workers N``): the partners'
+    rate-limit buckets and the client-assertion replay cache the workers share; None (one worker):
+    this process's own."""
     from .app import create_app
     from .bootstrap import build_services
     from .logging_setup import configure_logging
@@ -36,7 +39,10 @@ def run_worker(settings, reuse_port: bool, ready=None) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    app = create_app(build_services(settings))
+    services = build_services(settings)
+    if limits is not None:  # attached again by a restarted worker: the buckets and seen assertions live on
+        limits.install(services)
+    app = create_app(services)
     # after every start-up resource (cleanup contexts run first)
     app.on_startup.append(functools.partial(freeze_heap, gen0_threshold=settings.gc_gen0_threshold))
     code = asyncio.run(serve_app(app, settings, reuse_port, ready))
@@ -141,14 +147,18 @@ def run_workers(settings, workers: int) -> int:
         return EXIT_CANNOT_LISTEN
     prepare_shared(settings)  # e.g. the demo TEST framework, made once before the workers load it
     ctx = mp.get_context("spawn")
+    from .auth.shared import worker_limits
 
-    def start(i: int):
-        ready = ctx.Event()
-        proc = ctx.Process(target=run_worker, args=(settings, True, ready), name=f"gateway-worker-{i}")
-        proc.start()
-        return proc, ready
+    # one bucket per partner and one replay cache for all the workers (else each worker allowed the
+    # partner's whole rate, and took each client assertion once); the segment is removed on the way out
+    with worker_limits(settings.var_dir, workers, ctx) as limits:
+        def start(i: int):
+            ready = ctx.Event()
+            proc = ctx.Process(target=run_worker, args=(settings, True, ready, limits), name=f"gateway-worker-{i}")
+            proc.start()
+            return proc, ready
 
-    return supervise(start, workers)
+        return supervise(start, workers)
 
 
 def port_in_use(host: str, port: int) -> OSError | None:

@@ -11,6 +11,10 @@ Mounting (in the app factory)::
     app.router.add_get("/v1/keys", jwks_handler)
     # at startup: assert not unprotected_routes(app)
 
+With ``serve --workers N`` the limiter is :class:`gateway.auth.shared.SharedRateLimiter` and the
+token service's replay cache :class:`gateway.auth.shared.SharedReplayCache`: one bucket and one
+set of seen client assertions per partner for all the workers.
+
 Handlers read the caller as ``request[AUTH_PRINCIPAL]`` (a ``web.RequestKey`` named
 ``"principal"``; aiohttp 3.14 warns on plain-string request keys, so ``request["principal"]``
 is NOT used), a :class:`~gateway.auth.verifier.Principal`; it is set on every non-public
@@ -35,7 +39,7 @@ from aiohttp import web
 from gateway.errors import FORBIDDEN, INTERNAL, RATE_LIMITED, InfrastructureError, RequestRejected
 from gateway.bodies import within_body_deadline
 
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter
 from .scopes import PUBLIC_PATHS, PUBLIC_PREFIXES, ROUTE_SCOPES, declared_scope, is_api_path, is_public
 from .tokens import INVALID_REQUEST, OAuthError, TokenService
 from .verifier import REALM, Principal, TokenVerifier, unauthenticated
@@ -52,7 +56,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def auth_middleware(verifier: TokenVerifier, limiter: RateLimiter, *,
+def auth_middleware(verifier: TokenVerifier, limiter: Limiter, *,
                     route_scopes: Mapping[tuple[str, str], str] = ROUTE_SCOPES,
                     public_paths: frozenset[str] = PUBLIC_PATHS,
                     public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES,

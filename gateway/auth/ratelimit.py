@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +39,18 @@ def take(state: BucketState | None, now: float, rate_per_s: float, burst: int,
     return Decision(False, max(1, math.ceil(wait)), 0), BucketState(tokens, now)
 
 
+class Limiter(Protocol):
+    """What :func:`gateway.auth.middleware.auth_middleware` needs: one decision per request.
+    :class:`RateLimiter` (this process's buckets) and, with ``serve --workers N``,
+    :class:`gateway.auth.shared.SharedRateLimiter` (one bucket per partner for all the workers)."""
+
+    def check(self, client_id: str, rate_per_s: float, burst: int, now: float) -> Decision: ...
+
+
 class RateLimiter:
-    """Buckets and request counters keyed by client_id (bounded by the registry size)."""
+    """Buckets and request counters keyed by client_id (bounded by the registry size), in this
+    process: with ``serve --workers N`` each worker would hold its own (N times the partner's rate),
+    so the workers use :class:`gateway.auth.shared.SharedRateLimiter` instead."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, BucketState] = {}

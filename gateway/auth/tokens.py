@@ -18,7 +18,7 @@ import heapq
 import math
 import secrets
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import jwt
 
@@ -53,21 +53,43 @@ _STATUS = {INVALID_CLIENT: 401, TEMPORARILY_UNAVAILABLE: 429}
 class OAuthError(RequestRejected):
     """An RFC 6749 §5.2 error. ``error`` is the OAuth code, ``description_zh`` the message."""
 
-    def __init__(self, error: str, description_zh: str, detail: str | None = None) -> None:
+    def __init__(self, error: str, description_zh: str, detail: str | None = None, *,
+                 status: int | None = None) -> None:
         reason = UNAUTHENTICATED if error == INVALID_CLIENT else (
             RATE_LIMITED if error == TEMPORARILY_UNAVAILABLE else BAD_REQUEST)
         headers = {"Retry-After": "60"} if error == TEMPORARILY_UNAVAILABLE else None
         super().__init__(reason, detail or description_zh, headers=headers)
         self.error = error
         self.description_zh = description_zh
-        self.status = _STATUS.get(error, 400)
+        #: HTTP status: 401 invalid_client, 429 temporarily_unavailable (a quota), else 400; a
+        #: store that cannot be used gives ``status=503`` (gateway/auth/shared.py)
+        self.status = status or _STATUS.get(error, 400)
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description_zh}
 
 
+def partner_share_refused(client_id: str, held: int) -> OAuthError:
+    """One partner holds its share of unexpired client assertions (429, that partner alone)."""
+    return OAuthError(TEMPORARILY_UNAVAILABLE, "该合作方短时间内申请令牌过多，请稍后重试。",
+                      f"partner {client_id} holds {held} unexpired client assertions")
+
+
+def replay_cache_full() -> OAuthError:
+    """Every slot holds an unexpired assertion: refuse (fail closed) rather than forget one."""
+    return OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务繁忙，请稍后重试。", "replay cache full")
+
+
+class ReplayStore(Protocol):
+    """What :class:`TokenService` needs of a replay cache: :class:`ReplayCache` (this process) or,
+    with ``serve --workers N``, :class:`gateway.auth.shared.SharedReplayCache` (all the workers)."""
+
+    def add(self, client_id: str, jti: str, expires_at: float, now: float) -> bool: ...
+
+
 class ReplayCache:
-    """Seen ``(client_id, jti)`` pairs until their expiry; bounded, pruned by expiry.
+    """Seen ``(client_id, jti)`` pairs until their expiry, in this process; bounded, pruned by expiry.
+    (``serve --workers N`` uses :class:`gateway.auth.shared.SharedReplayCache`: one for all workers.)
 
     When full of unexpired entries it refuses new ones (fail closed) rather than forgetting
     a jti that could then be replayed. Each partner may hold at most ``max_per_client`` of
@@ -108,10 +130,9 @@ class ReplayCache:
             return False
         held = self._per_client.get(client_id, 0)
         if held >= self._max_per_client:
-            raise OAuthError(TEMPORARILY_UNAVAILABLE, "该合作方短时间内申请令牌过多，请稍后重试。",
-                             f"partner {client_id} holds {held} unexpired client assertions")
+            raise partner_share_refused(client_id, held)
         if len(self._expiry) >= self._max:
-            raise OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务繁忙，请稍后重试。", "replay cache full")
+            raise replay_cache_full()
         self._expiry[key] = expires_at
         self._per_client[client_id] = held + 1
         heapq.heappush(self._heap, (expires_at, key))
@@ -122,7 +143,7 @@ class TokenService:
     def __init__(self, registry: PartnerRegistry, signing_key: SigningKey, *,
                  token_endpoint: str = DEFAULT_TOKEN_ENDPOINT, access_ttl_s: int = DEFAULT_ACCESS_TTL_S,
                  max_assertion_lifetime_s: int = MAX_ASSERTION_LIFETIME_S, leeway_s: int = 30,
-                 replay_cache: ReplayCache | None = None, audience: str = ACCESS_AUDIENCE,
+                 replay_cache: ReplayStore | None = None, audience: str = ACCESS_AUDIENCE,
                  issuer: str = ISSUER) -> None:
         if not 0 < access_ttl_s <= 3600:
             raise ValueError("access_ttl_s must be in (0, 3600]")
@@ -132,7 +153,9 @@ class TokenService:
         self.access_ttl_s = access_ttl_s
         self.max_assertion_lifetime_s = max_assertion_lifetime_s
         self.leeway_s = leeway_s
-        self.replay_cache = replay_cache or ReplayCache()
+        # "is None", not "or": an empty cache has len() 0 and is falsy -- a cache handed in empty (the
+        # workers' shared one at start) was silently replaced by a new in-memory one of this process
+        self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
         self.audience = audience
         self.issuer = issuer
 
