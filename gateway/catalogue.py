@@ -292,10 +292,16 @@ class Catalogue:
 
 
 # --- disclosure -----------------------------------------------------------------------
-def disclose(requirement: Requirement, licence: Mapping[str, Any] | Licence) -> dict[str, Any]:
+def disclose(requirement: Requirement, licence: Mapping[str, Any] | Licence,
+             ltype: LicenceType | None = None) -> dict[str, Any]:
     """Keep only the fields ``requirement`` allows: canonical fields at the top level,
     surface fields under ``"surface"`` (present, possibly empty, iff the requirement lists
-    any surface field). Nothing else is ever copied; values are deep copies."""
+    any surface field). Nothing else is ever copied; values are deep copies.
+
+    ``ltype``: the licence's type. A requirement accepting several types lists the surface
+    fields of each (学历证书 ``school_name``, 学位证书 ``awarding_institution``); a licence
+    then shows only the listed fields its own type has, not a field of the other type that
+    its issuer happened to put on its face."""
     lic = licence.to_dict() if isinstance(licence, Licence) else licence
     src_surface = lic.get("surface")
     surface_in = src_surface if isinstance(src_surface, Mapping) else {}
@@ -308,7 +314,7 @@ def disclose(requirement: Requirement, licence: Mapping[str, Any] | Licence) -> 
                 out[name] = copy.deepcopy(lic[name])
         else:
             wants_surface = True
-            if name in surface_in:
+            if name in surface_in and (ltype is None or ltype.surface_field(name) is not None):
                 surface_out[name] = copy.deepcopy(surface_in[name])
     if wants_surface:
         out["surface"] = surface_out
@@ -691,6 +697,15 @@ class _ItemsParser(_Checker):
                 self.err(f"{entry}: requirements[{i}]", "id", f"duplicate requirement id {req.id!r}")
             seen.add(req.id)
             reqs.append(req)
+        for i, req in enumerate(reqs):
+            # the check binds each licence to each requirement on its own: two requirements that bind
+            # alike and accept a common type are both satisfied by one licence, never by two documents
+            for other in reqs[:i]:
+                common = [k for k in req.accept if k in other.accept]
+                if req.binding and req.binding == other.binding and common:
+                    self.err(f"{entry}: requirements[{i}]", "accept",
+                             f"{', '.join(common)} is also accepted by requirement {other.id!r} with the same "
+                             f"binding {req.binding!r}: one licence would satisfy both")
         return Item(code=code, name_zh=self.text(entry, it, "name_zh"), name_en=self.text(entry, it, "name_en"),
                     name_status=self.choice(entry, it, "name_status", NAME_STATUSES),
                     department=self.text(entry, it, "department"), modes=modes, all_regions=all_regions,

@@ -9,6 +9,10 @@ Rules (the catalogue supplies the data, :mod:`gateway.catalogue`):
 * Only a licence whose verdict is ``valid`` can satisfy anything. An invalid or
   indeterminate licence of an accepted type is reported under the requirement with its
   verification reasons.
+* Only a licence of a region the item is handled across (``Item.regions``, or every region
+  when ``all_regions``) can satisfy anything or make the applicant a representative (below):
+  a 南京 licence does not complete a G60-only item. It is reported with ``UNKNOWN_REGION``
+  (发证地区不在互认范围内), and no retry of its verification can change that.
 * A valid licence is **bound** to the applicant:
 
   - ``binding = "holder"``: the licence's holder code *and* code type equal the
@@ -40,9 +44,11 @@ appear only when disclosed, otherwise masked (:func:`mask_code`: at least 8 char
 so a 9-character passport number is not shown all but one character) inside a mismatch
 explanation. An *indeterminate* licence of an accepted type that names someone else cannot
 satisfy the requirement on any retry: its problem carries ``HOLDER_MISMATCH`` too (without
-detail) and it does not make the outcome indeterminate. Verification reason *details* are
-dropped here (they can quote licence values such as a validity date); the stable code and
-messages remain.
+detail) and it does not make the outcome indeterminate; nor does one whose type code was read
+and is no catalogue type. Verification reason *details* are dropped here (they can quote licence
+values such as a validity date); the stable code and messages remain. A licence's verification
+notes (``STATUS_NOT_CHECKED``: its region's revocation status is not checked) are listed under
+``notes`` with fixed messages, for the same reason.
 """
 
 from __future__ import annotations
@@ -53,8 +59,8 @@ from typing import Any
 
 from .catalogue import ORGANISATION_CODE_TYPES, Catalogue, Item, LicenceType, Requirement, disclose
 from .core import Verdict, VerificationResult
-from .errors import (APPLICANT_INVALID, BAD_REQUEST, HOLDER_MISMATCH, MALFORMED, TYPE_NOT_ACCEPTED, Reason,
-                     RequestRejected)
+from .errors import (APPLICANT_INVALID, BAD_REQUEST, HOLDER_MISMATCH, MALFORMED, TYPE_NOT_ACCEPTED, UNKNOWN_REGION,
+                     Reason, RequestRejected)
 from .identifiers import HOLDER_CODE_TYPES, holder_code_valid, mask_holder_code
 from .model import Licence
 
@@ -82,8 +88,13 @@ class Applicant:
         return self.code_type == code_type and self.code == _fold(code_type, code)
 
 
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def _fold(code_type: str, code: str) -> str:
-    return code.upper() if code_type in _CASE_FOLDED_TYPES else code
+    """Upper-case the ASCII letters only (as the core does for holder codes): str.upper() turns "ﬀ" into
+    "FF", which made a check-valid USCC of a code nobody wrote (an applicant's, or a role field's)."""
+    return code.translate(_ASCII_UPPER) if code_type in _CASE_FOLDED_TYPES else code
 
 
 #: a holder code for display (the one rule: gateway.identifiers.mask_holder_code)
@@ -123,11 +134,13 @@ class Presented:
     reasons: tuple[Reason, ...]
     region: tuple[str, str] | None  # (code, name)
     licence: Licence | None
+    notes: tuple[str, ...] = ()  # codes of the verification's notes (e.g. STATUS_NOT_CHECKED)
 
     @classmethod
     def from_result(cls, index: int, result: VerificationResult) -> Presented:
         region = (result.region.code, result.region.name) if result.region else None
-        return cls(index, result.verdict.value, tuple(r.reason for r in result.reasons), region, result.licence)
+        return cls(index, result.verdict.value, tuple(r.reason for r in result.reasons), region, result.licence,
+                   tuple(n.code for n in result.notes))
 
     @classmethod
     def undecodable(cls, index: int) -> Presented:
@@ -201,7 +214,8 @@ class LicenceOutcome:
                 "reasons": [f.to_dict() for f in self.findings],
                 "region": {"code": p.region[0], "name": p.region[1]} if p.region else None,
                 "satisfies": list(self.satisfies),
-                "licence": dict(self.disclosed) if self.disclosed is not None else None}
+                "licence": dict(self.disclosed) if self.disclosed is not None else None,
+                **({"notes": [_note(code) for code in p.notes]} if p.notes else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +251,24 @@ class CheckOutcome:
             "requirements": [r.to_dict() for r in self.requirements],
             "licences": [lo.to_dict() for lo in self.licences],
         }
+
+
+#: what a verification note means, without the values its own message may quote (the signing date
+#: of ISSUER_CERT_EXPIRED_SINCE_SIGNING): as for reasons, no licence value leaves through a note
+_NOTES = {
+    "STATUS_NOT_CHECKED": (
+        "The licence's revocation status was not checked: status checking is switched off for its region.",
+        "该地区的证照状态核验已按配置关闭，未核验证照是否被注销或吊销。"),
+    "ISSUER_CERT_EXPIRED_SINCE_SIGNING": (
+        "The issuer certificate has expired since the licence was signed, while it was valid.",
+        "签发机构证书在证照签发后已过期，签发时证书有效。"),
+}
+_OTHER_NOTE = ("See the licence's verification answer for this note.", "详见证照核验结果。")
+
+
+def _note(code: str) -> dict[str, str]:
+    message, message_zh = _NOTES.get(code, _OTHER_NOTE)
+    return {"code": code, "message": message, "message_zh": message_zh}
 
 
 # --- the check -------------------------------------------------------------------------
@@ -294,10 +326,20 @@ def _verification_findings(p: Presented) -> tuple[Finding, ...]:
     return tuple(Finding(r) for r in p.reasons)
 
 
-def _merge_disclosed(reqs: Sequence[Requirement], lic: Licence) -> dict[str, Any]:
+def _covered(item: Item, p: Presented) -> bool:
+    """Is the licence's issuing region one the item is handled across (``regions``)?"""
+    return item.all_regions or (p.region is not None and item.covers_region(p.region[0]))
+
+
+def _outside(item: Item, p: Presented) -> Finding:
+    where = f"region {p.region[0]}" if p.region is not None else "an unknown region"
+    return Finding(UNKNOWN_REGION, f"item {item.code} does not accept licences of {where}")
+
+
+def _merge_disclosed(reqs: Sequence[Requirement], lic: Licence, ltype: LicenceType | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for req in reqs:
-        part = disclose(req, lic)
+        part = disclose(req, lic, ltype)
         surface = part.pop("surface", None)
         out.update(part)
         if surface is not None:
@@ -309,9 +351,12 @@ def check_item(catalogue: Catalogue, item: Item, applicant: Applicant,
                presented: Sequence[Presented]) -> CheckOutcome:
     """Match, bind and judge ``presented`` (in request order) against ``item``."""
     typed = [(p, catalogue.type_by_code(p.licence.type_code) if p.licence else None) for p in presented]
-    parties = _represented(item, typed, applicant)
+    # a licence of a region the item is not handled across satisfies nothing, nor makes anyone a representative
+    outside = frozenset(p.index for p in presented if not _covered(item, p))
+    in_scope = [(p, t) for p, t in typed if p.index not in outside]
+    parties = _represented(item, in_scope, applicant)
     # organisations the applicant might act for once every indeterminate licence verifies
-    maybe_parties = _represented(item, typed, applicant, frozenset({VALID, INDETERMINATE}))
+    maybe_parties = _represented(item, in_scope, applicant, frozenset({VALID, INDETERMINATE}))
     accepted_anywhere = {k for r in item.requirements for k in r.accept}
 
     req_outcomes: list[RequirementOutcome] = []
@@ -324,13 +369,20 @@ def check_item(catalogue: Catalogue, item: Item, applicant: Applicant,
         for p, ltype in typed:
             if ltype is None:
                 if p.verdict != VALID:  # type unknown because the licence did not verify
-                    untyped.append(Problem(p.index, p.identifier, _verification_findings(p)))
+                    # one whose type code was read names a type no requirement accepts: no retry helps
+                    untyped.append(Problem(p.index, p.identifier, _verification_findings(p),
+                                           could_bind=p.licence is None))
                 continue
             if ltype.key not in req.accept:
                 continue
             lic = p.licence
             assert lic is not None  # ltype is only known from a parsed licence
-            if p.verdict != VALID:
+            if p.index in outside:  # no retry of its verification brings its region into the item
+                finding = _outside(item, p)
+                mismatched.setdefault(p.index, finding)
+                findings = _verification_findings(p) if p.verdict != VALID else ()
+                problems.append(Problem(p.index, p.identifier, findings + (finding,), could_bind=False))
+            elif p.verdict != VALID:
                 findings = _verification_findings(p)
                 # an indeterminate licence naming someone else stays unbound on any retry (no detail:
                 # its data is not verified, so it is not quoted)
@@ -361,6 +413,6 @@ def check_item(catalogue: Catalogue, item: Item, applicant: Applicant,
             findings = (Finding(TYPE_NOT_ACCEPTED),)
         else:
             findings = (mismatched.get(p.index) or Finding(HOLDER_MISMATCH),)
-        disclosed = _merge_disclosed(reqs, p.licence) if reqs and p.licence is not None else None
+        disclosed = _merge_disclosed(reqs, p.licence, ltype) if reqs and p.licence is not None else None
         lic_outcomes.append(LicenceOutcome(p, tuple(r.id for r in reqs), findings, disclosed))
     return CheckOutcome(item, applicant, tuple(req_outcomes), tuple(lic_outcomes), parties)

@@ -57,6 +57,7 @@ MAX_USE_CAUSE = 200
 MAX_NAME = 64
 MAX_TYPES = 16
 _CASE_FOLDED = frozenset({"111", "001"})
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 #: optional, set before start-up: the breakers' clock (tests inject a fake one)
@@ -157,7 +158,8 @@ def parse_query(body: Any, catalogue: Catalogue, region_codes: Sequence[str], se
     code_type, code, name = holder.get("code_type"), holder.get("code"), holder.get("name")
     if not isinstance(code_type, str) or code_type not in HOLDER_CODE_TYPES or not isinstance(code, str):
         raise RequestRejected(errors.APPLICANT_INVALID, "holder.code_type must be a GB/T 36903 holder code type")
-    code = code.strip().upper() if code_type in _CASE_FOLDED else code.strip()
+    # ASCII letters only: str.upper() turns "ﬀ" into "FF", a check-valid USCC of a code nobody wrote
+    code = code.strip().translate(_ASCII_UPPER) if code_type in _CASE_FOLDED else code.strip()
     if not holder_code_valid(code_type, code):
         raise RequestRejected(errors.APPLICANT_INVALID, f"holder.code is not a valid code of type {code_type}")
     if name is not None and (not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME):
@@ -254,7 +256,9 @@ def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, 
         return None, {"index": index, "verdict": result.verdict.value, "reasons": reasons}
     if result.region is None or result.region.code != region:
         return None, _rejection(index, errors.ISSUER_REGION_MISMATCH)
-    folded = lic.holder_code.upper() if lic.holder_code_type in _CASE_FOLDED else lic.holder_code
+    if not q.item.covers_region(region):   # as the item check: the item is not handled across this region
+        return None, _rejection(index, errors.UNKNOWN_REGION)
+    folded = lic.holder_code.translate(_ASCII_UPPER) if lic.holder_code_type in _CASE_FOLDED else lic.holder_code
     if lic.holder_code_type != q.code_type or folded != q.code:
         return None, _rejection(index, errors.HOLDER_MISMATCH)
     ltype = catalogue.type_by_code(lic.type_code)
@@ -265,7 +269,7 @@ def judge(q: QueryRequest, region: str, index: int, result: VerificationResult, 
     # only a valid licence's fields leave (as the item check: an expired, revoked or undecidable licence
     # satisfies nothing, so its data serves nothing); the entry still says what it is and why it fails
     for req in reqs if result.verdict is Verdict.VALID else ():
-        part = disclose(req, lic)
+        part = disclose(req, lic, ltype)   # only the surface fields the licence's own type declares
         surface = part.pop("surface", None)
         disclosed.update(part)
         if surface is not None:
