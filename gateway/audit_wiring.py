@@ -533,9 +533,11 @@ class TrailQueryAudit:
         issuer signed it, verdict, reason codes, whether its fields were disclosed), committed together."""
         fields = record.as_audit_fields()
         fields["request_id"] = safe_request_id(fields["request_id"])
+        fields["operator"] = safe_text(fields["operator"]) if fields.get("operator") else None
         now = self.trail.clock()
         events = [AuditEvent(time=now, **fields)]
         events += [AuditEvent(kind="query", time=now, request_id=fields["request_id"], partner=fields["partner"],
+                              operator=fields["operator"],
                               item_code=fields["item_code"], region=o.region, licence_id=_text(o.licence_id, 256),
                               verdict=o.verdict, reasons=o.reasons, holder_hmac=fields["holder_hmac"],
                               extra={"entry": o.index, "disclosed": o.disclosed})

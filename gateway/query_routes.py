@@ -93,10 +93,12 @@ class QueryAuditRecord:
     #: every licence judged: its region, index, identifier (if signed by its issuer), verdict, reason codes and
     #: whether its fields were disclosed (an audit store may keep one entry per licence; see as_audit_fields)
     licences: tuple[LicenceOutcome, ...] = ()
+    #: who asked where a person did (the console's clerk); None for a partner system's own query
+    operator: str | None = None
 
     def as_audit_fields(self) -> dict[str, Any]:
         """The fields of a ``gateway.audit`` event of kind ``query`` (extra holds JSON scalars)."""
-        return {"kind": "query", "request_id": self.request_id, "partner": self.partner,
+        return {"kind": "query", "request_id": self.request_id, "partner": self.partner, "operator": self.operator,
                 "item_code": self.item_code, "holder_hmac": self.holder_hmac,
                 "verdict": "answered" if any(o == "ok" for _, o in self.regions) else "no-licence",
                 "extra": {"use_cause": self.use_cause, "rejected": self.rejected, "elapsed_ms": self.elapsed_ms,
@@ -402,7 +404,7 @@ async def ask_regions(app: web.Application, q: QueryRequest, started: float, *, 
 
 
 async def record_query(app: web.Application, q: QueryRequest, gathered: Gathered, *, request_id: str,
-                       partner: str) -> None:
+                       partner: str, operator: str | None = None) -> None:
     """Audit the query through :data:`QUERY_AUDIT` before anything of it is answered; AUDIT_UNAVAILABLE
     (nothing answered) when the hook fails."""
     settings = app[SERVICES].settings
@@ -414,7 +416,7 @@ async def record_query(app: web.Application, q: QueryRequest, gathered: Gathered
                                 q.code_type, q.code),  # the audit trail's key when it is wired
         regions=tuple((a["region"], a["status"]) for a in answers),
         rejected=sum(len(a["rejected"]) for a in answers), elapsed_ms=gathered.elapsed_ms,
-        licences=tuple(gathered.outcomes))
+        licences=tuple(gathered.outcomes), operator=operator)
     try:
         await hook.record_query(record)  # type: ignore[attr-defined]
     except Exception as exc:

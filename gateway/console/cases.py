@@ -138,8 +138,11 @@ def case_view(case: Case, catalogue: Catalogue, lang: str) -> dict[str, Any]:
 
 def result_body(case: Case, catalogue: Catalogue) -> bytes:
     """The check result as the API renders it (masked applicant, disclosed fields only) plus
-    the case metadata, as canonical JSON bytes: what the receipt's signature vouches for."""
+    the case metadata (with how each licence reached the case, in the order of ``licences``),
+    as canonical JSON bytes: what the receipt's signature vouches for."""
     body = case.outcome(catalogue).to_dict()
     body["case"] = {"id": case.id, "operator": case.operator, "window": case.window,
-                    "checked_at": case.checked_at.isoformat() if case.checked_at else None}
+                    "checked_at": case.checked_at.isoformat() if case.checked_at else None,
+                    # how each licence reached the case (scan | upload | fetch: fetched from its issuing region)
+                    "sources": list(case.sources)}
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)

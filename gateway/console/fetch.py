@@ -12,7 +12,10 @@ Imported by the console's handler when first used (it needs :mod:`gateway.query_
 ``gateway.app`` imports after the console).
 
 Audit: the query (its record and one per licence judged, the partner being ``console/<window>``) and a
-``console.verify`` record per licence added, all before the clerk sees anything of them.
+``check`` record per licence added (its ``extra.source`` ``console.fetch``, where a scanned one says
+``console.verify``), all before the clerk sees anything of them. A licence already a card of the case,
+judged alike (asked again because it is expired, say), is not added twice; a valid one is added before
+unusable ones, so a region returning many cannot crowd it out of a case near MAX_LICENCES_PER_CASE.
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ from ..app import SERVICES
 from ..catalogue import Catalogue, LicenceType
 from ..core import VerificationResult
 from ..errors import RequestRejected
-from ..query_routes import QueryRequest, ask_regions, check_use_cause, record_query
+from ..query_routes import MAX_USE_CAUSE, QueryRequest, ask_regions, check_use_cause, record_query
 from ..upstream.routing import route
 from .cases import MAX_LICENCES_PER_CASE, Case
 
 #: what a fetch request may hold
 FIELDS = frozenset({"use_cause", "consent"})
+#: the detail of a refused use_cause, written for the clerk (console.js shows it: Chinese / English)
+USE_CAUSE_INVALID = (f"用证事由须为 1-{MAX_USE_CAUSE} 个字，不含控制字符，也不得含身份证号码（事由明文记入核验记录） / "
+                     f"the purpose of use must be 1-{MAX_USE_CAUSE} characters, without control characters or an "
+                     f"ID number (it is recorded in clear)")
 
 
 def missing_types(case: Case, catalogue: Catalogue) -> tuple[LicenceType, ...]:
@@ -62,7 +69,10 @@ def plan(app: web.Application, case: Case, body: Any) -> FetchPlan:
         raise RequestRejected(errors.BAD_REQUEST, "expected {use_cause, consent}")
     if body.get("consent") is not True:
         raise RequestRejected(errors.CONSENT_REQUIRED, "the clerk has not confirmed the applicant's consent")
-    use_cause = check_use_cause(body.get("use_cause"))
+    try:
+        use_cause = check_use_cause(body.get("use_cause"))
+    except RequestRejected:  # the title alone ("请求格式错误") would not tell the clerk what to change
+        raise RequestRejected(errors.BAD_REQUEST, USE_CAUSE_INVALID) from None
     services = app[SERVICES]
     types = missing_types(case, services.catalogue)
     if not types:
@@ -79,13 +89,14 @@ def plan(app: web.Application, case: Case, body: Any) -> FetchPlan:
                                   use_cause, settings.query_deadline_ms))
 
 
-async def fetch(app: web.Application, q: QueryRequest, *, request_id: str, window: str
+async def fetch(app: web.Application, q: QueryRequest, *, request_id: str, window: str, operator: str
                 ) -> tuple[list[dict[str, Any]], list[tuple[str, VerificationResult]], bool]:
-    """Ask the regions and audit the query. (per-region answers, accepted (region, result) pairs, complete)."""
+    """Ask the regions and audit the query (its records name the window and the clerk who asked).
+    (per-region answers, accepted (region, result) pairs, complete)."""
     from ..audit_wiring import console_partner
 
     started = asyncio.get_running_loop().time()
     gathered = await ask_regions(app, q, started, shortened=False)
-    await record_query(app, q, gathered, request_id=request_id, partner=console_partner(window))
+    await record_query(app, q, gathered, request_id=request_id, partner=console_partner(window), operator=operator)
     complete = all(a["status"] in ("ok", "not_found") for a in gathered.answers)
     return gathered.answers, gathered.accepted, complete

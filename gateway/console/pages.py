@@ -17,7 +17,7 @@ from .i18n import t, ui_strings
 from .metrics import sparkline_svg
 from .sessions import Session
 
-ASSET_VERSION = "2"
+ASSET_VERSION = "3"
 CURRENT = ' aria-current="page"'
 
 
@@ -150,7 +150,7 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
     s = lambda k: _e(t(lang, k))  # noqa: E731
     rows = "".join(
         f'<tr><td>{_e(c["n"])}</td><td>{_e(c["type_name"] or "-")}</td><td>{_e((c["region"] or {}).get("name", "-"))}'
-        f'</td><td class="verdict-{_e(c["verdict"])}">{_e(c["verdict_text"])}</td>'
+        f'</td><td data-source="">{_e(c["source"])}</td><td class="verdict-{_e(c["verdict"])}">{_e(c["verdict_text"])}</td>'
         f'<td>{_e("; ".join(r["message"] for r in c["reasons"]))}</td></tr>' for c in view["cards"])
     checklist = "".join(
         f'<li class="{"ok" if r["satisfied"] else "no"}"><span aria-hidden="true">{"✔" if r["satisfied"] else "✘"}</span> '
@@ -168,7 +168,7 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
 <h2>{s("checklist_title")}</h2><ul class="checklist" id="receipt-checklist">{checklist}</ul>
 <p class="summary" id="receipt-summary">{_e(view["summary"])}</p>
 <h2>{s("receipt_licences")}</h2>
-<table><thead><tr><th>#</th><th>{s("licence_type")}</th><th>{s("region")}</th><th>{s("col_verdict")}</th>
+<table><thead><tr><th>#</th><th>{s("licence_type")}</th><th>{s("region")}</th><th>{s("source")}</th><th>{s("col_verdict")}</th>
 <th>{s("reason")}</th></tr></thead><tbody>{rows}</tbody></table>
 <figure class="qr-box" id="receipt-qr">{qr}<figcaption>{s("receipt_qr")}</figcaption></figure>
 <p class="small">{s("receipt_digest")}: <code id="receipt-digest">{_e(digest)}</code><br>

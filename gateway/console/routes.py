@@ -32,6 +32,7 @@ from .. import errors
 from ..app import LIVE, REQUEST_ID, SERVICES, decode_presented, read_json, verify_now
 from ..bodies import within_body_deadline
 from ..checking import Presented, parse_applicant
+from ..core import Verdict
 from ..errors import RequestRejected
 from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, credential_digest, make_hasher
 from .cases import MAX_LICENCES_PER_CASE, Case, case_view
@@ -438,33 +439,54 @@ async def _fetch_licences(request: web.Request, case: Case, body: Any) -> web.Re
 
     services, state, session, lang = request.app[SERVICES], request.app[CONSOLE], request[SESSION], lang_of(request)
     fetch_plan = plan(request.app, case, body)
-    if fetch_plan.query is None:  # every requirement on the applicant is met: nobody is asked
+    if fetch_plan.query is None:  # all met, or what is missing is not fetched by the applicant's ID: nobody asked
         view = case_view(case, services.catalogue, lang)
         view["fetch"] = {"regions": [], "added": 0, "complete": True}
         return _json(view)
     answers, accepted, complete = await fetch(request.app, fetch_plan.query, request_id=request.get(REQUEST_ID, ""),
-                                              window=session.window)
-    room = MAX_LICENCES_PER_CASE - len(case.presented)
+                                              window=session.window, operator=session.username)
     added: dict[str, int] = {}
-    for region, result in accepted[:room]:
+    already: dict[str, int] = {}  # the same licence, judged the same, is already a card of the case
+    over: dict[str, int] = {}  # not added: the case holds MAX_LICENCES_PER_CASE licences
+    held = {k for p in case.presented if (k := _judged_as(p)) is not None}
+    # a valid licence first: a region returning many unusable ones must not crowd the usable one out of the case
+    for region, result in sorted(accepted, key=lambda a: a[1].verdict is not Verdict.VALID):
         now = _now(request)
         presented = Presented.from_result(len(case.presented), result)
+        key = _judged_as(presented)
+        if key is not None and key in held:  # fetched again (an expired one, asked again): one card is enough
+            already[region] = already.get(region, 0) + 1
+            continue
+        if len(case.presented) >= MAX_LICENCES_PER_CASE:
+            over[region] = over.get(region, 0) + 1
+            continue
         state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
-        if state.audit is not None:  # recorded before the card exists, as a scanned licence
-            maybe = state.audit("console.verify", operator=session.username, window=session.window,
+        if state.audit is not None:  # recorded before the card exists, as a scanned licence; says it was fetched
+            maybe = state.audit("console.fetch", operator=session.username, window=session.window,
                                 item=case.item.code, result=result, request_id=request.get(REQUEST_ID, ""))
             if asyncio.iscoroutine(maybe):
                 await maybe
         case.add(presented, "fetch", now)
+        if key is not None:
+            held.add(key)
         added[region] = added.get(region, 0) + 1
-    log.info("console fetch: user=%s window=%s item=%s regions=%s added=%d", session.username, session.window,
-             case.item.code, ",".join(f"{a['region']}:{a['status']}" for a in answers), sum(added.values()))
+    log.info("console fetch: user=%s window=%s item=%s regions=%s added=%d already=%d over_limit=%d", session.username,
+             session.window, case.item.code, ",".join(f"{a['region']}:{a['status']}" for a in answers),
+             sum(added.values()), sum(already.values()), sum(over.values()))
     view = case_view(case, services.catalogue, lang)
     view["fetch"] = {
         "regions": [{"region": a["region"], "name": a["name"], "status": a["status"], "added": added.get(a["region"], 0),
-                     "rejected": len(a["rejected"])} for a in answers],
+                     "rejected": len(a["rejected"]), "already": already.get(a["region"], 0),
+                     "over_limit": over.get(a["region"], 0)} for a in answers],
         "added": sum(added.values()), "complete": complete}
     return _json(view)
+
+
+def _judged_as(p: Presented) -> tuple[str, str, tuple[str, ...]] | None:
+    """What makes two cards the same: the licence (its identifier) judged alike (verdict, reasons)."""
+    if p.identifier is None:
+        return None
+    return p.identifier, p.verdict, tuple(r.code for r in p.reasons)
 
 
 # --- wiring --------------------------------------------------------------------------

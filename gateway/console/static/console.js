@@ -33,6 +33,10 @@
       let msg = S.error_generic;
       if (resp.status === 401) msg = S.error_session;
       else if (data && (data.title_zh || data.title)) msg = (zh ? data.title_zh : data.title) || msg;
+      // a detail the console wrote for the clerk, "中文 / English", says more than the title
+      const detail = data && typeof data.detail === "string" ? data.detail : "";
+      const cut = detail.indexOf(" / ");
+      if (cut > 0 && /^[\u3400-\u9fff]/.test(detail)) msg = zh ? detail.slice(0, cut) : detail.slice(cut + 3);
       throw new Error(msg);
     }
     return data;
@@ -220,13 +224,17 @@
       const view = await call("POST", "/console/api/cases/" + encodeURIComponent(state.caseId) + "/fetch",
         { use_cause: $("fetch-cause").value, consent: $("fetch-consent").checked });
       render(view);
-      renderFetch(view.fetch);
+      renderFetch(view.fetch, view.complete);
     } catch (e) { fmsg.className = "msg bad"; fmsg.textContent = e.message; }
     finally { submit.disabled = !state.caseId; }
   });
-  function renderFetch(f) {
+  function renderFetch(f, complete) {
     const fmsg = $("fetch-msg");
-    if (!f.regions.length) { fmsg.className = "msg ok"; fmsg.textContent = S.fetch_nothing; return; }
+    if (!f.regions.length) {  // nobody asked: all met, or what is missing cannot be fetched by the applicant's ID
+      fmsg.className = "msg " + (complete ? "ok" : "bad");
+      fmsg.textContent = complete ? S.fetch_nothing : S.fetch_unfetchable;
+      return;
+    }
     fmsg.className = "msg " + (f.added ? "ok" : "bad");
     fmsg.textContent = f.added ? "" : S.fetch_none_added;
     if (!f.complete) fmsg.textContent = (fmsg.textContent ? fmsg.textContent + " " : "") + S.fetch_incomplete;
@@ -234,6 +242,8 @@
       const zh = document.documentElement.lang.startsWith("zh");
       const parts = [S["fetch_status_" + r.status] || r.status];
       if (r.added) parts.push(S.fetch_added.replace("{n}", r.added));
+      if (r.already) parts.push(S.fetch_already.replace("{n}", r.already));
+      if (r.over_limit) parts.push(S.fetch_over_limit.replace("{n}", r.over_limit));
       if (r.rejected) parts.push(S.fetch_rejected.replace("{n}", r.rejected));
       const ok = r.status === "ok" || r.status === "not_found";
       return el("li", { class: r.added ? "ok" : ok ? "" : "warn", "data-region": r.region, "data-status": r.status },
