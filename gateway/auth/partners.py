@@ -42,7 +42,9 @@ ANY: str = "*"
 CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
 ITEM_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 REGION_CODE_RE = re.compile(r"^[1-9][0-9]{5}\Z")
-MAX_RATE = 10_000.0
+#: the highest rate a partner file may set (requests/s for the whole gateway: since the workers of
+#: ``serve --workers N`` share one bucket per partner, it is no longer multiplied by N)
+MAX_RATE = 100_000.0
 MIN_RSA_BITS = 2048
 
 _TOP_FIELDS = frozenset({"client_id", "name_zh", "scopes", "items", "regions", "key", "rate_limit"})
