@@ -682,7 +682,7 @@ def audited_reloader(app: web.Application, trail: AuditTrail) -> None:
                 log.error("trust change (%s, v%s) not audited: %s", trigger, outcome.version, exc.detail)
             return outcome
 
-    replacement = AuditedReloader(base.source, base.live, base.clock)
+    replacement = AuditedReloader(base.source, base.live, base.clock, base.on_change)
     app[RELOADER] = replacement
 
 

@@ -457,7 +457,8 @@ class Status(Check):
         if not rs.fresh(ctx.now):
             raise InfrastructureError(errors.STATUS_UNAVAILABLE,
                                       f"status list of region {region} is {int(ctx.status_age.total_seconds())} s old "
-                                      f"(limit {int(rs.max_age.total_seconds())} s)")
+                                      f"(limit {int(rs.max_age.total_seconds())} s; signed "
+                                      f"{rs.issued_at.isoformat()}, usable until its signing time plus the limit)")
         index = ctx.licence.status_index
         if index is None:
             raise LicenceRejected(errors.FIELD_INVALID, "licence carries no status index")

@@ -5,7 +5,10 @@
 :mod:`gateway.status_source`), signed with the region's current TEST issuer key, with a
 strong ``ETag`` and ``Cache-Control: max-age=<ttl>``; ``If-None-Match`` answers 304. A token
 is re-signed when the region's list changes (a revocation) or when half its ``ttl`` has
-passed, so a client holding it never sees it expire.
+passed, so a client holding it never sees it expire. A changed list is signed with an ``iat``
+(whole seconds) later than the list before it, even when both fall in one second: a gateway
+refuses a list with other statuses but the same ``iat`` as the one it holds (the order of the two
+cannot be told).
 
 ``POST /control/{region}/status`` with ``{"index": n, "status": "revoked"|"suspended"|"valid"}``
 (loopback only) changes a licence's status in the simulator, for demos.
@@ -94,10 +97,15 @@ class IssuerServer:
         cur = self._signed.get(region)
         if cur is None or cur.list_version != version or cur.sub != sub or \
                 (now - cur.iat).total_seconds() >= self.ttl / 2:
+            iat = now if cur is None else max(now, cur.iat)   # never earlier than the list before
+            if cur is not None and cur.list_version != version:
+                # other statuses get a later iat (whole seconds on the wire) than the list before them: a
+                # gateway cannot order two lists signed in one second, and refuses the second (rollback)
+                iat = max(iat, cur.iat.replace(microsecond=0) + dt.timedelta(seconds=1))
             token = encode_status_list_jwt(self.simulator.status_list(region), self.simulator.signing_key(region),
-                                           sub=sub, iat=now, exp=now + self.validity, ttl=self.ttl)
+                                           sub=sub, iat=iat, exp=iat + self.validity, ttl=self.ttl)
             etag = '"' + hashlib.sha256(token).hexdigest()[:32] + '"'
-            cur = _Signed(version, sub, now, token, etag)
+            cur = _Signed(version, sub, iat, token, etag)
             self._signed[region] = cur
             self._first.setdefault(region, cur)
         return cur

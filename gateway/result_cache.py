@@ -18,7 +18,9 @@ is reused only while the answer is provably the same:
   so entries stored together do not expire together), the next validity-date boundary
   (midnight Beijing time +/- the clock skew, when ``valid_from`` / ``valid_until`` flip), the
   trust list's expiry, the status list's staleness instant, the signer certificate chain's
-  validity bounds and a future signing time becoming acceptable;
+  validity bounds and a future signing time becoming acceptable; a result whose signer certificate
+  came with the licence (not on the trust list's issuer list: its bounds are not known here) is
+  not stored;
 * ``indeterminate`` results (infrastructure failures) are never stored.
 
 A hit returns the stored result with ``verified_at`` = the request's ``now`` and the status
@@ -148,9 +150,16 @@ class ResultCache:
             candidates.append(rs.fetched_at + rs.max_age)
             if rs.expires_at is not None:
                 candidates.append(rs.expires_at)
+            if rs.stale_after is not None:
+                candidates.append(rs.stale_after)
         if result.signing_time is not None:
             candidates.append(result.signing_time - self.skew)
         entry = trust.by_key_id.get(result.signer_key_id) if result.signer_key_id else None
+        if entry is None and result.signer_key_id:
+            # a signer certificate the licence carried (x5c, an OFD signer not on the issuer list): its chain's
+            # validity bounds are not known here, and a "valid" stored before the certificate expired was
+            # answered after it (a licence judged at now): not stored
+            return now.timestamp()
         if entry is not None:
             for cert in (entry.cert, *entry.chain):
                 for t in (cert.not_before, cert.not_after):

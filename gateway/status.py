@@ -48,6 +48,10 @@ class StatusList:
         data = d.decompress(lst, max_size)
         if d.unconsumed_tail:
             raise ValueError("status list decompresses beyond the size limit")
+        # a stream cut short decompresses without an error (and without its Adler-32 check): the
+        # licences past the cut read "outside the region's list"; bytes after its end are not the list
+        if not d.eof or d.unused_data:
+            raise ValueError("status list is not one complete zlib stream")
         return cls(bits, data)
 
     def compressed(self) -> bytes:
@@ -74,12 +78,19 @@ class RegionStatus:
     expires_at: datetime | None  # the list's own exp; past it the list is stale
     max_age: timedelta  # this region's staleness limit (config)
     version: str = ""
+    #: the list's signing time + the region's limit (+ the clock skew): past it the list is stale however
+    #: recently it was re-confirmed (a 304 or the same list served again). None: no such bound (a list
+    #: made in this process). Without it a list re-confirmed just before its signing limit counted as
+    #: fresh for one more limit from that confirmation.
+    stale_after: datetime | None = None
 
     def age(self, now: datetime) -> timedelta:
         return now - self.fetched_at
 
     def fresh(self, now: datetime) -> bool:
         if self.expires_at is not None and now >= self.expires_at:
+            return False
+        if self.stale_after is not None and now > self.stale_after:
             return False
         return self.age(now) <= self.max_age
 

@@ -15,9 +15,14 @@ registered JOSE name, used only between the simulator and this gateway). A list 
 when: the signature fails; the signer is unknown, of another region, not valid at ``iat``,
 or revoked (keyCompromise: always; otherwise when revoked at or before ``iat``); ``sub`` is
 not the URI it was fetched from (a list served for another region); ``iat`` is in the future,
-older than the list already held (rollback would un-revoke licences) or older than the region's
-staleness limit (a replayed old list, e.g. to a restarted gateway); ``exp`` has passed. A 304 does
-not re-confirm a held list signed longer ago than that limit either.
+older than the list already held (rollback would un-revoke licences), equal to the held list's with
+other statuses (two lists signed in one second cannot be ordered: issuers give each new list a later
+``iat``) or older than the region's staleness limit (a replayed old list, e.g. to a restarted
+gateway); ``exp`` has passed; ``lst`` is not one complete zlib stream. A 304 does not re-confirm a
+held list signed longer ago than that limit either, and however recently it was re-confirmed a list
+is stale once its ``iat`` is older than the limit (plus the clock skew). A held list whose signer the
+current trust no longer accepts (revoked, taken off the issuer list) stops being used after the next
+fetch attempt, whatever its outcome, or at once through :meth:`HttpStatusSource.trust_changed`.
 
 :class:`HttpStatusSource` fetches every region's list off the request path: one shared
 aiohttp ``ClientSession``, one task per region, conditional requests (``If-None-Match``;
@@ -125,8 +130,12 @@ def verify_status_list_jwt(token: bytes, *, region: str, expected_sub: str | Non
     iat, exp, ttl = claims.get("iat"), claims.get("exp"), claims.get("ttl")
     if not _is_int(iat) or (exp is not None and not _is_int(exp)) or (ttl is not None and (not _is_int(ttl) or ttl <= 0)):
         raise StatusListError("malformed", "iat/exp/ttl must be integers")
-    issued = dt.datetime.fromtimestamp(iat, dt.timezone.utc)
-    expires = dt.datetime.fromtimestamp(exp, dt.timezone.utc) if exp is not None else None
+    try:   # a year past 9999 (or before 1) is a ValueError or an OverflowError, not a StatusListError: it
+        # escaped refresh(), failing the gateway's start-up or ending the region's fetch task for good
+        issued = dt.datetime.fromtimestamp(iat, dt.timezone.utc)
+        expires = dt.datetime.fromtimestamp(exp, dt.timezone.utc) if exp is not None else None
+    except (ValueError, OverflowError, OSError):
+        raise StatusListError("malformed", "iat/exp outside the range of dates") from None
     sub = claims.get("sub")
     if expected_sub is not None and sub != expected_sub:
         raise StatusListError("wrong-subject", f"list is for {sub!r}, fetched from {expected_sub!r}")
@@ -152,6 +161,11 @@ def verify_status_list_jwt(token: bytes, *, region: str, expected_sub: str | Non
         raise StatusListError("malformed", f"status_list unreadable: {exc}") from None
     except Exception as exc:  # zlib.error
         raise StatusListError("malformed", f"status_list does not decompress: {type(exc).__name__}") from None
+    if held is not None and issued == held.iat and status_list != held.status_list:
+        # iat is in whole seconds: two lists signed in one second (a revocation between them) cannot be
+        # ordered, and taking the one served last let a replay of the earlier one un-revoke a licence
+        raise StatusListError("rollback", f"a list with other statuses than the held one, signed at the same "
+                                          f"time ({issued.isoformat()}): which is newer cannot be told")
     return VerifiedStatusList(region, status_list, str(sub), issued, expires, ttl, kid)
 
 
@@ -325,9 +339,36 @@ class HttpStatusSource:
             st = replace(st, last_error=f"unreachable: {detail}", failures=st.failures + 1)
             log.warning("status list of region %s not fetched, keeping the last good one: %s", region, detail)
             ok = False
+        except Exception as exc:  # a bug must not end the region's fetch task (nor fail start-up) for good
+            log.exception("status list of region %s: unexpected error, keeping the last good one", region)
+            st = replace(st, last_error=f"internal: {type(exc).__name__}", failures=st.failures + 1)
+            ok = False
         self.states[region] = st
+        if self.recheck_signer(region):
+            ok = False
         self._rebuild(region)
         return ok
+
+    def recheck_signer(self, region: str, trust: TrustSnapshot | None = None) -> bool:
+        """Stop using ``region``'s held list when the current trust no longer lets its signer vouch for it
+        (revoked -- keyCompromise: always --, taken off the issuer list, or out of its validity at the
+        list's ``iat``); True when it was dropped. The held list was kept while refusals and 304s, which
+        detected it, came in: a list a thief signed with the stolen key counted until the region's
+        staleness limit after the operator revoked that key. The list stays the rollback floor (``held``);
+        only its use ends (``fetched_at`` cleared: the region answers indeterminate until a list of a
+        valid signer arrives). Run after every fetch, the trust read anew (a reload while the fetched list
+        was being checked); :meth:`trust_changed` runs it for every region at once."""
+        st = self.states.get(region)
+        trust = trust if trust is not None else self._trust()
+        if st is None or st.held is None or st.fetched_at is None or trust is None:
+            return False
+        problem = signer_problem(trust, st.held.key_id, region, st.held.iat, self.skew)
+        if problem is None:
+            return False
+        log.warning("status list of region %s no longer used: %s", region, problem)
+        self.states[region] = replace(st, fetched_at=None, etag=None,
+                                      last_error=f"signer-invalid: held list dropped: {problem}")
+        return True
 
     async def _fetch(self, region: str, st: FetchState) -> FetchState:
         if self._session is None:
@@ -362,13 +403,25 @@ class HttpStatusSource:
                                            max_age=self.max_age_for(region))
         return replace(st, held=verified, etag=etag, fetched_at=now)
 
+    def trust_changed(self, trust: TrustSnapshot) -> None:
+        """A new trust snapshot is in force: stop using, now rather than after each region's next fetch,
+        every held list whose signer it no longer accepts (for the trust reloader to call after a swap)."""
+        for region in self.states:
+            if self.recheck_signer(region, trust):
+                self._rebuild(region)
+
     def _rebuild(self, region: str) -> None:
         st = self.states[region]
         if st.held is None or st.fetched_at is None:
+            if region in self._snapshot.regions:   # a held list no longer usable (recheck_signer)
+                self._snapshot = StatusSnapshot(MappingProxyType(
+                    {code: rs for code, rs in self._snapshot.regions.items() if code != region}))
+                self._publish(self._snapshot)
             return
+        max_age = self.max_age_for(region)
         rs = RegionStatus(region, st.held.status_list, fetched_at=st.fetched_at, issued_at=st.held.iat,
-                          expires_at=st.held.exp, max_age=self.max_age_for(region),
-                          version=str(int(st.held.iat.timestamp())))
+                          expires_at=st.held.exp, max_age=max_age,
+                          version=str(int(st.held.iat.timestamp())), stale_after=st.held.iat + max_age + self.skew)
         current = self._snapshot.get(region)
         if current == rs:
             return

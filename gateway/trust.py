@@ -361,10 +361,42 @@ def build_snapshot(doc: Mapping[str, Any], regions: Mapping[str, RegionInfo], *,
             issuers.append(entry)
             by_key_id[leaf.key_id] = entry
         out[code] = RegionTrust(regions[code], tuple(anchors), tuple(issuers), MappingProxyType(revoked))
+    _share_revocations(out, by_key_id)
     return TrustSnapshot(
         framework=str(doc.get("framework", "")), version=version, issued_at=issued_at, expires_at=expires_at,
         regions=MappingProxyType(out), by_key_id=MappingProxyType(by_key_id), dropped=tuple(dropped),
     )
+
+
+def _share_revocations(out: dict[str, RegionTrust], by_key_id: dict[str, IssuerEntry]) -> None:
+    """Regions listing the same anchor (a provincial CA for its cities; the same CA name, as a renewed
+    anchor certificate keeps it) trust the same certificates below it: a serial one of them revokes is
+    revoked for each of them. A certificate revoked (keyCompromise) in one region's section was still
+    trusted when a licence carried it (x5c) and named the other region. Listed issuers take the other
+    regions' serials only below a shared anchor; a certificate a licence carries is matched against all
+    of them (by serial, as a region's own revocations are)."""
+    by_anchor: dict[bytes, list[str]] = {}
+    for code, rt in out.items():
+        for a in rt.anchors:
+            by_anchor.setdefault(a.subject_der, []).append(code)
+    own = {code: rt.revoked for code, rt in out.items()}
+    for code, rt in list(out.items()):
+        sharing = sorted({c for a in rt.anchors for c in by_anchor[a.subject_der]} - {code})
+        extra = [rev for c in sharing for rev in own[c].values()]
+        if not extra:
+            continue
+        merged = dict(own[code])
+        for rev in extra:   # a compromise first, otherwise the earliest (as revocation_of)
+            held = merged.get(rev.serial_hex)
+            if held is None or (not rev.compromise, rev.revoked_at) < (not held.compromise, held.revoked_at):
+                merged[rev.serial_hex] = rev
+        shared = {a.subject_der for a in rt.anchors if len(set(by_anchor[a.subject_der])) > 1}
+        issuers = tuple(e if e.chain[-1].subject_der not in shared else
+                        IssuerEntry(e.key_id, e.region, e.cert, e.chain, revocation_of(e.cert, e.chain, merged))
+                        for e in rt.issuers)
+        for e in issuers:
+            by_key_id[e.key_id] = e
+        out[code] = RegionTrust(rt.info, rt.anchors, issuers, MappingProxyType(merged))
 
 
 def _load_cas(pems: list[str], code: str, kind: str, dropped: list[DroppedEntry], *,

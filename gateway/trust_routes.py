@@ -53,10 +53,14 @@ class ReloadOutcome:
 class TrustReloader:
     """Serialised reloads of a trust source into a LiveTrust; keeps the last good snapshot."""
 
-    def __init__(self, source: TrustSource, live: LiveTrust, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, source: TrustSource, live: LiveTrust, clock: Callable[[], dt.datetime],
+                 on_change: Callable[[Any], None] | None = None) -> None:
         self.source = source
         self.live = live
         self.clock = clock
+        #: called with the new snapshot right after a swap (the status fetcher drops, at once, every held
+        #: status list whose signer the new trust no longer accepts: a key revoked for compromise)
+        self.on_change = on_change
         self.last: ReloadOutcome | None = None
         self._lock = asyncio.Lock()
         self._seen: Any = None
@@ -78,6 +82,8 @@ class TrustReloader:
                 else:
                     self.live.set_trust(snap)
                     self.live.last_error = None
+                    if self.on_change is not None:
+                        self.on_change(snap)
                     log.info("trust list v%d (%s) in force (%s; was v%s); %d entries dropped", snap.version,
                              snap.framework, trigger, before.version if before else "none", len(snap.dropped))
                     outcome = ReloadOutcome(trigger, "accepted", self.clock(), snap.version)
@@ -196,7 +202,9 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
-    app[RELOADER] = TrustReloader(services.trust_source, app[LIVE], services.clock)
+    source = services.status_source
+    app[RELOADER] = TrustReloader(services.trust_source, app[LIVE], services.clock,
+                                  source.trust_changed if isinstance(source, HttpStatusSource) else None)
     app.cleanup_ctx.append(lifecycle_ctx)
     app.router.add_get("/v1/admin/trust", trust_info)
     app.router.add_post("/v1/admin/trust/reload", trust_reload)
