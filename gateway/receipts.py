@@ -268,7 +268,10 @@ def _keyset(jwks: dict[str, Any]) -> dict[str, PublicKey]:
     if not isinstance(entries, list):
         raise _reject("the key set has no 'keys' list")
     for jwk in entries:
-        if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str):
+        # the audit checkpoint keys published beside ours ("audit-..." kids) never sign a receipt: a receipt
+        # under one is refused (unknown kid) rather than trusted (console receipts are signed by the
+        # access-token key, so that one stays)
+        if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) and not jwk["kid"].startswith("audit-"):
             try:
                 keys[jwk["kid"]] = key_from_jwk(jwk)
             except JwsError:

@@ -14,7 +14,8 @@ a checkpoint JWS kept outside the database, or a file of them (one a line, or th
 log lines "audit checkpoint signed", field ``checkpoint``): the chain must still hold its record --
 the one way to notice the newest checkpoints and every record after them deleted. ``--holder-code``
 needs the holder HMAC key in the environment variable GATEWAY_AUDIT_HMAC_KEY (hex), the same key
-the gateway is configured with.
+the gateway is configured with; ``--holder-code -`` reads the code from standard input (a citizen ID
+number on the command line is visible to every local user in the process list).
 Exit codes: 0 ok, 1 chain broken, 2 usage or store error.
 """
 
@@ -66,6 +67,12 @@ def load_public_keys(path: str) -> dict[str, Ed25519PublicKey] | Ed25519PublicKe
                 out[str(jwk.get("kid", ""))] = key
     except (orjson.JSONDecodeError, JwsError, TypeError, KeyError) as exc:
         raise CliError(f"{path}: not a PEM public key or a JWKS: {exc}") from exc
+    # the gateway's key set (/v1/keys) also lists the receipt key and the access-token key, either of
+    # which may be Ed25519: only its audit keys ("audit-..." kids) may sign checkpoints, or whoever holds
+    # a receipt or token key could sign a checkpoint over a rewritten chain
+    audit_kids = {kid: key for kid, key in out.items() if kid.startswith("audit-")}
+    if audit_kids:
+        out = audit_kids
     if not out:
         raise CliError(f"{path}: no Ed25519 key in the key set")
     return out
@@ -155,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
         elif name == "search":
             sp.add_argument("--holder-hmac")
             sp.add_argument("--holder-type", help="holder code type, e.g. 111 (citizen ID)")
-            sp.add_argument("--holder-code", help=f"needs {HMAC_ENV}")
+            sp.add_argument("--holder-code", help=f"needs {HMAC_ENV}; - reads it from standard input (keeps it "
+                                                  "out of the process list and the shell history)")
             sp.add_argument("--partner")
             sp.add_argument("--item")
             sp.add_argument("--since", type=_time)
@@ -194,7 +202,16 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 key_hex = os.environ.get(HMAC_ENV, "")
                 if not key_hex or not args.holder_type:
                     raise CliError(f"--holder-code needs --holder-type and {HMAC_ENV} (hex)")
-                h = holder_hmac(bytes.fromhex(key_hex), args.holder_type, args.holder_code)
+                code = args.holder_code
+                if code == "-":   # from standard input: not in the process list nor the shell's history
+                    code = sys.stdin.readline().strip()
+                    if not code:
+                        raise CliError("--holder-code -: no holder code on standard input")
+                else:
+                    print(f"note: a holder code on the command line can be read by every user of this machine "
+                          f"(ps, /proc) and stays in the shell's history; give --holder-code - and the code on "
+                          f"standard input", file=err)
+                h = holder_hmac(bytes.fromhex(key_hex), args.holder_type, code)
             q = AuditQuery(holder_hmac=h, partner=args.partner, item_code=args.item, since=args.since,
                            until=args.until, limit=args.limit)
             for rec in await store.search(q):
@@ -225,6 +242,9 @@ def describe_extent(report: ChainReport) -> str:
                      + (f", {report.anchors_checked} anchor(s) found in the chain" if report.anchors_checked else ""))
     else:
         lines.append("no checkpoint signs any record yet")
+    if report.anchors_pruned:
+        lines.append(f"{report.anchors_pruned} anchor(s) name records before the pruned start: not checked "
+                     "(their records were pruned)")
     tail = report.head_seq - report.signed_seq
     if tail > 0:
         lines.append(f"records {report.signed_seq + 1}..{report.head_seq} ({tail}) are chained but not yet signed")

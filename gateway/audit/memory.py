@@ -96,8 +96,12 @@ class MemoryAuditSink(GroupCommitSink):
         self._check()
         st = self.state_row
         limit = format_time(before)
+        # as the SQLite sink: no checkpoint past a record younger than ``before`` (a checkpoint signed
+        # while the clock was set back must not take younger records with it)
+        young = min((s for s, r in self.table.items() if s > st["start_seq"] and r.body["time"] >= limit),
+                    default=st["head_seq"] + 1)
         due = [cp for cp in self.checkpoint_table.values()
-               if cp.time < limit and st["start_seq"] < cp.seq <= st["head_seq"]]
+               if cp.time < limit and st["start_seq"] < cp.seq <= st["head_seq"] and cp.seq < young]
         if not due:
             return PruneResult(0, st["start_seq"])
         cp = max(due, key=lambda c: c.seq)
@@ -112,7 +116,8 @@ class MemoryAuditSink(GroupCommitSink):
     async def checkpoint(self) -> Checkpoint | None:
         self._check()
         st = self.state_row
-        if self.signer is None or st["head_seq"] == 0 or st["head_seq"] == st["last_cp"]:
+        signed = self.checkpoint_table.get(st["head_seq"])
+        if self.signer is None or st["head_seq"] == 0 or (signed is not None and signed.hash == st["head_hash"]):
             return None
         cp = self.signer.sign(st["head_seq"], st["head_hash"], self.clock())
         self.checkpoint_table[cp.seq] = cp

@@ -233,13 +233,25 @@ class AuditEvent:
 
 
 def stored_json(value: Any) -> Any:
-    """A JSON column as read back: its value, or the stored text itself when it is not JSON (only
-    a hand edit writes that; the record then fails its hash check, named by ``audit verify``,
-    rather than making every read of the chain raise)."""
-    try:
-        return orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError):
+    """A JSON column as read back: its value, or the stored value itself when it is not the one text
+    the gateway writes for it (only a hand edit writes anything else; the record then fails its hash
+    check, named by ``audit verify``, rather than making every read of the chain raise).
+
+    The one text: ``orjson.dumps(value, OPT_SORT_KEYS)`` (``reasons`` holds no object, so sorting
+    changes nothing there). Another text of the same value would pass the hash check while other
+    readers take it differently: a member named twice is the last one to orjson and PostgreSQL's
+    jsonb but the first to SQLite's ``json_extract`` (a record's ``extra.receipt`` or
+    ``extra.applicant``, as an SQL query finds it, would then differ from what was hashed and
+    signed); a BLOB holding JSON is read by SQLite's JSON functions as its binary JSONB form."""
+    if not isinstance(value, str):
         return value
+    try:
+        parsed = orjson.loads(value)
+        if orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS) != value.encode():
+            return value
+    except (orjson.JSONDecodeError, TypeError, ValueError):   # ValueError: UnicodeEncodeError too
+        return value
+    return parsed
 
 
 #: the stored columns of a record besides seq / prev_hash / hash, in table order

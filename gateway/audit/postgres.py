@@ -16,8 +16,10 @@ the hash input.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +32,8 @@ from gateway.audit.model import (BODY_FIELDS, GENESIS_HASH, AppendReceipt, Audit
 from gateway.audit.sink import Clock, GroupCommitConfig, GroupCommitSink, Sealer, system_clock, unavailable
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+#: the (sink, connection) whose snapshot the current task reads in (:meth:`PostgresAuditSink.read_snapshot`)
+_SNAPSHOT: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("audit_pg_snapshot", default=None)
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
 
 
@@ -153,8 +157,11 @@ class PostgresAuditSink(GroupCommitSink):
         s = self.schema
         try:
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
-                head_seq, head_hash, _start, last_cp = await conn.fetchrow(self._lock_head)
-                if head_seq == 0 or head_seq == last_cp:
+                head_seq, head_hash, _start, _last_cp = await conn.fetchrow(self._lock_head)
+                # already signed: a checkpoint of this head is stored (not last_checkpoint_seq, which
+                # nothing verifies: held equal to the head by a trigger, it stopped every checkpoint)
+                if head_seq == 0 or await conn.fetchval(
+                        f"SELECT 1 FROM {s}.audit_checkpoints WHERE seq = $1 AND hash = $2", head_seq, head_hash):
                     return None
                 cp = self.signer.sign(head_seq, head_hash, self.clock())
                 await conn.execute(f"INSERT INTO {s}.audit_checkpoints VALUES ($1, $2, $3, $4, $5)",
@@ -169,9 +176,12 @@ class PostgresAuditSink(GroupCommitSink):
         try:
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn, conn.transaction():
                 head_seq, _h, start_seq, _l = await conn.fetchrow(self._lock_head)
+                # no checkpoint past a record younger than ``before`` (see the SQLite sink's prune)
                 row = await conn.fetchrow(
                     f"SELECT seq, hash FROM {s}.audit_checkpoints WHERE time < $1 AND seq > $2 AND seq <= $3 "
-                    "ORDER BY seq DESC LIMIT 1", format_time(before), start_seq, head_seq)
+                    f"AND seq < coalesce((SELECT seq FROM {s}.audit_records WHERE seq > $2 AND time >= $4 "
+                    "ORDER BY seq LIMIT 1), $3 + 1) ORDER BY seq DESC LIMIT 1",
+                    format_time(before), start_seq, head_seq, before)
                 if row is None:
                     return PruneResult(0, start_seq)
                 status = await conn.execute(f"DELETE FROM {s}.audit_records WHERE seq <= $1", row["seq"])
@@ -188,10 +198,33 @@ class PostgresAuditSink(GroupCommitSink):
     # -- reads -------------------------------------------------------------------------------
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
+            snap = _SNAPSHOT.get()
+            if snap is not None and snap[0] is self:
+                return await snap[1].fetch(sql, *args)
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 return await conn.fetch(sql, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise unavailable(f"audit database read failed: {type(exc).__name__}") from exc
+
+    @contextlib.asynccontextmanager
+    async def read_snapshot(self) -> AsyncIterator[None]:
+        """The reads of this task inside see one snapshot (a REPEATABLE READ, READ ONLY transaction on
+        one connection): ``audit verify`` of a chain other processes append to and prune meanwhile."""
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise unavailable(f"audit database read failed: {type(exc).__name__}") from exc
+        try:
+            tx = conn.transaction(isolation="repeatable_read", readonly=True)
+            await tx.start()
+            token = _SNAPSHOT.set((self, conn))
+            try:
+                yield
+            finally:
+                _SNAPSHOT.reset(token)
+                await tx.rollback()
+        finally:
+            await self._pool.release(conn)
 
     async def state(self) -> ChainState:
         rows = await self._fetch(f"SELECT head_seq, head_hash, start_seq, start_hash, commits "

@@ -20,6 +20,7 @@ share one file (SQLite serialises the writers). Checkpoints, pruning and reads r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import queue
@@ -27,7 +28,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -317,9 +318,31 @@ class SqliteAuditSink(GroupCommitSink):
             if self._r is None:
                 raise unavailable("audit database is closed")
             try:
-                return await asyncio.to_thread(fn, self._r)
+                return await asyncio.to_thread(_tolerant, fn, self._r)
             except sqlite3.Error as exc:
                 raise unavailable(f"audit database read failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def read_snapshot(self) -> AsyncIterator[None]:
+        """Every read inside sees one committed state of the database (one read transaction on the
+        reading connection): ``audit verify`` of a store the gateway is writing to. Read one statement
+        at a time, the head row read first and the records after it, appends committed in between
+        showed as records "beyond the recorded head (inserted)" and a prune as records "missing":
+        BROKEN for a store nobody touched. WAL readers block no writer; the WAL cannot be reset past
+        the snapshot until it ends."""
+        async with self._rlock:
+            if self._r is None:
+                raise unavailable("audit database is closed")
+            began = not self._r.in_transaction   # inside another snapshot: read in that one
+            if began:
+                await asyncio.to_thread(self._r.execute, "BEGIN")   # deferred: the snapshot is the first read's
+        try:
+            yield
+        finally:
+            if began:
+                async with self._rlock:
+                    if self._r is not None and self._r.in_transaction:
+                        await asyncio.to_thread(self._r.execute, "COMMIT")
 
     # -- writes ------------------------------------------------------------------------------
     async def _commit_batch(self, bodies: Sequence[dict[str, Any]]) -> list[AppendReceipt]:
@@ -332,9 +355,12 @@ class SqliteAuditSink(GroupCommitSink):
         signer = self.signer
 
         def txn(c: sqlite3.Connection) -> Checkpoint | None:
-            head_seq, head_hash, last_cp = c.execute(
-                "SELECT head_seq, head_hash, last_checkpoint_seq FROM audit_state WHERE id = 1").fetchone()
-            if head_seq == 0 or head_seq == last_cp:
+            head_seq, head_hash = c.execute("SELECT head_seq, head_hash FROM audit_state WHERE id = 1").fetchone()
+            # already signed: a checkpoint of this very head is stored. Not ``last_checkpoint_seq``, a
+            # column nothing verifies: held equal to the head (one trigger), it stopped every checkpoint
+            # and every logged anchor, leaving the whole tail unsigned and free to rewrite
+            if head_seq == 0 or c.execute("SELECT 1 FROM audit_checkpoints WHERE seq = ? AND hash = ?",
+                                          (head_seq, head_hash)).fetchone() is not None:
                 return None
             cp = signer.sign(head_seq, head_hash, self.clock())
             c.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)", (cp.seq, cp.hash, cp.time, cp.kid, cp.jws))
@@ -348,8 +374,14 @@ class SqliteAuditSink(GroupCommitSink):
 
         def txn(c: sqlite3.Connection) -> PruneResult:
             head_seq, start_seq = c.execute("SELECT head_seq, start_seq FROM audit_state WHERE id = 1").fetchone()
+            # the latest checkpoint signed before ``before`` that no record younger than ``before`` precedes:
+            # a checkpoint's signing time alone let a clock stepped back while one was signed (NTP, a VM
+            # restored) delete every record before it, however young. ``+time``: scan by seq from the start,
+            # which stops at the first young record (the records a prune deletes, not the retained ones)
             row = c.execute("SELECT seq, hash FROM audit_checkpoints WHERE time < ? AND seq > ? AND seq <= ? "
-                            "ORDER BY seq DESC LIMIT 1", (limit, start_seq, head_seq)).fetchone()
+                            "AND seq < coalesce((SELECT seq FROM audit_records WHERE seq > ? AND +time >= ? "
+                            "ORDER BY seq LIMIT 1), ?) ORDER BY seq DESC LIMIT 1",
+                            (limit, start_seq, head_seq, start_seq, limit, head_seq + 1)).fetchone()
             if row is None:
                 return PruneResult(0, start_seq)
             cp_seq, cp_hash = row
@@ -425,6 +457,28 @@ class SqliteAuditSink(GroupCommitSink):
             except sqlite3.Error as exc:
                 raise unavailable(f"audit holder index checkpoint failed: {exc}") from exc
         return done
+
+    async def check_holder_index(self) -> int | None:
+        """The first record up to the index's watermark that the holder index does not name (a search
+        by its holder would not find it), or None. ``audit verify`` calls it: the index is a file of its
+        own that no hash covers, so rows deleted from it (or the watermark moved past records never
+        indexed) hid a person's records from every search while the chain verified."""
+        def run() -> Any:
+            with self._ixlock:
+                if self._ix is None:
+                    raise unavailable("audit holder index is closed")
+                return self._ix.execute(
+                    "SELECT r.seq FROM rec.audit_records AS r WHERE r.seq <= "
+                    "(SELECT indexed_seq FROM main.holder_keys_state WHERE id = 1) AND r.holder_hmac IS NOT NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM main.holder_keys AS k WHERE k.hkey = "
+                    f"substr(r.holder_hmac, 1, {HOLDER_KEY_CHARS}) AND k.seq = r.seq) ORDER BY r.seq LIMIT 1"
+                ).fetchone()
+
+        try:
+            row = await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise unavailable(f"audit holder index failed: {exc}") from exc
+        return None if row is None else int(row[0])
 
     def _index_chunk(self, ix: sqlite3.Connection, head: int) -> int:
         (indexed,) = ix.execute("SELECT indexed_seq FROM holder_keys_state WHERE id = 1").fetchone()
@@ -543,6 +597,30 @@ def append_txn(bodies: Sequence[dict[str, Any]], due: Callable[[int, str, int], 
         return receipts
 
     return txn
+
+
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _tolerant(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """Run a read; when a TEXT value is not UTF-8 (only written by hand: ``CAST(X'..' AS TEXT)``) read
+    it again with such values as bytes, a type no record holds, so ``audit verify`` names the record
+    and a search prints it. The default reader raised for the whole read: verify and every search
+    touching the row ended in a store error (exit 2), naming nothing."""
+    try:
+        return fn(conn)
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = _text_or_bytes
+    try:
+        return fn(conn)
+    finally:
+        conn.text_factory = str
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],

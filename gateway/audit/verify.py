@@ -18,8 +18,14 @@ What is detected, and which record is named (``first_bad_seq``):
   remaining record chains onto, and no record may remain at or before it (a start moved
   forward without deleting what lies before it would hide those records from the check while
   searches still return them);
-* a value no record can hold (bytes, unreadable JSON) or a state row of the wrong types is
-  reported as tampering (the record is named), never an exception;
+* a value no record can hold (bytes, unreadable JSON, TEXT that is not UTF-8, a JSON column in any
+  text but the one the gateway writes -- a member named twice reads differently in SQLite's
+  ``json_extract``) or a state row of the wrong types is reported as tampering (the record is named),
+  never an exception;
+* the store is read in one snapshot where it offers one (``read_snapshot``: SQLite, PostgreSQL), so a
+  chain the gateway appends to or prunes meanwhile is not reported broken;
+* SQLite: the holder search index (a file of its own) must name every record up to its watermark,
+  or a search by holder would miss that record (``check_holder_index``);
 * ``anchors``: checkpoints kept outside the database (logged by the gateway, saved from an
   earlier check): each must verify and name a record still present with that hash -- the one
   way to notice that the newest checkpoints and every record after them were deleted.
@@ -37,7 +43,7 @@ chain against such copies.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -65,7 +71,9 @@ class ChainReport:
     signed_seq: int = 0
     signed_time: str | None = None   # when that checkpoint was signed
     start_time: str | None = None    # when the checkpoint the chain starts after (pruned) was signed
-    anchors_checked: int = 0
+    anchors_checked: int = 0         # anchors found in the chain (their record there, with their hash)
+    #: anchors naming records before the pruned start: nothing is left to compare them with
+    anchors_pruned: int = 0
 
 
 def _is_int(v: object) -> bool:
@@ -81,7 +89,30 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
                        anchors: Sequence[str] = ()) -> ChainReport:
     """Walk the whole chain in seq order (``batch`` records per read) and report the first
     problem. ``keys``: the audit public key, or kid -> key when keys were rotated. ``anchors``:
-    checkpoint JWS kept outside the store; the chain must still hold each one's record."""
+    checkpoint JWS kept outside the store; the chain must still hold each one's record.
+
+    A store that offers ``read_snapshot`` is read in one snapshot (the gateway may be appending and
+    pruning meanwhile); one that offers ``check_holder_index`` (SQLite) also has its holder search
+    index checked against the records once the chain is whole."""
+    snapshot = getattr(store, "read_snapshot", None)
+    if snapshot is None:
+        report = await _verify(store, keys, batch, progress, progress_every, anchors)
+    else:
+        async with snapshot():
+            report = await _verify(store, keys, batch, progress, progress_every, anchors)
+    check_index = getattr(store, "check_holder_index", None)
+    if report.ok and check_index is not None:
+        missing = await check_index()
+        if missing is not None:
+            return replace(report, ok=False, first_bad_seq=missing,
+                           problem=f"the holder search index does not name record {missing}: a search by its holder "
+                                   "would not find it (the index was edited, or is stale after a restore; delete the "
+                                   "<database>-holders file and the gateway rebuilds it)")
+    return report
+
+
+async def _verify(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, batch: int,
+                  progress: Progress | None, progress_every: int, anchors: Sequence[str]) -> ChainReport:
     state = await store.state()
     cps = await store.read_checkpoints()
     # a single key is used whatever kid the checkpoints name
@@ -204,5 +235,6 @@ async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] |
     if progress is not None:
         progress(checked, state.head_seq)
     return ChainReport(True, checked, None, None, state.head_seq, state.start_seq, len(cps), signed_seq, signed_time,
-                       start_time, len(anchor_at))
+                       start_time, sum(1 for seq in anchor_at if seq >= state.start_seq),
+                       sum(1 for seq in anchor_at if seq < state.start_seq))
 
