@@ -195,6 +195,18 @@ def keep(shot: Path, name: str) -> None:
         shutil.copyfile(shot, Path(out) / name)
 
 
+async def sign_in_by_keyboard(page: "Page", base: str, user: str = "clerk") -> None:
+    """Open the console, type the user's TEST credentials, and wait for the check page with the cursor in
+    the item search (the tests of later features start from there)."""
+    await page.goto(f"{base}/console/")
+    await page.wait("document.activeElement && document.activeElement.id === 'username'")
+    await page.type(user)
+    await page.js("document.getElementById('password').focus()")
+    await page.type(PASSWORDS[user])
+    await page.enter()
+    await page.wait("document.readyState === 'complete' && document.activeElement.id === 'item-search'")
+
+
 # --- the scenario ---------------------------------------------------------------------------
 TEXT = {
     "zh": {"valid": "核验通过：证照真实有效", "invalid": "核验未通过：证照不可采信", "advice": "证照已注销，请申请人联系发证机关。",

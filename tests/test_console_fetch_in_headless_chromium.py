@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.region_server import RegionSimulator, serve
 from tests.conftest import NOW
-from tests.test_console_browser import GREEN, HEIGHT, PASSWORDS, WIDTH, Chromium, colour_counts, keep
+from tests.test_console_browser import GREEN, HEIGHT, WIDTH, Chromium, colour_counts, keep, sign_in_by_keyboard
 from tests.browser_support import png_pixels
 from tests.test_query_federated import citizen
 
@@ -27,13 +27,7 @@ async def test_clerk_fetches_the_applicants_licences_from_the_home_region_in_hea
                 Chromium(tmp_path / "profile") as browser:
             base = f"http://127.0.0.1:{server.port}"
             page = await browser.page()
-            await page.goto(f"{base}/console/")
-            await page.wait("document.activeElement && document.activeElement.id === 'username'")
-            await page.type("clerk")
-            await page.js("document.getElementById('password').focus()")
-            await page.type(PASSWORDS["clerk"])
-            await page.enter()
-            await page.wait("document.readyState === 'complete' && document.activeElement.id === 'item-search'")
+            await sign_in_by_keyboard(page, base)
             await page.type("hkqy")
             await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
             await page.enter()

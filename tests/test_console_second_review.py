@@ -207,7 +207,7 @@ async def test_an_item_lacking_what_cannot_be_fetched_is_not_told_every_requirem
     The page said "本事项所需证照均已满足，无需调取" beside an incomplete checklist. And a fetch answered by
     licences failing their signature said they were another person's. (Headless Chromium, as
     tests/test_console_fetch_in_headless_chromium.py.)"""
-    from tests.test_console_browser import PASSWORDS, Chromium
+    from tests.test_console_browser import Chromium, sign_in_by_keyboard
 
     code = citizen(seq=618)
     rs = RegionSimulator(world.simulator, {lt.type_code: lt for lt in world.catalogue.types}, lambda: NOW)
@@ -216,13 +216,7 @@ async def test_an_item_lacking_what_cannot_be_fetched_is_not_told_every_requirem
         async with TestServer(create_app(world.services(settings=settings)), host="127.0.0.1") as server, \
                 Chromium(tmp_path / "profile") as browser:
             page = await browser.page()
-            await page.goto(f"http://127.0.0.1:{server.port}/console/")
-            await page.wait("document.activeElement && document.activeElement.id === 'username'")
-            await page.type("clerk")
-            await page.js("document.getElementById('password').focus()")
-            await page.type(PASSWORDS["clerk"])
-            await page.enter()
-            await page.wait("document.readyState === 'complete' && document.activeElement.id === 'item-search'")
+            await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
 
             async def case_for(item: str) -> None:
                 await page.js("document.getElementById('item-search').value = ''")
