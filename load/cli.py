@@ -1,9 +1,14 @@
-"""Command line of the load tool (``python -m load ...``). Exit codes: 0 ok, 2 refused, 3 SLO missed."""
+"""Command line of the load tool (``python -m load ...``).
+
+Exit codes: 0 done (every SLO met), 1 the tool itself failed, 2 refused before starting, 3 an SLO
+was missed, 4 the target never answered (token endpoint unreachable, or not one HTTP answer)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import datetime, timezone
@@ -16,10 +21,15 @@ from load.errors import (
     CONNECTIONS_INVALID,
     CORPUS_INVALID,
     EXIT_REFUSED,
+    EXIT_TARGET_DOWN,
+    EXIT_TOOL_FAILED,
+    OUTPUT_INVALID,
     RESULT_INVALID,
+    TARGET_INVALID,
     TARGET_NOT_LOOPBACK,
     TOKEN_UNAVAILABLE,
     LoadRefused,
+    TargetUnreachable,
 )
 from load.report import render_html
 from load.runner import CLIENTS, MaxConfig, OpenLoopConfig, run_max, run_open_loop
@@ -31,8 +41,9 @@ from load.safety import (
     check_target,
     is_loopback_host,
     parse_duration,
+    parse_timeout,
 )
-from load.scenarios import SCENARIOS, RequestPicker, get_scenario, load_corpus
+from load.scenarios import SCENARIOS, RequestPicker, Scenario, get_scenario, load_corpus
 from load.schedule import ARRIVALS
 from load.slo import EXIT_SLO_MISSED, all_passed, evaluate, load_slo, render_table, slo_block
 from load.tokens import DEFAULT_CLIENT_ID, TokenProvider, file_token, no_token, oauth_token, static_token
@@ -64,7 +75,8 @@ def _add_common(p: argparse.ArgumentParser, *, scenario_required: bool = True) -
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID,
                    help=f"TEST partner whose key signs the OAuth client assertion (default {DEFAULT_CLIENT_ID})")
     p.add_argument("--no-token", action="store_true", help="send no Authorization header")
-    p.add_argument("--timeout", default="5s", help="per-request timeout (default 5s)")
+    p.add_argument("--timeout", default="5s", help=f"per-request timeout (default 5s, at most "
+                                                   f"{LIMITS.max_timeout_s:g}s)")
     p.add_argument("--seed", type=int, default=1, help="RNG seed for arrivals and the request mix")
     p.add_argument("--out", help="output directory for result.json and report.html "
                                  f"(default {DEFAULT_OUT_ROOT}/<time>-<mode>-<scenario>)")
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _token_provider(args: argparse.Namespace) -> TokenProvider:
+def _token_provider(args: argparse.Namespace, scenario: Scenario) -> TokenProvider:
     if sum(map(bool, (args.token, args.token_file, args.no_token))) > 1:
         raise LoadRefused(TOKEN_UNAVAILABLE, "give one of --token, --token-file, --no-token")
     if args.token:
@@ -114,7 +126,9 @@ def _token_provider(args: argparse.Namespace) -> TokenProvider:
         return file_token(args.token_file)
     if args.no_token:
         return no_token()
-    return oauth_token(args.target, client_id=args.client_id)
+    # exactly the scopes the scenario's requests need: a partner lacking one is refused by the token
+    # endpoint before the run (not a run of 403s), and the token carries no other right (admin, query)
+    return oauth_token(args.target, client_id=args.client_id, scope=" ".join(scenario.scopes))
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -133,6 +147,33 @@ def _out_dir(args: argparse.Namespace, mode: str, scenario: str) -> Path:
         return Path(args.out)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return DEFAULT_OUT_ROOT / f"{stamp}-{mode}-{scenario}"
+
+
+def _prepare_out(args: argparse.Namespace, mode: str, scenario: str) -> tuple[Path, bool]:
+    """The output directory, made and checked writable BEFORE the run (a run is never lost to a
+    --out it cannot write at the end), and whether this call made it."""
+    out = _out_dir(args, mode, scenario)
+    fresh = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoadRefused(OUTPUT_INVALID, f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise LoadRefused(OUTPUT_INVALID, f"output directory {out} is not writable")
+    return out, fresh
+
+
+def _run_into(out: tuple[Path, bool], coro: Coroutine[Any, Any, T]) -> T:
+    """:func:`_run`, leaving no empty output directory behind when the run does not finish (a token
+    refused, the target down, an interrupt)."""
+    try:
+        return _run(coro)
+    except BaseException:
+        path, fresh = out
+        if fresh:
+            with contextlib.suppress(OSError):
+                path.rmdir()            # only ever an empty directory this run made
+        raise
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -160,6 +201,27 @@ def _summary(result: dict[str, Any]) -> str:
 def _check_target(args: argparse.Namespace, err: TextIO) -> None:
     for w in check_target(args.target, args.allow_non_loopback):
         print(w, file=err)
+    if args.http_client == "raw" and args.target.lower().startswith("https:"):
+        raise LoadRefused(TARGET_INVALID, "the raw HTTP client speaks plain http:// only; use an http:// target or "
+                                          "--http-client aiohttp")
+
+
+def _responses(result: dict[str, Any]) -> tuple[int, int]:
+    """(requests sent, HTTP answers received) over a whole run or max search."""
+    if result["mode"] == "closed-loop-max":
+        return (sum(s["counts"]["sent"] for s in result["steps"]),
+                sum(s["counts"]["responses"] for s in result["steps"]))
+    return result["counts"]["sent"], result["counts"]["responses"]
+
+
+def _target_down(result: dict[str, Any], err: TextIO) -> bool:
+    """True (and says so) when requests were sent and not one HTTP answer came back."""
+    sent, answered = _responses(result)
+    if sent and not answered:
+        print(f"load: 目标无应答 / target down: not one HTTP answer from {result['target']} to {sent} requests "
+              f"({result.get('errors') or 'see the steps'}); is it running there?", file=err)
+        return True
+    return False
 
 
 #: the corpus made when --corpus is not given: every region and family, the default case mix
@@ -192,7 +254,7 @@ def make_default_corpus(path: Path, count: int = DEFAULT_CORPUS_COUNT) -> int:
     return write_jsonl(path, lines)
 
 
-def _finish(result: dict[str, Any], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _finish(result: dict[str, Any], args: argparse.Namespace, out_dir: Path, out: TextIO, err: TextIO) -> int:
     code = 0
     if args.slo:
         spec = load_slo(args.slo)
@@ -203,9 +265,11 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, out: TextIO, err: 
         result["slo"] = slo_block(spec, checks)
         print(render_table(spec, checks), file=out)
         code = 0 if all_passed(checks) else EXIT_SLO_MISSED
-    json_path, html_path = write_outputs(result, _out_dir(args, result["mode"], result["scenario"]))
+    json_path, html_path = write_outputs(result, out_dir)
     print(_summary(result), file=out)
     print(f"result: {json_path}\nreport: {html_path}", file=out)
+    if _target_down(result, err):   # before "SLO missed": a dead target is not a slow one
+        return EXIT_TARGET_DOWN
     return code
 
 
@@ -214,17 +278,19 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     scenario = get_scenario(args.scenario)
     rate = check_rate(args.rate if args.rate is not None else scenario.default_rate, duration)
     check_connections(args.connections, args.max_in_flight)
-    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    timeout = parse_timeout(args.timeout)
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)  # refuse a bad SLO file before the run, not after it
     picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
+    out_dir = _prepare_out(args, "open-loop", scenario.name)
     config = OpenLoopConfig(target=args.target, scenario=scenario, rate=rate, duration_s=duration,
                             arrivals=args.arrivals, connections=args.connections, max_in_flight=args.max_in_flight,
                             timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests,
                             client=args.http_client)
-    result = _run(run_open_loop(config, picker, _token_provider(args), progress=None if args.quiet else err))
-    return _finish(result, args, out, err)
+    result = _run_into(out_dir, run_open_loop(config, picker, _token_provider(args, scenario),
+                                              progress=None if args.quiet else err))
+    return _finish(result, args, out_dir[0], out, err)
 
 
 def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -232,15 +298,17 @@ def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     steps = _steps(args.concurrency)
     check_duration(step * len(steps))
     scenario = get_scenario(args.scenario)
-    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    timeout = parse_timeout(args.timeout)
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)
     picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
+    out_dir = _prepare_out(args, "closed-loop-max", scenario.name)
     config = MaxConfig(target=args.target, scenario=scenario, step_duration_s=step, concurrency_steps=steps,
-                       timeout_s=timeout, seed=args.seed, client=args.http_client)
-    result = _run(run_max(config, picker, _token_provider(args), progress=None if args.quiet else err))
-    return _finish(result, args, out, err)
+                       timeout_s=timeout, seed=args.seed, client=args.http_client, max_requests=LIMITS.max_requests)
+    result = _run_into(out_dir, run_max(config, picker, _token_provider(args, scenario),
+                                        progress=None if args.quiet else err))
+    return _finish(result, args, out_dir[0], out, err)
 
 
 def cmd_peer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -251,6 +319,8 @@ def cmd_peer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if not is_loopback_host(args.host):
         raise LoadRefused(TARGET_NOT_LOOPBACK, f"the peer binds loopback only, not {args.host!r}")
+    if not 1 <= args.port <= 65535:
+        raise LoadRefused(TARGET_INVALID, f"--port must be 1..65535, got {args.port}")
     if not 1 <= args.corpus_size <= 100_000:
         raise LoadRefused(CORPUS_INVALID, "--corpus-size must be 1..100000")
     keys = generate_keys()
@@ -274,23 +344,23 @@ def cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     steps = _steps(args.concurrency)
     check_duration(2 * step * len(steps))
     scenario = get_scenario(args.scenario)
-    timeout = min(parse_duration(args.timeout), LIMITS.max_timeout_s)
+    timeout = parse_timeout(args.timeout)
     _check_target(args, err)
     corpus = load_corpus(args.corpus) if args.corpus else None
     if corpus is None:
         print("WARNING: no --corpus for the gateway: sending the peer's JWTs, which the gateway will reject "
               "(its keys differ); the ratio then compares the rejection path", file=err)
-    out_dir = _out_dir(args, "compare", scenario.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = _run(compare(scenario, args.target, corpus, step, steps, timeout, args.seed, _token_provider(args),
-                          out_dir, peer_port=args.peer_port, progress=None if args.quiet else err,
-                          client=args.http_client))
+    prepared = _prepare_out(args, "compare", scenario.name)
+    out_dir = prepared[0]
+    result = _run_into(prepared, compare(scenario, args.target, corpus, step, steps, timeout, args.seed,
+                                         _token_provider(args, scenario), out_dir, peer_port=args.peer_port,
+                                         progress=None if args.quiet else err, client=args.http_client))
     write_outputs(result["peer"], out_dir / "peer")
     write_outputs(result["gateway"], out_dir / "gateway")
     (out_dir / "compare.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(render_ratio(result["summary"]), file=out)
     print(f"results: {out_dir}", file=out)
-    return 0
+    return EXIT_TARGET_DOWN if _target_down(result["gateway"], err) else 0
 
 
 def cmd_slo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -313,9 +383,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args, out, err)
+    except TargetUnreachable as exc:
+        print(f"load: 目标无法连接 / target down: {exc}", file=err)
+        return EXIT_TARGET_DOWN
     except LoadRefused as exc:
-        print(f"load: refused: {exc}", file=err)
+        print(f"load: 拒绝 / refused: {exc}", file=err)
         return EXIT_REFUSED
     except KeyboardInterrupt:
-        print("load: interrupted", file=err)
+        print("load: 已中断 / interrupted", file=err)
         return 130
+    except Exception as exc:  # a bug or an unwritable result: one clear line and its own exit code
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" (at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno})" if where else ""
+        print(f"load: 工具出错 / the tool failed: {type(exc).__name__}: {exc}{at}", file=err)
+        return EXIT_TOOL_FAILED

@@ -24,9 +24,17 @@ CORPUS_MISSING_KIND = "CORPUS_MISSING_KIND"
 SLO_INVALID = "SLO_INVALID"
 RESULT_INVALID = "RESULT_INVALID"
 TOKEN_UNAVAILABLE = "TOKEN_UNAVAILABLE"
+TIMEOUT_INVALID = "TIMEOUT_INVALID"
+OUTPUT_INVALID = "OUTPUT_INVALID"
+TARGET_UNREACHABLE = "TARGET_UNREACHABLE"
 
-#: exit code of the CLI when a run is refused before it starts
+#: exit codes of the CLI (``3``, an SLO missed, is ``load.slo.EXIT_SLO_MISSED``)
+#: the tool itself failed (a bug, or a result it could not write): not a verdict on the target
+EXIT_TOOL_FAILED = 1
+#: a run refused before it starts (bad option, cap, non-loopback target, bad file, token refused)
 EXIT_REFUSED = 2
+#: the target never answered: its token endpoint unreachable, or not one HTTP answer in the run
+EXIT_TARGET_DOWN = 4
 
 
 class LoadRefused(RequestRejected):
@@ -38,3 +46,10 @@ class LoadRefused(RequestRejected):
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.detail}"
+
+
+class TargetUnreachable(LoadRefused):
+    """The target could not be reached at all (exit :data:`EXIT_TARGET_DOWN`, not "refused")."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(TARGET_UNREACHABLE, detail)

@@ -145,7 +145,8 @@ def _slo_html(result: dict[str, Any]) -> str:
     slo = result.get("slo")
     if not slo:
         return "<p>No SLO was evaluated for this run (pass <code>--slo load/slo/NAME.toml</code>).</p>"
-    rows = [(c["label"], f'{c["op"]} {c["threshold"]:g} {c["unit"]}', f'{c["actual"]:g} {c["unit"]}',
+    rows = [(c["label"], f'{c["op"]} {c["threshold"]:g} {c["unit"]}',
+             "no data" if c["actual"] is None else f'{c["actual"]:g} {c["unit"]}',
              "ok" if c["passed"] else "FAIL") for c in slo["checks"]]
     verdict = '<span class="pass">all SLOs met</span>' if slo["passed"] else '<span class="fail">SLO MISSED</span>'
     return f"<p>{_esc(slo['name'])}: {verdict}</p>" + _table(rows, ("SLO", "target", "actual", "result"), "slo-table")

@@ -16,6 +16,7 @@ from load.errors import (
     REQUESTS_OVER_CAP,
     TARGET_INVALID,
     TARGET_NOT_LOOPBACK,
+    TIMEOUT_INVALID,
     LoadRefused,
 )
 
@@ -64,11 +65,25 @@ def check_rate(rate: float, duration_s: float, limits: Limits = LIMITS) -> float
     if rate > limits.max_rate:
         raise LoadRefused(RATE_INVALID, f"rate {rate:g}/s is over the hard cap of {limits.max_rate:g}/s")
     planned = rate * duration_s
+    if planned < 1:
+        raise LoadRefused(RATE_INVALID, f"{rate:g}/s for {duration_s:g}s plans no request at all; raise --rate or "
+                                        "--duration")
     if planned > limits.max_requests:
         raise LoadRefused(REQUESTS_OVER_CAP,
                           f"{rate:g}/s for {duration_s:g}s plans {planned:.0f} requests, over the hard cap of "
                           f"{limits.max_requests}")
     return rate
+
+
+def parse_timeout(text: str | None, limits: Limits = LIMITS) -> float:
+    """``--timeout``: a positive duration up to the hard cap, refused (never clamped) beyond it."""
+    try:
+        seconds = parse_duration(text)
+    except LoadRefused as exc:
+        raise LoadRefused(TIMEOUT_INVALID, f"--timeout: {exc.detail}") from None
+    if seconds > limits.max_timeout_s:
+        raise LoadRefused(TIMEOUT_INVALID, f"--timeout {seconds:g}s is over the hard cap of {limits.max_timeout_s:g}s")
+    return seconds
 
 
 def check_connections(connections: int, max_in_flight: int, limits: Limits = LIMITS) -> None:
@@ -82,7 +97,7 @@ def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8, ``::1`` (and IPv4-mapped loopback). Names other than
     localhost are not resolved: they are not loopback as far as this tool is concerned."""
     h = host.strip().strip("[]").rstrip(".").lower()
-    if h == "localhost" or h.endswith(".localhost"):
+    if h == "localhost":   # not "*.localhost": such a name goes to the resolver, which may send it anywhere
         return True
     try:
         addr = ipaddress.ip_address(h)

@@ -39,6 +39,12 @@ DEFAULT_PATHS: dict[str, str] = {
     "verify": "/v1/licences/verify",
     "batch": "/v1/licences/verify-batch",
 }
+#: the OAuth scope each kind of request needs on the gateway: the tool asks for these and no more
+KIND_SCOPES: dict[str, str] = {
+    "verify": "licences:verify",
+    "batch": "licences:verify",
+    "check": "items:check",
+}
 MAX_CORPUS_LINES = 200_000
 #: a path on the target: one leading slash (``//host`` would read as another host), no spaces,
 #: no ``{placeholder}`` left unfilled
@@ -57,6 +63,11 @@ class Scenario:
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(k for k, w in self.mix if w > 0)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The OAuth scopes its requests need (sorted, no duplicates)."""
+        return tuple(sorted({KIND_SCOPES[k] for k in self.kinds}))
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -190,7 +201,13 @@ def write_corpus(path: str | Path, entries: Iterable[CorpusEntry]) -> int:
 
 
 def prepare(entry: CorpusEntry) -> PreparedRequest:
-    return PreparedRequest(entry.kind, entry.method, entry.path, orjson.dumps(entry.body), entry.expect)
+    expect = entry.expect
+    licences = entry.body.get("licences")
+    if entry.kind == "batch" and isinstance(expect, str) and isinstance(licences, list):
+        # "one verdict for every item": one per licence sent, so an answer with fewer (or more)
+        # results than licences is a mismatch, not a match on the results it happened to hold
+        expect = (expect,) * len(licences)
+    return PreparedRequest(entry.kind, entry.method, entry.path, orjson.dumps(entry.body), expect)
 
 
 @dataclass(slots=True)

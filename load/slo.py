@@ -14,10 +14,16 @@ File format (``load/slo/NAME.toml``)::
     max_error_rate = 0.001         # (non-2xx + timeouts + connection errors + dropped) / scheduled
     max_mismatch_rate = 0.0        # share of answers whose verdict differs from the corpus' "expect"
     max_generator_cpu_percent = 90 # the load tool's own CPU, % of one core: above it the run measured the tool
+
+A metric the result cannot give (nothing answered, no verdict checked, nothing scheduled, a
+closed-loop result without its peak's figures) is "no data" and FAILS its SLO: a run that
+measured nothing never passes. Rates are fractions (``0.01`` = 1 %): a rate threshold above 1
+is refused, as is a threshold that is not a finite number.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,11 @@ from typing import Any
 from load.errors import SLO_INVALID, LoadRefused
 
 EXIT_SLO_MISSED = 3
+
+#: thresholds that are fractions (0.01 = 1 %), never percentages
+RATE_KEYS = frozenset({"max_error_rate", "max_mismatch_rate"})
+#: what a metric is when the result cannot give it: fails every comparison
+NO_DATA = math.nan
 
 #: threshold key -> (label, "max" (actual must be <=) or "min" (actual must be >=), unit)
 THRESHOLDS: dict[str, tuple[str, str, str]] = {
@@ -59,12 +70,16 @@ class SloCheck:
     unit: str
 
     @property
-    def passed(self) -> bool:
+    def no_data(self) -> bool:
+        return math.isnan(self.actual)
+
+    @property
+    def passed(self) -> bool:  # "no data" (NaN) fails both comparisons
         return self.actual <= self.threshold if self.op == "<=" else self.actual >= self.threshold
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "op": self.op, "threshold": self.threshold,
-                "actual": self.actual, "unit": self.unit, "passed": self.passed}
+                "actual": None if self.no_data else self.actual, "unit": self.unit, "passed": self.passed}
 
 
 def parse_slo(data: dict[str, Any], name: str = "slo") -> SloSpec:
@@ -82,8 +97,11 @@ def parse_slo(data: dict[str, Any], name: str = "slo") -> SloSpec:
     for key in THRESHOLDS:
         if key in th:
             v = th[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise LoadRefused(SLO_INVALID, f"{name}: {key} must be a non-negative number, got {v!r}")
+            if key in RATE_KEYS and v > 1:
+                raise LoadRefused(SLO_INVALID, f"{name}: {key} is a fraction of requests (0.01 = 1 %), "
+                                               f"not a percentage: got {v!r}")
             pairs.append((key, float(v)))
     scenario = data.get("scenario")
     if scenario is not None and not isinstance(scenario, str):
@@ -103,21 +121,43 @@ def load_slo(path: str | Path) -> SloSpec:
     return parse_slo(data, name=p.name)
 
 
+def _ratio(part: Any, whole: Any) -> float:
+    return float(part) / float(whole) if whole else NO_DATA
+
+
+def _peak_step(result: dict[str, Any]) -> dict[str, Any]:
+    """The closed-loop step reported as the peak (its full figures: counts, expectation, cpu)."""
+    peak = result["peak"]
+    for step in result.get("steps", ()):
+        if step.get("concurrency") == peak.get("concurrency"):
+            return {**step, **peak}
+    return peak
+
+
 def _actual(key: str, result: dict[str, Any]) -> float:
+    """The measured value for ``key``; :data:`NO_DATA` when the result cannot give it."""
     closed = result.get("mode") == "closed-loop-max"
-    lat = (result["peak"]["latency_ms"] if closed else result["latency_ms"])
+    src = _peak_step(result) if closed else result
+    lat = src["latency_ms"]
     if key.endswith("_ms"):
+        if lat.get("count", 1) == 0:          # nothing answered: no latency to judge
+            return NO_DATA
         return float(lat["max" if key == "max_ms" else key[:-3]])
     if key == "min_throughput":
-        return float(result["peak"]["throughput_rps"] if closed else result["throughput_rps"])
+        return float(src["throughput_rps"])
     if key == "max_error_rate":
-        return float(result["peak"]["error_rate"] if closed else result["error_rate"])
+        counts = src.get("counts")
+        if isinstance(counts, dict) and "errors" in counts and "scheduled" in counts:
+            return _ratio(counts["errors"], counts["scheduled"])   # exact: never rounded to 0
+        return float(src["error_rate"])
     if key == "max_mismatch_rate":
-        if closed:
-            return 0.0
-        return float(result["expectation"]["mismatch_rate"])
+        exp = src.get("expectation")
+        if not isinstance(exp, dict):
+            return NO_DATA
+        return _ratio(exp["mismatched"], exp["checked"])
     if key == "max_generator_cpu_percent":
-        return float(result["cpu"]["percent_of_one_core"])
+        cpu = src.get("cpu") or result["cpu"]
+        return float(cpu["percent_of_one_core"])
     raise KeyError(key)  # unreachable: keys are validated by parse_slo
 
 
@@ -139,7 +179,8 @@ def render_table(spec: SloSpec, checks: list[SloCheck]) -> str:
     rows = [("SLO", "target", "actual", "result")]
     for c in checks:
         unit = f" {c.unit}" if c.unit else ""
-        rows.append((c.label, f"{c.op} {c.threshold:g}{unit}", f"{c.actual:g}{unit}", "ok" if c.passed else "FAIL"))
+        actual = "no data" if c.no_data else f"{c.actual:g}{unit}"
+        rows.append((c.label, f"{c.op} {c.threshold:g}{unit}", actual, "ok" if c.passed else "FAIL"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"SLO {spec.name}" + (f" ({spec.description})" if spec.description else "")]
     for i, r in enumerate(rows):

@@ -1,7 +1,7 @@
 """Latency and outcome accounting in HDR histograms.
 
 Latency values are recorded in microseconds. In an open-loop run each latency is measured
-from the request's *intended* send time, so a slow server (or a saturated generator) shows
+from the request's *intended* send time (or its actual send, when that came first), so a slow server (or a saturated generator) shows
 up as latency instead of silently lowering the send rate (no coordinated omission).
 
 Outcome kinds (``errors``):
@@ -144,7 +144,10 @@ class Recorder:
     def on_response(self, intended_s: float, sent_s: float, done_s: float, status: int, verdicts: list[str],
                     expect: tuple[str, ...] | str | None) -> None:
         self.responses += 1
-        self._latency(intended_s, done_s - intended_s)
+        # from the intended time, or from the actual send when that came first: uvloop's timers have
+        # millisecond resolution and wake a sleep up to ~0.5 ms early, and a request sent before its
+        # intended time has been waited on since it was sent (done - intended would hide that wait)
+        self._latency(intended_s, done_s - min(intended_s, sent_s))
         self.service.record_value(_clamp_us((done_s - sent_s) * 1e6))
         self._bucket(done_s).completed += 1
         key = str(status)

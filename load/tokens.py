@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from load.errors import TOKEN_UNAVAILABLE, LoadRefused
+from load.errors import TOKEN_UNAVAILABLE, LoadRefused, TargetUnreachable
 
 TokenProvider = Callable[[], Awaitable[str | None]]
 
@@ -88,7 +88,8 @@ def oauth_token(target: str, *, client_id: str = DEFAULT_CLIENT_ID, registry_dir
                     raw = await resp.read()
                     status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise LoadRefused(TOKEN_UNAVAILABLE, f"token endpoint {endpoint} unreachable: {exc!r}") from None
+            # the target is down, not the operator's request at fault: exit 4, not 2
+            raise TargetUnreachable(f"token endpoint {endpoint} unreachable: {exc!r}") from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
