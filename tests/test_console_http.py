@@ -173,7 +173,7 @@ async def test_session_ends_after_fifteen_idle_minutes(console, clock) -> None:
     assert resp.status == 303 and resp.headers["Location"] == "/console/login?expired=1"
     assert (await console.get("/console/api/items?q=hk")).status == 401
     page = await console.get("/console/login?expired=1")
-    assert "长时间未操作" in await page.text()
+    assert "登录已失效（长时间未操作，或服务已重启）" in await page.text()
 
 
 async def test_idle_timeout_is_a_setting(world, client_for, clock) -> None:

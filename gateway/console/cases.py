@@ -93,10 +93,14 @@ def case_view(case: Case, catalogue: Catalogue, lang: str) -> dict[str, Any]:
         lic = p.licence
         ltype = catalogue.type_by_code(lic.type_code) if lic else None
         codes = {f.reason.code for f in lo.findings}
+        # a genuine licence that satisfies nothing here (another person's, a type or region the item does
+        # not take) must not greet the clerk with the same green banner as one that counts
+        banner = "unusable" if p.verdict == "valid" and not lo.satisfies else p.verdict
         cards.append({
             "n": p.index + 1,
             "verdict": p.verdict,
-            "verdict_text": t(lang, f"verdict_{p.verdict}"),
+            "banner": banner,
+            "verdict_text": t(lang, f"verdict_{banner}"),
             "usable": bool(lo.satisfies),
             "region": {"code": p.region[0], "name": p.region[1]} if p.region else None,
             "issuer": lic.issuer_name if lic else None,

@@ -35,7 +35,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "login": "登录",
         "login_failed": "用户名或密码错误。",
         "login_locked": "登录失败次数过多，账号已临时锁定，请稍后再试或联系管理员。",
-        "session_expired": "长时间未操作，已自动退出，请重新登录。",
+        "session_expired": "登录已失效（长时间未操作，或服务已重启），请重新登录。",
         "account_changed": "您的账号已被修改或停用，本次登录已结束。请重新登录；如无法登录，请联系管理员。",
         "login_form_expired": "登录页面已过期，请重新输入用户名和密码后登录。",
         "logged_out": "已退出登录。",
@@ -72,6 +72,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "verdict_valid": "核验通过：证照真实有效",
         "verdict_invalid": "核验未通过：证照不可采信",
         "verdict_indeterminate": "暂时无法确认：请勿按有效证照受理",
+        "verdict_unusable": "证照真实有效，但不能用于本次办理（原因见下）",
         "region": "发证地区",
         "issuer": "发证机关",
         "licence_type": "证照类型",
@@ -123,6 +124,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "receipt_qr": "扫描二维码可验证本回执的电子签名",
         "receipt_signed_by": "签名密钥",
         "receipt_digest": "核验结果摘要（SHA-256）",
+        "receipt_not_found": "找不到这份回执：回执只能在办理该办件的这次登录中打开（退出登录或服务重启后即失效）。如需回执，请重新核验后打印。",
+        "beijing_time": "（北京时间）",
         "status_title": "各地区信任与核验状态",
         "status_trust_version": "信任列表版本",
         "col_region": "地区",
@@ -153,6 +156,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "col_licence": "证照标识",
         "error_generic": "操作失败，请重试。",
         "error_session": "登录已失效，请刷新页面重新登录。",
+        "error_network": "无法连接核验服务，请检查网络后重试；如持续出现，请联系管理员。",
     },
     "en": {
         "app_title": "Cross-region e-licence verification · Service-window console",
@@ -175,7 +179,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "login": "Sign in",
         "login_failed": "Wrong user name or password.",
         "login_locked": "Too many failed sign-ins: the account is locked for a while. Try later or call an administrator.",
-        "session_expired": "You were signed out after a period of inactivity. Please sign in again.",
+        "session_expired": "Your sign-in has ended (after a period of inactivity, or a gateway restart). Please sign in again.",
         "account_changed": "Your staff account was changed or removed, so this session has ended. "
                            "Sign in again; if you cannot, contact an administrator.",
         "login_form_expired": "The sign-in page had expired: enter your user name and password again.",
@@ -214,6 +218,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "verdict_valid": "Verified: the licence is genuine and in force",
         "verdict_invalid": "Not verified: do not accept this licence",
         "verdict_indeterminate": "Cannot confirm now: do not treat as valid",
+        "verdict_unusable": "Genuine and in force, but it cannot be used for this application (see why below)",
         "region": "Issuing region",
         "issuer": "Issuing authority",
         "licence_type": "Licence type",
@@ -267,6 +272,9 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "receipt_qr": "Scan the QR code to verify this receipt's signature",
         "receipt_signed_by": "Signing key",
         "receipt_digest": "Result digest (SHA-256)",
+        "receipt_not_found": "No such receipt: a receipt can be opened only in the sign-in in which its case was handled "
+                             "(not after signing out or a gateway restart). To get one, check the licences again and print.",
+        "beijing_time": " (Beijing time, UTC+8)",
         "status_title": "Trust and verification status per region",
         "status_trust_version": "Trust list version",
         "col_region": "Region",
@@ -297,6 +305,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "col_licence": "Licence identifier",
         "error_generic": "Something went wrong; please retry.",
         "error_session": "Your session has ended: reload the page and sign in again.",
+        "error_network": "The gateway cannot be reached: check the network and retry; call an administrator if it persists.",
     },
 }
 

@@ -7,11 +7,13 @@ dynamic check page is driven by ``static/console.js``, which reads the UI string
 
 from __future__ import annotations
 
+import datetime as dt
 from html import escape
 from typing import Any, Iterable
 
 import orjson
 
+from ..core import CHINA_TZ
 from .accounts import PERMISSIONS
 from .i18n import t, ui_strings
 from .metrics import sparkline_svg
@@ -23,6 +25,14 @@ CURRENT = ' aria-current="page"'
 
 def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
+
+
+def local_time(iso: str | None, lang: str) -> str:
+    """A case's UTC time (ISO 8601) as people at the window read it: Beijing time to the second, saying so."""
+    if not iso:
+        return "-"
+    at = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(CHINA_TZ)
+    return at.strftime("%Y-%m-%d %H:%M:%S") + t(lang, "beijing_time")
 
 
 def layout(lang: str, title: str, body: str, session: Session | None = None, active: str = "",
@@ -163,7 +173,7 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
 <dt>{s("receipt_item")}</dt><dd id="receipt-item">{_e(view["item"]["code"])} {_e(view["item"]["name"])}</dd>
 <dt>{s("receipt_applicant")}</dt><dd>{_e(view["applicant"]["masked"])}</dd>
 <dt>{s("receipt_clerk")}</dt><dd>{_e(view["operator"])} · {s("window")} {_e(view["window"])}</dd>
-<dt>{s("receipt_time")}</dt><dd>{_e(view["checked_at"] or "-")}</dd>
+<dt>{s("receipt_time")}</dt><dd id="receipt-time">{_e(local_time(view["checked_at"], lang))}</dd>
 </dl>
 <h2>{s("checklist_title")}</h2><ul class="checklist" id="receipt-checklist">{checklist}</ul>
 <p class="summary" id="receipt-summary">{_e(view["summary"])}</p>

@@ -345,8 +345,8 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
 async def receipt_view(request: web.Request) -> web.StreamResponse:
     services, session, lang = request.app[SERVICES], request[SESSION], lang_of(request)
     case = session.cases.get(request.match_info["case"])
-    if case is None or not case.presented:
-        raise web.HTTPNotFound()
+    if case is None or not case.presented:  # a page the clerk reads, not a JSON problem document
+        return _html(request, message_page(lang, t(lang, "receipt_title"), t(lang, "receipt_not_found"), session), 404)
     catalogue = services.catalogue
     view = case_view(case, catalogue, lang)
     jws, digest = case_receipt(signer_for(services.gateway_key), case, catalogue)

@@ -25,7 +25,9 @@
       opts.headers["X-CSRF-Token"] = CSRF;
       opts.body = JSON.stringify(body);
     }
-    const resp = await fetch(url, opts);
+    let resp;
+    try { resp = await fetch(url, opts); }
+    catch (e) { throw new Error(S.error_network); }  // no answer at all (network down, gateway stopped): not the browser's English text
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     if (!resp.ok) {
@@ -71,7 +73,7 @@
     if (!q) { renderResults([]); return; }
     try {
       const data = await call("GET", "/console/api/items?q=" + encodeURIComponent(q));
-      if (seq === state.searchSeq) renderResults(data.items);
+      if (seq === state.searchSeq) { $("item-search-hint").textContent = S.item_search_hint; renderResults(data.items); }
     } catch (e) { $("item-search-hint").textContent = e.message; }
   }
   function renderResults(items) {
@@ -184,7 +186,8 @@
         { licence, encoding, source });
       busy.textContent = "";
       render(view);
-    } catch (e) { busy.className = "msg bad"; busy.textContent = e.message; }
+      return true;
+    } catch (e) { busy.className = "msg bad"; busy.textContent = e.message; return false; }
   }
   scan.addEventListener("keydown", (ev) => {
     // a scanner types the licence and ends with Enter; Shift+Enter keeps a new line when pasting by hand
@@ -194,8 +197,8 @@
     ev.preventDefault();
     const text = scan.value.trim();
     if (!text || !state.caseId) return;
-    scan.value = "";
-    await submitLicence(text, "utf-8", "scan");
+    // the text stays until the gateway has answered for it: a failed request must not lose a pasted licence
+    if (await submitLicence(text, "utf-8", "scan") && scan.value.trim() === text) scan.value = "";
     scan.focus();
   });
   function toBase64(buf) {
@@ -276,7 +279,7 @@
       el("dt", {}, S.source), el("dd", { "data-source": "" }, c.source || "-"));
     const node = el("article", { class: "card licence verdict-" + c.verdict, id: "card-" + c.n, "data-verdict": c.verdict,
                                  "aria-labelledby": "card-h-" + c.n },
-      el("h3", { id: "card-h-" + c.n, class: "banner-" + c.verdict }, "#" + c.n + " " + c.verdict_text),
+      el("h3", { id: "card-h-" + c.n, class: "banner-" + c.banner }, "#" + c.n + " " + c.verdict_text),
       facts);
     if (c.fields.length) {
       node.append(el("h4", {}, S.fields_title),
