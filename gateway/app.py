@@ -160,8 +160,20 @@ async def read_json(request: web.Request) -> Any:
     return doc
 
 
+class UndecodableLicence(RequestRejected):
+    """A well-formed entry whose ``licence`` is not the base64 its ``encoding`` says: the licence cannot
+    be parsed (``MALFORMED``, verdict ``invalid``), as the README's table says, not the request."""
+
+
+def undecodable_answer(detail: str | None) -> dict[str, Any]:
+    """The answer document of a licence that could not be decoded (a verify-batch entry, a single verify)."""
+    return {"verdict": "invalid", "reasons": [errors.MALFORMED.as_dict(detail)], "checks": {},
+            "region": None, "format": None, "licence": None}
+
+
 def decode_presented(item: Any, settings: Settings, where: str = "") -> bytes:
-    """``{"licence": str, "encoding": "utf-8"|"base64"}`` -> bytes (RequestRejected if ill-formed)."""
+    """``{"licence": str, "encoding": "utf-8"|"base64"}`` -> bytes (RequestRejected if ill-formed,
+    :class:`UndecodableLicence` if the licence is not valid base64)."""
     if not isinstance(item, dict):
         raise RequestRejected(errors.BAD_REQUEST, f"{where}expected an object with 'licence' and 'encoding'")
     lic = item.get("licence")
@@ -174,7 +186,7 @@ def decode_presented(item: Any, settings: Settings, where: str = "") -> bytes:
         try:
             return base64.b64decode(lic, validate=True)
         except (binascii.Error, ValueError):
-            raise RequestRejected(errors.BAD_REQUEST, f"{where}'licence' is not valid base64") from None
+            raise UndecodableLicence(errors.BAD_REQUEST, f"{where}'licence' is not valid base64") from None
     raise RequestRejected(errors.BAD_REQUEST, f"{where}'encoding' must be 'utf-8' or 'base64'")
 
 
@@ -238,7 +250,12 @@ async def _require_regions(request: web.Request, results: Any) -> None:
 async def verify_handler(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json(request)
-    data = decode_presented(body, services.settings)
+    try:
+        data = decode_presented(body, services.settings)
+    except UndecodableLicence as exc:  # MALFORMED, as a verify-batch entry, an item check and the console answer it
+        answer = undecodable_answer(exc.detail)
+        answer["receipt"] = await audit_wiring.audit_verifications(request, [None])
+        return _answer_json(answer)
     result = verify_now(request.app, data)
     await _require_regions(request, (result,))
     answer = render_result(result)
@@ -262,8 +279,7 @@ async def verify_batch_handler(request: web.Request) -> web.Response:
         try:
             data = decode_presented(item, services.settings, f"licences[{i}]: ")
         except RequestRejected as exc:  # one bad entry does not spoil the others
-            results.append({"verdict": "invalid", "reasons": [errors.MALFORMED.as_dict(exc.detail)], "checks": {},
-                            "region": None, "format": None, "licence": None})
+            results.append(undecodable_answer(exc.detail))
             verified.append(None)
             continue
         result = verify_now(request.app, data)

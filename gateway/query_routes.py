@@ -451,12 +451,12 @@ async def query_handler(request: web.Request) -> web.Response:
 
 
 def _meta(upstreams: Upstreams, region: str) -> dict[str, Any] | None:
+    """The region's circuit-breaker state only: the worker's counters add up every partner's and
+    every window's queries, which are the operator's to see (``GET /v1/admin/upstreams``, scope admin)."""
     breaker = upstreams.breakers.get(region)
-    counters = upstreams.counters.get(region)
-    if breaker is None or counters is None:
+    if breaker is None:
         return None
-    return {"breaker": breaker.current(upstreams.clock()).value, "requests": counters.requests,
-            "outcomes": dict(counters.outcomes)}
+    return {"breaker": breaker.current(upstreams.clock()).value}
 
 
 @requires_scope(ADMIN)
