@@ -79,7 +79,7 @@ async def test_token_form_that_cannot_be_decoded_is_invalid_request_not_a_500(an
     status, answer = await token_answer(anonymous, body, content_type)
     assert status == 400, (attack, answer)
     assert answer["error"] == "invalid_request", attack
-    assert set(answer) == {"error", "error_description"}
+    assert set(answer) == {"error", "error_description", "error_description_zh"}
     await assert_genuine_token_issued(anonymous, world)  # control: the genuine form still works
 
 

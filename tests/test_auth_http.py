@@ -67,7 +67,8 @@ async def test_replayed_client_assertion_is_rejected(client: Any) -> None:
     assert first.status == 200
     assert replay.status == 401
     body = await replay.json()
-    assert body["error"] == "invalid_client" and "重放" in body["error_description"]
+    assert body["error"] == "invalid_client" and "重放" in body["error_description_zh"]
+    assert "replay" in body["error_description"]
 
 
 @pytest.mark.parametrize("attack, kwargs", [
@@ -85,7 +86,8 @@ async def test_bad_client_assertion_is_invalid_client(client: Any, attack: str, 
 async def test_unknown_client_is_invalid_client(client: Any) -> None:
     resp = await client.post("/v1/oauth/token", data=token_request_form(assertion("stranger-partner")))
     assert resp.status == 401
-    assert await resp.json() == {"error": "invalid_client", "error_description": "未注册的合作方。"}
+    assert await resp.json() == {"error": "invalid_client", "error_description": "Unknown client: not a registered partner.",
+                                 "error_description_zh": "未注册的合作方。"}
 
 
 async def test_scope_beyond_the_partner_grant_is_invalid_scope(client: Any) -> None:

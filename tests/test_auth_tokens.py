@@ -128,7 +128,8 @@ def test_malformed_token_request_gets_the_rfc6749_error(form_change: dict[str, s
     err = oauth_error(token_service(), form)
     assert err.error == error
     assert err.status == (401 if error == "invalid_client" else 400)
-    assert err.body() == {"error": error, "error_description": err.description_zh}
+    assert err.body() == {"error": error, "error_description": err.description,
+                          "error_description_zh": err.description_zh}
 
 
 def test_restricted_partner_cannot_request_scopes_beyond_its_grant() -> None:

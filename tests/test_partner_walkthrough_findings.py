@@ -14,7 +14,10 @@ OpenAPI document, the TEST partner credentials): what did not match the docs, fi
 * the token endpoint's 429 answer carries ``Retry-After``, which the OpenAPI document did not say, and
   its 503 (the shared replay store unusable) was not documented.
 * the README's example search ``GET /v1/items?q=hkqy&mode=全程网办&region=330500`` found nothing (the
-  户口迁移 items are 多地联办).
+  户口迁移 items are 多地联办);
+* the token endpoint's ``error_description`` was Chinese, which RFC 6749 §5.2 forbids (printable ASCII
+  only: a standard OAuth client may refuse or garble it), with no English: it is now English ASCII, and
+  the Chinese is ``error_description_zh``; a wrong ``aud`` now says which one the gateway expects.
 """
 
 from __future__ import annotations
@@ -135,3 +138,32 @@ async def test_readme_example_item_search_finds_items(api):
     answer = await (await api.get("/v1/items", params=params)).json()
     assert answer["total"] > 0, (example, answer)
     assert all(params["mode"] in i["modes"] for i in answer["items"])
+
+
+# --- the token endpoint's errors: RFC 6749 §5.2 ASCII, and both languages -----------------------------
+_RFC6749_DESCRIPTION = re.compile(r'[\x20-\x21\x23-\x5b\x5d-\x7e]*')
+
+
+@pytest.mark.parametrize("attack, form", [
+    ("unknown_grant_type", {"grant_type": "password"}),
+    ("client_secret_instead_of_an_assertion", {"grant_type": "client_credentials", "client_secret": "x"}),
+    ("assertion_that_is_not_a_jwt", {"grant_type": "client_credentials", "client_assertion": "not-a-jwt",
+                                      "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}),
+    ("parameter_named_in_chinese_sent_twice", [("grant_type", "client_credentials"), ("参数", "a"), ("参数", "b")]),
+])
+async def test_token_error_description_is_rfc6749_ascii_with_the_chinese_beside_it(api, attack, form):
+    resp = await api.post("/v1/oauth/token", data=form)
+    answer = await resp.json()
+    assert resp.status in (400, 401), (attack, answer)
+    assert set(answer) == {"error", "error_description", "error_description_zh"}, attack
+    assert answer["error_description"] and _RFC6749_DESCRIPTION.fullmatch(answer["error_description"]), answer
+    assert re.search(r"[\u4e00-\u9fff]", answer["error_description_zh"]), answer
+
+
+def test_wrong_aud_says_which_token_endpoint_is_expected():
+    from .test_auth_support import ENDPOINT, assertion, token_request_form, token_service
+    from .test_auth_tokens import oauth_error
+    err = oauth_error(token_service(), token_request_form(assertion(audience=ENDPOINT + "/")))
+    assert err.error == "invalid_client" and err.status == 401
+    body = err.body()
+    assert ENDPOINT in body["error_description"] and ENDPOINT in body["error_description_zh"]

@@ -109,24 +109,24 @@ async def token_handler(request: web.Request) -> web.Response:
     clock = request.app.get(AUTH_CLOCK, time.time)
     if request.method != "POST" or request.content_type != "application/x-www-form-urlencoded":
         return _oauth_error_response(OAuthError(
-            INVALID_REQUEST, "请以 POST application/x-www-form-urlencoded 提交令牌请求。"))
+            INVALID_REQUEST, "Send the token request as POST application/x-www-form-urlencoded.", "请以 POST application/x-www-form-urlencoded 提交令牌请求。"))
     try:
         post = await within_body_deadline(request, request.post)
     except (ValueError, LookupError):  # bytes that are not UTF-8 (or the declared charset), an unknown charset
         return _oauth_error_response(OAuthError(
-            INVALID_REQUEST, "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"))
+            INVALID_REQUEST, "The token request's form cannot be decoded in its charset (use UTF-8).", "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"))
     form: dict[str, str] = {}
     for name in post:
         values = post.getall(name)
         if len(values) > 1 or not isinstance(values[0], str):  # RFC 6749 §3.2: no repeats
-            return _oauth_error_response(OAuthError(INVALID_REQUEST, f"参数 {name} 重复或格式错误。"))
+            return _oauth_error_response(OAuthError(INVALID_REQUEST, f"Parameter {name} is repeated or malformed.", f"参数 {name} 重复或格式错误。"))
         form[name] = values[0]
     schemes = {v.split(maxsplit=1)[0].lower() for v in request.headers.getall("Authorization", ()) if v.strip()}
     if "client_assertion" in form and "basic" in schemes:
         # RFC 6749 §2.3 / §5.2: one client authentication method per request. Both at once, the
         # assertion was obeyed and HTTP Basic (maybe naming another partner) silently ignored.
         return _oauth_error_response(OAuthError(
-            INVALID_REQUEST, "只能使用一种客户端认证方式：请去掉 HTTP Basic 认证，仅提交 private_key_jwt 客户端断言。",
+            INVALID_REQUEST, "Use one client authentication method: drop HTTP Basic and send only the private_key_jwt client assertion.", "只能使用一种客户端认证方式：请去掉 HTTP Basic 认证，仅提交 private_key_jwt 客户端断言。",
             "HTTP Basic and a client assertion in one token request"))
     try:
         body = service.issue(form, clock())  # type: ignore[operator]

@@ -355,7 +355,7 @@ class SharedReplayCache:
                 raise
         except sqlite3.Error as exc:
             self._failed(exc)
-            raise OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务暂不可用，请稍后重试。",
+            raise OAuthError(TEMPORARILY_UNAVAILABLE, "The token service is unavailable; retry later.", "令牌服务暂不可用，请稍后重试。",
                              f"replay cache {self.path} unusable: {type(exc).__name__}: {exc}", status=503) from None
         if self._failing:
             self._failing = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
@@ -51,33 +52,41 @@ _STATUS = {INVALID_CLIENT: 401, TEMPORARILY_UNAVAILABLE: 429}
 
 
 class OAuthError(RequestRejected):
-    """An RFC 6749 §5.2 error. ``error`` is the OAuth code, ``description_zh`` the message."""
+    """An RFC 6749 §5.2 error. ``error`` is the OAuth code; ``description`` the English message, sent as
+    ``error_description`` (which §5.2 limits to printable ASCII without ``"`` and ``\\``: anything else is
+    sent as ``?``), and ``description_zh`` the same in Chinese, sent as ``error_description_zh``."""
 
-    def __init__(self, error: str, description_zh: str, detail: str | None = None, *,
+    def __init__(self, error: str, description: str, description_zh: str, detail: str | None = None, *,
                  status: int | None = None) -> None:
         reason = UNAUTHENTICATED if error == INVALID_CLIENT else (
             RATE_LIMITED if error == TEMPORARILY_UNAVAILABLE else BAD_REQUEST)
         headers = {"Retry-After": "60"} if error == TEMPORARILY_UNAVAILABLE else None
-        super().__init__(reason, detail or description_zh, headers=headers)
+        super().__init__(reason, detail or description, headers=headers)
         self.error = error
+        self.description = description
         self.description_zh = description_zh
         #: HTTP status: 401 invalid_client, 429 temporarily_unavailable (a quota), else 400; a
         #: store that cannot be used gives ``status=503`` (gateway/auth/shared.py)
         self.status = status or _STATUS.get(error, 400)
 
     def body(self) -> dict[str, str]:
-        return {"error": self.error, "error_description": self.description_zh}
+        return {"error": self.error, "error_description": _RFC6749_UNSAFE.sub("?", self.description),
+                "error_description_zh": self.description_zh}
+
+
+#: characters RFC 6749 §5.2 does not allow in ``error_description`` (it allows %x20-21 / %x23-5B / %x5D-7E)
+_RFC6749_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
 
 
 def partner_share_refused(client_id: str, held: int) -> OAuthError:
     """One partner holds its share of unexpired client assertions (429, that partner alone)."""
-    return OAuthError(TEMPORARILY_UNAVAILABLE, "该合作方短时间内申请令牌过多，请稍后重试。",
+    return OAuthError(TEMPORARILY_UNAVAILABLE, "This partner has asked for too many tokens in a short time; retry later.", "该合作方短时间内申请令牌过多，请稍后重试。",
                       f"partner {client_id} holds {held} unexpired client assertions")
 
 
 def replay_cache_full() -> OAuthError:
     """Every slot holds an unexpired assertion: refuse (fail closed) rather than forget one."""
-    return OAuthError(TEMPORARILY_UNAVAILABLE, "令牌服务繁忙，请稍后重试。", "replay cache full")
+    return OAuthError(TEMPORARILY_UNAVAILABLE, "The token service is busy; retry later.", "令牌服务繁忙，请稍后重试。", "replay cache full")
 
 
 class ReplayStore(Protocol):
@@ -163,16 +172,16 @@ class TokenService:
         """Handle one token request (form fields already decoded) at epoch time ``now``."""
         grant_type = form.get("grant_type")
         if not grant_type:
-            raise OAuthError(INVALID_REQUEST, "缺少 grant_type 参数。")
+            raise OAuthError(INVALID_REQUEST, "The grant_type parameter is missing.", "缺少 grant_type 参数。")
         if grant_type != GRANT_CLIENT_CREDENTIALS:
-            raise OAuthError(UNSUPPORTED_GRANT_TYPE, "仅支持 client_credentials 授权类型。", f"grant_type {grant_type}")
+            raise OAuthError(UNSUPPORTED_GRANT_TYPE, "Only the client_credentials grant type is supported.", "仅支持 client_credentials 授权类型。", f"grant_type {grant_type}")
         if "client_secret" in form:
-            raise OAuthError(INVALID_REQUEST, "不接受 client_secret，请使用 private_key_jwt 客户端断言。")
+            raise OAuthError(INVALID_REQUEST, "client_secret is not accepted: authenticate with a private_key_jwt client assertion.", "不接受 client_secret，请使用 private_key_jwt 客户端断言。")
         if form.get("client_assertion_type") != ASSERTION_TYPE_JWT_BEARER:
-            raise OAuthError(INVALID_CLIENT, "client_assertion_type 必须为 jwt-bearer。")
+            raise OAuthError(INVALID_CLIENT, "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.", "client_assertion_type 必须为 jwt-bearer。")
         assertion = form.get("client_assertion")
         if not assertion:
-            raise OAuthError(INVALID_CLIENT, "缺少客户端断言 client_assertion。")
+            raise OAuthError(INVALID_CLIENT, "The client_assertion parameter is missing.", "缺少客户端断言 client_assertion。")
         client_id = self._authenticate(assertion, form.get("client_id"), now)
         scopes = self._grant_scopes(client_id, form.get("scope"))
         jti = secrets.token_urlsafe(18)
@@ -187,19 +196,19 @@ class TokenService:
 
     def _authenticate(self, assertion: str, form_client_id: str | None, now: float) -> str:
         if len(assertion) > MAX_ASSERTION_CHARS:
-            raise OAuthError(INVALID_CLIENT, "客户端断言过长。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion is too long.", "客户端断言过长。")
         try:
             unverified = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise OAuthError(INVALID_CLIENT, "客户端断言不是有效的 JWT。") from None
+            raise OAuthError(INVALID_CLIENT, "The client assertion is not a valid JWT.", "客户端断言不是有效的 JWT。") from None
         client_id = unverified.get("iss")
         if not isinstance(client_id, str):
-            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 iss。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has no iss.", "客户端断言缺少 iss。")
         if form_client_id is not None and form_client_id != client_id:
-            raise OAuthError(INVALID_CLIENT, "client_id 与客户端断言的 iss 不一致。")
+            raise OAuthError(INVALID_CLIENT, "client_id differs from the client assertion's iss.", "client_id 与客户端断言的 iss 不一致。")
         partner = self.registry.get(client_id)
         if partner is None:
-            raise OAuthError(INVALID_CLIENT, "未注册的合作方。", f"unknown client {client_id[:64]}")
+            raise OAuthError(INVALID_CLIENT, "Unknown client: not a registered partner.", "未注册的合作方。", f"unknown client {client_id[:64]}")
         try:
             # signature only, with the ONE algorithm registered for this partner; the claims
             # are checked below against the injected clock
@@ -208,34 +217,35 @@ class TokenService:
                                          "verify_aud": False, "verify_iss": False, "verify_sub": False,
                                          "verify_jti": False})
         except jwt.PyJWTError as exc:
-            raise OAuthError(INVALID_CLIENT, "客户端断言签名无效。", f"assertion signature: {exc}") from None
+            raise OAuthError(INVALID_CLIENT, "The client assertion's signature is not valid.", "客户端断言签名无效。", f"assertion signature: {exc}") from None
         if claims.get("sub") != client_id:
-            raise OAuthError(INVALID_CLIENT, "客户端断言的 sub 必须等于 iss（client_id）。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion's sub must equal its iss (the client_id).", "客户端断言的 sub 必须等于 iss（client_id）。")
         aud = claims.get("aud")
         auds = aud if isinstance(aud, list) else [aud]
         if self.token_endpoint not in auds:
-            raise OAuthError(INVALID_CLIENT, "客户端断言的 aud 不是本令牌端点。", f"aud {aud!r}")
+            raise OAuthError(INVALID_CLIENT, f"The client assertion's aud must be this token endpoint, exactly {self.token_endpoint}.",
+                             f"客户端断言的 aud 必须是本令牌端点：{self.token_endpoint}（须完全一致）。", f"aud {aud!r}")
         exp = _number(claims.get("exp"))
         if exp is None:
-            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 exp 或其不是有效的时间。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has no exp, or its exp is not a valid time.", "客户端断言缺少 exp 或其不是有效的时间。")
         for name in ("iat", "nbf"):  # optional, but when present a usable NumericDate (RFC 7519 §2)
             if name in claims and _number(claims[name]) is None:
-                raise OAuthError(INVALID_CLIENT, f"客户端断言的 {name} 不是有效的时间。",
+                raise OAuthError(INVALID_CLIENT, f"The client assertion's {name} is not a valid time.", f"客户端断言的 {name} 不是有效的时间。",
                                  f"assertion {name} is not a finite number")
         if exp <= now - self.leeway_s:
-            raise OAuthError(INVALID_CLIENT, "客户端断言已过期。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has expired.", "客户端断言已过期。")
         if exp - now > self.max_assertion_lifetime_s + self.leeway_s:
-            raise OAuthError(INVALID_CLIENT, "客户端断言有效期过长（不得超过 5 分钟）。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion's lifetime is too long (at most 5 minutes).", "客户端断言有效期过长（不得超过 5 分钟）。")
         iat, nbf = _number(claims.get("iat")), _number(claims.get("nbf"))
         if iat is not None and (iat > now + self.leeway_s or exp - iat > self.max_assertion_lifetime_s):
-            raise OAuthError(INVALID_CLIENT, "客户端断言的 iat 无效。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion's iat is not valid.", "客户端断言的 iat 无效。")
         if nbf is not None and nbf > now + self.leeway_s:
-            raise OAuthError(INVALID_CLIENT, "客户端断言尚未生效。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion is not valid yet (nbf).", "客户端断言尚未生效。")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
-            raise OAuthError(INVALID_CLIENT, "客户端断言缺少 jti。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has no usable jti.", "客户端断言缺少 jti。")
         if not self.replay_cache.add(client_id, jti, exp + self.leeway_s, now):
-            raise OAuthError(INVALID_CLIENT, "客户端断言已被使用过（重放）。", "assertion replayed")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has been used already (replay).", "客户端断言已被使用过（重放）。", "assertion replayed")
         return client_id
 
     def _grant_scopes(self, client_id: str, requested: str | None) -> frozenset[str]:
@@ -245,10 +255,10 @@ class TokenService:
         asked = frozenset(requested.split())
         unknown = asked - ALL_SCOPES
         if unknown:
-            raise OAuthError(INVALID_SCOPE, "请求了不存在的权限范围。", f"unknown scope(s) {sorted(unknown)}")
+            raise OAuthError(INVALID_SCOPE, "An unknown scope was asked for.", "请求了不存在的权限范围。", f"unknown scope(s) {sorted(unknown)}")
         denied = asked - allowed
         if denied:
-            raise OAuthError(INVALID_SCOPE, "请求的权限范围超出该合作方的授权。", f"not granted {sorted(denied)}")
+            raise OAuthError(INVALID_SCOPE, "A scope beyond this partner's grant was asked for.", "请求的权限范围超出该合作方的授权。", f"not granted {sorted(denied)}")
         return asked
 
 
