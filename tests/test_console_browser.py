@@ -211,7 +211,7 @@ async def sign_in_by_keyboard(page: "Page", base: str, user: str = "clerk") -> N
 TEXT = {
     "zh": {"valid": "核验通过：证照真实有效", "invalid": "核验未通过：证照不可采信", "advice": "证照已注销，请申请人联系发证机关。",
            "incomplete": "材料不齐全，请按清单补充。", "short": "号码位数不足。", "ok": "号码校验通过。",
-           "bad": "号码校验位不正确，请核对。", "region_ok": "苏州市 (320500)", "region_bad": "广安市 (511600)",
+           "bad": "号码校验位不正确，请核对。", "region_ok": "苏州市（320500）", "region_bad": "广安市（511600）",
            "receipt": "电子证照核验回执", "step1": "第一步：选择办理事项", "upload": "文件上传", "scan": "扫码/粘贴"},
     "en": {"valid": "Verified: the licence is genuine and in force", "invalid": "Not verified: do not accept this licence",
            "advice": "The licence is revoked: the applicant should contact the issuing authority.",

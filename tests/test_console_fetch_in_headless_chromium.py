@@ -51,7 +51,7 @@ async def test_clerk_fetches_the_applicants_licences_from_the_home_region_in_hea
             await page.wait("document.querySelectorAll('#cards article').length === 2")
             regions = await page.js("[...document.querySelectorAll('#fetch-regions li')].map(l => "
                                     "[l.dataset.region, l.dataset.status, l.className, l.textContent])")
-            assert regions == [[HOME, "ok", "ok", "杭州市 (330100)：已调取，加入 2 份"]]
+            assert regions == [[HOME, "ok", "ok", "杭州市（330100）：已调取，加入 2 份"]]
             sources = await page.js("[...document.querySelectorAll('#cards dd[data-source]')].map(d => d.textContent)")
             assert sources == ["发证地调取", "发证地调取"]
             checklist = await page.js("[...document.querySelectorAll('#checklist li')].map(l => l.className)")

@@ -124,3 +124,17 @@ async def test_the_sign_in_page_after_a_lost_session_does_not_blame_the_clerk_fo
     assert t("zh", "session_expired") in html and "服务已重启" in html
     html = await (await client.get("/console/login?expired=1&lang=en")).text()
     assert "gateway restart" in html
+
+
+async def test_chinese_pages_use_full_width_punctuation_and_english_ones_ascii(world, client_for) -> None:
+    name, code = world.simulator.person("320500")
+    valid = world.simulator.issue("320500", "id_card", "valid", NOW, holder=(name, code, "111"))
+    client = await client_for(clock=Clock(NOW))
+    csrf = await sign_in(client)
+    case = await open_case(client, csrf, code)
+    await add(client, csrf, case["id"], valid.body())
+    zh = await (await client.get(f"/console/receipt/{case['id']}")).text()
+    assert "当前用户：" in zh and "核验结果摘要（SHA-256）：" in zh and "（必需）" in zh
+    assert not re.search(r"[\u4e00-\u9fff）]: ", zh) and " (必需)" not in zh
+    en = await (await client.get(f"/console/receipt/{case['id']}?lang=en")).text()
+    assert "Result digest (SHA-256): " in en and " (required)" in en and "：" not in en

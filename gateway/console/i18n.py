@@ -157,6 +157,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "error_generic": "操作失败，请重试。",
         "error_session": "登录已失效，请刷新页面重新登录。",
         "error_network": "无法连接核验服务，请检查网络后重试；如持续出现，请联系管理员。",
+        # punctuation: full-width in Chinese text, ASCII with spaces in English
+        "colon": "：", "paren_open": "（", "paren_close": "）", "sentence_gap": "",
     },
     "en": {
         "app_title": "Cross-region e-licence verification · Service-window console",
@@ -306,6 +308,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "error_generic": "Something went wrong; please retry.",
         "error_session": "Your session has ended: reload the page and sign in again.",
         "error_network": "The gateway cannot be reached: check the network and retry; call an administrator if it persists.",
+        "colon": ": ", "paren_open": " (", "paren_close": ")", "sentence_gap": " ",
     },
 }
 

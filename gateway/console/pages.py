@@ -47,7 +47,7 @@ def layout(lang: str, title: str, body: str, session: Session | None = None, act
             f'<li><a href="{href}"{CURRENT if key == active else ""}>{_e(t(lang, label))}</a></li>'
             for key, href, label in links if key in perms)
         nav = (f'<nav aria-label="{_e(t(lang, "app_short"))}"><ul class="nav">{items}</ul></nav>'
-               f'<div class="who"><span>{_e(t(lang, "signed_in_as"))}: <strong id="who-user">{_e(session.username)}'
+               f'<div class="who"><span>{_e(t(lang, "signed_in_as"))}{_e(t(lang, "colon"))}<strong id="who-user">{_e(session.username)}'
                f'</strong> · {_e(t(lang, "role_" + session.role))} · {_e(t(lang, "window"))} {_e(session.window)}</span>'
                f'<form method="post" action="/console/logout" class="inline">'
                f'<input type="hidden" name="csrf_token" value="{_e(session.csrf)}">'
@@ -94,8 +94,8 @@ def check_page(lang: str, session: Session) -> str:
     <p class="hint" id="item-search-hint">{s("item_search_hint")}</p>
     <ul id="item-results" role="listbox" aria-label="{s("item_search")}"></ul>
   </div>
-  <div id="item-chosen" hidden><p>{s("item_chosen")}: <strong id="item-name"></strong> <span id="item-code" class="code"></span></p>
-    <p class="hint">{s("department")}: <span id="item-dept"></span></p>
+  <div id="item-chosen" hidden><p>{s("item_chosen")}{s("colon")}<strong id="item-name"></strong> <span id="item-code" class="code"></span></p>
+    <p class="hint">{s("department")}{s("colon")}<span id="item-dept"></span></p>
     <button type="button" class="secondary" id="item-change">{s("item_change")}</button></div>
 </section>
 <section class="card" aria-labelledby="step-app-h"><h2 id="step-app-h">{s("step_applicant")}</h2>
@@ -164,7 +164,7 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
         f'<td>{_e("; ".join(r["message"] for r in c["reasons"]))}</td></tr>' for c in view["cards"])
     checklist = "".join(
         f'<li class="{"ok" if r["satisfied"] else "no"}"><span aria-hidden="true">{"✔" if r["satisfied"] else "✘"}</span> '
-        f'{_e(r["label"])} ({s("mandatory") if r["mandatory"] else s("optional")}) — '
+        f'{_e(r["label"])}{s("paren_open")}{s("mandatory") if r["mandatory"] else s("optional")}{s("paren_close")} — '
         f'{s("satisfied") if r["satisfied"] else s("missing")}</li>' for r in view["checklist"])
     body = f'''<article class="receipt" id="receipt">
 <h1>{s("receipt_title")}</h1>
@@ -181,8 +181,8 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
 <table><thead><tr><th>#</th><th>{s("licence_type")}</th><th>{s("region")}</th><th>{s("source")}</th><th>{s("col_verdict")}</th>
 <th>{s("reason")}</th></tr></thead><tbody>{rows}</tbody></table>
 <figure class="qr-box" id="receipt-qr">{qr}<figcaption>{s("receipt_qr")}</figcaption></figure>
-<p class="small">{s("receipt_digest")}: <code id="receipt-digest">{_e(digest)}</code><br>
-{s("receipt_signed_by")}: <code>{_e(kid)}</code></p>
+<p class="small">{s("receipt_digest")}{s("colon")}<code id="receipt-digest">{_e(digest)}</code><br>
+{s("receipt_signed_by")}{s("colon")}<code>{_e(kid)}</code></p>
 <details><summary>JWS</summary><code class="jws" id="receipt-jws">{_e(jws)}</code></details>
 <p class="noprint"><button type="button" id="print-button">{s("receipt_print")}</button></p>
 </article>'''
@@ -207,7 +207,7 @@ def status_page(lang: str, session: Session, trust_version: Any, rows: Iterable[
             f'<td>{_e(r["format"])}</td><td class="{"ok" if r["trust_state"] == "ok" else "bad"}">'
             f'{s("trust_" + r["trust_state"])}</td><td>{st_text}</td><td class="num">{_e(r["total"])}</td>'
             f'<td class="num">{_e(rate)}</td><td>{sparkline_svg(r["series"], label)}</td></tr>')
-    body = (f'<section class="card"><h1>{s("status_title")}</h1><p>{s("status_trust_version")}: '
+    body = (f'<section class="card"><h1>{s("status_title")}</h1><p>{s("status_trust_version")}{s("colon")}'
             f'<strong id="trust-version">{_e(trust_version if trust_version is not None else "-")}</strong></p>'
             f'<table id="status-table"><thead><tr><th scope="col">{s("col_region")}</th><th scope="col">{s("col_format")}</th>'
             f'<th scope="col">{s("col_trust")}</th><th scope="col">{s("col_status_list")}</th>'

@@ -240,7 +240,7 @@
     }
     fmsg.className = "msg " + (f.added ? "ok" : "bad");
     fmsg.textContent = f.added ? "" : S.fetch_none_added;
-    if (!f.complete) fmsg.textContent = (fmsg.textContent ? fmsg.textContent + " " : "") + S.fetch_incomplete;
+    if (!f.complete) fmsg.textContent = (fmsg.textContent ? fmsg.textContent + S.sentence_gap : "") + S.fetch_incomplete;
     $("fetch-regions").replaceChildren(...f.regions.map((r) => {
       const zh = document.documentElement.lang.startsWith("zh");
       const parts = [S["fetch_status_" + r.status] || r.status];
@@ -250,7 +250,7 @@
       if (r.rejected) parts.push(S.fetch_rejected.replace("{n}", r.rejected));
       const ok = r.status === "ok" || r.status === "not_found";
       return el("li", { class: r.added ? "ok" : ok ? "" : "warn", "data-region": r.region, "data-status": r.status },
-        r.name + " (" + r.region + ")" + (zh ? "：" : ": ") + parts.join(zh ? "，" : ", "));
+        r.name + S.paren_open + r.region + S.paren_close + S.colon + parts.join(zh ? "，" : ", "));
     }));
   }
 
@@ -259,7 +259,7 @@
     const cl = $("checklist");
     cl.replaceChildren(...view.checklist.map((r) => el("li", { class: r.satisfied ? "ok" : "no", "data-requirement": r.id },
       el("span", { class: "tick", "aria-hidden": "true" }, r.satisfied ? "✔" : "✘"),
-      r.label + " (" + (r.mandatory ? S.mandatory : S.optional) + ") — " + (r.satisfied ? S.satisfied : S.missing)
+      r.label + S.paren_open + (r.mandatory ? S.mandatory : S.optional) + S.paren_close + " — " + (r.satisfied ? S.satisfied : S.missing)
       + (r.by.length ? " #" + r.by.join(", #") : ""))));
     const summary = $("summary");
     summary.textContent = view.cards.length ? view.summary : "";
@@ -274,7 +274,7 @@
   function card(c) {
     const facts = el("dl", { class: "facts" },
       el("dt", {}, S.licence_type), el("dd", {}, c.type_name || "-"),
-      el("dt", {}, S.region), el("dd", {}, c.region ? c.region.name + " (" + c.region.code + ")" : "-"),
+      el("dt", {}, S.region), el("dd", {}, c.region ? c.region.name + S.paren_open + c.region.code + S.paren_close : "-"),
       el("dt", {}, S.issuer), el("dd", {}, c.issuer || "-"),
       el("dt", {}, S.source), el("dd", { "data-source": "" }, c.source || "-"));
     const node = el("article", { class: "card licence verdict-" + c.verdict, id: "card-" + c.n, "data-verdict": c.verdict,
@@ -287,8 +287,8 @@
     }
     for (const r of c.reasons) {
       node.append(el("div", { class: "reason", "data-reason": r.code },
-        el("p", {}, el("strong", {}, S.reason + ": "), r.message),
-        r.advice ? el("p", {}, el("strong", {}, S.advice + ": "), r.advice) : null));
+        el("p", {}, el("strong", {}, S.reason + S.colon), r.message),
+        r.advice ? el("p", {}, el("strong", {}, S.advice + S.colon), r.advice) : null));
     }
     if (c.note) node.append(el("p", { class: "hint" }, c.note));
     return node;
