@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.demo:
         print("  try: TOKEN=$(python -m gateway demo token); python -m gateway demo issue --region 330500 | "
               "curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-              f"-d @- http://{settings.host}:{settings.port}/v1/licences/verify", flush=True)
+              f"--data-binary @- http://{settings.host}:{settings.port}/v1/licences/verify", flush=True)
         from .console.cli import demo_banner
 
         print(demo_banner(settings.host, settings.port), flush=True)
@@ -97,12 +97,20 @@ def _demo(args: argparse.Namespace) -> int:
         settings = load_settings(demo=True)
         fetched = _issue_from_running_demo(settings, args)
         if fetched is not None:
+            if fetched.startswith('{"error"'):   # the demo's refusal: a message, not a licence on stdout
+                try:
+                    message = orjson.loads(fetched)["error"]
+                except (ValueError, KeyError, TypeError):
+                    message = fetched
+                print(f"错误 / error: {message}", file=sys.stderr)
+                return 2
             sys.stdout.write(fetched + "\n")
-            return 0 if not fetched.startswith('{"error"') else 2
+            return 0
         services = build_services(settings)
         sim = services.simulator
         if args.state in ("revoked", "suspended"):
-            print("注意 / note: no demo running; this licence uses a standing revoked/suspended status index",
+            print(f"注意 / note: no demo regions answered at {_demo_regions_url(settings)} (a demo on another port: "
+                  "set GATEWAY_PORT to it); this licence uses a standing revoked/suspended status index",
                   file=sys.stderr)
         try:
             issued = sim.issue(args.region, args.type, args.state, dt.datetime.now(dt.timezone.utc))
@@ -114,17 +122,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 2
 
 
+def _demo_regions_url(settings) -> str:
+    return f"http://127.0.0.1:{settings.demo_regions_port or settings.port + 1}/"
+
+
 def _issue_from_running_demo(settings, args: argparse.Namespace) -> str | None:
     """Ask a running demo's simulated regions to issue (so its status lists know the licence)."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    port = settings.demo_regions_port or settings.port + 1
     query = urllib.parse.urlencode({k: v for k, v in (("region", args.region), ("type", args.type),
                                                       ("state", args.state)) if v})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/issue?{query}", timeout=10) as resp:
+        with urllib.request.urlopen(f"{_demo_regions_url(settings)}issue?{query}", timeout=10) as resp:
             return resp.read().decode("utf-8")
     except urllib.error.HTTPError as exc:
         return exc.read().decode("utf-8")
@@ -239,10 +250,29 @@ def _receipt(args: argparse.Namespace) -> int:
     try:
         claims = verify_receipt(token, jwks, request_body=body)
     except RequestRejected as exc:
-        print(f"无效 / INVALID receipt: {exc.detail}", file=sys.stderr)
+        print(f"无效 / INVALID receipt: {exc.detail}{_body_hint(token, jwks, body)}", file=sys.stderr)
         return 1
     sys.stdout.write(orjson.dumps({"valid": True, "claims": claims}, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
+
+
+def _body_hint(token: str, jwks: object, body: bytes | None) -> str:
+    """Why a body may not match: ``curl -d @FILE`` sends the file without its line breaks (the
+    README's example once did), so the receipt covers the file's bytes minus CR/LF. Still invalid."""
+    from .errors import RequestRejected
+    from .receipts import request_digest, verify_receipt
+
+    if body is None or b"\n" not in body and b"\r" not in body:
+        return ""
+    try:
+        claims = verify_receipt(token, jwks)
+    except RequestRejected:
+        return ""
+    if claims["request_digest"] == request_digest(body.replace(b"\r", b"").replace(b"\n", b"")):
+        return ("; it matches the file with its line breaks removed, as curl -d @FILE sends it: the body sent was "
+                "not the file's exact bytes (send with --data-binary @FILE) / 回执对应去掉换行后的文件内容"
+                "（curl -d 会删除换行，请用 --data-binary）")
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,6 +86,32 @@ def check_startup(settings: Settings) -> None:
         from .audit_wiring import audit_setup_from
 
         audit_setup_from(settings)
+    if not settings.demo:
+        refuse_test_auth_material(settings)
+
+
+#: committed TEST material whose private keys are public (certs/partners: the partners' and the
+#: gateway's token keys; certs/trust: the trust-framework operator's key)
+TEST_MATERIAL_DIRS = tuple((Path(__file__).resolve().parent.parent / "certs" / d) for d in ("partners", "trust"))
+
+
+def refuse_test_auth_material(settings: Settings) -> None:
+    """Outside demo mode, refuse the committed TEST partner registry, token signing key and trust
+    operator key, as :func:`gateway.audit_wiring.audit_setup_from` refuses certs/audit/: with them
+    anyone holding this repository signs an access token of any TEST partner (``load-operator`` has
+    ``admin``) or a trust list the gateway accepts."""
+    test_dirs = {d.resolve() for d in TEST_MATERIAL_DIRS}
+    found = []
+    if Path(settings.partners_dir).resolve() in test_dirs:
+        found.append("partners_dir")
+    if Path(settings.gateway_key).resolve().parent in test_dirs:
+        found.append("gateway_key")
+    if any(Path(k).resolve().parent in test_dirs for k in settings.trust_operator_keys):
+        found.append("trust_operator_keys")
+    if found:
+        raise ConfigError(f"{', '.join(found)}: the TEST material of certs/partners/ and certs/trust/ is refused "
+                          "outside demo mode (its private keys are public: anyone could sign access tokens or "
+                          "trust lists); set your own")
 
 
 #: the demo's record of the highest trust list version accepted (beside its TEST framework, which

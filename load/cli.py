@@ -184,18 +184,29 @@ def write_outputs(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
+def _wrong_verdicts(expectation: dict[str, Any] | None) -> str:
+    """The answers whose verdict differs from the corpus' expect: shown without --slo too (a run of
+    wrong answers used to read "errors none" and exit 0 with nothing said)."""
+    exp = expectation or {}
+    checked, wrong = exp.get("checked", 0), exp.get("mismatched", 0)
+    if not checked:
+        return "wrong verdicts: none checked"
+    return f"wrong verdicts {wrong} of {checked} checked" + (" (错误判定 / WRONG VERDICTS)" if wrong else "")
+
+
 def _summary(result: dict[str, Any]) -> str:
     if result["mode"] == "closed-loop-max":
         p = result["peak"]
         return (f"peak {p['throughput_rps']:.1f} req/s at concurrency {p['concurrency']} "
                 f"(p50 {p['latency_ms']['p50']:g} ms, p99 {p['latency_ms']['p99']:g} ms); "
+                f"{_wrong_verdicts(p.get('expectation'))}; "
                 f"load tool CPU {result['cpu']['percent_of_one_core']:g}% of one core")
     lat, c = result["latency_ms"], result["counts"]
     return (f"{c['scheduled']} scheduled, {c['sent']} sent, {c['responses']} answered, {c['dropped']} dropped, "
             f"{c['late']} late; {result['throughput_rps']:g} req/s; latency ms p50 {lat['p50']:g} p90 {lat['p90']:g} "
             f"p99 {lat['p99']:g} p99.9 {lat['p99_9']:g} max {lat['max']:g}; errors {result['errors'] or 'none'}; "
-            f"verdicts {result['verdicts'] or 'none'}; load tool CPU {result['cpu']['percent_of_one_core']:g}% "
-            "of one core")
+            f"verdicts {result['verdicts'] or 'none'}; {_wrong_verdicts(result.get('expectation'))}; "
+            f"load tool CPU {result['cpu']['percent_of_one_core']:g}% of one core")
 
 
 def _check_target(args: argparse.Namespace, err: TextIO) -> None:
@@ -258,9 +269,7 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, out_dir: Path, out
     code = 0
     if args.slo:
         spec = load_slo(args.slo)
-        if spec.scenario and spec.scenario != result["scenario"]:
-            print(f"WARNING: SLO file {spec.name} is for scenario {spec.scenario!r}, this run is "
-                  f"{result['scenario']!r}", file=err)
+        _warn_scenario(spec, result, err)
         checks = evaluate(spec, result)
         result["slo"] = slo_block(spec, checks)
         print(render_table(spec, checks), file=out)
@@ -363,6 +372,13 @@ def cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_TARGET_DOWN if _target_down(result["gateway"], err) else 0
 
 
+def _warn_scenario(spec: Any, result: dict[str, Any], err: TextIO) -> None:
+    """load/README.md: "a warning is printed when the run's scenario differs" (run --slo and slo alike)."""
+    if spec.scenario and spec.scenario != result.get("scenario"):
+        print(f"WARNING: SLO file {spec.name} is for scenario {spec.scenario!r}, this run is "
+              f"{result.get('scenario')!r}", file=err)
+
+
 def cmd_slo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     spec = load_slo(args.slo)
     try:
@@ -372,6 +388,7 @@ def cmd_slo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise LoadRefused(RESULT_INVALID, f"cannot read result {args.result}: {exc.strerror}") from None
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise LoadRefused(RESULT_INVALID, f"{args.result} is not a result.json of this tool ({exc!r})") from None
+    _warn_scenario(spec, result, err)
     print(render_table(spec, checks), file=out)
     return 0 if all_passed(checks) else EXIT_SLO_MISSED
 

@@ -263,8 +263,8 @@ def audit_cli(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | N
     try:
         return asyncio.run(_run(args, out, err))
     except (CliError, GatewayError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=err)
+        print(f"错误 / error: {exc}", file=err)
         return 2
     except Exception as exc:  # noqa: BLE001 - never a traceback: fail closed with what went wrong
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=err)
+        print(f"错误 / error: unexpected {type(exc).__name__}: {exc}", file=err)
         return 2

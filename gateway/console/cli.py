@@ -37,8 +37,14 @@ def _staff(args: argparse.Namespace) -> int:
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
-            password = getpass.getpass("密码 / password: ")
-            if getpass.getpass("再次输入 / again: ") != password:
+            try:
+                password = getpass.getpass("密码 / password: ")
+                again = getpass.getpass("再次输入 / again: ")
+            except EOFError:   # no terminal and nothing on stdin (a script, cron, ssh without -t)
+                print("错误 / error: no password given: no terminal to ask on; pipe it with --password-stdin",
+                      file=sys.stderr)
+                return 2
+            if again != password:
                 print("错误 / error: the passwords differ", file=sys.stderr)
                 return 2
         account = add_account(path, args.username, args.role, args.window, password, replace=args.replace)
