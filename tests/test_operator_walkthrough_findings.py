@@ -254,3 +254,24 @@ def test_demo_issue_refusals_go_to_stderr_bilingual_and_the_note_names_where_it_
     got = capsys.readouterr()
     assert orjson.loads(got.out)["licence"]                          # control: a licence on stdout
     assert "http://127.0.0.1:9111/" in got.err and "GATEWAY_PORT" in got.err
+
+
+@pytest.mark.parametrize("busy", ["gateway_port", "demo_regions_port"])
+def test_a_demo_started_on_a_busy_port_stops_before_doing_anything(tmp_path: Path, busy: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        free = _closed_port()
+        gateway_port, regions_port = (port, free) if busy == "gateway_port" else (free, port)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(GATEWAY_VAR_DIR=str(tmp_path / "var"), PYTHONPATH=str(ROOT),
+                   GATEWAY_DEMO_REGIONS_PORT=str(regions_port))
+        done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--demo", "--port", str(gateway_port)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 3, done.stderr
+    assert f"无法监听 / cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert done.stdout == ""   # no banner (it shows the TEST staff passwords) and no "serving on"
+    assert not (tmp_path / "var" / "demo").exists() and not (tmp_path / "var" / "audit.sqlite3").exists()
