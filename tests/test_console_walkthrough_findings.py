@@ -138,3 +138,36 @@ async def test_chinese_pages_use_full_width_punctuation_and_english_ones_ascii(w
     assert not re.search(r"[\u4e00-\u9fff）]: ", zh) and " (必需)" not in zh
     en = await (await client.get(f"/console/receipt/{case['id']}?lang=en")).text()
     assert "Result digest (SHA-256): " in en and " (required)" in en and "：" not in en
+
+
+async def test_switching_language_mid_case_keeps_the_case(world, tmp_path: Path) -> None:
+    name, code = world.simulator.person("330500")
+    licence = world.simulator.issue("330500", "id_card", "valid", NOW, holder=(name, code, "111"))
+    async with TestServer(create_app(world.services()), host="127.0.0.1") as server, \
+            Chromium(tmp_path / "profile") as browser:
+        page = await browser.page()
+        await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
+        await page.type("hkqy")
+        await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
+        await page.enter()
+        await page.wait("document.activeElement.id === 'applicant-code'")
+        await page.type(code)
+        await page.enter()
+        await page.wait("document.getElementById('applicant-code').readOnly")
+        await page.js("document.getElementById('scan-input').focus()")
+        await page.type(licence.data.decode())
+        await page.enter()
+        await page.wait("document.querySelectorAll('#cards article').length === 1")
+        item_code = await page.js("document.getElementById('item-code').textContent")
+
+        await page.js("document.getElementById('lang-switch').click()")
+        await page.wait("(document.documentElement || {}).lang === 'en' && document.querySelectorAll('#cards article').length === 1")
+        assert await page.js("document.getElementById('item-code').textContent") == item_code
+        assert await page.js("document.getElementById('applicant-code').value") == code[:4] + "*" * 10 + code[-4:]
+        assert await page.js("document.getElementById('card-h-1').textContent") == "#1 " + t("en", "verdict_valid")
+        assert not await page.js("document.getElementById('print-receipt').hidden")
+        assert await page.js("location.hash") == ""   # the case id does not stay in the address
+        # and back: the switch link carries the case again
+        await page.js("document.getElementById('lang-switch').click()")
+        await page.wait("(document.documentElement || {}).lang === 'zh-CN' && document.querySelectorAll('#cards article').length === 1")
+        await page.close()

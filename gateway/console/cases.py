@@ -127,7 +127,7 @@ def case_view(case: Case, catalogue: Catalogue, lang: str) -> dict[str, Any]:
     return {
         "id": case.id,
         "item": {"code": case.item.code, "name": case.item.name_zh if lang == "zh" else case.item.name_en,
-                 "name_zh": case.item.name_zh},
+                 "name_zh": case.item.name_zh, "department": case.item.department},
         "applicant": {"code_type": case.applicant.code_type, "masked": mask_holder_code(case.applicant.code)},
         "operator": case.operator,
         "window": case.window,

@@ -148,22 +148,47 @@
     try {
       const view = await call("POST", "/console/api/cases",
         { item: state.item.code, applicant: { code_type: ctype.value, code: code.value } });
-      state.caseId = view.id;
-      code.value = view.applicant.masked;          // masked once confirmed: the number is not shown again
-      code.readOnly = true;
-      ctype.disabled = true;
-      code.removeAttribute("aria-invalid");
-      $("applicant-confirm").hidden = true;
-      $("applicant-change").hidden = false;
-      for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit", ...FETCH_INPUTS]) $(id).disabled = false;
+      caseOpened(view);
       $("fetch-cause").value = S.fetch_cause_default.replace("{item}", state.item.name);
-      $("fetch-consent").checked = false;
-      render(view);
       $("scan-input").focus();
     } catch (e) { msg.className = "msg bad"; msg.textContent = e.message; }
   });
+  function caseOpened(view) {
+    state.caseId = view.id;
+    code.value = view.applicant.masked;          // masked once confirmed: the number is not shown again
+    ctype.value = view.applicant.code_type;
+    code.readOnly = true;
+    ctype.disabled = true;
+    code.removeAttribute("aria-invalid");
+    $("applicant-confirm").hidden = true;
+    $("applicant-change").hidden = false;
+    for (const id of ["scan-input", "scan-submit", "upload-input", "upload-submit", ...FETCH_INPUTS]) $(id).disabled = false;
+    $("fetch-consent").checked = false;
+    keepCaseAcrossLanguages(view.id);
+    render(view);
+  }
+  // the language switch reloads the page: it carries the open case (its id, in the fragment, never
+  // sent to the server) so the clerk finds the case, its cards and its receipt in the other language
+  function keepCaseAcrossLanguages(id) {
+    const link = $("lang-switch");
+    if (link) link.href = link.href.split("#")[0] + (id ? "#case=" + encodeURIComponent(id) : "");
+  }
+  async function restoreCase() {
+    const m = /^#case=([A-Za-z0-9_-]+)$/.exec(location.hash);
+    if (!m) return;
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      const view = await call("GET", "/console/api/cases/" + encodeURIComponent(m[1]));
+      state.results = [view.item];
+      choose(0);
+      caseOpened(view);
+      $("fetch-cause").value = S.fetch_cause_default.replace("{item}", view.item.name);
+      $("scan-input").focus();
+    } catch (e) { /* a case of another sign-in, or gone with a restart: start afresh */ }
+  }
   function resetApplicant() {
     state.caseId = null;
+    keepCaseAcrossLanguages(null);
     code.value = ""; code.readOnly = false; ctype.disabled = false;
     msg.textContent = ""; msg.className = "msg";
     $("applicant-confirm").hidden = false; $("applicant-confirm").disabled = true;
@@ -295,4 +320,5 @@
   }
 
   search.focus();
+  restoreCase();
 })();
