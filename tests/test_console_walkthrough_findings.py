@@ -171,3 +171,29 @@ async def test_switching_language_mid_case_keeps_the_case(world, tmp_path: Path)
         await page.js("document.getElementById('lang-switch').click()")
         await page.wait("(document.documentElement || {}).lang === 'zh-CN' && document.querySelectorAll('#cards article').length === 1")
         await page.close()
+
+
+async def test_an_ofd_licence_pasted_as_base64_is_verified_not_refused_as_an_unknown_format(world, tmp_path: Path) -> None:
+    import base64
+
+    name, code = world.simulator.person("310000")
+    ofd = world.simulator.issue("310000", "id_card", "valid", NOW, holder=(name, code, "111"))
+    assert ofd.data[:2] == b"PK"   # an OFD package: bytes, not text
+    wrapped = base64.encodebytes(ofd.data).decode()   # as a base64 tool prints it: 76-character lines
+    async with TestServer(create_app(world.services()), host="127.0.0.1") as server, \
+            Chromium(tmp_path / "profile") as browser:
+        page = await browser.page()
+        await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
+        await page.type("hkqy")
+        await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
+        await page.enter()
+        await page.wait("document.activeElement.id === 'applicant-code'")
+        await page.type(code)
+        await page.enter()
+        await page.wait("document.getElementById('applicant-code').readOnly")
+        await page.js(f"document.getElementById('scan-input').value = {wrapped!r}")
+        await page.js("document.getElementById('scan-form').requestSubmit()")
+        await page.wait("document.querySelectorAll('#cards article').length === 1")
+        assert await page.js("document.getElementById('card-1').dataset.verdict") == "valid"
+        assert await page.js("document.getElementById('scan-input').value") == ""
+        await page.close()

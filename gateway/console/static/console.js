@@ -222,8 +222,12 @@
     ev.preventDefault();
     const text = scan.value.trim();
     if (!text || !state.caseId) return;
+    // a file's bytes pasted as base64 (an OFD package, a GB 18030 XML licence) are sent as base64; a
+    // JWS has dots, JSON and XML open with { and <, so none of them is read so
+    const b64 = text.replace(/\s+/g, "");
+    const base64 = /^[A-Za-z0-9+/]+={0,2}$/.test(b64) && b64.length % 4 === 0 && b64.length >= 64;
     // the text stays until the gateway has answered for it: a failed request must not lose a pasted licence
-    if (await submitLicence(text, "utf-8", "scan") && scan.value.trim() === text) scan.value = "";
+    if (await submitLicence(base64 ? b64 : text, base64 ? "base64" : "utf-8", "scan") && scan.value.trim() === text) scan.value = "";
     scan.focus();
   });
   function toBase64(buf) {
