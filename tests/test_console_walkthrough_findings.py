@@ -13,7 +13,10 @@
 * the scan box was emptied before the gateway answered, so a pasted licence was lost when the request
   failed: it is emptied once the licence has been judged;
 * after a gateway restart the sign-in page said the clerk had been signed out for inactivity: it names
-  both causes.
+  both causes;
+* switching language in the middle of a case emptied the page (the case and its receipt out of reach);
+* a licence file pasted as base64 into the scan box was refused as an unsupported format;
+* the cards were a live region re-drawn on every scan: a screen reader read every card again.
 """
 
 from __future__ import annotations
@@ -196,4 +199,8 @@ async def test_an_ofd_licence_pasted_as_base64_is_verified_not_refused_as_an_unk
         await page.wait("document.querySelectorAll('#cards article').length === 1")
         assert await page.js("document.getElementById('card-1').dataset.verdict") == "valid"
         assert await page.js("document.getElementById('scan-input').value") == ""
+        # a screen reader hears the new card's verdict, not every card again (#cards is not a live region)
+        assert await page.js("document.getElementById('cards').getAttribute('aria-live')") is None
+        assert await page.js("document.getElementById('card-news').getAttribute('aria-live')") == "polite"
+        assert await page.js("document.getElementById('card-news').textContent") == "#1 " + t("zh", "verdict_valid")
         await page.close()

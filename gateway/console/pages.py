@@ -144,7 +144,8 @@ def check_page(lang: str, session: Session) -> str:
   <p><a id="print-receipt" class="button" href="#" target="_blank" rel="noopener" hidden>{s("print_receipt")}</a></p>
 </section>
 <section aria-labelledby="cards-h"><h2 id="cards-h">{s("cards_title")}</h2>
-  <div id="cards" aria-live="polite"><p class="hint" id="no-cards">{s("no_cards")}</p></div>
+  <p id="card-news" class="sr-only" aria-live="polite"></p>
+  <div id="cards"><p class="hint" id="no-cards">{s("no_cards")}</p></div>
 </section>
 </div></div>'''
     head = f'<script src="/console/static/console.js?v={ASSET_VERSION}" defer></script>'

@@ -298,6 +298,10 @@
     link.hidden = !view.cards.length;
     const cards = $("cards");
     if (!view.cards.length) { cards.replaceChildren(el("p", { class: "hint", id: "no-cards" }, S.no_cards)); return; }
+    // the cards are re-drawn on every change; a screen reader is told only what the new ones say
+    // (#cards itself is not a live region: it read every card again after each scan)
+    const shown = cards.querySelectorAll("article").length;
+    $("card-news").textContent = view.cards.slice(shown).map((c) => "#" + c.n + " " + c.verdict_text).join(S.sentence_gap || "；");
     cards.replaceChildren(...view.cards.slice().reverse().map(card));
   }
   function card(c) {
