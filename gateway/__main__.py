@@ -45,25 +45,16 @@ def _refused(exc: Exception) -> int | None:
 
 
 def _busy_port(settings) -> int | None:
-    """Exit status 3 (said in Chinese and English) when the gateway's port, or in demo mode its simulated
-    regions' port, cannot be listened on; None when both are free. Checked before anything starts: a
-    second demo on a busy port printed its banner, re-signed the demo trust list, started a regions
-    process and wrote to the running gateway's audit chain before its worker found the port taken."""
-    import os
-
-    from .serve import EXIT_CANNOT_LISTEN, port_in_use
+    """Exit status 3 (one ERROR log line, in Chinese and English) when the gateway's port, or in demo mode
+    its simulated regions' port, cannot be listened on; None when both are free. Checked before anything
+    starts: a second demo on a busy port printed its banner, re-signed the demo trust list, started a
+    regions process and wrote to the running gateway's audit chain before its worker found the port taken."""
+    from .serve import EXIT_CANNOT_LISTEN, cannot_listen
 
     ports = [settings.port]
     if settings.demo:
         ports.append(settings.demo_regions_port or settings.port + 1)
-    for port in ports:
-        busy = port_in_use(settings.host, port)
-        if busy is not None:
-            why = os.strerror(busy.errno) if busy.errno else str(busy)
-            print(f"无法监听 / cannot listen on {settings.host}:{port}: {why} "
-                  "（是否已有网关或其他程序在该端口运行？/ is another gateway or program serving there?）", file=sys.stderr)
-            return EXIT_CANNOT_LISTEN
-    return None
+    return EXIT_CANNOT_LISTEN if any(cannot_listen(settings.host, port) for port in ports) else None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -74,12 +65,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, demo=True if args.demo else None, port=args.port, host=args.host,
                              workers=args.workers)
     check_startup(settings)  # specs, catalogues, keys, audit: refused here (see main), before any worker starts
-    busy = _busy_port(settings)
-    if busy is not None:  # before the banner, the demo's files and processes, the audit store: nothing done
-        return busy
     from .logging_setup import configure_logging
 
     configure_logging(settings.log_level)  # JSON lines with the request id; holder codes and names redacted
+    busy = _busy_port(settings)
+    if busy is not None:  # before the banner, the demo's files and processes, the audit store: nothing done
+        return busy
     workers = settings.workers
     mode = "DEMO (TEST keys, simulated issuers for 45 regions)" if settings.demo else "operator"
     print(f"e-licence gateway on http://{settings.host}:{settings.port}  mode: {mode}  workers: {workers}", flush=True)

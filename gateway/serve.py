@@ -133,17 +133,11 @@ RESTART_WINDOW_S = 60.0
 
 def run_workers(settings, workers: int) -> int:
     """Pre-fork model: N worker processes bound to one port with SO_REUSEPORT (see :func:`supervise`)."""
-    import logging
     import multiprocessing as mp
-    import os
 
     from .bootstrap import prepare_shared
 
-    busy = port_in_use(settings.host, settings.port)
-    if busy is not None:
-        logging.getLogger("gateway.serve").error(
-            "cannot listen on %s:%d: %s (is another gateway serving there?)", settings.host, settings.port,
-            os.strerror(busy.errno) if busy.errno else busy, extra={"errno": busy.errno})
+    if cannot_listen(settings.host, settings.port):
         return EXIT_CANNOT_LISTEN
     prepare_shared(settings)  # e.g. the demo TEST framework, made once before the workers load it
     ctx = mp.get_context("spawn")
@@ -159,6 +153,21 @@ def run_workers(settings, workers: int) -> int:
             return proc, ready
 
         return supervise(start, workers)
+
+
+def cannot_listen(host: str, port: int) -> bool:
+    """True, with one ERROR log line saying why (in Chinese and English), when ``host:port`` cannot be
+    listened on (:func:`port_in_use`)."""
+    import logging
+    import os
+
+    busy = port_in_use(host, port)
+    if busy is None:
+        return False
+    logging.getLogger("gateway.serve").error(
+        "无法监听 / cannot listen on %s:%d: %s (is another gateway or program serving there? 是否已有网关或其他程序在该端口运行？)",
+        host, port, os.strerror(busy.errno) if busy.errno else busy, extra={"errno": busy.errno})
+    return True
 
 
 def port_in_use(host: str, port: int) -> OSError | None:

@@ -272,6 +272,8 @@ def test_a_demo_started_on_a_busy_port_stops_before_doing_anything(tmp_path: Pat
         done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--demo", "--port", str(gateway_port)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert done.returncode == 3, done.stderr
-    assert f"无法监听 / cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert [orjson.loads(line)["message"] for line in done.stderr.splitlines()] == [
+        f"无法监听 / cannot listen on 127.0.0.1:{port}: Address already in use (is another gateway or program serving "
+        "there? 是否已有网关或其他程序在该端口运行？)"]
     assert done.stdout == ""   # no banner (it shows the TEST staff passwords) and no "serving on"
     assert not (tmp_path / "var" / "demo").exists() and not (tmp_path / "var" / "audit.sqlite3").exists()
