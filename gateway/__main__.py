@@ -189,6 +189,39 @@ def _specs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_held_record(data: bytes) -> bool:
+    """Whether ``data`` is the gateway's held-version record (setting ``trust_state``), not a signed list."""
+    from . import trustlist as tl
+
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") == tl.FLOOR_TYPE
+
+
+def _open_held(path: str, keys: list) -> object:
+    """``trust verify --held FILE``: the signed list in force, or the gateway's held-version record
+    (``trust_state``, what a restarted gateway judges against). Anything else used to read "refused:
+    malformed: not a signed trust list" (exit 1, as if the list checked were refused), or a bare
+    errno for a missing file: both now name --held, exit 2."""
+    from pathlib import Path
+
+    from . import trustlist as tl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"--held {path}: 无法读取 / cannot read it: {exc.strerror or exc}") from None
+    try:
+        if _is_held_record(data):
+            return tl.read_floor(path)
+        return tl.open_signed(data, keys)
+    except tl.TrustListRefused as exc:
+        raise ValueError(f"--held {path}: 不是现行的信任列表 / not the trust list in force: {exc}; --held takes the "
+                         "signed list the gateway serves, or its held-version record (trust_state)") from None
+
+
 def _trust(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -225,8 +258,13 @@ def _trust(args: argparse.Namespace) -> int:
             from .trust import build_snapshot
 
             keys = [tl.load_operator_key(p) for p in args.pubkey]
+            if _is_held_record(data):
+                print(f"错误 / error: {args.file} is the gateway's held-version record (trust_state), not a signed "
+                      f"trust list to check: give it with --held, and as FILE the signed list to check",
+                      file=sys.stderr)
+                return 2
             signed = tl.open_signed(data, keys)
-            held = tl.open_signed(Path(args.held).read_bytes(), keys) if args.held else None
+            held = _open_held(args.held, keys) if args.held else None
             verdict = tl.judge(signed, held, dt.datetime.now(dt.timezone.utc))
             regions, _, _ = load_static(load_settings(demo=True))
             snap = build_snapshot(signed.doc, regions)
@@ -335,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv = tsub.add_parser("verify", help="check the signature with pinned keys, the dates and (with --held) rollback")
     tv.add_argument("file")
     tv.add_argument("--pubkey", required=True, action="append", help="pinned operator public key (PEM); repeatable")
-    tv.add_argument("--held", help="the signed list currently in force, to check for rollback")
+    tv.add_argument("--held", help="the signed list currently in force, or the gateway's held-version record "
+                                   "(setting trust_state, var/trust-held.json), to check for rollback")
     t.set_defaults(func=_trust)
     r = sub.add_parser("receipt", help="verification receipts")
     rsub = r.add_subparsers(dest="receipt_cmd", required=True)

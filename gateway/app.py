@@ -148,6 +148,11 @@ async def read_json(request: web.Request) -> Any:
     ctype = request.content_type
     if ctype not in ("application/json", "application/problem+json") and not ctype.endswith("+json"):
         raise RequestRejected(errors.UNSUPPORTED_MEDIA_TYPE, f"got {ctype or 'no content type'}")
+    charset = request.charset   # the parameter's value, unquoted; None when absent
+    if charset and charset.lower() not in ("utf-8", "utf8"):
+        # the body is read as UTF-8 whatever was declared: a GBK body would be answered as other text than sent
+        raise RequestRejected(errors.UNSUPPORTED_MEDIA_TYPE, f"charset {charset!r}: JSON is UTF-8 (RFC 8259 §8.1); "
+                                                             "send charset=utf-8 or no charset")
     body = await within_body_deadline(request, request.read)
     try:
         doc = orjson.loads(body)

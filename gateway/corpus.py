@@ -376,7 +376,7 @@ def add_corpus_arguments(p: Any) -> None:
                                  f"(default {','.join(f'{k}={v:g}' for k, v in DEFAULT_MIX.items())})")
     p.add_argument("--families", help="only regions of these families, e.g. jws,sm2-json (default all)")
     p.add_argument("--algorithms", help="only regions signing with these, e.g. ES256 (default all)")
-    p.add_argument("--batches", type=int, help="batch lines (default count/10, at least 1)")
+    p.add_argument("--batches", type=int, help="batch lines (default count/10, at least 1 when count is)")
     p.add_argument("--batch-size", type=int, default=10, help="licences per batch (default 10)")
     p.add_argument("--checks", type=int, default=None, help="item-check lines (default count/10)")
     p.add_argument("--check-incomplete", type=float, default=0.2,
@@ -387,7 +387,9 @@ def add_corpus_arguments(p: Any) -> None:
 def plan_from_args(args: Any) -> CorpusPlan:
     return CorpusPlan(count=args.count, mix=parse_mix(args.mix) if args.mix else dict(DEFAULT_MIX),
                       families=_names(args.families), algorithms=_names(args.algorithms),
-                      batches=max(1, args.count // 10) if args.batches is None else args.batches,
+                      # --count 0 meant no singles but still one default batch line: 0 is none, as for the others
+                      batches=(max(1, args.count // 10) if args.count > 0 else 0) if args.batches is None
+                      else args.batches,
                       batch_size=args.batch_size, checks=args.count // 10 if args.checks is None else args.checks,
                       check_incomplete=args.check_incomplete, seed=args.seed)
 

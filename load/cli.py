@@ -235,6 +235,24 @@ def _target_down(result: dict[str, Any], err: TextIO) -> bool:
     return False
 
 
+async def _first_token(provider: TokenProvider) -> None:
+    await provider()
+
+
+def _picker_and_token(args: argparse.Namespace, scenario: Scenario, err: TextIO) -> tuple[RequestPicker,
+                                                                                           TokenProvider]:
+    """The cheap checks first: a --corpus file, then the token once, and only then the default corpus
+    (~3 s), which used to come first: a token file that cannot be read (exit 2), or a target whose
+    token endpoint does not answer (exit 4), was said only after it. The runner asks the provider
+    again when it starts (the OAuth token is cached, a token file re-read)."""
+    picker = RequestPicker.build(scenario, load_corpus(args.corpus), args.seed) if args.corpus else None
+    tokens = _token_provider(args, scenario)
+    _run(_first_token(tokens))
+    if picker is None:
+        picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
+    return picker, tokens
+
+
 #: the corpus made when --corpus is not given: every region and family, the default case mix
 DEFAULT_CORPUS_COUNT = 450
 
@@ -291,14 +309,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)  # refuse a bad SLO file before the run, not after it
-    picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
+    picker, tokens = _picker_and_token(args, scenario, err)
     out_dir = _prepare_out(args, "open-loop", scenario.name)
     config = OpenLoopConfig(target=args.target, scenario=scenario, rate=rate, duration_s=duration,
                             arrivals=args.arrivals, connections=args.connections, max_in_flight=args.max_in_flight,
                             timeout_s=timeout, seed=args.seed, max_requests=LIMITS.max_requests,
                             client=args.http_client)
-    result = _run_into(out_dir, run_open_loop(config, picker, _token_provider(args, scenario),
-                                              progress=None if args.quiet else err))
+    result = _run_into(out_dir, run_open_loop(config, picker, tokens, progress=None if args.quiet else err))
     return _finish(result, args, out_dir[0], out, err)
 
 
@@ -311,12 +328,11 @@ def cmd_max(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_target(args, err)
     if args.slo:
         load_slo(args.slo)
-    picker = RequestPicker.build(scenario, _require_corpus(args, err), args.seed)
+    picker, tokens = _picker_and_token(args, scenario, err)
     out_dir = _prepare_out(args, "closed-loop-max", scenario.name)
     config = MaxConfig(target=args.target, scenario=scenario, step_duration_s=step, concurrency_steps=steps,
                        timeout_s=timeout, seed=args.seed, client=args.http_client, max_requests=LIMITS.max_requests)
-    result = _run_into(out_dir, run_max(config, picker, _token_provider(args, scenario),
-                                        progress=None if args.quiet else err))
+    result = _run_into(out_dir, run_max(config, picker, tokens, progress=None if args.quiet else err))
     return _finish(result, args, out_dir[0], out, err)
 
 

@@ -88,8 +88,10 @@ def oauth_token(target: str, *, client_id: str = DEFAULT_CLIENT_ID, registry_dir
                     raw = await resp.read()
                     status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # the target is down, not the operator's request at fault: exit 4, not 2
-            raise TargetUnreachable(f"token endpoint {endpoint} unreachable: {exc!r}") from None
+            # the target is down, not the operator's request at fault: exit 4, not 2 -- in one line (it was
+            # the repr of aiohttp's connection key and the nested OSError)
+            raise TargetUnreachable(f"令牌端点无法连接 / token endpoint {endpoint} unreachable ({_why(exc)}); "
+                                    "is the gateway running there?") from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -107,6 +109,19 @@ def oauth_token(target: str, *, client_id: str = DEFAULT_CLIENT_ID, registry_dir
 
     provide.invalidate = held.clear  # type: ignore[attr-defined]  # the runner calls it after a 401
     return provide
+
+
+def _why(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: "Connection refused", "no answer within 10 s", ..."""
+    import errno as errno_names
+    import os
+
+    if isinstance(exc, TimeoutError):   # asyncio's and aiohttp's timeouts alike
+        return "no answer within 10 s"
+    cause = getattr(exc, "os_error", None) or exc   # aiohttp.ClientConnectorError wraps the OSError
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno) if cause.errno in errno_names.errorcode else f"errno {cause.errno}"
+    return type(exc).__name__
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

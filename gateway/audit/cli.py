@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from gateway.audit.jws import JwsError, key_from_jwk
-from gateway.audit.model import AuditQuery, holder_hmac
+from gateway.audit.model import AuditQuery, PruneResult, holder_hmac
 from gateway.audit.sink import GroupCommitSink
 from gateway.audit.verify import ChainReport, verify_chain
 from gateway.errors import GatewayError
@@ -141,7 +141,12 @@ async def open_store(url: str, pg_schema: str) -> GroupCommitSink:
 
 
 def _time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        # argparse puts "argument --since: " (the option) before it; its own text said "invalid _time value"
+        raise argparse.ArgumentTypeError(f"日期时间无效 / not a date-time: {text!r}; expected ISO 8601 such as "
+                                         "2026-01-01T00:00:00Z or 2026-01-01 (UTC when no offset is given)") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
@@ -188,7 +193,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             report = await verify_chain(store, keys, batch=args.batch, progress=progress,
                                         progress_every=args.progress_every, anchors=anchors)
             if report.ok:
-                print(f"OK: {report.records_checked} records (seq {report.start_seq + 1}..{report.head_seq}), "
+                print(f"OK: {report.records_checked} records ({_seq_range(report)}), "
                       f"{report.checkpoints_checked} signed checkpoints", file=out)
                 print(describe_extent(report), file=out)
                 return 0
@@ -218,7 +223,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 out.write(orjson.dumps(rec.as_dict(), default=_unstored).decode() + "\n")
             return 0
         result = await store.prune(args.before)
-        print(f"pruned {result.deleted} records; the chain now starts after checkpoint {result.start_seq}", file=out)
+        print(describe_prune(result, args.before), file=out)
         return 0
     finally:
         await store.close()
@@ -229,6 +234,26 @@ def _unstored(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return "hex:" + bytes(value).hex()
     raise TypeError(type(value).__name__)
+
+
+def _seq_range(report: ChainReport) -> str:
+    """The records an OK check covered; none at all read "seq 6..5" (after a full prune) or "seq 1..0"."""
+    if report.head_seq > report.start_seq:
+        return f"seq {report.start_seq + 1}..{report.head_seq}"
+    if report.start_seq:
+        return f"none after the checkpoint signed at seq {report.start_seq}: every earlier record was pruned"
+    return "the trail holds none yet"
+
+
+def describe_prune(result: PruneResult, before: datetime) -> str:
+    """``audit prune``'s answer; with nothing deleted it said "starts after checkpoint 0" (no checkpoint 0 exists)."""
+    if result.deleted:
+        return f"pruned {result.deleted} records; the chain now starts after checkpoint {result.start_seq}"
+    start = (f"the chain still starts after the checkpoint signed at seq {result.start_seq}" if result.start_seq
+             else "the chain still starts at its first record")
+    return (f"nothing pruned: no records up to a checkpoint signed before "
+            f"{before.isoformat().replace('+00:00', 'Z')}; "
+            f"{start}")
 
 
 def describe_extent(report: ChainReport) -> str:

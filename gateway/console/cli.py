@@ -27,8 +27,12 @@ def _staff(args: argparse.Namespace) -> int:
     try:
         path = _store(args)
         if args.staff_cmd == "list":
-            for a in load_accounts(path).values():
+            accounts = load_accounts(path)
+            for a in accounts.values():
                 print(f"{a.username:20} {a.role:11} {a.window}")
+            if not accounts:   # a missing store is an empty one (accounts.load_accounts); it printed nothing
+                why = "is empty" if path.exists() else "does not exist yet (staff add creates it)"
+                print(f"无账号 / no accounts: the staff store {path} {why}", file=sys.stderr)
             return 0
         if args.staff_cmd == "remove":
             removed = remove_account(path, args.username)
@@ -47,11 +51,15 @@ def _staff(args: argparse.Namespace) -> int:
             if again != password:
                 print("错误 / error: the passwords differ", file=sys.stderr)
                 return 2
+        existed = args.replace and args.username in load_accounts(path)
         account = add_account(path, args.username, args.role, args.window, password, replace=args.replace)
     except (AccountError, OSError) as exc:  # OSError: the store's folder not writable, ...
         print(f"错误 / error: {exc}", file=sys.stderr)
         return 2
-    print(f"added {account.username} ({account.role}, window {account.window}) to {path}")
+    if existed:
+        print(f"replaced {account.username} ({account.role}, window {account.window}) in {path}")
+    else:
+        print(f"added {account.username} ({account.role}, window {account.window}) to {path}")
     return 0
 
 
