@@ -256,14 +256,14 @@ class CorpusBuilder:
         for n, (rid, t, who) in enumerate(plan):
             req = item.requirement(rid)
             role = req.binding_role if req else None
-            surface = None
-            if role is not None:
-                r = t.role(role)
-                surface = {**{f: app_code for f in r.code_fields}, **{f: app_name for f in r.name_fields}}
+            # the applicant in the role's place of their sex (a father is not also the mother)
+            surface = self.sim.role_surface(t, role, app_name, app_code) if role is not None else None
             if who == "applicant":
                 holder = (app_name, app_code, "111")
             elif who == "company":
                 holder = (comp_name, comp_code, "001")
+            elif role is not None:  # e.g. the applicant's child, born when the applicant was 20 to 45
+                holder = (*self.sim.holder_for_role(region, t, role, app_code, self.now, self.rng), "111")
             else:
                 holder = (*self.sim.person(region, self.rng), "111")
             case = "revoked" if n == spoil_at else "valid"

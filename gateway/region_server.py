@@ -7,8 +7,10 @@ credentials of :mod:`gateway.upstream.signing`.
 
 Licences come from the :class:`~gateway.simulator.IssuerSimulator` (same specs, same format
 families, same TEST keys as the gateway's trust list) and are generated deterministically
-per (region, holder code, licence type). A holder holds licences in the region covering
-the district in their code (citizen ID digits 1-6, USCC characters 3-8) and in any region
+per (region, holder code, licence type), under the one name the simulator gives that code
+(:func:`gateway.simulator.synthetic_name`: the name a demo ``/issue`` licence prints, so a query
+naming it finds the licence). A holder holds licences in the region covering the district in
+their code (citizen ID digits 1-6, USCC characters 3-8) and in any region
 :meth:`RegionSimulator.grant` adds. Status indices are taken from the upper half of the
 region's status list, so they are "valid" unless someone revokes them.
 
@@ -46,7 +48,7 @@ from aiohttp import web
 from adapters import FAMILIES
 
 from .crypto.sm2 import sm3
-from .simulator import STANDING_REVOKED, IssuerSimulator
+from .simulator import STANDING_REVOKED, IssuerSimulator, synthetic_name
 from .specs import covers
 from .upstream.clients import PATHS, TWO_STEP_FETCH
 from .upstream.routing import home_district
@@ -60,8 +62,6 @@ STATUS_INDEX_SPAN = STANDING_REVOKED.start - STATUS_INDEX_BASE  # stay below the
 OVERSIZED_BYTES = 3 * 1024 * 1024
 #: a hanging handler is released at shutdown or after this many seconds
 MAX_HANG_S = 120.0
-_SURNAMES = "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨"
-_GIVEN = ("测试甲", "测试乙", "测试丙", "测试丁", "测试戊", "测试己", "测试庚", "测试辛")  # obviously synthetic
 
 
 @dataclass(slots=True)
@@ -84,12 +84,6 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown fault switch(es) {sorted(unknown)}; known: {sorted(names)}")
         return cls(**raw)
-
-
-def synthetic_name(code: str) -> str:
-    """The deterministic synthetic name the simulated regions record for a holder code."""
-    rng = random.Random(sm3(b"name:" + code.encode("utf-8")))
-    return rng.choice(_SURNAMES) + rng.choice(_GIVEN)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -55,6 +56,33 @@ _GIVEN = ["测试一", "测试二", "测试三", "测试四", "测试五", "测�
 #: (``<city>02`` gave 320202 崇安区, 320502 沧浪区, 340702 铜官山区... abolished codes).
 #: Shanghai and Huzhou: the district the reference names; every other region: its own code.
 _PERSON_DIVISION = {"310000": "310117", "330500": "330502"}
+#: the legal minimum age of marriage (民法典 第1047条): men 22, women 20
+MARRIAGE_AGE = {"男": 22, "女": 20}
+#: a parent's age (years, inclusive) when their child is born, by the parent's sex
+PARENT_AGE = {"女": (20, 40), "男": (22, 45)}
+#: 与户主关系 by the holder's sex (None: either) and the head's birth relative to the holder's, in
+#: years (None: the head is the holder, or anyone): a 子 is younger than the head, a 父亲 older...
+RELATION_TO_HEAD: dict[str, tuple[str | None, tuple[int, int] | None]] = {
+    "户主": (None, None), "配偶": (None, (-8, 8)), "其他": (None, None),
+    "子": ("男", (-45, -20)), "女": ("女", (-45, -20)),        # the head is a parent
+    "父亲": ("男", (20, 40)), "母亲": ("女", (20, 40)),        # the head is a child
+    "孙子": ("男", (-80, -40)), "孙女": ("女", (-80, -40)),    # the head is a grandparent
+    "兄弟": ("男", (-12, 12)), "姐妹": ("女", (-12, 12)),
+}
+#: a synthetic adult's birth dates (:meth:`IssuerSimulator.person`): 22 or older from 2026 on, so anyone
+#: the simulator makes may be named on a 结婚证
+PERSON_BORN_FROM, PERSON_BORN_UNTIL = dt.date(1960, 1, 1), dt.date(1960, 1, 1) + dt.timedelta(days=365 * 44 - 1)
+#: GB 11643 birth dates from 1900 on (gateway.identifiers)
+_EARLIEST_BIRTH = dt.date(1900, 1, 1)
+#: the sex of a role's place (a 出生医学证明's mother and father)
+_PLACE_SEX = {"mother_code": "女", "father_code": "男"}
+_SPOUSE_ROLES = ("spouse", "former_spouse")
+#: drawn dates that follow one another
+_ORDERED_DATES = (("admission_date", "graduation_date"),)
+#: a holder's own dated events (初次领证, 入学, 取得...) happen from this age on
+EVENT_MIN_AGE = 18
+#: surface date fields that are not an event of the holder's: their birth, or a term's end
+_NOT_EVENTS = ("birth_date", "holder_birth_date", "spouse_birth_date", "established_date")
 _COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
 STATUS_LIST_SIZE = 1 << 16
 #: Standing statuses, identical in every simulator process (each demo gateway worker, ``demo
@@ -64,6 +92,81 @@ STATUS_LIST_SIZE = 1 << 16
 #: corpus relies on this, see gateway/corpus.py). Fresh indices count up from 1, far below.
 STANDING_REVOKED = range(STATUS_LIST_SIZE - 2048, STATUS_LIST_SIZE - 1024)
 STANDING_SUSPENDED = range(STATUS_LIST_SIZE - 1024, STATUS_LIST_SIZE)
+
+
+def synthetic_name(code: str) -> str:
+    """The one synthetic name of the person with ID number ``code``: a function of the number
+    alone, so ``/issue``, a licence's role fields and the simulated regions' sharing services
+    (gateway/region_server.py) all name the same person the same way."""
+    digest = hashlib.sha256(b"name:" + code.upper().encode("utf-8")).digest()
+    return _SURNAMES[digest[0] % len(_SURNAMES)] + _GIVEN[digest[1] % len(_GIVEN)]
+
+
+def id_facts(code: str) -> tuple[dt.date, str] | None:
+    """(birth date, sex) a valid citizen ID number says (GB 11643), else None."""
+    if not (isinstance(code, str) and citizen_id_valid(code)):
+        return None
+    return dt.date(int(code[6:10]), int(code[10:12]), int(code[12:14])), "男" if int(code[16]) % 2 else "女"
+
+
+def _add_years(day: dt.date, n: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + n)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + n, day=28)
+
+
+def _other_sex(sex: str | None) -> str | None:
+    return {"男": "女", "女": "男"}.get(sex or "")
+
+
+def _draw_day(rng: random.Random, lo: dt.date, hi: dt.date) -> dt.date:
+    """A day in [lo, hi]; ``lo`` when the span is empty (the caller's people allow no better)."""
+    return lo + dt.timedelta(days=rng.randrange(0, (hi - lo).days + 1)) if hi > lo else lo
+
+
+def _role_places(role: Any) -> list[tuple[str, str | None]]:
+    """A role's places as (code field, name field) pairs: ``mother_code`` with ``mother_name``."""
+    names = list(role.name_fields)
+    return [(c, names[i] if i < len(names) else None) for i, c in enumerate(role.code_fields)]
+
+
+def _head_window(rel: str, me: tuple[dt.date | None, str | None], today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """When the head of a holder in relationship ``rel`` was born: an adult alive today, at the
+    relationship's distance from the holder (None: any adult)."""
+    span = RELATION_TO_HEAD.get(rel, (None, None))[1]
+    if span is None or me[0] is None:
+        return None
+    oldest, youngest = _add_years(today, -100), _add_years(today, -18)
+    if rel == "配偶":
+        youngest = _add_years(today, -MARRIAGE_AGE.get(_other_sex(me[1]) or "", 22))
+    lo, hi = max(_add_years(me[0], span[0]), oldest, _EARLIEST_BIRTH), min(_add_years(me[0], span[1]), youngest)
+    return (lo, hi) if lo <= hi else None
+
+
+def _feasible(rel: str, me: tuple[dt.date | None, str | None], today: dt.date) -> bool:
+    """Can a holder (birth date, sex) stand in ``rel`` to some head of household?"""
+    sex, span = RELATION_TO_HEAD.get(rel, (None, None))  # a relationship this table does not know: anyone's
+    if span is None:
+        return True
+    if me[0] is None or me[1] is None or (sex is not None and sex != me[1]):
+        return False
+    if rel == "配偶" and me[0] > _add_years(today, -MARRIAGE_AGE[me[1]]):
+        return False
+    return _head_window(rel, me, today) is not None
+
+
+def _fits(rel: str, me: tuple[dt.date | None, str | None], my_code: str, head: Any, today: dt.date) -> bool:
+    """Does ``rel`` fit a holder (birth date, sex, ID number) and the given head's ID number?"""
+    if RELATION_TO_HEAD.get(rel, (None, None))[1] is None:
+        return (rel == "户主") == (head == my_code)
+    facts = id_facts(head) if isinstance(head, str) else None
+    if head == my_code or facts is None or not _feasible(rel, me, today):
+        return False
+    if rel == "配偶" and facts[1] == me[1]:
+        return False
+    window = _head_window(rel, me, today)
+    return window is not None and window[0] <= facts[0] <= window[1]
 
 
 def _agree_with_id(values: dict[str, Any], drawn: set[str], prefix: str, code: str) -> None:
@@ -145,13 +248,21 @@ class IssuerSimulator:
         self._rogue: dict[str, SigningKey] = {}
 
     # --- synthetic people and companies ------------------------------------------
-    def person(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
+    def person(self, region: str, rng: random.Random | None = None, *, sex: str | None = None,
+               born: tuple[dt.date, dt.date] | None = None) -> tuple[str, str]:
+        """(name, citizen ID number) of a synthetic person registered in ``region``: of ``sex``
+        (男/女: the order number's parity) and born in ``born`` (default: an adult, old enough to
+        marry from 2026 on). The name is :func:`synthetic_name` of the number."""
         rng = rng or self.rng
         area = _PERSON_DIVISION.get(region, region)
-        birth = dt.date(1960, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 45))
-        first17 = f"{area}{birth:%Y%m%d}{rng.randrange(1, 999):03d}"
-        name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
-        return name, first17 + citizen_id_check(first17)
+        lo, hi = born or (PERSON_BORN_FROM, PERSON_BORN_UNTIL)
+        birth = _draw_day(rng, max(lo, _EARLIEST_BIRTH), hi)
+        order = rng.randrange(1, 999)
+        if sex is not None and ("男" if order % 2 else "女") != sex:
+            order += 1 if order < 998 else -1
+        first17 = f"{area}{birth:%Y%m%d}{order:03d}"
+        code = first17 + citizen_id_check(first17)
+        return synthetic_name(code), code
 
     def company(self, region: str, rng: random.Random | None = None) -> tuple[str, str]:
         rng = rng or self.rng
@@ -187,17 +298,11 @@ class IssuerSimulator:
         st.next_index += 1
         serial = f"{now:%Y%m%d}{index:07d}"
         values = dict(surface or {})
-        for role in getattr(lt, "role_fields", ()):  # people named in a role: synthetic, check-valid
-            if any(c in values for c in role.code_fields):
-                continue
-            role_name, role_code = self.person(region)
-            for c in role.code_fields:
-                values[c] = role_code
-            for n in role.name_fields:
-                values[n] = role_name
+        roles = tuple(getattr(lt, "role_fields", ()))
+        in_roles = {n for role in roles for n in (*role.code_fields, *role.name_fields)}
         drawn: set[str] = set()
         for f in getattr(lt, "surface_fields", ()):
-            if f.name not in values and (f.required or rng.random() < 0.5):
+            if f.name not in values and f.name not in in_roles and (f.required or rng.random() < 0.5):
                 values[f.name] = self._surface_value(f, holder, today, rng, region)
                 drawn.add(f.name)
         # what an ID number says (birth date, sex) is what the face says: the holder's, and a
@@ -205,10 +310,18 @@ class IssuerSimulator:
         if holder[2] == "111":
             for prefix in ("", "holder_", "newborn_"):
                 _agree_with_id(values, drawn, prefix, holder[1])
-        for role in getattr(lt, "role_fields", ()):
+        me = self._holder_facts(values, drawn, holder, rng)
+        for role in roles:  # people named in a role: synthetic, check-valid, related to the holder as it says
+            self._fill_role(lt, role, values, drawn, holder, me, today, rng, region)
+        for role in roles:
             for c in role.code_fields:
                 if c.endswith("_code") and isinstance(values.get(c), str):
                     _agree_with_id(values, drawn, c[:-4], values[c])
+        self._order_dates(roles, values, drawn, me, today, rng)
+        # the fields in the order they always had: the caller's, the role people's, the drawn ones
+        order = [*(surface or ()), *(n for role in roles for n in (*role.code_fields, *role.name_fields)),
+                 *(f.name for f in getattr(lt, "surface_fields", ()))]
+        values = {k: values[k] for k in (*dict.fromkeys(order), *values) if k in values}
         return Licence(
             identifier=make_licence_identifier(lt.type_code, auth.uscc, serial),
             name=lt.name_zh, type_code=lt.type_code, type_name=lt.name_zh,
@@ -217,6 +330,159 @@ class IssuerSimulator:
             valid_from=valid_from, valid_until=valid_until, area_code=auth.area_code, surface=values,
             status_index=self._status_index(case, index),
         )
+
+    # --- people who belong together -------------------------------------------------------
+    def role_surface(self, lt: Any, role_name: str, name: str, code: str) -> dict[str, str]:
+        """The surface fields naming the person (``name``, ``code``) in role ``role_name`` of a
+        licence of type ``lt``. A role with a mother's and a father's place (``parent``) names
+        them in the place of their sex only (the other parent is drawn by :meth:`canonical`)."""
+        role = lt.role(role_name)
+        pairs = _role_places(role)
+        facts = id_facts(code)
+        own = [(c, n) for c, n in pairs if facts is not None and _PLACE_SEX.get(c) == facts[1]]
+        if len(pairs) > 1 and own:
+            pairs = own[:1]
+        return {**{c: code for c, _ in pairs}, **{n: name for _, n in pairs if n}}
+
+    def holder_for_role(self, region: str, lt: Any, role_name: str, code: str, now: dt.datetime,
+                        rng: random.Random | None = None) -> tuple[str, str]:
+        """A synthetic holder of a licence of type ``lt`` that names ``code`` in ``role_name``:
+        a parent's child is born when the parent was of an age to have one, a spouse is of the
+        other sex and of an age to marry; anyone else is any adult."""
+        today = now.astimezone(CHINA_TZ).date()
+        facts = id_facts(code)
+        places = _role_places(lt.role(role_name))
+        if facts is not None and any(c in _PLACE_SEX for c, _ in places):
+            youngest, oldest = PARENT_AGE[facts[1]]
+            lo, hi = _add_years(facts[0], youngest), min(_add_years(facts[0], oldest), today)
+            return self.person(region, rng, born=(lo, hi) if lo <= hi else None)  # too young to be a parent: anyone
+        if facts is not None and role_name in _SPOUSE_ROLES:
+            return self._spouse(region, facts, today, rng or self.rng)
+        return self.person(region, rng)
+
+    @staticmethod
+    def _holder_facts(values: dict[str, Any], drawn: set[str], holder: tuple[str, str, str],
+                      rng: random.Random) -> tuple[dt.date | None, str | None]:
+        """The holder's (birth date, sex): what the ID number says, else what the face says. A
+        holder without an ID number (a passport's) is an adult like :meth:`person`, not born
+        100 to 8000 days ago -- unless the licence is a newborn's."""
+        facts = id_facts(holder[1]) if holder[2] == "111" else None
+        if facts is not None:
+            return facts
+        if "newborn_gender" not in values:
+            for name in ("birth_date", "holder_birth_date"):
+                if name in drawn:
+                    values[name] = _draw_day(rng, PERSON_BORN_FROM, PERSON_BORN_UNTIL).isoformat()
+        birth = next((values[n] for n in ("birth_date", "holder_birth_date") if isinstance(values.get(n), str)), "")
+        sex = next((values[n] for n in ("gender", "holder_gender", "newborn_gender") if values.get(n) in MARRIAGE_AGE),
+                   None)
+        try:
+            return dt.date.fromisoformat(birth), sex
+        except ValueError:
+            return None, sex
+
+    def _spouse(self, region: str, me: tuple[dt.date | None, str | None], today: dt.date,
+                rng: random.Random) -> tuple[str, str]:
+        """A (former) spouse: the other sex (民法典 第1046-1049条 registers a man and a woman), born
+        within eight years of the holder and old enough to marry today."""
+        sex = _other_sex(me[1])
+        hi = _add_years(today, -MARRIAGE_AGE.get(sex or "", 22))
+        if me[0] is None:
+            return self.person(region, rng, sex=sex, born=(PERSON_BORN_FROM, min(PERSON_BORN_UNTIL, hi)))
+        lo, top = _add_years(me[0], -8), min(_add_years(me[0], 8), hi)
+        return self.person(region, rng, sex=sex, born=(lo, top) if top >= lo else (PERSON_BORN_FROM, hi))
+
+    def _fill_role(self, lt: Any, role: Any, values: dict[str, Any], drawn: set[str], holder: tuple[str, str, str],
+                   me: tuple[dt.date | None, str | None], today: dt.date, rng: random.Random, region: str) -> None:
+        """Name a synthetic person in each of ``role``'s places the caller left empty."""
+        places = _role_places(role)
+        if role.role == "household_head":
+            options = next((tuple(f.values or ()) for f in getattr(lt, "surface_fields", ())
+                            if f.name == "relationship_to_head"), ()) or tuple(RELATION_TO_HEAD)
+            self._household(places, options, values, drawn, holder, me, today, rng, region)
+            return
+        if not any(c in _PLACE_SEX for c, _ in places):
+            if any(c in values for c in role.code_fields):  # one person for the whole role, as given
+                return
+            if role.role in _SPOUSE_ROLES:
+                name, code = self._spouse(region, me, today, rng)
+            else:
+                name, code = self.person(region, rng)
+            for c in role.code_fields:
+                values[c] = code
+            for n in role.name_fields:
+                values[n] = name
+            return
+        for c, n in places:  # a mother's and a father's place: two people, each of the place's sex
+            if c in values:
+                continue
+            sex = _PLACE_SEX.get(c)
+            born = None
+            if me[0] is not None and sex is not None:
+                lo, hi = PARENT_AGE[sex]
+                born = (_add_years(me[0], -hi), _add_years(me[0], -lo))
+            name, code = self.person(region, rng, sex=sex, born=born)
+            values[c] = code
+            if n:
+                values[n] = name
+
+    def _household(self, places: list[tuple[str, str | None]], options: tuple[str, ...], values: dict[str, Any],
+                   drawn: set[str], holder: tuple[str, str, str], me: tuple[dt.date | None, str | None], today: dt.date,
+                   rng: random.Random, region: str) -> None:
+        """户主 and 与户主关系 that fit together: a 女 or 姐妹 is a woman, a 子 twenty to forty-five
+        years younger than the head, the head of a 户主 the holder, the head of a 配偶 a spouse."""
+        code_f, name_f = places[0]
+        rel_f = "relationship_to_head"
+        if code_f in values:  # the caller named the head: a relationship that fits both people
+            if rel_f in drawn:
+                head = values[code_f]
+                fits = [r for r in options if _fits(r, me, holder[1], head, today)]
+                values[rel_f] = rng.choice(fits or ["其他"])
+            return
+        rel = values.get(rel_f, "其他")
+        if rel_f in drawn:
+            rel = rng.choice([r for r in options if _feasible(r, me, today)] or ["户主"])
+            values[rel_f] = rel
+        if rel == "户主":
+            name, code = holder[0], holder[1]
+        else:
+            window = _head_window(rel, me, today)
+            sex = _other_sex(me[1]) if rel == "配偶" else None
+            name, code = self.person(region, rng, sex=sex, born=window)
+        values[code_f] = code
+        if name_f:
+            values[name_f] = name
+
+    @staticmethod
+    def _order_dates(roles: tuple[Any, ...], values: dict[str, Any], drawn: set[str],
+                     me: tuple[dt.date | None, str | None], today: dt.date, rng: random.Random) -> None:
+        """Drawn dates follow the people: a marriage (or its divorce) is registered once both
+        are of legal age; the holder's own events (初次领证, 入学, 毕业, 取得...) happen once the
+        holder is grown up; graduation follows admission."""
+        last = today - dt.timedelta(days=100)
+        spouses = [values.get(c) for r in roles if r.role in _SPOUSE_ROLES for c in r.code_fields]
+        if "registration_date" in drawn and spouses:
+            people = [me, *(id_facts(c) or (None, None) for c in spouses)]
+            legal = [_add_years(b, MARRIAGE_AGE[sex]) for b, sex in people if b is not None and sex in MARRIAGE_AGE]
+            if legal:
+                values["registration_date"] = min(_draw_day(rng, max(legal), last), today).isoformat()
+        if me[0] is not None:
+            grown = _add_years(me[0], EVENT_MIN_AGE)
+            for name in sorted(drawn):
+                if name in _NOT_EVENTS or name == "registration_date" or name.endswith("_until"):
+                    continue
+                try:
+                    day = dt.date.fromisoformat(values[name])
+                except (TypeError, ValueError):
+                    continue
+                if day < grown:
+                    values[name] = min(_draw_day(rng, grown, last), today).isoformat()
+        for first, then in _ORDERED_DATES:
+            if {first, then} <= drawn and values[first] >= values[then]:
+                a, b = sorted((values[first], values[then]))
+                if a == b:
+                    a = (dt.date.fromisoformat(b) - dt.timedelta(days=1)).isoformat()
+                values[first], values[then] = a, b
 
     @staticmethod
     def _status_index(case: str, index: int) -> int:
