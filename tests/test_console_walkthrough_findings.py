@@ -33,20 +33,26 @@ from tests.test_console_browser import Chromium, sign_in_by_keyboard
 from tests.test_console_http import Clock, add, open_case, sign_in
 
 
+async def open_case_by_keyboard(browser: Chromium, server: TestServer, code: str):
+    """A clerk signs in, picks 户口迁移 (typed ``hkqy``) and confirms the applicant ``code``: the page."""
+    page = await browser.page()
+    await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
+    await page.type("hkqy")
+    await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
+    await page.enter()
+    await page.wait("document.activeElement.id === 'applicant-code'")
+    await page.type(code)
+    await page.enter()
+    await page.wait("document.getElementById('applicant-code').readOnly")
+    return page
+
+
 async def test_no_answer_from_the_gateway_is_told_in_chinese_not_as_failed_to_fetch(world, tmp_path: Path) -> None:
     name, code = world.simulator.person("330500")
     licence = world.simulator.issue("330500", "id_card", "valid", NOW, holder=(name, code, "111"))
     async with TestServer(create_app(world.services()), host="127.0.0.1") as server, \
             Chromium(tmp_path / "profile") as browser:
-        page = await browser.page()
-        await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
-        await page.type("hkqy")
-        await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
-        await page.enter()
-        await page.wait("document.activeElement.id === 'applicant-code'")
-        await page.type(code)
-        await page.enter()
-        await page.wait("document.getElementById('applicant-code').readOnly")
+        page = await open_case_by_keyboard(browser, server, code)
 
         await page.send("Network.enable")
         await page.send("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
@@ -148,15 +154,7 @@ async def test_switching_language_mid_case_keeps_the_case(world, tmp_path: Path)
     licence = world.simulator.issue("330500", "id_card", "valid", NOW, holder=(name, code, "111"))
     async with TestServer(create_app(world.services()), host="127.0.0.1") as server, \
             Chromium(tmp_path / "profile") as browser:
-        page = await browser.page()
-        await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
-        await page.type("hkqy")
-        await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
-        await page.enter()
-        await page.wait("document.activeElement.id === 'applicant-code'")
-        await page.type(code)
-        await page.enter()
-        await page.wait("document.getElementById('applicant-code').readOnly")
+        page = await open_case_by_keyboard(browser, server, code)
         await page.js("document.getElementById('scan-input').focus()")
         await page.type(licence.data.decode())
         await page.enter()
@@ -185,15 +183,7 @@ async def test_an_ofd_licence_pasted_as_base64_is_verified_not_refused_as_an_unk
     wrapped = base64.encodebytes(ofd.data).decode()   # as a base64 tool prints it: 76-character lines
     async with TestServer(create_app(world.services()), host="127.0.0.1") as server, \
             Chromium(tmp_path / "profile") as browser:
-        page = await browser.page()
-        await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
-        await page.type("hkqy")
-        await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
-        await page.enter()
-        await page.wait("document.activeElement.id === 'applicant-code'")
-        await page.type(code)
-        await page.enter()
-        await page.wait("document.getElementById('applicant-code').readOnly")
+        page = await open_case_by_keyboard(browser, server, code)
         await page.js(f"document.getElementById('scan-input').value = {wrapped!r}")
         await page.js("document.getElementById('scan-form').requestSubmit()")
         await page.wait("document.querySelectorAll('#cards article').length === 1")
