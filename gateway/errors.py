@@ -64,22 +64,23 @@ UNKNOWN_REGION = _r("UNKNOWN_REGION", "The issuing region is not recognised.",
 UNKNOWN_ISSUER = _r("UNKNOWN_ISSUER", "The signing key is not a registered issuer.",
                     "签发机构不在信任列表中。", "证照来源不可信，请勿受理，并联系管理员。")
 UNTRUSTED_CHAIN = _r("UNTRUSTED_CHAIN", "The signer certificate does not chain to the region's trust anchor.",
-                     "签名证书无法验证到该地区的信任根。", "证照来源不可信，请勿受理，并联系管理员。")
+                     "签名证书的证书链无法追溯到该地区的信任根。", "证照来源不可信，请勿受理，并联系管理员。")
 SIGNATURE_INVALID = _r("SIGNATURE_INVALID", "The signature does not verify: the licence was altered or forged.",
                        "签名验证失败：证照可能被篡改或伪造。", "证照疑似被篡改，请勿受理，必要时上报。")
 ALGORITHM_NOT_ALLOWED = _r("ALGORITHM_NOT_ALLOWED", "The signature algorithm is not allowed.",
-                           "签名算法不被允许。", "证照来源不可信，请勿受理。")
+                           "不允许使用该签名算法。", "证照来源不可信，请勿受理。")
 ISSUER_CERT_EXPIRED = _r("ISSUER_CERT_EXPIRED", "The issuer certificate was not valid at the relevant time.",
                          "签发机构证书已过期或尚未生效。", "请申请人联系发证机关重新签发证照。")
 ISSUER_CERT_REVOKED = _r("ISSUER_CERT_REVOKED", "The issuer certificate has been revoked.",
-                         "签发机构证书已被吊销。", "请申请人联系发证机关重新签发证照。")
+                         "签发机构证书已被撤销。", "请申请人联系发证机关重新签发证照。")
 ISSUER_REGION_MISMATCH = _r("ISSUER_REGION_MISMATCH",
                             "The licence claims an area or issuing authority outside the signer's region.",
                             "证照声明的属地或发证机关与签名地区不符。", "证照疑似伪造，请勿受理，必要时上报。")
 IDENTIFIER_INVALID = _r("IDENTIFIER_INVALID", "The licence identifier (GB/T 36904) is malformed or its check character is wrong.",
                         "证照标识不符合 GB/T 36904 或校验位错误。", "请申请人联系发证机关核实证照。")
 HOLDER_CODE_INVALID = _r("HOLDER_CODE_INVALID", "The holder's ID number or credit code has a wrong check character.",
-                         "持证主体代码（身份证号或统一社会信用代码）校验位错误。", "请核对申请人证件号码。")
+                         "持证主体代码（身份证号或统一社会信用代码）校验位错误。",
+                         "证照上的持证主体代码有误，请申请人联系发证机关核实证照。")
 FIELD_INVALID = _r("FIELD_INVALID", "A licence field is missing or has an invalid value.",
                    "证照字段缺失或取值无效。", "请申请人联系发证机关核实证照。")
 LICENCE_NOT_YET_VALID = _r("LICENCE_NOT_YET_VALID", "The licence is not yet valid.",
@@ -87,7 +88,7 @@ LICENCE_NOT_YET_VALID = _r("LICENCE_NOT_YET_VALID", "The licence is not yet vali
 LICENCE_EXPIRED = _r("LICENCE_EXPIRED", "The licence has expired.",
                      "证照已过有效期。", "证照已过期，请申请人先办理证照换发。")
 LICENCE_REVOKED = _r("LICENCE_REVOKED", "The licence has been revoked by its issuer.",
-                     "证照已注销或吊销。", "证照已注销，请申请人联系发证机关。")
+                     "证照已注销或吊销。", "证照已注销或吊销，请申请人联系发证机关。")
 LICENCE_SUSPENDED = _r("LICENCE_SUSPENDED", "The licence is suspended by its issuer.",
                        "证照已被暂停使用。", "证照暂停使用，请申请人联系发证机关。")
 
@@ -106,7 +107,7 @@ INTERNAL = _r("INTERNAL", "Internal error.", "系统内部错误。", "请稍后
 # --- request reasons (HTTP 4xx) --------------------------------------------------------
 BAD_REQUEST = _r("BAD_REQUEST", "The request is not well formed.", "请求格式错误。")
 BODY_TOO_LARGE = _r("BODY_TOO_LARGE", "The request body is too large.", "请求体过大。", status=413)
-REQUEST_TIMEOUT = _r("REQUEST_TIMEOUT", "The request body did not arrive in time.", "请求体未在规定时间内传完。",
+REQUEST_TIMEOUT = _r("REQUEST_TIMEOUT", "The request body did not arrive in time.", "请求体未在规定时间内传输完毕。",
                      "请检查网络后重新提交。", status=408)
 BATCH_TOO_LARGE = _r("BATCH_TOO_LARGE", "Too many licences in one batch.", "批量核验的证照数量超过上限。", status=413)
 UNSUPPORTED_MEDIA_TYPE = _r("UNSUPPORTED_MEDIA_TYPE", "Send application/json.", "请使用 application/json 提交。", status=415)
@@ -116,15 +117,15 @@ UNAUTHENTICATED = _r("UNAUTHENTICATED", "A valid bearer token is required.", "�
 FORBIDDEN = _r("FORBIDDEN", "This action is not granted to you (token scope, partner rights or staff role).",
                "无权执行该操作（访问令牌范围、合作方权限或工作人员角色）。", status=403)
 PAGE_EXPIRED = _r("PAGE_EXPIRED", "This console page is out of date, or was not sent from your signed-in console.",
-                  "页面已过期，或并非来自当前登录的控制台。", "请刷新页面后重试。", status=403)
+                  "页面已过期，或并非来自当前登录的工作台。", "请刷新页面后重试。", status=403)
 RATE_LIMITED = _r("RATE_LIMITED", "Too many requests.", "请求过于频繁，请稍后再试。", status=429)
 RECEIPT_INVALID = _r("RECEIPT_INVALID", "The verification receipt is malformed, altered or not signed by a published gateway key.",
-                     "核验回执格式错误、被篡改或非本网关公布的密钥签发。", "请以网关重新出具的回执为准。")
+                     "核验回执格式错误、被篡改，或并非由本网关公布的密钥签发。", "请以网关重新出具的回执为准。")
 APPLICANT_INVALID = _r("APPLICANT_INVALID", "The applicant's code type is unknown or the code's check character is wrong.",
-                       "申请人证件类型未知或证件号码（校验位）错误。", "请核对申请人证件类型与号码。")
+                       "申请人证件类型无法识别，或证件号码校验位错误。", "请核对申请人证件类型与号码。")
 CONSENT_REQUIRED = _r("CONSENT_REQUIRED", "Fetching the applicant's licences from the issuing regions needs the applicant's "
                       "consent, confirmed by the clerk.", "向发证地调取申请人的证照须经申请人同意。",
-                      "请征得申请人同意并勾选“申请人已同意”后再调取。")
+                      "请征得申请人同意，并勾选“申请人已同意调取其电子证照”后再调取。")
 
 # --- item check reasons (per licence in POST /v1/items/{code}/check) -----------------
 HOLDER_MISMATCH = _r("HOLDER_MISMATCH",

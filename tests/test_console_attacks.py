@@ -275,7 +275,7 @@ async def test_sign_out_from_a_tab_of_an_earlier_session_gets_a_page_not_json(wo
                              headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     html = await resp.text()
     assert resp.status == 403 and resp.content_type == "text/html"
-    assert "已过期，未退出" in html
+    assert "已过期，未执行退出，您仍处于登录状态" in html
     assert f'name="csrf_token" value="{new}"' in html  # the current session's sign-out form
     assert (await client.get("/console/", allow_redirects=False)).status == 200  # still signed in
     out = await client.post("/console/logout", data={"csrf_token": new}, allow_redirects=False)

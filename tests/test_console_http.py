@@ -271,7 +271,7 @@ async def test_valid_and_revoked_licences_give_cards_and_checklist(world, licenc
     bad = view["cards"][1]
     assert bad["verdict"] == "invalid" and bad["region"]["name"] == "广安市" and bad["fields"] == []
     assert bad["reasons"] == [{"code": "LICENCE_REVOKED", "message": "证照已注销或吊销。",
-                               "advice": "证照已注销，请申请人联系发证机关。"}]
+                               "advice": "证照已注销或吊销，请申请人联系发证机关。"}]
     assert [r["satisfied"] for r in view["checklist"]] == [True, False]
     assert view["complete"] is False and view["summary"] == "材料不齐全，请按清单补充。"
 

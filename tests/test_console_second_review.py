@@ -254,7 +254,7 @@ async def test_an_item_lacking_what_cannot_be_fetched_is_not_told_every_requirem
             rs.set_faults(HOME, tamper=True)
             await case_for("KS-076")
             cls, text, regions = await fetch_now()
-            assert regions == ["杭州市（330100）：调取出错，2 份未通过核验，或持有人、地区、类型不符，被拒收"]
+            assert regions == ["杭州市（330100）：调取出错，拒收 2 份（未通过核验，或持有人、地区、类型不符）"]
 
             # control: every requirement met, nothing to ask, and the page says so
             rs.clear_faults()

@@ -178,7 +178,7 @@ class TokenService:
         if "client_secret" in form:
             raise OAuthError(INVALID_REQUEST, "client_secret is not accepted: authenticate with a private_key_jwt client assertion.", "不接受 client_secret，请使用 private_key_jwt 客户端断言。")
         if form.get("client_assertion_type") != ASSERTION_TYPE_JWT_BEARER:
-            raise OAuthError(INVALID_CLIENT, "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.", "client_assertion_type 必须为 jwt-bearer。")
+            raise OAuthError(INVALID_CLIENT, "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.", "client_assertion_type 必须为 urn:ietf:params:oauth:client-assertion-type:jwt-bearer。")
         assertion = form.get("client_assertion")
         if not assertion:
             raise OAuthError(INVALID_CLIENT, "The client_assertion parameter is missing.", "缺少客户端断言 client_assertion。")
@@ -240,10 +240,10 @@ class TokenService:
         if iat is not None and (iat > now + self.leeway_s or exp - iat > self.max_assertion_lifetime_s):
             raise OAuthError(INVALID_CLIENT, "The client assertion's iat is not valid.", "客户端断言的 iat 无效。")
         if nbf is not None and nbf > now + self.leeway_s:
-            raise OAuthError(INVALID_CLIENT, "The client assertion is not valid yet (nbf).", "客户端断言尚未生效。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion is not valid yet (nbf).", "客户端断言尚未生效（nbf）。")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
-            raise OAuthError(INVALID_CLIENT, "The client assertion has no usable jti.", "客户端断言缺少 jti。")
+            raise OAuthError(INVALID_CLIENT, "The client assertion has no usable jti.", "客户端断言缺少可用的 jti。")
         if not self.replay_cache.add(client_id, jti, exp + self.leeway_s, now):
             raise OAuthError(INVALID_CLIENT, "The client assertion has been used already (replay).", "客户端断言已被使用过（重放）。", "assertion replayed")
         return client_id
