@@ -315,6 +315,12 @@ class Settings:
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers must be 1..{MAX_WORKERS}, not {self.workers} (one process per CPU is the "
                               "useful most; each holds its own caches and audit connection)")
+        if self.workers > 1 and self.trust_reload_seconds == 0:
+            # POST /v1/admin/trust/reload is answered by one worker: without polling, the others kept
+            # the previous list (an issuer revoked since still trusted) until they were restarted
+            raise ConfigError(f"trust_reload_seconds = 0 (reload only on POST /v1/admin/trust/reload) needs "
+                              f"workers = 1, not {self.workers}: the POST reaches one worker and the others would "
+                              "keep the previous trust list; set trust_reload_seconds > 0 (default 10)")
         if self.audit_backend == "postgres" and not self.audit_dsn:
             raise ConfigError("audit_backend = 'postgres' needs audit_dsn")
         if (self.audit_checkpoint_every <= 0 or self.audit_checkpoint_seconds <= 0 or self.audit_batch_max <= 0
