@@ -73,7 +73,12 @@ class Page:
     async def wait(self, expression: str, timeout: float = 15.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            value = await self.js(expression)
+            try:
+                value = await self.js(expression)
+            except RuntimeError as exc:   # the page navigated while the expression ran: ask the new page
+                if not any(m in str(exc) for m in ("navigated or closed", "context was destroyed", "Cannot find context")):
+                    raise
+                value = None
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:
