@@ -104,7 +104,7 @@ def test_full_replay_cache_fails_closed_instead_of_forgetting() -> None:
     cache.add("p", "b", 100.0, 0.0)
     with pytest.raises(OAuthError) as info:
         cache.add("p", "c", 100.0, 1.0)
-    assert info.value.error == "temporarily_unavailable" and info.value.headers["Retry-After"] == "60"
+    assert info.value.error == "temporarily_unavailable" and info.value.headers["Retry-After"] == "99"  # oldest at 100
     assert not cache.add("p", "a", 100.0, 1.0)  # still remembered
 
 

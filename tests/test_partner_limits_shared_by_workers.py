@@ -265,7 +265,7 @@ def test_a_partners_share_and_the_global_bound_hold_across_workers(tmp_path: Pat
     with pytest.raises(OAuthError) as info:
         a.add("p", "3", 100.0, 0.0)                  # its share is full, through both workers
     assert (info.value.error, info.value.status, info.value.headers["Retry-After"]) == (
-        "temporarily_unavailable", 429, "60")
+        "temporarily_unavailable", 429, "100")         # p/1, its oldest, is forgotten at 100
     assert "holds 2 unexpired client assertions" in info.value.detail
     assert not b.add("p", "1", 100.0, 10.0)          # a replay is still a replay, not a quota refusal
     assert b.add("q", "1", 100.0, 0.0)               # another partner is served ...
