@@ -61,7 +61,7 @@ from typing import Any, Final
 
 from .ratelimit import BucketState, Decision, take
 from .tokens import (MAX_REPLAY_ENTRIES_PER_CLIENT, TEMPORARILY_UNAVAILABLE, OAuthError, partner_share_refused,
-                     replay_cache_full)
+                     replay_cache_full, retry_after)
 
 log = logging.getLogger("gateway.auth")
 
@@ -313,7 +313,8 @@ class SharedReplayCache:
     """:class:`~gateway.auth.tokens.ReplayCache`'s ``add`` over a SQLite database the workers of the
     machine share: ``False`` for a pair already seen; the same 429 ``temporarily_unavailable``
     refusals for a partner past its share (``max_per_client``) and for a full cache
-    (``max_entries``); expired entries pruned in the same transaction. A database that cannot be
+    (``max_entries``), with the same ``Retry-After`` (when the partner's oldest entry, or the oldest of
+    all, is forgotten); expired entries pruned in the same transaction. A database that cannot be
     used refuses the token (``temporarily_unavailable``, 503): fail closed.
 
     The connection is opened on first use (and again after a failure), in the process that uses it."""
@@ -339,11 +340,13 @@ class SharedReplayCache:
                 if conn.execute("SELECT 1 FROM replay WHERE client_id = ? AND jti = ?", (client_id, jti)).fetchone():
                     fresh = False
                 else:
-                    (held,) = conn.execute("SELECT count(*) FROM replay WHERE client_id = ?", (client_id,)).fetchone()
-                    if held >= self._max_per_client:
-                        refusal = partner_share_refused(client_id, held)
+                    held, oldest = conn.execute("SELECT count(*), min(expires_at) FROM replay WHERE client_id = ?",
+                                                (client_id,)).fetchone()
+                    if held >= self._max_per_client:  # it may try again when its oldest is forgotten
+                        refusal = partner_share_refused(client_id, held, retry_after(oldest if held else now, now))
                     elif conn.execute("SELECT count(*) FROM replay").fetchone()[0] >= self._max:
-                        refusal = replay_cache_full()
+                        (first,) = conn.execute("SELECT min(expires_at) FROM replay").fetchone()  # the index's head
+                        refusal = replay_cache_full(retry_after(now if first is None else first, now))
                     else:
                         conn.execute("INSERT INTO replay (client_id, jti, expires_at) VALUES (?, ?, ?)",
                                      (client_id, jti, expires_at))

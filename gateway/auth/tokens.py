@@ -40,6 +40,9 @@ MAX_ASSERTION_CHARS: Final = 8192
 MAX_JTI_CHARS: Final = 256
 #: unexpired assertions remembered for one partner; one partner past it is refused (429), not the others
 MAX_REPLAY_ENTRIES_PER_CLIENT: Final = 1_000
+#: Retry-After of a ``temporarily_unavailable`` answer that knows no better time (a replay store that cannot
+#: be used); the 429s of a partner's share and of a full cache name when the oldest entry is forgotten
+DEFAULT_RETRY_AFTER_S: Final = 60
 
 INVALID_REQUEST: Final = "invalid_request"
 INVALID_CLIENT: Final = "invalid_client"
@@ -57,10 +60,10 @@ class OAuthError(RequestRejected):
     sent as ``?``), and ``description_zh`` the same in Chinese, sent as ``error_description_zh``."""
 
     def __init__(self, error: str, description: str, description_zh: str, detail: str | None = None, *,
-                 status: int | None = None) -> None:
+                 status: int | None = None, retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
         reason = UNAUTHENTICATED if error == INVALID_CLIENT else (
             RATE_LIMITED if error == TEMPORARILY_UNAVAILABLE else BAD_REQUEST)
-        headers = {"Retry-After": "60"} if error == TEMPORARILY_UNAVAILABLE else None
+        headers = {"Retry-After": str(retry_after_s)} if error == TEMPORARILY_UNAVAILABLE else None
         super().__init__(reason, detail or description, headers=headers)
         self.error = error
         self.description = description
@@ -78,15 +81,24 @@ class OAuthError(RequestRejected):
 _RFC6749_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
 
 
-def partner_share_refused(client_id: str, held: int) -> OAuthError:
-    """One partner holds its share of unexpired client assertions (429, that partner alone)."""
+def retry_after(forgotten_at: float, now: float) -> int:
+    """Whole seconds from ``now`` until an entry remembered until ``forgotten_at`` is pruned: rounded up,
+    at least 1 (a ``Retry-After``; at exactly ``forgotten_at`` the entry is gone)."""
+    return max(1, math.ceil(forgotten_at - now))
+
+
+def partner_share_refused(client_id: str, held: int, retry_after_s: int) -> OAuthError:
+    """One partner holds its share of unexpired client assertions (429, that partner alone); it may try
+    again in ``retry_after_s``, when its oldest one is forgotten."""
     return OAuthError(TEMPORARILY_UNAVAILABLE, "This partner has asked for too many tokens in a short time; retry later.", "该合作方短时间内申请令牌过多，请稍后重试。",
-                      f"partner {client_id} holds {held} unexpired client assertions")
+                      f"partner {client_id} holds {held} unexpired client assertions", retry_after_s=retry_after_s)
 
 
-def replay_cache_full() -> OAuthError:
-    """Every slot holds an unexpired assertion: refuse (fail closed) rather than forget one."""
-    return OAuthError(TEMPORARILY_UNAVAILABLE, "The token service is busy; retry later.", "令牌服务繁忙，请稍后重试。", "replay cache full")
+def replay_cache_full(retry_after_s: int) -> OAuthError:
+    """Every slot holds an unexpired assertion: refuse (fail closed) rather than forget one; the oldest
+    of all is forgotten in ``retry_after_s``."""
+    return OAuthError(TEMPORARILY_UNAVAILABLE, "The token service is busy; retry later.", "令牌服务繁忙，请稍后重试。", "replay cache full",
+                      retry_after_s=retry_after_s)
 
 
 class ReplayStore(Protocol):
@@ -103,7 +115,8 @@ class ReplayCache:
     When full of unexpired entries it refuses new ones (fail closed) rather than forgetting
     a jti that could then be replayed. Each partner may hold at most ``max_per_client`` of
     them: without that share, one partner sending ``max_entries`` fresh assertions within an
-    assertion's lifetime filled the cache and every other partner was refused a token.
+    assertion's lifetime filled the cache and every other partner was refused a token. A refusal
+    names when the partner's oldest entry (for a full cache: the oldest of all) is forgotten.
     """
 
     def __init__(self, max_entries: int = 100_000, max_per_client: int = MAX_REPLAY_ENTRIES_PER_CLIENT) -> None:
@@ -111,24 +124,25 @@ class ReplayCache:
         self._max_per_client = max_per_client
         self._expiry: dict[tuple[str, str], float] = {}
         self._heap: list[tuple[float, tuple[str, str]]] = []
-        self._per_client: dict[str, int] = {}
+        #: each partner's entries' expiries, a heap: its length is the partner's count, its head the oldest
+        self._per_client: dict[str, list[float]] = {}
 
     def __len__(self) -> int:
         return len(self._expiry)
 
     def held_for(self, client_id: str) -> int:
         """Unexpired entries of one partner (as of the last prune)."""
-        return self._per_client.get(client_id, 0)
+        return len(self._per_client.get(client_id, ()))
 
     def prune(self, now: float) -> None:
         heap, expiry, per_client = self._heap, self._expiry, self._per_client
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
             if expiry.pop(key, None) is not None:
-                left = per_client[key[0]] - 1
-                if left:
-                    per_client[key[0]] = left
-                else:
+                # the earliest of all is also the earliest of its partner's: that heap's head
+                own = per_client[key[0]]
+                heapq.heappop(own)
+                if not own:
                     del per_client[key[0]]
 
     def add(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
@@ -137,13 +151,13 @@ class ReplayCache:
         key = (client_id, jti)
         if key in self._expiry:
             return False
-        held = self._per_client.get(client_id, 0)
-        if held >= self._max_per_client:
-            raise partner_share_refused(client_id, held)
+        own = self._per_client.get(client_id, [])
+        if len(own) >= self._max_per_client:
+            raise partner_share_refused(client_id, len(own), retry_after(own[0], now) if own else DEFAULT_RETRY_AFTER_S)
         if len(self._expiry) >= self._max:
-            raise replay_cache_full()
+            raise replay_cache_full(retry_after(self._heap[0][0], now) if self._heap else DEFAULT_RETRY_AFTER_S)
         self._expiry[key] = expires_at
-        self._per_client[client_id] = held + 1
+        heapq.heappush(self._per_client.setdefault(client_id, own), expires_at)
         heapq.heappush(self._heap, (expires_at, key))
         return True
 
