@@ -116,7 +116,8 @@ async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitab
     try:
         response = await handler(request)
     except RequestRejected as exc:
-        return problem(exc.reason, exc.detail, request_id=request_id, headers=exc.headers)
+        return problem(exc.reason, exc.detail, request_id=request_id, headers=exc.headers,
+                       extra={"detail_zh": exc.detail_zh} if exc.detail_zh else None)
     except GatewayError as exc:
         return problem(exc.reason, exc.detail, request_id=request_id)
     except web.HTTPRequestEntityTooLarge:

@@ -182,12 +182,14 @@ class LicenceRejected(Rejected):
 
 
 class RequestRejected(Rejected):
-    """The request itself is not acceptable (HTTP 4xx with problem+json)."""
+    """The request itself is not acceptable (HTTP 4xx with problem+json). ``detail_zh``: the detail in
+    Chinese, answered as the problem's ``detail_zh`` (a partner's mistake named in both languages)."""
 
     def __init__(self, reason: Reason, detail: str | None = None, *, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+                 detail_zh: str | None = None, **extra: Any) -> None:
         super().__init__(reason, detail, **extra)
         self.headers = headers or {}
+        self.detail_zh = detail_zh
 
 
 class InfrastructureError(GatewayError):

@@ -26,7 +26,7 @@ from . import errors
 from .app import FEATURES, SERVICES, decode_presented, read_json, verify_now
 from . import audit_wiring  # a module, not its names: importing gateway.audit_wiring first imports this one
 from .auth import AUTH_PRINCIPAL, ITEMS_CHECK, ITEMS_READ, Principal, requires_scope
-from .catalogue import MAX_SEARCH_LIMIT, Catalogue, Item
+from .catalogue import MAX_SEARCH_LIMIT, MAX_SEARCH_TEXT, MODES, Catalogue, Item
 from .checking import Presented, check_item, parse_applicant
 from .errors import InfrastructureError, RequestRejected
 
@@ -76,13 +76,66 @@ def _cached_json(request: web.Request, data_fn: Any, etag: str) -> web.Response:
     return web.Response(body=orjson.dumps(data_fn()), content_type="application/json", headers=headers)
 
 
-def _int_param(query: Any, name: str, default: int) -> int:
+def _bad_param(detail: str, detail_zh: str) -> RequestRejected:
+    """400 ``BAD_REQUEST`` naming the query parameter, in English (``detail``) and Chinese (``detail_zh``)."""
+    return RequestRejected(errors.BAD_REQUEST, detail, detail_zh=detail_zh)
+
+
+def no_query_parameters(request: web.Request) -> None:
+    """The items endpoints other than the search take no query parameter: one given is refused, as the
+    search refuses a name it does not know (a filter a partner believes applied would silently not be)."""
+    names = sorted(set(request.rel_url.query))
+    if names:
+        shown_names = ", ".join(names)[:200]
+        raise _bad_param(f"unknown query parameter(s): {shown_names}; this endpoint takes none",
+                         f"未知的查询参数：{shown_names}；此接口不接受查询参数")
+
+
+def _int_param(query: Any, name: str, default: int, low: int, high: int | None = None) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-        raise RequestRejected(errors.BAD_REQUEST, f"'{name}' must be a non-negative integer")
-    return int(raw)
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+    if value is None or value < low or (high is not None and value > high):
+        if high is None:
+            raise _bad_param(f"'{name}' must be a non-negative integer, not {errors.shown(raw, 20)}",
+                             f"参数 {name} 须为非负整数，收到 {errors.shown(raw, 20)}")
+        raise _bad_param(f"'{name}' must be an integer from {low} to {high}, not {errors.shown(raw, 20)}",
+                         f"参数 {name} 须为 {low} 至 {high} 的整数，收到 {errors.shown(raw, 20)}")
+    return value
+
+
+def _check_filters(catalogue: Catalogue, filters: dict[str, str | None]) -> None:
+    """A filter value the catalogue cannot hold is a partner's typo: 400 naming the parameter and what it
+    takes (a value the catalogue knows that matches no item stays a 200 with an empty page)."""
+    text, mode, region = filters["q"], filters["mode"], filters["region"]
+    department, licence_type = filters["department"], filters["licence_type"]
+    if text is not None and len(text.strip()) > MAX_SEARCH_TEXT:
+        raise _bad_param(f"'q' is longer than {MAX_SEARCH_TEXT} characters",
+                         f"参数 q 超过 {MAX_SEARCH_TEXT} 个字符")
+    if mode is not None and mode not in MODES:
+        raise _bad_param(f"'mode' {errors.shown(mode, 40)} is not a handling mode; allowed: {', '.join(MODES)}",
+                         f"参数 mode 的取值 {errors.shown(mode, 40)} 不是办理方式，可选：{'、'.join(MODES)}")
+    if region is not None and not (len(region) == 6 and region.isascii() and region.isdigit()
+                                   and (not catalogue.region_codes or region in catalogue.region_codes)):
+        n = len(catalogue.region_codes)
+        which, which_zh = ((f"one of its {n} six-digit GB/T 2260 region codes",
+                            f"其 {n} 个地区之一的六位 GB/T 2260 行政区划代码") if n
+                           else ("a six-digit GB/T 2260 region code", "六位 GB/T 2260 行政区划代码"))
+        raise _bad_param(f"'region' {errors.shown(region, 40)} is not a region the gateway knows ({which})",
+                         f"参数 region 的取值 {errors.shown(region, 40)} 不是本网关已知的地区（应为{which_zh}）")
+    if department is not None and department not in (known := catalogue.departments()):
+        raise _bad_param(f"'department' {errors.shown(department, 40)} is not a department of any item; "
+                         f"allowed: {', '.join(known)}",
+                         f"参数 department 的取值 {errors.shown(department, 40)} 不是任何事项的部门，"
+                         f"可选：{'、'.join(known)}")
+    if licence_type is not None and (catalogue.type_by_key(licence_type) is None
+                                     and catalogue.type_by_code(licence_type) is None):
+        keys = ", ".join(t.key for t in catalogue.types)
+        raise _bad_param(f"'licence_type' {errors.shown(licence_type, 40)} is not a licence type: give a type key "
+                         f"({keys}) or its 21-character type code (GET /v1/licence-types)",
+                         f"参数 licence_type 的取值 {errors.shown(licence_type, 40)} 不是证照类型：应为类型键"
+                         f"（{keys}）或 21 位证照类型代码（见 GET /v1/licence-types）")
 
 
 def accepted_types(catalogue: Catalogue, keys: Iterable[str]) -> list[dict[str, str]]:
@@ -132,13 +185,17 @@ async def list_items(request: web.Request) -> web.Response:
     query = request.rel_url.query
     unknown = sorted(set(query) - set(SEARCH_PARAMS))
     if unknown:
-        raise RequestRejected(errors.BAD_REQUEST, f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+        shown_names = ", ".join(unknown)[:200]
+        raise _bad_param(f"unknown query parameter(s): {shown_names}; allowed: {', '.join(SEARCH_PARAMS)}",
+                         f"未知的查询参数：{shown_names}；可用的参数：{'、'.join(SEARCH_PARAMS)}")
     for name in query:
         if len(query.getall(name)) > 1:
-            raise RequestRejected(errors.BAD_REQUEST, f"query parameter '{name}' given more than once")
-    offset = _int_param(query, "offset", 0)
-    limit = _int_param(query, "limit", DEFAULT_LIMIT)
+            raise _bad_param(f"query parameter '{name}' given more than once", f"查询参数 {name} 重复出现")
+    offset = _int_param(query, "offset", 0, 0)
+    limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_SEARCH_LIMIT)
+    # an empty value is no filter (a form's empty field); any other value must be one the catalogue knows
     filters = {name: (query.get(name) or None) for name in ("q", "department", "licence_type", "mode", "region")}
+    _check_filters(catalogue, filters)
     total, page = search_for(catalogue, principal, text=filters["q"], department=filters["department"],
                              licence_type=filters["licence_type"], mode=filters["mode"], region=filters["region"],
                              offset=offset, limit=limit)
@@ -152,6 +209,7 @@ async def list_items(request: web.Request) -> web.Response:
 
 @requires_scope(ITEMS_READ)
 async def get_item(request: web.Request) -> web.Response:
+    no_query_parameters(request)
     catalogue, principal = _catalogue(request), request[AUTH_PRINCIPAL]
     code = request.match_info["code"]
     principal.require_item(code)
@@ -163,6 +221,7 @@ async def get_item(request: web.Request) -> web.Response:
 
 @requires_scope(ITEMS_READ)
 async def list_licence_types(request: web.Request) -> web.Response:
+    no_query_parameters(request)
     catalogue = _catalogue(request)
     return _cached_json(request, lambda: {"types": [t.to_dict() for t in catalogue.types],
                                           "count": len(catalogue.types)},
@@ -171,6 +230,7 @@ async def list_licence_types(request: web.Request) -> web.Response:
 
 @requires_scope(ITEMS_CHECK)
 async def check_item_handler(request: web.Request) -> web.Response:
+    no_query_parameters(request)
     services, principal = request.app[SERVICES], request[AUTH_PRINCIPAL]
     catalogue = _catalogue(request)
     code = request.match_info["code"]

@@ -18,6 +18,21 @@ KEEPALIVE_TIMEOUT_S = 75.0
 SHUTDOWN_TIMEOUT_S = 60.0
 #: a worker's exit status when it cannot listen on the port (in use, not permitted, no such address)
 EXIT_CANNOT_LISTEN = 3
+#: the process name of worker i of ``serve --workers N`` (the supervisor's log lines give it as ``worker``;
+#: a worker started again keeps its index)
+WORKER_NAME_PREFIX = "gateway-worker-"
+
+
+def worker_identity() -> dict[str, Any]:
+    """Which process answers, as the admin endpoints name it: ``pid``, and ``worker_index`` -- i of
+    ``serve --workers N`` (``gateway-worker-<i>`` in the supervisor's log lines), None in a gateway that
+    serves in one process."""
+    import multiprocessing
+    import os
+
+    name = multiprocessing.current_process().name
+    index = name[len(WORKER_NAME_PREFIX):] if name.startswith(WORKER_NAME_PREFIX) else ""
+    return {"pid": os.getpid(), "worker_index": int(index) if index.isascii() and index.isdigit() else None}
 
 
 def run_worker(settings, reuse_port: bool, ready=None, limits=None) -> None:
@@ -148,7 +163,7 @@ def run_workers(settings, workers: int) -> int:
     with worker_limits(settings.var_dir, workers, ctx) as limits:
         def start(i: int):
             ready = ctx.Event()
-            proc = ctx.Process(target=run_worker, args=(settings, True, ready, limits), name=f"gateway-worker-{i}")
+            proc = ctx.Process(target=run_worker, args=(settings, True, ready, limits), name=f"{WORKER_NAME_PREFIX}{i}")
             proc.start()
             return proc, ready
 

@@ -4,7 +4,8 @@ Registered through ``app.FEATURES`` (see :func:`setup`):
 
 * ``GET  /v1/admin/trust`` (scope ``admin``) -- the trust list in force (version, expiry,
   signer, digest), the last reload and why a candidate was refused, and every entry dropped
-  while building the snapshot (bad chain, expired, duplicate key id ...) with its reason.
+  while building the snapshot (bad chain, expired, duplicate key id ...) with its reason; as the
+  view of the worker that answers (``pid``, ``worker_index``).
 * ``POST /v1/admin/trust/reload`` (scope ``admin``) -- re-read the signed trust list now;
   409 ``TRUST_LIST_REFUSED`` when it is refused (the previous list stays in force).
 * ``GET  /v1/admin/status`` (scope ``admin``) -- every region's status-list fetch state.
@@ -31,6 +32,7 @@ from .app import FEATURES, LIVE, SERVICES
 from .auth import ADMIN, requires_scope
 from .edges import LiveTrust, TrustSource
 from .errors import RequestRejected
+from .serve import worker_identity
 from .status_source import HttpStatusSource
 from .trust import TrustListError
 
@@ -123,6 +125,8 @@ async def trust_info(request: web.Request) -> web.Response:
     now = services.clock()
     held = getattr(services.trust_source, "held", None)
     body: dict[str, Any] = {
+        # each worker of serve --workers N holds its own view until its next poll: say whose this is
+        **worker_identity(),
         "in_force": None if trust is None else {
             "framework": trust.framework, "version": trust.version, "issued_at": trust.issued_at.isoformat(),
             "expires_at": trust.expires_at.isoformat(), "expired": trust.expired(now),

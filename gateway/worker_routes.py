@@ -1,7 +1,8 @@
 """``GET /v1/admin/worker`` (scope ``admin``): what the worker that answers is doing.
 
 Each of ``serve --workers N`` answers for itself (the kernel picks the worker per connection), so
-the answer names its process. It holds counters only -- no licence, no holder, no partner:
+the answer names its process (``pid``, ``worker_index``: :func:`gateway.serve.worker_identity`). It
+holds counters only -- no licence, no holder, no partner:
 
 * ``loop``: the event-loop watchdog (gateway/watchdog.py): the threshold, the stalls logged since
   start and the worst one (``null`` when ``loop_stall_warn_ms`` is 0);
@@ -21,13 +22,13 @@ the answer names its process. It holds counters only -- no licence, no holder, n
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import orjson
 from aiohttp import web
 
 from .app import FEATURES, RESULT_CACHE
 from .latency import LATENCY
+from .serve import worker_identity
 from .auth import ADMIN, requires_scope
 from .watchdog import WATCHDOG
 
@@ -43,7 +44,7 @@ async def worker_info(request: web.Request) -> web.Response:
     sink = trail.sink if trail is not None else None
     stats = getattr(sink, "stats", None)
     body = {
-        "pid": os.getpid(),
+        **worker_identity(),
         "loop": ({"stall_warn_ms": dog.warn_ms, "stalls": dog.stalls, "worst_stall_ms": round(dog.worst_ms, 1)}
                  if dog is not None else None),
         "result_cache": cache.stats() if cache is not None else None,
@@ -66,7 +67,7 @@ async def worker_info(request: web.Request) -> web.Response:
 
 @requires_scope(ADMIN)
 async def latency_reset(request: web.Request) -> web.Response:
-    body = {"pid": os.getpid(), "latency": request.app[LATENCY].take()}
+    body = {**worker_identity(), "latency": request.app[LATENCY].take()}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

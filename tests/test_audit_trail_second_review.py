@@ -343,7 +343,8 @@ def test_checkpoint_signed_by_another_key_of_the_gateway_key_set_is_refused(tmp_
     tamper(path, f"UPDATE audit_checkpoints SET jws = '{forged.jws}', time = '{forged.time}', kid = '{receipt_kid}' "
                  "WHERE seq = 10")
     code, out, _ = cli("verify", "--store", f"sqlite:{path}", "--key", str(keys))
-    assert code == 1 and out.startswith("BROKEN at seq 10: checkpoint at seq 10: unknown kid"), out
+    assert code == 1 and out.startswith(f"BROKEN at seq 10: checkpoint at seq 10 signed by key {receipt_kid}, "
+                                        f"you gave {audit_kid}"), out   # session 21: the keys named
 
 
 def test_receipt_signed_by_the_audit_checkpoint_key_is_refused() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.audit.jws import JwsError, JwsSigner, verify_compact
 from gateway.audit.model import AppendReceipt, Checkpoint, format_time
@@ -58,6 +59,12 @@ def extend_chain(head_seq: int, head_hash: str, bodies: Iterable[dict[str, Any]]
 
 def receipts_of(records: Sequence[ChainedRecord]) -> list[AppendReceipt]:
     return [AppendReceipt(r.seq, r.hash) for r in records]
+
+
+def audit_key_id(key: Ed25519PublicKey) -> str:
+    """The kid the gateway gives an audit key (``gateway.audit_wiring.key_id("audit", key)``)."""
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return f"audit-{hashlib.sha256(spki).hexdigest()[:16]}"
 
 
 class CheckpointSigner:

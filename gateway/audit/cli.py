@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import re
 import sys
@@ -34,8 +33,9 @@ from typing import TextIO
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from gateway.audit.chain import audit_key_id
 from gateway.audit.jws import JwsError, key_from_jwk
 from gateway.audit.model import AuditQuery, PruneResult, holder_hmac
 from gateway.audit.sink import GroupCommitSink
@@ -80,8 +80,7 @@ def load_public_keys(path: str) -> dict[str, Ed25519PublicKey] | Ed25519PublicKe
 
 def _pem_kid(key: Ed25519PublicKey) -> str:
     """The kid the gateway gives an audit key (gateway.audit_wiring.key_id("audit", key))."""
-    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return f"audit-{hashlib.sha256(spki).hexdigest()[:16]}"
+    return audit_key_id(key)
 
 
 def merge_public_keys(paths: Sequence[str]) -> dict[str, Ed25519PublicKey] | Ed25519PublicKey:

@@ -47,9 +47,9 @@ from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.chain import CHECKPOINT_TYP, check_checkpoint, record_hash
+from gateway.audit.chain import CHECKPOINT_TYP, audit_key_id, check_checkpoint, record_hash
 from gateway.audit.jws import JwsError, peek_header, verify_compact
-from gateway.audit.model import GENESIS_HASH
+from gateway.audit.model import GENESIS_HASH, Checkpoint
 from gateway.audit.sink import AuditStore
 
 Progress = Callable[[int, int], None]  # (records checked, head seq)
@@ -82,6 +82,44 @@ def _is_int(v: object) -> bool:
 
 def _is_hash(v: object) -> bool:
     return type(v) is str and len(v) == 64
+
+
+def _kid_text(kid: str) -> str:
+    return kid if kid.isascii() and kid.isprintable() and len(kid) <= 80 else repr(kid[:80])
+
+
+def _signed_by_another_key(what: str, what_zh: str, token: str, problem: str,
+                           keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey,
+                           keyset: Mapping[str, Ed25519PublicKey], cps: Sequence[Checkpoint]) -> str:
+    """``problem`` (a checkpoint's or an anchor's), or -- when its signature did not verify with the key(s)
+    given and it names a key id none of them has -- which key it names and which were given, in English
+    and Chinese: the usual cause is another key given than the one that signed (a rotation's old key left
+    out, another deployment's key), not an altered chain. A single PEM key is still tried whatever kid a
+    checkpoint names: its kid is the one the gateway derives from it (``audit-<SPKI digest>``), or any kid
+    under which another stored checkpoint verifies with it (then this one is forged, not signed by another
+    key, and the problem stays "signature does not verify")."""
+    if not (problem.endswith(": signature does not verify") or ": unknown kid " in problem):
+        return problem
+    try:
+        kid = peek_header(token).get("kid")
+    except JwsError:
+        return problem
+    given = [audit_key_id(keys)] if isinstance(keys, Ed25519PublicKey) else sorted(keys)
+    if not isinstance(kid, str) or kid in given:
+        return problem   # a key of that id was given and does not verify it: altered or forged
+    for other in cps:
+        if other.jws != token and other.kid == kid and kid in keyset:
+            try:
+                verify_compact(other.jws, keyset, typ=CHECKPOINT_TYP)
+            except JwsError:
+                continue
+            if peek_header(other.jws).get("kid") == kid:
+                return problem   # the key given does sign as that kid: this one is forged
+    named, gave = _kid_text(kid), ", ".join(_kid_text(g) for g in given[:8]) + (", ..." if len(given) > 8 else "")
+    return (f"{what} signed by key {named}, you gave {gave}: give that key with --key (repeat --key for the "
+            f"keys of a rotation); if {named} never was this gateway's audit key, the checkpoint is forged / "
+            f"{what_zh}由密钥 {named} 签名，而给出的密钥是 {gave}：请用 --key 给出该密钥的公钥（密钥轮换后可重复 "
+            f"--key）；若 {named} 从来不是本网关的审计密钥，则该检查点系伪造")
 
 
 async def verify_chain(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, *,
@@ -129,7 +167,8 @@ async def _verify(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] | Ed25
     for cp in cps:
         problem = check_checkpoint(cp, keyset)
         if problem:
-            return bad(cp.seq, problem)
+            return bad(cp.seq, _signed_by_another_key(f"checkpoint at seq {cp.seq}", f"seq {cp.seq} 处的检查点",
+                                                      cp.jws, problem, keys, keyset, cps))
     by_seq = {cp.seq: cp for cp in cps}
     # anchors: checkpoints kept elsewhere; checked like stored ones, then against the records
     anchor_at: dict[int, str] = {}
@@ -146,7 +185,8 @@ async def _verify(store: AuditStore, keys: Mapping[str, Ed25519PublicKey] | Ed25
         try:
             doc = verify_compact(token, akeys, typ=CHECKPOINT_TYP)
         except JwsError as exc:
-            return bad(None, f"anchor {k + 1}: {exc}")
+            return bad(None, _signed_by_another_key(f"anchor {k + 1}", f"第 {k + 1} 个锚定检查点", token,
+                                                    f"anchor {k + 1}: {exc}", keys, keyset, cps))
         seq, h = doc.get("seq"), doc.get("hash")
         if not _is_int(seq) or not _is_hash(h) or not isinstance(doc.get("time"), str):
             return bad(None, f"anchor {k + 1}: not a checkpoint statement")
