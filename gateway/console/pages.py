@@ -61,20 +61,24 @@ def layout(lang: str, title: str, body: str, session: Session | None = None, act
         f'<a class="skip" href="#main">{_e(t(lang, "skip_to_main"))}</a>'
         f'<header class="top"><div class="brand">{_e(t(lang, "app_title"))}</div>{nav}'
         f'<a class="lang" id="lang-switch" href="{_e(path)}?lang={other}" lang="{"en" if other == "en" else "zh-CN"}" '
-        f'aria-label="{_e(t(lang, "lang_switch_label"))}">{_e(t(lang, "lang_switch"))}</a></header>'
+        f'title="{_e(t(lang, "lang_switch_label"))}">{_e(t(lang, "lang_switch"))}</a></header>'
         f'<main id="main" tabindex="-1">{body}</main></body></html>')
 
 
 def login_page(lang: str, nonce_token: str, message: str = "", demo: bool = False, username: str = "") -> str:
     msg = f'<p class="alert" role="alert" id="login-message">{_e(message)}</p>' if message else ""
+    # the message belongs to the fields (read with them), and a sign-in that kept the user name has the
+    # cursor where the clerk types next: the password
+    said = ' aria-describedby="login-message"' if message else ""
+    user_focus, password_focus = ("", " autofocus") if username else (" autofocus", "")
     note = f'<p class="note">{_e(t(lang, "demo_note"))}</p>' if demo else ""
     body = (f'<section class="card narrow"><h1>{_e(t(lang, "login_title"))}</h1>{msg}'
             f'<form method="post" action="/console/login" id="login-form">'
             f'<input type="hidden" name="csrf_token" value="{_e(nonce_token)}">'
             f'<label for="username">{_e(t(lang, "username"))}</label>'
-            f'<input id="username" name="username" autocomplete="username" required autofocus value="{_e(username)}">'
+            f'<input id="username" name="username" autocomplete="username" required{user_focus}{said} value="{_e(username)}">'
             f'<label for="password">{_e(t(lang, "password"))}</label>'
-            f'<input id="password" name="password" type="password" autocomplete="current-password" required>'
+            f'<input id="password" name="password" type="password" autocomplete="current-password" required{password_focus}{said}>'
             f'<button type="submit" id="login-button">{_e(t(lang, "login"))}</button></form>{note}</section>')
     return layout(lang, t(lang, "login_title"), body, path="/console/login")
 
@@ -115,13 +119,13 @@ def check_page(lang: str, session: Session) -> str:
 <section class="card" aria-labelledby="step-lic-h"><h2 id="step-lic-h">{s("step_licences")}</h2>
   <form id="scan-form" novalidate>
     <label for="scan-input">{s("scan_label")}</label>
-    <textarea id="scan-input" rows="3" spellcheck="false" aria-describedby="scan-hint" disabled></textarea>
+    <textarea id="scan-input" rows="3" spellcheck="false" aria-describedby="scan-hint busy" disabled></textarea>
     <p class="hint" id="scan-hint">{s("scan_hint")}</p>
     <button type="submit" id="scan-submit" disabled>{s("verify")}</button>
   </form>
   <form id="upload-form" novalidate>
     <label for="upload-input">{s("upload_label")}</label>
-    <input id="upload-input" type="file" multiple accept=".ofd,.json,.xml,.jws,.txt,application/json,application/xml" disabled>
+    <input id="upload-input" type="file" aria-describedby="busy" multiple accept=".ofd,.json,.xml,.jws,.txt,application/json,application/xml" disabled>
     <button type="submit" id="upload-submit" disabled>{s("upload")}</button>
   </form>
   <p id="busy" class="msg" aria-live="polite"></p>
@@ -130,8 +134,8 @@ def check_page(lang: str, session: Session) -> str:
     <p class="hint" id="fetch-hint">{s("fetch_hint")}</p>
     <label for="fetch-cause">{s("fetch_cause")}</label>
     <input id="fetch-cause" maxlength="200" autocomplete="off" aria-describedby="fetch-hint" disabled>
-    <label class="check"><input type="checkbox" id="fetch-consent" disabled> {s("fetch_consent")}</label>
-    <button type="submit" id="fetch-submit" disabled>{s("fetch_submit")}</button>
+    <label class="check"><input type="checkbox" id="fetch-consent" aria-describedby="fetch-msg" disabled> {s("fetch_consent")}</label>
+    <button type="submit" id="fetch-submit" aria-describedby="fetch-msg" disabled>{s("fetch_submit")}</button>
     <p id="fetch-msg" class="msg" aria-live="polite"></p>
     <ul id="fetch-regions" class="fetch-regions"></ul>
   </form>

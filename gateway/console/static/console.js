@@ -103,7 +103,14 @@
     if (ev.key === "ArrowDown" && n) { state.active = (state.active + 1) % n; markActive(); ev.preventDefault(); }
     else if (ev.key === "ArrowUp" && n) { state.active = (state.active - 1 + n) % n; markActive(); ev.preventDefault(); }
     else if (ev.key === "Enter") { ev.preventDefault(); if (state.active >= 0) choose(state.active); }
-    else if (ev.key === "Escape") { renderResults([]); }
+    else if (ev.key === "Escape" && list.children.length) {
+      // closes the list and keeps the text (a second Escape clears the search box, as the browser does);
+      // the list closed this way is not a search that found nothing
+      ev.preventDefault(); state.searchSeq++; clearTimeout(timer);
+      state.results = []; state.active = -1; list.replaceChildren();
+      search.setAttribute("aria-expanded", "false"); markActive();
+    }
+    else if (ev.key === "ArrowDown" && !n && search.value.trim()) { ev.preventDefault(); runSearch(); }  // opens it again
   });
   function choose(i) {
     const it = state.results[i];
@@ -210,9 +217,20 @@
       const view = await call("POST", "/console/api/cases/" + encodeURIComponent(state.caseId) + "/licences",
         { licence, encoding, source });
       busy.textContent = "";
-      render(view);
+      render(view, true);
       return true;
-    } catch (e) { busy.className = "msg bad"; busy.textContent = e.message; return false; }
+    } catch (e) {
+      busy.className = "msg bad"; busy.textContent = e.message;
+      reveal(busy);  // below the upload form: on a small or zoomed screen out of sight under the scan box
+      return false;
+    }
+  }
+  // bring an element that has just changed into sight if it is not (the focus stays where it is); one
+  // taller than the window shows its top, where a card's verdict is
+  function reveal(node) {
+    const r = node.getBoundingClientRect();
+    if (r.top >= 0 && r.bottom <= window.innerHeight) return;
+    node.scrollIntoView({ block: r.height <= window.innerHeight ? "nearest" : "start" });
   }
   scan.addEventListener("keydown", (ev) => {
     // a scanner types the licence and ends with Enter; Shift+Enter keeps a new line when pasting by hand
@@ -228,7 +246,7 @@
     const base64 = /^[A-Za-z0-9+/]+={0,2}$/.test(b64) && b64.length % 4 === 0 && b64.length >= 64;
     // the text stays until the gateway has answered for it: a failed request must not lose a pasted licence
     if (await submitLicence(base64 ? b64 : text, base64 ? "base64" : "utf-8", "scan") && scan.value.trim() === text) scan.value = "";
-    scan.focus();
+    scan.focus({ preventScroll: true });  // the verdict (or the error) brought into sight stays in sight
   });
   function toBase64(buf) {
     const bytes = new Uint8Array(buf);
@@ -241,7 +259,7 @@
     const input = $("upload-input");
     for (const file of input.files) await submitLicence(toBase64(await file.arrayBuffer()), "base64", "upload");
     input.value = "";
-    scan.focus();
+    scan.focus({ preventScroll: true });
   });
 
   // fetch from the issuing regions (the federated query), with the applicant's consent
@@ -255,10 +273,18 @@
     try {
       const view = await call("POST", "/console/api/cases/" + encodeURIComponent(state.caseId) + "/fetch",
         { use_cause: $("fetch-cause").value, consent: $("fetch-consent").checked });
-      render(view);
+      render(view, true);
       renderFetch(view.fetch, view.complete);
-    } catch (e) { fmsg.className = "msg bad"; fmsg.textContent = e.message; }
-    finally { submit.disabled = !state.caseId; }
+      // the button had the focus and was disabled while the regions were asked, which left the focus on
+      // the page itself: ready for the next scan, as after a scan or an upload
+      submit.disabled = !state.caseId;
+      scan.focus({ preventScroll: true });  // the new cards, brought into sight above, stay in sight
+    } catch (e) {
+      fmsg.className = "msg bad"; fmsg.textContent = e.message;
+      submit.disabled = !state.caseId;
+      // back where the clerk can put it right (the consent box when it was not ticked)
+      ($("fetch-consent").checked ? submit : $("fetch-consent")).focus();
+    }
   });
   function renderFetch(f, complete) {
     const fmsg = $("fetch-msg");
@@ -284,7 +310,7 @@
   }
 
   // --- rendering --------------------------------------------------------------------------
-  function render(view) {
+  function render(view, revealNew) {
     const cl = $("checklist");
     cl.replaceChildren(...view.checklist.map((r) => el("li", { class: r.satisfied ? "ok" : "no", "data-requirement": r.id },
       el("span", { class: "tick", "aria-hidden": "true" }, r.satisfied ? "✔" : "✘"),
@@ -303,6 +329,9 @@
     const shown = cards.querySelectorAll("article").length;
     $("card-news").textContent = view.cards.slice(shown).map((c) => "#" + c.n + " " + c.verdict_text).join(S.sentence_gap || "；");
     cards.replaceChildren(...view.cards.slice().reverse().map(card));
+    // the newest card's verdict in sight after a scan, an upload or a fetch: on a small or zoomed screen it
+    // is below the steps (one column) or scrolled away with the scan box
+    if (revealNew && view.cards.length > shown) reveal(cards.querySelector("article"));
   }
   function card(c) {
     const facts = el("dl", { class: "facts" },
