@@ -12,7 +12,9 @@ this module knows requests. For every
 * ``POST /v1/items/{code}/check`` -- one record per presented licence (kind ``check``, the item
   code, ``extra.outcome`` = the check's outcome, ``extra.applicant`` = the applicant's holder
   HMAC) and one receipt over the whole answer;
-* ``POST /v1/licences/query`` -- one record (kind ``query``) through the query route's hook;
+* ``POST /v1/licences/query`` -- one record (kind ``query``) through the query route's hook, and one
+  per licence judged; a query refused before any region is asked (400, 403, 404, 408, 413, 415) one
+  record, verdict ``refused``, with the refusal's reason code (``TrailQueryAudit.record_refusal``);
 * ``POST /v1/oauth/token`` -- one record (kind ``token``) per token issued;
 * ``POST /v1/admin/...`` -- one record (kind ``admin``) per call, and every trust list change
   (admin reload or file change, kind ``trust``);
@@ -55,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from . import errors
-from .app import REQUEST_ID, SERVICES
+from .app import REQUEST_ID, SERVICES, problem_middleware
 from .audit import AppendReceipt, AuditEvent, AuditQuery, Checkpoint, CheckpointSigner, GroupCommitConfig
 from .audit.deadline import CommitDeadlines
 from .audit.jws import public_jwk
@@ -66,7 +68,7 @@ from .audit.verifications import VerificationGroup
 from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
 from .config import ROOT, ConfigError, Settings
 from .core import VerificationResult
-from .errors import GatewayError, InfrastructureError
+from .errors import GatewayError, InfrastructureError, RequestRejected
 from .identifiers import contains_citizen_id
 from .latency import LATENCY
 from .logging_setup import note_personal, request_context_middleware
@@ -544,6 +546,18 @@ class TrailQueryAudit:
                    for o in getattr(record, "licences", ())]
         await self.trail.append_group(events)
 
+    async def record_refusal(self, refusal: Any) -> None:
+        """A query refused before any region was asked (:class:`gateway.query_routes.QueryRefusal`): one
+        record, verdict ``refused``, the refusal's reason code, the holder as its HMAC."""
+        try:
+            fields = refusal.as_audit_fields()
+            fields["request_id"] = safe_request_id(fields["request_id"])
+            fields["operator"] = safe_text(fields["operator"]) if fields.get("operator") else None
+            event = AuditEvent(time=self.trail.clock(), **fields)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+            raise not_audited(exc) from None
+        await self.trail.append(event)
+
 
 def console_partner(window: str) -> str:
     """The ``partner`` of a console record: ``console/<window>`` (a window named by an ID number as a digest)."""
@@ -607,6 +621,37 @@ async def audit_region_refusal(request: web.Request, kind: str, region: str, lic
     except Exception as err:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
         raise not_audited(err) from None
     await trail.append(event)
+
+
+QUERY_PATH = "/v1/licences/query"
+
+
+@web.middleware
+async def query_scope_refusal_middleware(request: web.Request,
+                                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """A federated query refused because the authenticated partner's token lacks ``licences:query`` (the
+    auth middleware's 403, which this one wraps) is recorded like the query route's own refusals: one
+    record, verdict ``refused``, FORBIDDEN, ``extra.refused = "scope"``, 503 if it cannot be. The body is
+    not read (nothing of a request the partner may not make is processed), so the record names no holder.
+    A 429 is not recorded: the rate limit bounds what a partner can make the gateway do, audit commits
+    included, and it comes before the scope check and names no one."""
+    if request.method != "POST" or request.path != QUERY_PATH:
+        return await handler(request)
+    try:
+        return await handler(request)
+    except RequestRejected as exc:
+        principal = exc.extra.get("principal")
+        trail = request.app[AUDIT]
+        if exc.reason is not errors.FORBIDDEN or principal is None or not trail.enabled:
+            raise
+        try:
+            event = AuditEvent(kind="query", time=trail.clock(), request_id=_rid(request),
+                               partner=principal.client_id, verdict="refused", reasons=(errors.FORBIDDEN.code,),
+                               extra={"refused": "scope", "status": errors.FORBIDDEN.status})
+        except Exception as err:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+            raise not_audited(err) from None
+        await trail.append(event)
+        raise
 
 
 @web.middleware
@@ -718,6 +763,9 @@ def setup(app: web.Application) -> None:
     if recorder is not None:
         trail.deadlines.observe = recorder.audit_wait
     app.middlewares.insert(0, request_context_middleware)
+    # around the auth middleware (the one after the problem renderer): it sees the scope refusals
+    auth_at = next((i for i, m in enumerate(app.middlewares) if m is problem_middleware), 0) + 1
+    app.middlewares.insert(auth_at, query_scope_refusal_middleware)
     app.middlewares.append(audit_action_middleware)
     app.cleanup_ctx.append(audit_ctx)
     if trail.enabled:

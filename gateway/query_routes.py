@@ -19,7 +19,11 @@ own choice: an attempt it cuts short is not counted against the region's circuit
 Every query is audited through the :data:`QUERY_AUDIT` hook (partner, item, use cause,
 regions asked and the outcome of each, every licence judged with its identifier, verdict, reason
 codes and whether its fields were disclosed; the holder only as a keyed hash) before the answer
-is sent; if the hook fails, no answer is given (AUDIT_UNAVAILABLE).
+is sent; if the hook fails, no answer is given (AUDIT_UNAVAILABLE). A query refused before any region
+is asked (400 bad input, 403 an item or region the partner may not use, 404 an unknown item, 408/413/415
+a body that cannot be read) is recorded too, through the hook's ``record_refusal`` (:class:`QueryRefusal`:
+who asked, about whom as a keyed hash, for which item and regions, why), before the refusal is sent; if
+that fails, the answer is 503 AUDIT_UNAVAILABLE, as for a verify refused for a licence's region.
 
 ``GET /v1/admin/upstreams`` (scope ``admin``): per-region flavour, breaker state and counters.
 """
@@ -56,6 +60,7 @@ log = logging.getLogger("gateway.query")
 MAX_USE_CAUSE = 200
 MAX_NAME = 64
 MAX_TYPES = 16
+_MAX_CODE = 64   # a refused query's holder code is hashed up to this length (the longest valid one is 18)
 _CASE_FOLDED = frozenset({"111", "001"})
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -107,8 +112,42 @@ class QueryAuditRecord:
                           "judged": len(self.licences), "disclosed": sum(o.disclosed for o in self.licences)}}
 
 
+@dataclass(frozen=True, slots=True)
+class QueryRefusal:
+    """What is audited of a query refused before any region was asked. Nothing left the gateway, but
+    the attempt -- a partner asking about someone outside the items or regions it was granted, or with
+    a body the gateway would not act on -- is what an auditor looks for. Only what the gateway itself
+    can vouch for is kept: the holder as ``holder_hmac`` (when the body named a code of a known type),
+    an item only if the catalogue has it, region codes only of the 45, the use cause only if it would
+    have been accepted (it is kept in clear)."""
+
+    request_id: str
+    partner: str
+    reason: str                      # the refusal's reason code
+    status: int                      # its HTTP status
+    holder_hmac: str | None = None
+    item_code: str | None = None
+    regions: tuple[str, ...] = ()    # regions the body named
+    use_cause: str | None = None
+    operator: str | None = None
+
+    def as_audit_fields(self) -> dict[str, Any]:
+        """The fields of a ``gateway.audit`` event of kind ``query``, verdict ``refused``."""
+        extra: dict[str, Any] = {"refused": "request", "status": self.status}
+        if self.use_cause is not None:
+            extra["use_cause"] = self.use_cause
+        if self.regions:
+            extra["regions"] = ";".join(self.regions)
+        return {"kind": "query", "request_id": self.request_id, "partner": self.partner, "operator": self.operator,
+                "item_code": self.item_code, "holder_hmac": self.holder_hmac, "verdict": "refused",
+                "reasons": (self.reason,), "extra": extra}
+
+
 class QueryAuditHook(Protocol):
     async def record_query(self, record: QueryAuditRecord) -> None: ...
+
+    # and optionally ``async def record_refusal(self, refusal: QueryRefusal) -> None`` (a hook without it
+    # records answered queries only)
 
 
 class LogQueryAudit:
@@ -116,6 +155,9 @@ class LogQueryAudit:
 
     async def record_query(self, record: QueryAuditRecord) -> None:
         log.info("query audit %s", orjson.dumps(record.as_audit_fields()).decode("utf-8"))
+
+    async def record_refusal(self, refusal: QueryRefusal) -> None:
+        log.info("query audit %s", orjson.dumps(refusal.as_audit_fields()).decode("utf-8"))
 
 
 #: the audit hook of the query route (replace before start-up to send records elsewhere)
@@ -424,6 +466,50 @@ async def record_query(app: web.Application, q: QueryRequest, gathered: Gathered
         raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the query was not answered") from None
 
 
+def refusal_of(body: Any, reason: errors.Reason, key: bytes, catalogue: Catalogue, region_codes: Sequence[str], *,
+               request_id: str, partner: str, operator: str | None = None) -> QueryRefusal:
+    """The :class:`QueryRefusal` of a refused query body (``None`` when it could not be read), taking
+    from it only what the gateway can vouch for (see the class). Pure; never raises on any body."""
+    holder = body.get("holder") if isinstance(body, dict) else None
+    code_type = holder.get("code_type") if isinstance(holder, dict) else None
+    code = holder.get("code") if isinstance(holder, dict) else None
+    hashed = None
+    if isinstance(code_type, str) and code_type in HOLDER_CODE_TYPES and isinstance(code, str):
+        code = code.strip().translate(_ASCII_UPPER) if code_type in _CASE_FOLDED else code.strip()
+        if 0 < len(code) <= _MAX_CODE and code.isascii() and code.isprintable():
+            hashed = holder_hmac(key, code_type, code)   # as an answered query's record: one search finds both
+    item_code = body.get("item") if isinstance(body, dict) else None
+    item_code = item_code if isinstance(item_code, str) and catalogue.item(item_code) is not None else None
+    raw = body.get("regions") if isinstance(body, dict) else None
+    known = set(region_codes)
+    regions = tuple(dict.fromkeys(r for r in raw if isinstance(r, str) and r in known)) if isinstance(raw, list) else ()
+    try:
+        use_cause = check_use_cause(body.get("use_cause")) if isinstance(body, dict) else None
+    except RequestRejected:
+        use_cause = None
+    return QueryRefusal(request_id, partner, reason.code, reason.status, hashed, item_code, regions, use_cause,
+                        operator)
+
+
+async def record_refusal(app: web.Application, reason: errors.Reason, body: Any, *, request_id: str, partner: str,
+                         operator: str | None = None) -> None:
+    """Audit a query refused before any region was asked, before the refusal is sent; AUDIT_UNAVAILABLE
+    (503 instead of the refusal) when the hook fails. A hook without ``record_refusal`` is skipped."""
+    services = app[SERVICES]
+    hook = app.get(QUERY_AUDIT) or LogQueryAudit()
+    record = getattr(hook, "record_refusal", None)
+    if record is None:
+        return
+    key = getattr(hook, "holder_key", None) or services.settings.query_holder_hash_key.encode("utf-8")
+    try:
+        await record(refusal_of(body, reason, key, services.catalogue, tuple(services.specs), request_id=request_id,
+                                partner=partner, operator=operator))
+    except Exception as exc:
+        log.error("query refusal audit failed: %r", exc)
+        raise InfrastructureError(errors.AUDIT_UNAVAILABLE, "the query was refused, and the refusal could not be "
+                                                            "recorded") from None
+
+
 @requires_scope(LICENCES_QUERY)
 async def query_handler(request: web.Request) -> web.Response:
     started = asyncio.get_running_loop().time()
@@ -431,8 +517,18 @@ async def query_handler(request: web.Request) -> web.Response:
     services, upstreams = app[SERVICES], app[UPSTREAMS]
     settings = services.settings
     principal = request[AUTH_PRINCIPAL]
-    q = parse_query(await read_json(request), services.catalogue, tuple(services.specs), settings,
-                    principal.may_use_item, principal.may_use_region)
+    body: Any = None
+    try:
+        body = await read_json(request)
+        q = parse_query(body, services.catalogue, tuple(services.specs), settings,
+                        principal.may_use_item, principal.may_use_region)
+    except RequestRejected as exc:   # refused before any region is asked: recorded all the same
+        await record_refusal(app, exc.reason, body, request_id=request[REQUEST_ID], partner=principal.client_id)
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        await record_refusal(app, errors.BODY_TOO_LARGE, None, request_id=request[REQUEST_ID],
+                             partner=principal.client_id)
+        raise
     # the partner's own deadline, not the gateway's
     gathered = await ask_regions(app, q, started, shortened=q.deadline_ms < settings.query_deadline_ms)
     await record_query(app, q, gathered, request_id=request[REQUEST_ID], partner=principal.client_id)

@@ -156,7 +156,10 @@ async def test_query_with_control_characters_in_its_use_cause_is_a_400_before_an
 
     status, answer = await query("\x01" * 200, "controls")
     assert status == 400 and answer["code"] == "BAD_REQUEST" and "control" in answer["detail"]
-    assert of_request(client, "controls") == []
+    # the refusal is recorded (session 21), without the use cause it could not hold
+    [refused] = of_request(client, "controls")
+    assert (refused["verdict"], refused["reasons"]) == ("refused", ["BAD_REQUEST"])
+    assert "use_cause" not in refused["extra"]
     # control: a plain use cause (U+3000, the full-width space, included) is answered and recorded
     status, answer = await query("个体工商户设立登记\u3000核验", "plain")
     assert status == 200 and len(answer["regions"]) == 45

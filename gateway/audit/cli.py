@@ -15,7 +15,8 @@ log lines "audit checkpoint signed", field ``checkpoint``): the chain must still
 the one way to notice the newest checkpoints and every record after them deleted. ``--holder-code``
 needs the holder HMAC key in the environment variable GATEWAY_AUDIT_HMAC_KEY (hex), the same key
 the gateway is configured with; ``--holder-code -`` reads the code from standard input (a citizen ID
-number on the command line is visible to every local user in the process list).
+number on the command line is visible to every local user in the process list). A search by holder
+finds the records whose holder or applicant (``extra.applicant``: an item check's) is that person.
 Exit codes: 0 ok, 1 chain broken, 2 usage or store error.
 """
 

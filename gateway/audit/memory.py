@@ -82,7 +82,8 @@ class MemoryAuditSink(GroupCommitSink):
         out = []
         for seq in sorted(self.table, reverse=True):
             b = self.table[seq].body
-            if ((query.holder_hmac is None or b["holder_hmac"] == query.holder_hmac)
+            # the record's holder, or its applicant (an item check's records name the licence's holder)
+            if ((query.holder_hmac is None or query.holder_hmac in (b["holder_hmac"], _applicant(b["extra"])))
                     and (query.partner is None or b["partner"] == query.partner)
                     and (query.item_code is None or b["item_code"] == query.item_code)
                     and (since is None or b["time"] >= since)
@@ -123,3 +124,7 @@ class MemoryAuditSink(GroupCommitSink):
         self.checkpoint_table[cp.seq] = cp
         st["last_cp"] = cp.seq
         return cp
+
+
+def _applicant(extra: object) -> object:
+    return extra.get("applicant") if isinstance(extra, dict) else None

@@ -310,7 +310,7 @@ class ChainState:
 class AuditQuery:
     """Search filters; all given filters must match (AND). Times: [since, until)."""
 
-    holder_hmac: str | None = None
+    holder_hmac: str | None = None   # the record's holder, or its applicant (``extra.applicant``, an item check's)
     partner: str | None = None
     item_code: str | None = None
     since: datetime | None = None

@@ -37,6 +37,18 @@ _SNAPSHOT: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextV
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
 
 
+#: the applicant's HMAC in a record's ``extra`` (an item check's records: their holder is the licence's), as
+#: the gateway writes it (sorted keys, no spaces; any other text of it fails ``audit verify``): found by
+#: position, which never raises on a hand-edited value where a cast to jsonb would (and would stop every
+#: append), and builds its index ~10x faster than a regular expression (0.55 vs 5.3 s for 300k records here)
+_APPLICANT_AT = "strpos(extra, '\"applicant\":\"')"
+_HAS_APPLICANT = f"{_APPLICANT_AT} > 0"
+_APPLICANT_SQL = f"substr(extra, {_APPLICANT_AT} + 13, 64)"
+#: how long the schema step may take: it builds the applicant index once on a table of an older version
+#: (seconds per million records; the normal command timeout would roll it back on every try)
+SCHEMA_TIMEOUT = 3600.0
+
+
 def _schema_sql(s: str) -> str:
     return f"""
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -53,6 +65,7 @@ CREATE TABLE IF NOT EXISTS {s}.audit_records (
     extra text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_records_holder ON {s}.audit_records(holder_hmac) WHERE holder_hmac IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_records_applicant ON {s}.audit_records(({_APPLICANT_SQL})) WHERE {_HAS_APPLICANT};
 CREATE INDEX IF NOT EXISTS audit_records_partner ON {s}.audit_records(partner, time);
 CREATE INDEX IF NOT EXISTS audit_records_item ON {s}.audit_records(item_code, time);
 CREATE INDEX IF NOT EXISTS audit_records_time ON {s}.audit_records(time);
@@ -117,7 +130,7 @@ class PostgresAuditSink(GroupCommitSink):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"gateway-audit-schema:{schema}")
-                await conn.execute(_schema_sql(schema))
+                await conn.execute(_schema_sql(schema), timeout=max(command_timeout, SCHEMA_TIMEOUT))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             await pool.close()
             raise unavailable(f"cannot create the audit schema: {type(exc).__name__}: {exc}") from exc
@@ -242,8 +255,12 @@ class PostgresAuditSink(GroupCommitSink):
     async def search(self, query: AuditQuery) -> list[StoredRecord]:
         where: list[str] = []
         args: list[Any] = []
-        for col, val in (("holder_hmac", query.holder_hmac), ("partner", query.partner),
-                         ("item_code", query.item_code)):
+        if query.holder_hmac is not None:   # the record's holder, or its applicant (each arm has its index)
+            args.append(query.holder_hmac)
+            n = len(args)
+            where.append(f"(holder_hmac = ${n} OR ({_HAS_APPLICANT} AND {_APPLICANT_SQL} = ${n} "
+                         f"AND strpos(extra, '\"applicant\":\"' || ${n} || '\"') > 0))")
+        for col, val in (("partner", query.partner), ("item_code", query.item_code)):
             if val is not None:
                 args.append(val)
                 where.append(f"{col} = ${len(args)}")

@@ -103,6 +103,16 @@ INSERT OR IGNORE INTO holder_keys_state VALUES (1, 0);
 #: the index keys a record by the first 24 hex digits (96 bits) of its holder HMAC: a third of the
 #: full value's size, so fewer pages to rewrite; a search re-checks the full HMAC on the records
 HOLDER_KEY_CHARS = 24
+#: what the index holds (``PRAGMA user_version`` of its file); an older index is emptied at open and
+#: rebuilt from the records. 1: a record is keyed by its holder and, when it has one, by its applicant
+#: (``extra.applicant``: an item check's records name the licence's holder and the applicant apart)
+HOLDER_INDEX_VERSION = 1
+#: the applicant's HMAC inside a record's ``extra`` as the gateway writes it (sorted keys, no spaces;
+#: any other text of it fails ``audit verify``): found by position, as SQL that never raises on a
+#: hand-edited value (``json_extract`` raises on text that is not JSON and stops every index run)
+_APPLICANT = '''"applicant":"'''
+_APPLICANT_AT = f"instr(extra, '{_APPLICANT}')"
+_APPLICANT_KEY = f"substr(extra, {_APPLICANT_AT} + {len(_APPLICANT)}, {HOLDER_KEY_CHARS})"
 #: records indexed per transaction of the holder index (it never blocks the audit writer: it has
 #: its own file, and WAL readers of the records do not block the writer either). Indexing rarely and
 #: in large sorted chunks is what keeps it cheap: k random keys into an index of P pages rewrite
@@ -226,6 +236,7 @@ class SqliteAuditSink(GroupCommitSink):
         # derived data: NORMAL is enough (a lost tail is re-indexed from the records)
         self._ix = _connect(self.index_path, self._busy_ms, "NORMAL")
         self._ix.executescript(HOLDER_SCHEMA)
+        _in_transaction(self._ix, _upgrade_holder_index)
         # the records, read by the indexer's one INSERT ... SELECT (no row passes through Python)
         self._ix.execute("ATTACH DATABASE ? AS rec", (self.path,))
 
@@ -467,18 +478,24 @@ class SqliteAuditSink(GroupCommitSink):
             with self._ixlock:
                 if self._ix is None:
                     raise unavailable("audit holder index is closed")
-                return self._ix.execute(
-                    "SELECT r.seq FROM rec.audit_records AS r WHERE r.seq <= "
-                    "(SELECT indexed_seq FROM main.holder_keys_state WHERE id = 1) AND r.holder_hmac IS NOT NULL "
+                upto = "(SELECT indexed_seq FROM main.holder_keys_state WHERE id = 1)"
+                holder = self._ix.execute(
+                    f"SELECT r.seq FROM rec.audit_records AS r WHERE r.seq <= {upto} AND r.holder_hmac IS NOT NULL "
                     "AND NOT EXISTS (SELECT 1 FROM main.holder_keys AS k WHERE k.hkey = "
                     f"substr(r.holder_hmac, 1, {HOLDER_KEY_CHARS}) AND k.seq = r.seq) ORDER BY r.seq LIMIT 1"
                 ).fetchone()
+                applicant = self._ix.execute(
+                    f"SELECT seq FROM rec.audit_records AS r WHERE seq <= {upto} AND {_APPLICANT_AT} > 0 "
+                    f"AND NOT EXISTS (SELECT 1 FROM main.holder_keys AS k WHERE k.hkey = {_APPLICANT_KEY} "
+                    "AND k.seq = r.seq) ORDER BY seq LIMIT 1"
+                ).fetchone()
+                return min((row[0] for row in (holder, applicant) if row is not None), default=None)
 
         try:
-            row = await asyncio.to_thread(run)
+            seq = await asyncio.to_thread(run)
         except sqlite3.Error as exc:
             raise unavailable(f"audit holder index failed: {exc}") from exc
-        return None if row is None else int(row[0])
+        return None if seq is None else int(seq)
 
     def _index_chunk(self, ix: sqlite3.Connection, head: int) -> int:
         (indexed,) = ix.execute("SELECT indexed_seq FROM holder_keys_state WHERE id = 1").fetchone()
@@ -493,6 +510,10 @@ class SqliteAuditSink(GroupCommitSink):
         ix.execute(f"INSERT OR IGNORE INTO main.holder_keys (hkey, seq) SELECT substr(holder_hmac, 1, {HOLDER_KEY_CHARS}) AS k, "
                    "seq FROM rec.audit_records WHERE seq > ? AND seq <= ? AND holder_hmac IS NOT NULL "
                    "ORDER BY k, seq", (indexed, upto))
+        # the applicant of a record that names one (an item check's: the holder is the licence's)
+        ix.execute(f"INSERT OR IGNORE INTO main.holder_keys (hkey, seq) SELECT {_APPLICANT_KEY} AS k, seq "
+                   f"FROM rec.audit_records WHERE seq > ? AND seq <= ? AND {_APPLICANT_AT} > 0 ORDER BY k, seq",
+                   (indexed, upto))
         ix.execute("UPDATE holder_keys_state SET indexed_seq = ? WHERE id = 1", (upto,))
         return upto - indexed
 
@@ -532,8 +553,10 @@ class SqliteAuditSink(GroupCommitSink):
 
     async def search(self, query: AuditQuery) -> list[StoredRecord]:
         where, args = [], []
-        for col, val in (("holder_hmac", query.holder_hmac), ("partner", query.partner),
-                         ("item_code", query.item_code)):
+        if query.holder_hmac is not None:   # the record's holder, or its applicant (an item check's)
+            where.append(f"(holder_hmac = ? OR instr(extra, '{_APPLICANT}' || ? || '\"') > 0)")
+            args += [query.holder_hmac, query.holder_hmac]
+        for col, val in (("partner", query.partner), ("item_code", query.item_code)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
@@ -572,6 +595,16 @@ class SqliteAuditSink(GroupCommitSink):
         params = (orjson.dumps(seqs).decode(), *args, upto, *args, query.limit)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [_record_of(r) for r in rows]
+
+
+def _upgrade_holder_index(ix: sqlite3.Connection) -> None:
+    """Empty an index of an older :data:`HOLDER_INDEX_VERSION` (one keyed by holders only would leave the
+    applicants' records it covers out of every search): derived data, rebuilt from the records."""
+    (version,) = ix.execute("PRAGMA user_version").fetchone()
+    if version < HOLDER_INDEX_VERSION:
+        ix.execute("DELETE FROM holder_keys")
+        ix.execute("UPDATE holder_keys_state SET indexed_seq = 0 WHERE id = 1")
+        ix.execute(f"PRAGMA user_version = {HOLDER_INDEX_VERSION}")
 
 
 def append_txn(bodies: Sequence[dict[str, Any]], due: Callable[[int, str, int], Checkpoint | None]

@@ -90,8 +90,10 @@ def auth_middleware(verifier: TokenVerifier, limiter: Limiter, *,
             raise RequestRejected(RATE_LIMITED, f"rate limit of partner {principal.client_id}",
                                   headers={"Retry-After": str(decision.retry_after_s)})
         if scope is not None and scope not in principal.scopes:
+            # the authenticated partner rides along (``extra["principal"]``): a refused federated query is audited
             raise RequestRejected(FORBIDDEN, f"scope {scope} required", headers={
-                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'})
+                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'},
+                principal=principal)
         request[AUTH_PRINCIPAL] = principal
         return await handler(request)
 
