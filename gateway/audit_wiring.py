@@ -352,8 +352,8 @@ class AuditTrail:
                 try:
                     await self.open()
                     log.info("audit store %s open", self.setup.backend)
-                except GatewayError as exc:
-                    self.last_error = exc.detail
+                except Exception as exc:  # noqa: BLE001 - whatever it is, the store is not open: try again
+                    self.last_error = exc.detail if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
                     await asyncio.sleep(_RETRY_OPEN_SECONDS)
                     continue
             await asyncio.sleep(_WATCH_SECONDS)
@@ -390,6 +390,10 @@ class AuditTrail:
                                  result.deleted, result.start_seq)
             except GatewayError as exc:
                 log.error("audit maintenance failed: %s", exc.detail)
+            except Exception as exc:  # noqa: BLE001 - the task must outlive any failure of the store: it
+                # reopens a dead sink and signs the checkpoints (and their logged anchors); before session 21
+                # one unexpected exception (asyncpg's InternalClientError) ended it until the next restart
+                log.error("audit maintenance failed: %s: %s", type(exc).__name__, exc)
 
 
 AUDIT = web.AppKey("audit_trail", AuditTrail)

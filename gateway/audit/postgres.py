@@ -35,6 +35,12 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 #: the (sink, connection) whose snapshot the current task reads in (:meth:`PostgresAuditSink.read_snapshot`)
 _SNAPSHOT: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("audit_pg_snapshot", default=None)
 _COLS = ("seq", "prev_hash", "hash", *BODY_FIELDS)
+#: what a failing server or connection raises. InternalClientError included: a connection the server ends
+#: (restart, pg_terminate_backend) between two statements of a transaction is left in a protocol state in
+#: which the next statement, or the ROLLBACK of ``conn.transaction()``, raises it ("cannot switch to state
+#: 15; another operation (2) is in progress", seen under load in session 21)
+_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+              TimeoutError)
 
 
 #: the applicant's HMAC in a record's ``extra`` (an item check's records: their holder is the licence's), as
@@ -125,13 +131,13 @@ class PostgresAuditSink(GroupCommitSink):
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, command_timeout=command_timeout,
                                              timeout=connect_timeout)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             raise unavailable(f"cannot connect to the audit database: {type(exc).__name__}: {exc}") from exc
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"gateway-audit-schema:{schema}")
                 await conn.execute(_schema_sql(schema), timeout=max(command_timeout, SCHEMA_TIMEOUT))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             await pool.close()
             raise unavailable(f"cannot create the audit schema: {type(exc).__name__}: {exc}") from exc
         sink = cls(pool, schema, signer=signer, clock=clock, config=config or GroupCommitConfig(),
@@ -181,7 +187,7 @@ class PostgresAuditSink(GroupCommitSink):
                                    cp.seq, cp.hash, cp.time, cp.kid, cp.jws)
                 await conn.execute(f"UPDATE {s}.audit_state SET last_checkpoint_seq = $1 WHERE id = 1", cp.seq)
                 return cp
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             raise unavailable(f"audit checkpoint failed: {type(exc).__name__}") from exc
 
     async def prune(self, before: datetime) -> PruneResult:
@@ -202,7 +208,7 @@ class PostgresAuditSink(GroupCommitSink):
                 await conn.execute(f"UPDATE {s}.audit_state SET start_seq = $1, start_hash = $2 WHERE id = 1",
                                    row["seq"], row["hash"])
                 return PruneResult(int(status.split()[-1]), row["seq"])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             raise unavailable(f"audit prune failed: {type(exc).__name__}") from exc
 
     async def _close_backend(self) -> None:
@@ -216,7 +222,7 @@ class PostgresAuditSink(GroupCommitSink):
                 return await snap[1].fetch(sql, *args)
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 return await conn.fetch(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             raise unavailable(f"audit database read failed: {type(exc).__name__}") from exc
 
     @contextlib.asynccontextmanager
@@ -225,7 +231,7 @@ class PostgresAuditSink(GroupCommitSink):
         one connection): ``audit verify`` of a chain other processes append to and prune meanwhile."""
         try:
             conn = await self._pool.acquire(timeout=self._acquire_timeout)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _PG_ERRORS as exc:
             raise unavailable(f"audit database read failed: {type(exc).__name__}") from exc
         try:
             tx = conn.transaction(isolation="repeatable_read", readonly=True)

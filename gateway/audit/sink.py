@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,21 @@ def unavailable(detail: str) -> InfrastructureError:
 
 _STOP: Any = object()
 
+#: while the store keeps failing, at most one ERROR per this many seconds (the first failure is logged at once)
+FAILURE_LOG_EVERY_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _Outage:
+    """Failed batches since the last committed one, as logged (times: ``time.monotonic``)."""
+
+    since: float
+    batches: int = 1
+    records: int = 0
+    logged_at: float = 0.0
+    unlogged_batches: int = 0
+    unlogged_records: int = 0
+
 
 class Sealer(Protocol):
     """Signs one statement per committed batch over the drafts appended with it (receipts:
@@ -154,6 +170,9 @@ class GroupCommitSink(ABC):
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=config.queue_limit)
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        #: an outage of the store, as logged: its start (monotonic), failed batches and records, and
+        #: those not yet logged (one ERROR per FAILURE_LOG_EVERY_SECONDS, then one line when it is over)
+        self._outage: _Outage | None = None
 
     # -- backend hooks -------------------------------------------------------------------
     @abstractmethod
@@ -269,12 +288,13 @@ class GroupCommitSink(ABC):
         """On the event loop: answer every appender of the batch."""
         if isinstance(outcome, BaseException):
             self.stats.failed_batches += 1
-            log.error("audit batch of %d failed: %s: %s", sum(len(i[0]) for i in batch), type(outcome).__name__,
-                      outcome)
+            self._log_failure(sum(len(i[0]) for i in batch), outcome)
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(unavailable(f"audit store failed: {type(outcome).__name__}"))
             return
+        if self._outage is not None:
+            self._log_recovery()
         n = sum(len(a.records) for a in outcome)
         self.stats.transactions += 1
         self.stats.records += n
@@ -282,3 +302,33 @@ class GroupCommitSink(ABC):
         for (_, _, fut), appended in zip(batch, outcome, strict=True):
             if not fut.done():   # a cancelled caller: the record is stored all the same
                 fut.set_result(appended)
+
+    def _log_failure(self, records: int, exc: BaseException) -> None:
+        """The first failed batch of an outage is logged at once; while the store keeps failing (every
+        answer of every batch 503, a batch a millisecond when the store refuses at once), one summary per
+        :data:`FAILURE_LOG_EVERY_SECONDS` instead of one ERROR per batch."""
+        now = time.monotonic()
+        o = self._outage
+        if o is None:
+            log.error("audit batch of %d failed: %s: %s", records, type(exc).__name__, exc)
+            self._outage = _Outage(since=now, records=records, logged_at=now)
+            return
+        o.batches += 1
+        o.records += records
+        o.unlogged_batches += 1
+        o.unlogged_records += records
+        if now - o.logged_at >= FAILURE_LOG_EVERY_SECONDS:
+            log.error("audit store still failing after %.1f s: %d more batches (%d records) failed and were answered "
+                      "503; last: %s: %s", now - o.since, o.unlogged_batches, o.unlogged_records, type(exc).__name__,
+                      exc, extra={"failed_batches": o.unlogged_batches, "failed_records": o.unlogged_records})
+            o.logged_at, o.unlogged_batches, o.unlogged_records = now, 0, 0
+
+    def _log_recovery(self) -> None:
+        """The first committed batch after failed ones: say the store is back, after how long, at what cost."""
+        o, self._outage = self._outage, None
+        if o is None:
+            return
+        took = time.monotonic() - o.since
+        log.warning("audit store back: a batch committed %.1f s after the first failure; %d batches (%d records) "
+                    "failed meanwhile and were answered 503", took, o.batches, o.records,
+                    extra={"outage_ms": round(took * 1000), "failed_batches": o.batches, "failed_records": o.records})
