@@ -575,14 +575,20 @@ class ConsoleAudit:
         self.trail = trail
 
     async def verified(self, event: str, *, operator: str, window: str, item: str, result: VerificationResult | None,
-                       request_id: str) -> None:
+                       request_id: str, applicant: Any = None) -> None:
         try:
+            # the case's applicant as its HMAC (``extra.applicant``, as the API's item check records it): the
+            # record's holder is the licence's, and a search by person must find the checks they applied for
+            # with another's licence (a child's, a company's as its legal representative)
+            extra: dict[str, Any] = {"source": event}
+            if applicant is not None:
+                extra["applicant"] = self.trail.holder(applicant.code_type, applicant.code)
             # a clerk's user name or window may be an ID number (身份证号 as the login name): the record
             # model refuses one in clear, which made every verification of that clerk a 500
             built = licence_event(
                 self.trail, "check", time=self.trail.clock(),
                 request_id=safe_request_id(request_id or uuid.uuid4().hex), partner=console_partner(window),
-                operator=safe_text(operator), result=result, item=item, extra={"source": event})
+                operator=safe_text(operator), result=result, item=item, extra=extra)
         except Exception as exc:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
             raise not_audited(exc) from None
         await self.trail.append(built)

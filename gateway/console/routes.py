@@ -70,7 +70,8 @@ class ConsoleState:
     login_csrf: LoginCsrf
     counters: VerificationCounters
     #: optional ``hook(event: str, *, operator: str, window: str, item: str, result: VerificationResult,
-    #: request_id: str)`` called for every console verification (the audit trail plugs in here)
+    #: request_id: str, applicant: Applicant)`` called for every console verification (the audit trail
+    #: plugs in here; the case's applicant, so that a search by person finds the checks they applied for)
     audit: AuditHook | None = None
 
 
@@ -416,7 +417,7 @@ async def _add_licence(request: web.Request, case: Case, body: Any) -> web.Respo
     state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
     if state.audit is not None:  # an undecodable upload too (a MALFORMED card): recorded as the API's batch does
         maybe = state.audit("console.verify", operator=session.username, window=session.window, item=case.item.code,
-                            result=result, request_id=request.get(REQUEST_ID, ""))
+                            result=result, request_id=request.get(REQUEST_ID, ""), applicant=case.applicant)
         if asyncio.iscoroutine(maybe):
             await maybe
     case.add(presented, "upload" if source == "upload" else "scan", now)
@@ -463,7 +464,8 @@ async def _fetch_licences(request: web.Request, case: Case, body: Any) -> web.Re
         state.counters.record(presented.region[0] if presented.region else None, presented.verdict, now)
         if state.audit is not None:  # recorded before the card exists, as a scanned licence; says it was fetched
             maybe = state.audit("console.fetch", operator=session.username, window=session.window,
-                                item=case.item.code, result=result, request_id=request.get(REQUEST_ID, ""))
+                                item=case.item.code, result=result, request_id=request.get(REQUEST_ID, ""),
+                                applicant=case.applicant)
             if asyncio.iscoroutine(maybe):
                 await maybe
         case.add(presented, "fetch", now)
