@@ -83,6 +83,14 @@ _ORDERED_DATES = (("admission_date", "graduation_date"),)
 EVENT_MIN_AGE = 18
 #: surface date fields that are not an event of the holder's: their birth, or a term's end
 _NOT_EVENTS = ("birth_date", "holder_birth_date", "spouse_birth_date", "established_date")
+#: face fields that are the day the licence itself was issued: a 结婚证 or 离婚证 is issued on its
+#: 登记日期, a 行驶证 on its 注册日期, a 学位证书 on its 授予日期, a 学历证书 on its 毕（结）业日期, a
+#: 职业资格证书 on its 取得日期. The licence's issue date is that day, and so is the start of its
+#: validity (but for the not-yet-valid case, issued then and valid from a day to come).
+ISSUE_DATE_FIELDS = ("registration_date", "register_date", "award_date", "graduation_date", "pass_date")
+#: face fields of an event the licence's issue follows: the holder's first licence of the kind
+#: (初次领证日期, 初领日期: this one may be a renewal), the company's founding (成立日期)
+BEFORE_ISSUE_FIELDS = ("first_issue_date", "established_date")
 _COMPANY_WORDS = ["智联", "星河", "青禾", "远航", "恒信", "蓝湖", "云帆", "瑞丰"]
 STATUS_LIST_SIZE = 1 << 16
 #: Standing statuses, identical in every simulator process (each demo gateway worker, ``demo
@@ -318,6 +326,7 @@ class IssuerSimulator:
                 if c.endswith("_code") and isinstance(values.get(c), str):
                     _agree_with_id(values, drawn, c[:-4], values[c])
         self._order_dates(roles, values, drawn, me, today, rng)
+        issue_date, valid_from = self._dates_on_the_face(lt, values, drawn, case, today, valid_from, valid_until)
         # the fields in the order they always had: the caller's, the role people's, the drawn ones
         order = [*(surface or ()), *(n for role in roles for n in (*role.code_fields, *role.name_fields)),
                  *(f.name for f in getattr(lt, "surface_fields", ()))]
@@ -326,7 +335,7 @@ class IssuerSimulator:
             identifier=make_licence_identifier(lt.type_code, auth.uscc, serial),
             name=lt.name_zh, type_code=lt.type_code, type_name=lt.name_zh,
             number=f"{region[:4]}{index:08d}", issuer_name=auth.name, issuer_code=auth.uscc,
-            issue_date=valid_from, holder_name=holder[0], holder_code=holder[1], holder_code_type=holder[2],
+            issue_date=issue_date, holder_name=holder[0], holder_code=holder[1], holder_code_type=holder[2],
             valid_from=valid_from, valid_until=valid_until, area_code=auth.area_code, surface=values,
             status_index=self._status_index(case, index),
         )
@@ -483,6 +492,42 @@ class IssuerSimulator:
                 if a == b:
                     a = (dt.date.fromisoformat(b) - dt.timedelta(days=1)).isoformat()
                 values[first], values[then] = a, b
+
+    @staticmethod
+    def _dates_on_the_face(lt: Any, values: dict[str, Any], drawn: set[str], case: str, today: dt.date,
+                           valid_from: dt.date, valid_until: dt.date) -> tuple[dt.date, dt.date]:
+        """(issue date, valid from) that agree with the face, whose drawn term ends (签注有效期至,
+        检验有效期至, 营业期限至, 土地使用期限至) become the validity's end: a 结婚证 is issued on its
+        登记日期, a 驾驶证 no earlier than its 初次领证日期, a valid 居住证's 签注有效期至 is still to
+        come and an expired one's past. Each case keeps its verdict: the face's days are drawn
+        before today (at least 100 days before, but for people too young for any earlier one), an
+        expired licence ended ten days ago, a not-yet-valid one is valid from 30 days on (issued
+        on its face's day, or on that day when its face has none)."""
+        dates = [f.name for f in getattr(lt, "surface_fields", ()) if getattr(f, "kind", "") == "date"]
+        days: dict[str, dt.date] = {}
+        for name in dates:
+            try:
+                days[name] = dt.date.fromisoformat(values[name])
+            except (KeyError, TypeError, ValueError):
+                continue
+        if case == "expired":  # a holder too young for any earlier day: the face's day is the last valid one
+            for name in (*ISSUE_DATE_FIELDS, *BEFORE_ISSUE_FIELDS):
+                if name in days and days[name] > valid_until:
+                    days[name] = valid_until
+                    values[name] = valid_until.isoformat()
+        issued_on = next((n for n in ISSUE_DATE_FIELDS if n in days), None)
+        if issued_on is not None:
+            issue_date = days[issued_on]
+            if case != "not-yet-valid":
+                valid_from = issue_date
+        elif case == "not-yet-valid":
+            issue_date = valid_from
+        else:
+            issue_date = valid_from = max([valid_from, *(days[n] for n in BEFORE_ISSUE_FIELDS if n in days)])
+        for name in dates:
+            if name.endswith("_until") and name in drawn:
+                values[name] = valid_until.isoformat()
+        return issue_date, valid_from
 
     @staticmethod
     def _status_index(case: str, index: int) -> int:
