@@ -10,6 +10,7 @@ Commands:
   trust sign --key K --in DOC --out SIGNED                sign a trust list with the operator key
   trust inspect FILE                                      summarise a (signed) trust list, no checks
   trust verify FILE --pubkey P [--held FILE]              check signature, expiry, rollback; build it
+  trust check [FILE] [--pubkey P] [--days N] [--config F] what expires within N days; exit 3 if anything
   staff add USER --role R --window W [--password-stdin]   add a service-window console account
   staff remove USER [--file F]                            remove one (its open sessions end at their next request)
   audit verify|search|prune --store URL ...                check, search or prune the audit trail (gateway/audit/cli.py)
@@ -222,12 +223,61 @@ def _open_held(path: str, keys: list) -> object:
                          "signed list the gateway serves, or its held-version record (trust_state)") from None
 
 
+#: ``trust check``: some trust material expires within the warning window (cron and CI alert on it)
+EXIT_TRUST_EXPIRING = 3
+
+
+def _trust_check(args: argparse.Namespace) -> int:
+    """``trust check``: the signed list's material expiring within ``--days`` (default the setting
+    ``trust_expiry_warn_days``), as ``GET /v1/admin/trust`` lists it; exit 0 when nothing does, 3 when
+    something does, 1 when the list is refused (its signature, or expired), 2 when it cannot be read.
+    FILE and --pubkey default to the settings ``trust_list`` and ``trust_operator_keys`` (``--config``,
+    ``GATEWAY_*``), so ``python -m gateway trust check --config gateway.toml`` checks what the gateway loads."""
+    from pathlib import Path
+
+    from . import trustlist as tl
+    from .bootstrap import load_static
+    from .config import load_settings
+    from .trust import build_snapshot, material_expiry
+
+    settings = load_settings(args.config, demo=True)   # demo: no trust_list / keys required to read the others
+    path = args.file or settings.trust_list
+    pubkeys = args.pubkey or list(settings.trust_operator_keys)
+    days = settings.trust_expiry_warn_days if args.days is None else args.days
+    if not path or not pubkeys:
+        print("错误 / error: give the signed trust list (FILE, or the setting trust_list) and the operator's public "
+              "key (--pubkey, or the setting trust_operator_keys)", file=sys.stderr)
+        return 2
+    if not 0 <= days <= 3650:
+        print(f"错误 / error: --days must be 0..3650, not {days}", file=sys.stderr)
+        return 2
+    signed = tl.open_signed(Path(path).read_bytes(), [tl.load_operator_key(p) for p in pubkeys])
+    now = dt.datetime.now(dt.timezone.utc)
+    tl.judge(signed, None, now)   # an expired list is refused (exit 1), as the gateway refuses it
+    regions, _, _ = load_static(settings)
+    report = material_expiry(build_snapshot(signed.doc, regions), now, days)
+    out = {"version": signed.version, "framework": signed.doc.get("framework"),
+           "expires_at": signed.expires_at.isoformat(), "checked_at": now.isoformat(),
+           "trust_expiry_warn_days": days, "expiring": [m.as_dict() for m in report.expiring],
+           "expired_material": [m.as_dict() for m in report.expired]}
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if report.expiring:
+        first = report.expiring[0]
+        print(f"即将到期 / expiring: {len(report.expiring)} item(s) within {days} days, the first "
+              f"{first.not_after.isoformat()} ({' '.join(filter(None, (first.kind, first.region, first.subject)))})",
+              file=sys.stderr)
+        return EXIT_TRUST_EXPIRING
+    return 0
+
+
 def _trust(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import trustlist as tl
 
     try:
+        if args.trust_cmd == "check":
+            return _trust_check(args)
         if args.trust_cmd == "sign":
             doc = orjson.loads(Path(args.input).read_bytes())
             if isinstance(doc, dict) and doc.get("type") == tl.SIGNED_TYPE:
@@ -375,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--pubkey", required=True, action="append", help="pinned operator public key (PEM); repeatable")
     tv.add_argument("--held", help="the signed list currently in force, or the gateway's held-version record "
                                    "(setting trust_state, var/trust-held.json), to check for rollback")
+    tc = tsub.add_parser("check", help="list what expires within the warning window; exit 3 when anything does")
+    tc.add_argument("file", nargs="?", help="the signed trust list (default: the setting trust_list)")
+    tc.add_argument("--pubkey", action="append", help="pinned operator public key (PEM); repeatable "
+                                                      "(default: the setting trust_operator_keys)")
+    tc.add_argument("--days", type=int, help="the warning window in days (default: the setting trust_expiry_warn_days)")
+    tc.add_argument("--config", help="TOML settings file (trust_list, trust_operator_keys, trust_expiry_warn_days)")
     t.set_defaults(func=_trust)
     r = sub.add_parser("receipt", help="verification receipts")
     rsub = r.add_subparsers(dest="receipt_cmd", required=True)

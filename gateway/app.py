@@ -311,7 +311,7 @@ async def regions_handler(request: web.Request) -> web.Response:
         rs = current.status.get(code)
         trust_state = "absent"
         if rt is not None:
-            usable = [i for i in rt.issuers if i.cert.valid_at(now)]
+            usable = [i for i in rt.issuers if i.valid_at(now)]
             trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
         fetch = describe_status(code) if describe_status else None
         out.append({
@@ -370,7 +370,7 @@ def status_state(services: Services, code: str, rs: Any, now: dt.datetime) -> st
 def region_verifiable(services: Services, current: Any, code: str, now: dt.datetime) -> bool:
     """Can a licence of ``code`` be answered valid now: a usable issuer and usable status?"""
     rt = current.trust.regions.get(code) if current.trust else None
-    if rt is None or not any(i.cert.valid_at(now) and i.revocation is None for i in rt.issuers):
+    if rt is None or not any(i.valid_at(now) and i.revocation is None for i in rt.issuers):
         return False
     return status_state(services, code, current.status.get(code), now) in ("fresh", "exempt")
 

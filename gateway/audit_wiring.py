@@ -737,7 +737,7 @@ def audited_reloader(app: web.Application, trail: AuditTrail) -> None:
                 log.error("trust change (%s, v%s) not audited: %s", trigger, outcome.version, exc.detail)
             return outcome
 
-    replacement = AuditedReloader(base.source, base.live, base.clock, base.on_change)
+    replacement = AuditedReloader(base.source, base.live, base.clock, base.on_change, base.warner)
     app[RELOADER] = replacement
 
 

@@ -73,6 +73,11 @@ class Settings:
     #: where the highest trust list version accepted is recorded, so an older list is refused after a
     #: restart too (default <var_dir>/trust-held.json; demo mode keeps it in <var_dir>/demo/)
     trust_state: str = ""
+    #: warn this many days ahead of the trust list's expiry and each region's anchor, intermediate and issuer
+    #: certificate's notAfter: GET /v1/admin/trust lists them ("expiring"), a WARNING log line per item when
+    #: the list is loaded or reloaded and once a day, an amber note on the console's status page, and
+    #: `python -m gateway trust check` exits 3 (0: no warning)
+    trust_expiry_warn_days: int = 30
     #: where each region's signed status list is fetched, "{region}" replaced by the region
     #: code (operator mode; empty: no fetching, every status answers indeterminate unless exempt)
     status_url_template: str = ""
@@ -302,6 +307,8 @@ class Settings:
         if self.trust_reload_seconds < 0 or self.status_refresh_seconds <= 0 or self.status_fetch_timeout_seconds <= 0:
             raise ConfigError("trust_reload_seconds must be >= 0; status_refresh_seconds and "
                               "status_fetch_timeout_seconds must be positive")
+        if not 0 <= self.trust_expiry_warn_days <= 3650:
+            raise ConfigError(f"trust_expiry_warn_days must be 0..3650 (0: no warning), not {self.trust_expiry_warn_days}")
         if self.gc_gen0_threshold < 0 or self.loop_stall_warn_ms < 0:
             raise ConfigError("gc_gen0_threshold and loop_stall_warn_ms must not be negative")
         if self.verify_cache_entries < 0 or self.verify_cache_ttl_seconds <= 0:

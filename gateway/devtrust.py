@@ -123,8 +123,16 @@ def make_issuer(code: str, algorithm: str, anchor_key, anchor: CertInfo, serial:
     return SigningKey(algorithm, key, load_certificate(der))
 
 
+#: the demo's TEST trust list lives this long, and a start makes a new one once fewer than
+#: :data:`DEMO_RENEW_WITHIN` are left: longer than the default expiry warning (``trust_expiry_warn_days``,
+#: 30), so a demo does not warn about its own list (a list of 30 days, renewed a day before its end,
+#: was always "expiring")
+DEMO_LIST_DAYS = 90
+DEMO_RENEW_WITHIN = dt.timedelta(days=31)
+
+
 def make_dev_framework(specs: Mapping[str, RegionSpec], regions: Mapping[str, RegionInfo], now: dt.datetime,
-                       *, version: int = 1, valid_days: int = 30) -> tuple[dict[str, Any], dict[str, RegionMaterial]]:
+                       *, version: int = 1, valid_days: int = DEMO_LIST_DAYS) -> tuple[dict[str, Any], dict[str, RegionMaterial]]:
     """Create the TEST framework: (trust list document, per-region private material)."""
     material: dict[str, RegionMaterial] = {}
     doc_regions: dict[str, Any] = {}
@@ -240,7 +248,7 @@ def ensure_framework(directory, specs: Mapping[str, RegionSpec], regions: Mappin
         expires = dt.datetime.fromisoformat(doc["expires_at"])
         algs_ok = all(code in material and material[code].anchor.algorithm == spec.algorithms[0]
                       for code, spec in specs.items())
-        if expires - now > dt.timedelta(days=1) and algs_ok:
+        if expires - now > DEMO_RENEW_WITHIN and algs_ok:
             return doc, material
     except (OSError, ValueError, KeyError):
         pass

@@ -245,6 +245,12 @@ class IssuerEntry:
         object.__setattr__(self, "valid_nb_ts", max(c.nb_ts for c in certs))
         object.__setattr__(self, "valid_na_ts", min(c.na_ts for c in certs))
 
+    def valid_at(self, when: datetime) -> bool:
+        """Can a licence signed at ``when`` chain through this entry: the signer certificate AND every
+        certificate above it up to the anchor valid then (a signer under an expired anchor is no usable
+        issuer, though its own certificate is still within its dates)."""
+        return self.valid_nb_ts <= when.timestamp() <= self.valid_na_ts
+
 
 @dataclass(frozen=True, slots=True)
 class DroppedEntry:
@@ -469,3 +475,79 @@ def build_chain(leaf: CertInfo, intermediates: list[CertInfo], anchors: list[Cer
         path.append(parent)
         current = parent
     return None
+
+
+# --- expiry ahead of time ----------------------------------------------------------------------
+#: what :func:`material_expiry` names, in the order items expiring at the same moment are listed
+EXPIRY_KINDS = ("trust_list", "anchor", "intermediate", "issuer")
+_DAY_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialExpiry:
+    """One piece of trust material and when it stops being usable: the trust list itself (``region`` and
+    ``key_id`` None, ``subject`` its framework and version) or a region's anchor, intermediate CA or issuer
+    certificate. ``days_left``: whole days from ``now`` to ``not_after``, rounded down (negative once past)."""
+
+    kind: str
+    region: str | None
+    subject: str
+    key_id: str | None
+    serial: str | None
+    not_after: datetime
+    days_left: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "region": self.region, "subject": self.subject, "key_id": self.key_id,
+                "serial": self.serial, "not_after": self.not_after.isoformat(), "days_left": self.days_left}
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    """What of a trust snapshot expires within ``warn_days`` of ``now`` (``expiring``) and what already has
+    (``expired``: past it, not "expiring"), each sorted soonest first."""
+
+    warn_days: int
+    expiring: tuple[MaterialExpiry, ...]
+    expired: tuple[MaterialExpiry, ...]
+
+    def for_region(self, code: str) -> tuple[MaterialExpiry, ...]:
+        return tuple(m for m in self.expiring if m.region == code)
+
+
+def material_expiry(trust: TrustSnapshot, now: datetime, warn_days: int) -> ExpiryReport:
+    """The trust list's and every region's certificates' expiry against ``now`` and the warning window
+    (setting ``trust_expiry_warn_days``; 0: nothing is "expiring"). Pure: no I/O, ``now`` given.
+
+    Per region: its anchors, the intermediate CAs on its issuers' paths and its issuer certificates, each
+    once. An issuer whose certificate (or a CA above it) is revoked is left out, with the intermediates only
+    it uses: it signs nothing acceptable any more, renewing it is not what is asked. A certificate still
+    listed after its notAfter is reported as expired: under ``issuer_time_policy = "signing-time"`` the
+    licences it signed while valid stay verifiable, so an old issuer certificate kept for them is normal."""
+    now_ts = now.timestamp()
+    window_s = max(warn_days, 0) * _DAY_S
+    found: list[MaterialExpiry] = []
+
+    def add(kind: str, region: str | None, subject: str, key_id: str | None, serial: str | None,
+            not_after: datetime) -> None:
+        left = not_after.timestamp() - now_ts
+        found.append(MaterialExpiry(kind, region, subject, key_id, serial, not_after, int(left // _DAY_S)))
+
+    add("trust_list", None, f"{trust.framework} v{trust.version}", None, None, trust.expires_at)
+    for code, rt in sorted(trust.regions.items()):
+        for a in rt.anchors:
+            add("anchor", code, a.subject, a.key_id, a.serial_hex, a.not_after)
+        seen: set[str] = set()
+        for e in rt.issuers:
+            if e.revocation is not None:
+                continue
+            for c in e.chain[:-1]:   # the intermediate CAs between the issuer and the anchor
+                if c.key_id not in seen:
+                    seen.add(c.key_id)
+                    add("intermediate", code, c.subject, c.key_id, c.serial_hex, c.not_after)
+            add("issuer", code, e.cert.subject, e.key_id, e.cert.serial_hex, e.cert.not_after)
+    order = {k: i for i, k in enumerate(EXPIRY_KINDS)}
+    found.sort(key=lambda m: (m.not_after, order[m.kind], m.region or "", m.key_id or ""))
+    expired = tuple(m for m in found if m.not_after.timestamp() <= now_ts)
+    expiring = tuple(m for m in found if now_ts < m.not_after.timestamp() <= now_ts + window_s)
+    return ExpiryReport(max(warn_days, 0), expiring, expired)

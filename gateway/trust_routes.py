@@ -4,14 +4,16 @@ Registered through ``app.FEATURES`` (see :func:`setup`):
 
 * ``GET  /v1/admin/trust`` (scope ``admin``) -- the trust list in force (version, expiry,
   signer, digest), the last reload and why a candidate was refused, and every entry dropped
-  while building the snapshot (bad chain, expired, duplicate key id ...) with its reason; as the
+  while building the snapshot (bad chain, duplicate key id ...) with its reason; what expires within
+  ``trust_expiry_warn_days`` (``expiring``) and what already has (``expired_material``); as the
   view of the worker that answers (``pid``, ``worker_index``).
 * ``POST /v1/admin/trust/reload`` (scope ``admin``) -- re-read the signed trust list now;
   409 ``TRUST_LIST_REFUSED`` when it is refused (the previous list stays in force).
 * ``GET  /v1/admin/status`` (scope ``admin``) -- every region's status-list fetch state.
 
 A cleanup context starts the file watcher (polls the trust list's mtime every
-``trust_reload_seconds``) and, when the status source is the HTTP fetcher, opens its shared
+``trust_reload_seconds``), the expiry warner (:class:`ExpiryWarner`: a WARNING per expiring item when
+the list is loaded or reloaded, and once a day after) and, when the status source is the HTTP fetcher, opens its shared
 ClientSession and starts its schedule. Swaps are atomic (:class:`~gateway.edges.LiveTrust`):
 a verification in flight keeps the snapshot it started with.
 """
@@ -34,7 +36,7 @@ from .edges import LiveTrust, TrustSource
 from .errors import RequestRejected
 from .serve import worker_identity
 from .status_source import HttpStatusSource
-from .trust import TrustListError
+from .trust import TrustListError, TrustSnapshot, material_expiry
 
 log = logging.getLogger("gateway.trust")
 
@@ -52,17 +54,67 @@ class ReloadOutcome:
                 "version_in_force": self.version, "error": self.error}
 
 
+#: how often the expiry warner repeats its lines for an unchanged trust list
+WARN_EVERY = dt.timedelta(days=1)
+
+
+class ExpiryWarner:
+    """A WARNING log line per piece of trust material expiring within ``warn_days``
+    (:func:`~gateway.trust.material_expiry`): when a trust list comes into force (start-up, reload), and
+    again once :data:`WARN_EVERY` has passed since the last lines -- never on a request. Structured fields
+    (``expiry_kind``, ``expiry_region``, ``expiry_key_id``, ``expiry_subject``: an authority's or CA's
+    name, ``not_after``, ``days_left``, ``warn_days``, ``trust_list_version``, ``trigger``); no personal data.
+    With ``serve --workers N`` only the first worker (or a gateway in one process) warns: each worker holds
+    the same list, and N copies of each line said nothing more."""
+
+    def __init__(self, warn_days: int, clock: Callable[[], dt.datetime], enabled: bool = True) -> None:
+        self.warn_days = warn_days
+        self.clock = clock
+        self.enabled = enabled and warn_days > 0
+        self.last_at: dt.datetime | None = None
+        self.last_trust: TrustSnapshot | None = None
+
+    def check(self, trust: TrustSnapshot | None, trigger: str) -> int:
+        """Log the expiring items of ``trust`` when it is new to the warner or a day has passed since the
+        last lines; the number of lines written."""
+        if not self.enabled or trust is None:
+            return 0
+        now = self.clock()
+        if trust is self.last_trust and self.last_at is not None and now - self.last_at < WARN_EVERY:
+            return 0
+        self.last_trust, self.last_at = trust, now
+        report = material_expiry(trust, now, self.warn_days)
+        for m in report.expiring:
+            what = "trust list" if m.kind == "trust_list" else f"region {m.region} {m.kind} certificate"
+            log.warning("trust material expires in %d day(s): %s %s (key id %s) not after %s; renew it before then "
+                        "(trust_expiry_warn_days = %d)", m.days_left, what, m.subject, m.key_id or "-",
+                        m.not_after.isoformat(), self.warn_days,
+                        extra={"expiry_kind": m.kind, "expiry_region": m.region, "expiry_key_id": m.key_id,
+                               "expiry_subject": m.subject, "not_after": m.not_after.isoformat(),
+                               "days_left": m.days_left, "warn_days": self.warn_days,
+                               "trust_list_version": trust.version, "trigger": trigger})
+        return len(report.expiring)
+
+    async def daily(self, live: LiveTrust, interval: float = 3600.0) -> None:
+        """Look every ``interval`` seconds whether a day has passed since the last lines."""
+        while True:
+            await asyncio.sleep(interval)
+            self.check(live.current.trust, "daily")
+
+
 class TrustReloader:
     """Serialised reloads of a trust source into a LiveTrust; keeps the last good snapshot."""
 
     def __init__(self, source: TrustSource, live: LiveTrust, clock: Callable[[], dt.datetime],
-                 on_change: Callable[[Any], None] | None = None) -> None:
+                 on_change: Callable[[Any], None] | None = None, warner: ExpiryWarner | None = None) -> None:
         self.source = source
         self.live = live
         self.clock = clock
         #: called with the new snapshot right after a swap (the status fetcher drops, at once, every held
         #: status list whose signer the new trust no longer accepts: a key revoked for compromise)
         self.on_change = on_change
+        #: warns of the new list's expiring material right after a swap
+        self.warner = warner
         self.last: ReloadOutcome | None = None
         self._lock = asyncio.Lock()
         self._seen: Any = None
@@ -88,6 +140,8 @@ class TrustReloader:
                         self.on_change(snap)
                     log.info("trust list v%d (%s) in force (%s; was v%s); %d entries dropped", snap.version,
                              snap.framework, trigger, before.version if before else "none", len(snap.dropped))
+                    if self.warner is not None:
+                        self.warner.check(snap, trigger)
                     outcome = ReloadOutcome(trigger, "accepted", self.clock(), snap.version)
             self._seen = fingerprint
             self.last = outcome
@@ -124,6 +178,8 @@ async def trust_info(request: web.Request) -> web.Response:
     trust = live.current.trust
     now = services.clock()
     held = getattr(services.trust_source, "held", None)
+    warn_days = services.settings.trust_expiry_warn_days
+    expiry = None if trust is None else material_expiry(trust, now, warn_days)
     body: dict[str, Any] = {
         # each worker of serve --workers N holds its own view until its next poll: say whose this is
         **worker_identity(),
@@ -140,6 +196,11 @@ async def trust_info(request: web.Request) -> web.Response:
         "last_error": live.last_error,
         "dropped": [] if trust is None else [
             {"region": d.region, "subject": d.subject, "key_id": d.key_id, "reason": d.reason} for d in trust.dropped],
+        # what stops being usable within trust_expiry_warn_days, soonest first; what already has is not
+        # "expiring" but listed in expired_material (the list itself also as in_force.expired)
+        "trust_expiry_warn_days": warn_days,
+        "expiring": [] if expiry is None else [m.as_dict() for m in expiry.expiring],
+        "expired_material": [] if expiry is None else [m.as_dict() for m in expiry.expired],
         "revoked_issuers": [] if trust is None else [
             {"region": e.region, "key_id": e.key_id, "serial": e.revocation.serial_hex,
              "revoked_at": e.revocation.revoked_at.isoformat(), "reason": e.revocation.reason}
@@ -190,6 +251,10 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = services.settings.trust_reload_seconds
     if hasattr(services.trust_source, "fingerprint") and interval > 0:
         tasks.append(asyncio.create_task(reloader.watch(interval), name="trust-watch"))
+    warner = reloader.warner
+    if warner is not None and warner.enabled:
+        warner.check(live.current.trust, "startup")   # the list trust_ctx loaded before this context
+        tasks.append(asyncio.create_task(warner.daily(live), name="trust-expiry-warn"))
     source = services.status_source
     if isinstance(source, HttpStatusSource):
         await source.start(lambda: live.current.trust, live.set_status)
@@ -207,8 +272,10 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
     source = services.status_source
+    warner = ExpiryWarner(services.settings.trust_expiry_warn_days, services.clock,
+                          enabled=worker_identity()["worker_index"] in (None, 0))
     app[RELOADER] = TrustReloader(services.trust_source, app[LIVE], services.clock,
-                                  source.trust_changed if isinstance(source, HttpStatusSource) else None)
+                                  source.trust_changed if isinstance(source, HttpStatusSource) else None, warner)
     app.cleanup_ctx.append(lifecycle_ctx)
     app.router.add_get("/v1/admin/trust", trust_info)
     app.router.add_post("/v1/admin/trust/reload", trust_reload)

@@ -19,7 +19,7 @@ from .i18n import t, ui_strings
 from .metrics import sparkline_svg
 from .sessions import Session
 
-ASSET_VERSION = "3"
+ASSET_VERSION = "4"
 CURRENT = ' aria-current="page"'
 
 
@@ -195,7 +195,25 @@ def receipt_page(lang: str, session: Session, view: dict[str, Any], jws: str, qr
     return layout(lang, t(lang, "receipt_title"), body, session, "check", head, path=f"/console/receipt/{view['id']}")
 
 
-def status_page(lang: str, session: Session, trust_version: Any, rows: Iterable[dict[str, Any]]) -> str:
+def expiry_note(lang: str, kind: str, not_after: dt.datetime, days_left: int) -> str:
+    """The amber note of one piece of trust material expiring soon (kind as
+    :data:`gateway.trust.EXPIRY_KINDS`), its time in Beijing time to the minute."""
+    at = not_after.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") + t(lang, "beijing_time")
+    left = t(lang, "expiry_days_left").replace("{days}", str(days_left)) if days_left >= 1 \
+        else t(lang, "expiry_under_a_day")
+    return (t(lang, "expiry_note").replace("{kind}", t(lang, "expiry_kind_" + kind)).replace("{date}", at)
+            .replace("{left}", left))
+
+
+def _expiry_notes(lang: str, items: Iterable[dict[str, Any]], element: str = "span") -> str:
+    return "".join(f'<{element} class="warn expiry-note" data-kind="{_e(m["kind"])}">'
+                   f'{_e(expiry_note(lang, m["kind"], m["not_after"], m["days_left"]))}</{element}>' for m in items)
+
+
+def status_page(lang: str, session: Session, trust_version: Any, rows: Iterable[dict[str, Any]],
+                list_expiring: Iterable[dict[str, Any]] = ()) -> str:
+    """``rows[i]["expiring"]`` and ``list_expiring``: the region's and the trust list's material expiring
+    within ``trust_expiry_warn_days`` (kind, not_after, days_left), each shown as an amber note."""
     s = lambda k: _e(t(lang, k))  # noqa: E731
     body_rows = []
     for r in rows:
@@ -210,10 +228,12 @@ def status_page(lang: str, session: Session, trust_version: Any, rows: Iterable[
         body_rows.append(
             f'<tr data-region="{_e(r["code"])}"><th scope="row">{_e(r["name"])} <span class="code">{_e(r["code"])}</span></th>'
             f'<td>{_e(r["format"])}</td><td class="{"ok" if r["trust_state"] == "ok" else "bad"}">'
-            f'{s("trust_" + r["trust_state"])}</td><td>{st_text}</td><td class="num">{_e(r["total"])}</td>'
+            f'{s("trust_" + r["trust_state"])}{_expiry_notes(lang, r.get("expiring", ()))}</td>'
+            f'<td>{st_text}</td><td class="num">{_e(r["total"])}</td>'
             f'<td class="num">{_e(rate)}</td><td>{sparkline_svg(r["series"], label)}</td></tr>')
     body = (f'<section class="card"><h1>{s("status_title")}</h1><p>{s("status_trust_version")}{s("colon")}'
             f'<strong id="trust-version">{_e(trust_version if trust_version is not None else "-")}</strong></p>'
+            f'{_expiry_notes(lang, list_expiring, "p")}'
             f'<table id="status-table"><thead><tr><th scope="col">{s("col_region")}</th><th scope="col">{s("col_format")}</th>'
             f'<th scope="col">{s("col_trust")}</th><th scope="col">{s("col_status_list")}</th>'
             f'<th scope="col">{s("col_count")}</th><th scope="col">{s("col_error_rate")}</th>'

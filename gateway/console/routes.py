@@ -34,6 +34,7 @@ from ..bodies import within_body_deadline
 from ..checking import Presented, parse_applicant
 from ..core import Verdict
 from ..errors import RequestRejected
+from ..trust import material_expiry
 from .accounts import MAX_PASSWORD_LENGTH, StaffDirectory, credential_digest, make_hasher
 from .cases import MAX_LICENCES_PER_CASE, Case, case_view
 from .i18n import LANGS, norm_lang, t
@@ -314,21 +315,26 @@ async def check_view(request: web.Request) -> web.StreamResponse:
 async def status_view(request: web.Request) -> web.StreamResponse:
     services, current, now = request.app[SERVICES], request.app[LIVE].current, _now(request)
     counters = request.app[CONSOLE].counters
+    expiry = material_expiry(current.trust, now, services.settings.trust_expiry_warn_days) if current.trust else None
+
+    def expiring(region: str | None) -> list[dict[str, Any]]:
+        return [] if expiry is None else [{"kind": m.kind, "not_after": m.not_after, "days_left": m.days_left}
+                                          for m in expiry.expiring if m.region == region]
     rows = []
     for code, info in services.regions.items():
         rt = current.trust.regions.get(code) if current.trust else None
         trust_state = "absent"
         if rt is not None:
-            usable = [i for i in rt.issuers if i.cert.valid_at(now)]
+            usable = [i for i in rt.issuers if i.valid_at(now)]
             trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
         rs = current.status.get(code)
         w = counters.window(code, now)
         rows.append({"code": code, "name": info.name, "format": services.specs[code].family, "trust_state": trust_state,
                      "status_list": None if rs is None else {"fresh": rs.fresh(now), "version": rs.version,
                                                              "age_seconds": int(rs.age(now).total_seconds())},
-                     "total": w.total, "error_rate": w.error_rate, "series": w.series})
+                     "total": w.total, "error_rate": w.error_rate, "series": w.series, "expiring": expiring(code)})
     version = current.trust.version if current.trust else None
-    return _html(request, status_page(lang_of(request), request[SESSION], version, rows))
+    return _html(request, status_page(lang_of(request), request[SESSION], version, rows, expiring(None)))
 
 
 @page("audit")
