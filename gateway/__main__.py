@@ -52,10 +52,12 @@ def _busy_port(settings) -> int | None:
     regions process and wrote to the running gateway's audit chain before its worker found the port taken."""
     from .serve import EXIT_CANNOT_LISTEN, cannot_listen
 
-    ports = [settings.port]
+    ports = [(settings.host, settings.port)]
     if settings.demo:
-        ports.append(settings.demo_regions_port or settings.port + 1)
-    return EXIT_CANNOT_LISTEN if any(cannot_listen(settings.host, port) for port in ports) else None
+        ports.append((settings.host, settings.demo_regions_port or settings.port + 1))
+    if settings.metrics_port:   # gateway/metrics.py: a second gateway would share it silently (SO_REUSEPORT)
+        ports.append((settings.metrics_host, settings.metrics_port))
+    return EXIT_CANNOT_LISTEN if any(cannot_listen(host, port) for host, port in ports) else None
 
 
 def _serve(args: argparse.Namespace) -> int:

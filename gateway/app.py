@@ -29,7 +29,8 @@ from .auth.jose import SigningKey as GatewaySigningKey
 from .config import Settings
 from .core import VerificationResult, Verifier
 from .edges import LiveTrust, StatusSource, TrustSource
-from .latency import LATENCY, LatencyRecorder, timed_route
+from .latency import LATENCY, TIMED_ROUTES, LatencyRecorder
+from .metrics import METRICS
 from .result_cache import ResultCache
 from .watchdog import watchdog_ctx
 from .errors import GatewayError, InfrastructureError, RequestRejected
@@ -102,13 +103,29 @@ async def problem_middleware(request: web.Request, handler: Callable[[web.Reques
     request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(16).hex()  # uuid4().hex at 1/5 the cost
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
-    response = await _answer(request, handler, request_id)
-    route = timed_route(request)
+    counts = request.app.get(METRICS)   # None unless metrics_port is set (gateway/metrics.py)
+    try:
+        response = await _answer(request, handler, request_id)
+    except web.HTTPException as exc:   # a redirect or an aiohttp answer raised by a handler (the console's)
+        if counts is not None:
+            counts.answer(_resource(request), exc.status, time.perf_counter() - started)
+        raise
+    elapsed = time.perf_counter() - started
+    resource = _resource(request)
+    if counts is not None:   # plain counts only; handed to prometheus_client once a second, off the request
+        counts.answer(resource, response.status, elapsed)
+    route = TIMED_ROUTES.get(resource.canonical) if resource is not None else None
     if route is not None:
         recorder = request.app.get(LATENCY)
         if recorder is not None:
-            recorder.answer(route, time.perf_counter() - started)
+            recorder.answer(route, elapsed)
     return response
+
+
+def _resource(request: web.Request) -> Any:
+    """The request's route resource (its template is ``.canonical``), None for a path no route serves."""
+    route = request.match_info.route
+    return route.resource if route is not None else None
 
 
 async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -227,12 +244,16 @@ def verify_now(app: web.Application, data: bytes) -> VerificationResult:
         raise InfrastructureError(errors.TRUST_UNAVAILABLE, live.last_error or "trust material not loaded yet")
     cache = app[RESULT_CACHE]
     if cache is None:
-        return services.verifier.verify(data, current.trust, current.status, now)
-    key = cache.key(data)
-    result = cache.get(key, current.trust, current.status, now)
-    if result is None:
         result = services.verifier.verify(data, current.trust, current.status, now)
-        cache.put(key, current.trust, current.status, now, result)
+    else:
+        key = cache.key(data)
+        result = cache.get(key, current.trust, current.status, now)
+        if result is None:
+            result = services.verifier.verify(data, current.trust, current.status, now)
+            cache.put(key, current.trust, current.status, now, result)
+    counts = app.get(METRICS)
+    if counts is not None:   # every licence judged, whatever the route (gateway/metrics.py)
+        counts.verdict(result)
     return result
 
 
@@ -450,6 +471,8 @@ from . import trust_routes  # noqa: E402,F401  (trust reload, status fetcher, /v
 from . import console  # noqa: E402,F401  (service-window console at /console/)
 from . import query_routes  # noqa: E402,F401  (federated query, /v1/admin/upstreams)
 from . import worker_routes  # noqa: E402,F401  (GET /v1/admin/worker: this worker's counters)
+from . import metrics  # noqa: E402  (GET /metrics on a listener of its own, when metrics_port is set;
+FEATURES.append(metrics.setup)  # imported by gateway.auth before FEATURES exists, so it is registered here)
 from . import audit_wiring  # noqa: E402  (audit records before answers, receipts)
 
 # last: it wires the hooks of the features above (looked up when an app is made, so that importing

@@ -117,6 +117,11 @@ class Settings:
     loop_stall_warn_ms: int = 200
     #: log level
     log_level: str = "INFO"
+    #: Prometheus metrics (gateway/metrics.py): GET /metrics on a listener of its own, unauthenticated, at
+    #: metrics_host:metrics_port (0: off, nothing listens). Loopback by default: it shows counts and times only,
+    #: but nothing outside the machine needs to read it unless the operator says so
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     # --- service-window console (/console/, gateway/console/) ------------------------------
     #: idle time after which a staff session ends, seconds
     console_idle_timeout_seconds: int = 900
@@ -259,6 +264,14 @@ class Settings:
             raise ConfigError("issuer_time_policy must be 'signing-time' or 'now'")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port must be 1..65535, not {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0 (off) or 1..65535, not {self.metrics_port}")
+        if self.metrics_port and not self.metrics_host:
+            raise ConfigError("metrics_host must name an interface (127.0.0.1 by default) when metrics_port is set")
+        if self.metrics_port and self.metrics_port in (self.port, self.demo_regions_port or
+                                                       (self.port + 1 if self.demo else 0)):
+            raise ConfigError(f"metrics_port {self.metrics_port} is the gateway's own port or its demo regions' port: "
+                              "the metrics listen on a port of their own")
         if not 0 <= self.demo_regions_port <= 65535:
             raise ConfigError(f"demo_regions_port must be 0..65535, not {self.demo_regions_port}")
         if not isinstance(logging.getLevelName(self.log_level), int):

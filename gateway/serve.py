@@ -152,22 +152,35 @@ def run_workers(settings, workers: int) -> int:
 
     from .bootstrap import prepare_shared
 
-    if cannot_listen(settings.host, settings.port):
+    if cannot_listen(settings.host, settings.port) or (
+            settings.metrics_port and cannot_listen(settings.metrics_host, settings.metrics_port)):
         return EXIT_CANNOT_LISTEN
     prepare_shared(settings)  # e.g. the demo TEST framework, made once before the workers load it
     ctx = mp.get_context("spawn")
     from .auth.shared import worker_limits
 
+    # metrics_port: one prometheus_client multiprocess directory for every process, so that a scrape of
+    # any worker sums them all (gateway/metrics.py); made empty before the workers start, removed at the end
+    metrics = None
+    if settings.metrics_port:
+        from .metrics import Supervision
+
+        metrics = Supervision(settings)
     # one bucket per partner and one replay cache for all the workers (else each worker allowed the
     # partner's whole rate, and took each client assertion once); the segment is removed on the way out
-    with worker_limits(settings.var_dir, workers, ctx) as limits:
-        def start(i: int):
-            ready = ctx.Event()
-            proc = ctx.Process(target=run_worker, args=(settings, True, ready, limits), name=f"{WORKER_NAME_PREFIX}{i}")
-            proc.start()
-            return proc, ready
+    try:
+        with worker_limits(settings.var_dir, workers, ctx) as limits:
+            def start(i: int):
+                ready = ctx.Event()
+                proc = ctx.Process(target=run_worker, args=(settings, True, ready, limits),
+                                   name=f"{WORKER_NAME_PREFIX}{i}")
+                proc.start()
+                return proc, ready
 
-        return supervise(start, workers)
+            return supervise(start, workers, on_end=metrics.worker_ended if metrics is not None else None)
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 def cannot_listen(host: str, port: int) -> bool:
@@ -220,11 +233,13 @@ def _status(exitcode: int | None) -> str:
 
 
 def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
-              restart_window_s: float = RESTART_WINDOW_S) -> int:
+              restart_window_s: float = RESTART_WINDOW_S, on_end=None) -> int:
     """Start ``workers`` processes with ``start(i) -> (process, ready_event)`` and watch them until
     they have all ended: SIGTERM / SIGINT are forwarded (each worker drains its requests and flushes
     its audit trail), a worker that ends on its own is logged and replaced (see
-    :data:`RESTART_LIMIT`). Returns 0, or the first failing worker's status (1 for a signal)."""
+    :data:`RESTART_LIMIT`). Returns 0, or the first failing worker's status (1 for a signal).
+    ``on_end(pid, restarted)``, optional: called for every worker that has ended (the metrics'
+    ``mark_process_dead`` and restart count)."""
     import collections
     import logging
     import signal
@@ -245,6 +260,13 @@ def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
         stopping = True
         stop_all()
 
+    def ended(pid: int, restarted: bool) -> None:
+        if on_end is not None:
+            try:
+                on_end(pid, restarted)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping must not stop the supervisor
+                log.warning("after worker %d ended: %s", pid, exc)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     restarts: collections.deque[float] = collections.deque()
     handled: set[Any] = set()  # the processes whose end has been dealt with (held: no id reused)
@@ -262,6 +284,7 @@ def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
                 status = proc.exitcode
                 failed = status not in (0, -signal.SIGTERM, -signal.SIGINT)
                 if stopping:
+                    ended(proc.pid, False)
                     if failed and code == 0:
                         code = status if status and status > 0 else 1
                     continue
@@ -277,8 +300,10 @@ def supervise(start, workers: int, *, restart_limit: int = RESTART_LIMIT,
                     code = code or (status if status and status > 0 else 1)
                     stopping = True
                     stop_all()
+                    ended(proc.pid, False)
                     continue
                 restarts.append(now)
+                ended(proc.pid, True)
                 slots[i] = start(i)
                 log.error("worker %d (%s) ended while serving (%s): started again as worker %d", proc.pid,
                           proc.name, _status(status), slots[i][0].pid, extra={**fields, "new_pid": slots[i][0].pid})

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from gateway.errors import FORBIDDEN, INTERNAL, RATE_LIMITED, InfrastructureError, RequestRejected
 from gateway.bodies import within_body_deadline
+from gateway.metrics import count_token
 
 from .ratelimit import Limiter
 from .scopes import PUBLIC_PATHS, PUBLIC_PREFIXES, ROUTE_SCOPES, declared_scope, is_api_path, is_public
@@ -100,7 +101,9 @@ def auth_middleware(verifier: TokenVerifier, limiter: Limiter, *,
     return authenticate
 
 
-def _oauth_error_response(exc: OAuthError) -> web.Response:
+def _oauth_error_response(exc: OAuthError, request: web.Request | None = None) -> web.Response:
+    if request is not None:
+        count_token(request, "refused", exc.error)
     return web.Response(body=orjson.dumps(exc.body()), status=exc.status,
                         content_type="application/json", headers={**_NO_STORE, **exc.headers})
 
@@ -111,17 +114,17 @@ async def token_handler(request: web.Request) -> web.Response:
     clock = request.app.get(AUTH_CLOCK, time.time)
     if request.method != "POST" or request.content_type != "application/x-www-form-urlencoded":
         return _oauth_error_response(OAuthError(
-            INVALID_REQUEST, "Send the token request as POST application/x-www-form-urlencoded.", "请以 POST application/x-www-form-urlencoded 提交令牌请求。"))
+            INVALID_REQUEST, "Send the token request as POST application/x-www-form-urlencoded.", "请以 POST application/x-www-form-urlencoded 提交令牌请求。"), request)
     try:
         post = await within_body_deadline(request, request.post)
     except (ValueError, LookupError):  # bytes that are not UTF-8 (or the declared charset), an unknown charset
         return _oauth_error_response(OAuthError(
-            INVALID_REQUEST, "The token request's form cannot be decoded in its charset (use UTF-8).", "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"))
+            INVALID_REQUEST, "The token request's form cannot be decoded in its charset (use UTF-8).", "令牌请求的表单无法按其字符集解码（请使用 UTF-8）。", "form body not decodable"), request)
     form: dict[str, str] = {}
     for name in post:
         values = post.getall(name)
         if len(values) > 1 or not isinstance(values[0], str):  # RFC 6749 §3.2: no repeats
-            return _oauth_error_response(OAuthError(INVALID_REQUEST, f"Parameter {name} is repeated or malformed.", f"参数 {name} 重复或格式错误。"))
+            return _oauth_error_response(OAuthError(INVALID_REQUEST, f"Parameter {name} is repeated or malformed.", f"参数 {name} 重复或格式错误。"), request)
         form[name] = values[0]
     schemes = {v.split(maxsplit=1)[0].lower() for v in request.headers.getall("Authorization", ()) if v.strip()}
     if "client_assertion" in form and "basic" in schemes:
@@ -129,11 +132,12 @@ async def token_handler(request: web.Request) -> web.Response:
         # assertion was obeyed and HTTP Basic (maybe naming another partner) silently ignored.
         return _oauth_error_response(OAuthError(
             INVALID_REQUEST, "Use one client authentication method: drop HTTP Basic and send only the private_key_jwt client assertion.", "只能使用一种客户端认证方式：请去掉 HTTP Basic 认证，仅提交 private_key_jwt 客户端断言。",
-            "HTTP Basic and a client assertion in one token request"))
+            "HTTP Basic and a client assertion in one token request"), request)
     try:
         body = service.issue(form, clock())  # type: ignore[operator]
     except OAuthError as exc:
-        return _oauth_error_response(exc)
+        return _oauth_error_response(exc, request)
+    count_token(request, "issued")
     return web.Response(body=orjson.dumps(body), content_type="application/json", headers=_NO_STORE)
 
 
