@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import logging
 import re
@@ -737,7 +738,10 @@ def audited_reloader(app: web.Application, trail: AuditTrail) -> None:
                 log.error("trust change (%s, v%s) not audited: %s", trigger, outcome.version, exc.detail)
             return outcome
 
-    replacement = AuditedReloader(base.source, base.live, base.clock, base.on_change, base.warner)
+    # the same reloader with its reload audited: a copy of every attribute (made again from a fixed list
+    # of constructor arguments, one added later -- the expiry warner, session 21 -- was silently dropped)
+    replacement = copy.copy(base)
+    replacement.__class__ = AuditedReloader
     app[RELOADER] = replacement
 
 
