@@ -253,7 +253,24 @@ def _trust_check(args: argparse.Namespace) -> int:
     if not 0 <= days <= 3650:
         print(f"错误 / error: --days must be 0..3650, not {days}", file=sys.stderr)
         return 2
-    signed = tl.open_signed(Path(path).read_bytes(), [tl.load_operator_key(p) for p in pubkeys])
+    # each file named with what it is meant to be: a bare errno or cryptography's "Unable to load PEM file"
+    # did not say whether the list or which of the keys was missing or wrong (exit 2 either way)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"错误 / error: 无法读取信任列表 / cannot read the signed trust list {path}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    keys = []
+    for key_path in pubkeys:
+        try:
+            keys.append(tl.load_operator_key(key_path))
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"错误 / error: 无法读取操作方公钥 / cannot read the operator public key {key_path} "
+                  f"(PEM, Ed25519 or P-256): {why}", file=sys.stderr)
+            return 2
+    signed = tl.open_signed(data, keys)
     now = dt.datetime.now(dt.timezone.utc)
     tl.judge(signed, None, now)   # an expired list is refused (exit 1), as the gateway refuses it
     regions, _, _ = load_static(settings)

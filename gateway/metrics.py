@@ -165,15 +165,20 @@ def _version() -> str:
         return "unknown"
 
 
-def _prometheus() -> Any:
-    """prometheus_client, imported only when metrics are on. In a process whose environment names a
-    multiprocess directory the values must be mmap-backed; the library chooses at its import, so a
-    process that imported it earlier is switched here (before any metric is made)."""
+def _prometheus(multiprocess: bool) -> Any:
+    """prometheus_client, imported only when metrics are on. In a process of ``serve --workers N`` (and its
+    supervisor) the values must be mmap-backed in the multiprocess directory; in one process they must not
+    be, whatever the environment says. The library chooses at its import, from ``PROMETHEUS_MULTIPROC_DIR``:
+    a plain ``serve`` started with that variable inherited (another exporter's, a service manager's) wrote
+    its values into that directory and, when it did not exist, failed to start. So the choice is made here,
+    from the mode, before any metric is made."""
     import prometheus_client
     from prometheus_client import values
 
-    if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
+    if multiprocess and not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue()
+    elif not multiprocess and getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MutexValue
     # no "<counter>_created" series: multiprocess mode has none, and one process should show the same names
     prometheus_client.disable_created_metrics()
     return prometheus_client
@@ -198,7 +203,7 @@ class Exporter:
     """The worker's Prometheus metrics, fed from its :class:`WorkerCounts` and its other counters."""
 
     def __init__(self, app: web.Application, multiproc_dir: str | None) -> None:
-        pc = _prometheus()
+        pc = _prometheus(bool(multiproc_dir))
         from .app import SERVICES
 
         self.app = app
@@ -445,12 +450,19 @@ class Supervision:
     restarts counted, ``mark_process_dead`` for every worker that ends, the directory removed at the end."""
 
     def __init__(self, settings: Any) -> None:
+        from .config import ConfigError
+
         self.path = multiproc_dir(settings)
-        if self.path.exists():
-            shutil.rmtree(self.path)   # a previous run's counts must not be summed into this one's
-        self.path.mkdir(parents=True)
+        try:
+            if self.path.exists():
+                shutil.rmtree(self.path)   # a previous run's counts must not be summed into this one's
+            self.path.mkdir(parents=True)
+        except OSError as exc:   # refused before any worker starts, as any setting (exit 2), not a traceback
+            raise ConfigError(f"指标目录无法准备 / the metrics directory {self.path} (metrics_port "
+                              f"{settings.metrics_port}, serve --workers) cannot be prepared: "
+                              f"{exc.strerror or exc}; make var_dir writable, or set metrics_port = 0") from None
         os.environ[MULTIPROC_ENV] = str(self.path)   # the spawned workers inherit it
-        pc = _prometheus()
+        pc = _prometheus(True)
         self.restarts = pc.Counter(PREFIX + "worker_restarts", "Workers started again after ending while serving.",
                                    registry=None)
         self.restarts.inc(0)

@@ -548,6 +548,14 @@ def material_expiry(trust: TrustSnapshot, now: datetime, warn_days: int) -> Expi
             add("issuer", code, e.cert.subject, e.key_id, e.cert.serial_hex, e.cert.not_after)
     order = {k: i for i, k in enumerate(EXPIRY_KINDS)}
     found.sort(key=lambda m: (m.not_after, order[m.kind], m.region or "", m.key_id or ""))
-    expired = tuple(m for m in found if m.not_after.timestamp() <= now_ts)
-    expiring = tuple(m for m in found if now_ts < m.not_after.timestamp() <= now_ts + window_s)
+
+    def past(m: MaterialExpiry) -> bool:
+        # as the rest of the gateway judges them: a certificate is valid up to and including its notAfter
+        # (CertInfo.valid_at, RFC 5280 4.1.2.5), a trust list is expired from its expires_at on
+        # (TrustSnapshot.expired); a certificate at its notAfter was "expired" here while it still verified
+        ts = m.not_after.timestamp()
+        return now_ts >= ts if m.kind == "trust_list" else now_ts > ts
+
+    expired = tuple(m for m in found if past(m))
+    expiring = tuple(m for m in found if window_s > 0 and not past(m) and m.not_after.timestamp() <= now_ts + window_s)
     return ExpiryReport(max(warn_days, 0), expiring, expired)

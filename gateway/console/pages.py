@@ -199,8 +199,8 @@ def expiry_note(lang: str, kind: str, not_after: dt.datetime, days_left: int) ->
     """The amber note of one piece of trust material expiring soon (kind as
     :data:`gateway.trust.EXPIRY_KINDS`), its time in Beijing time to the minute."""
     at = not_after.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") + t(lang, "beijing_time")
-    left = t(lang, "expiry_days_left").replace("{days}", str(days_left)) if days_left >= 1 \
-        else t(lang, "expiry_under_a_day")
+    left = (t(lang, "expiry_days_left").replace("{days}", str(days_left)) if days_left > 1
+            else t(lang, "expiry_one_day_left") if days_left == 1 else t(lang, "expiry_under_a_day"))
     return (t(lang, "expiry_note").replace("{kind}", t(lang, "expiry_kind_" + kind)).replace("{date}", at)
             .replace("{left}", left))
 
