@@ -56,6 +56,8 @@ class ReloadOutcome:
 
 #: how often the expiry warner repeats its lines for an unchanged trust list
 WARN_EVERY = dt.timedelta(days=1)
+#: at most this many expiring items get a line of their own each time; the rest one summary line
+EXPIRY_LOG_ITEMS = 20
 
 
 class ExpiryWarner:
@@ -76,7 +78,8 @@ class ExpiryWarner:
 
     def check(self, trust: TrustSnapshot | None, trigger: str) -> int:
         """Log the expiring items of ``trust`` when it is new to the warner or a day has passed since the
-        last lines; the number of lines written."""
+        last lines (the first :data:`EXPIRY_LOG_ITEMS` soonest, then one line for the rest); the number of
+        lines written."""
         if not self.enabled or trust is None:
             return 0
         now = self.clock()
@@ -84,7 +87,7 @@ class ExpiryWarner:
             return 0
         self.last_trust, self.last_at = trust, now
         report = material_expiry(trust, now, self.warn_days)
-        for m in report.expiring:
+        for m in report.expiring[:EXPIRY_LOG_ITEMS]:
             what = "trust list" if m.kind == "trust_list" else f"region {m.region} {m.kind} certificate"
             log.warning("trust material expires in %d day(s): %s %s (key id %s) not after %s; renew it before then "
                         "(trust_expiry_warn_days = %d)", m.days_left, what, m.subject, m.key_id or "-",
@@ -93,7 +96,14 @@ class ExpiryWarner:
                                "expiry_subject": m.subject, "not_after": m.not_after.isoformat(),
                                "days_left": m.days_left, "warn_days": self.warn_days,
                                "trust_list_version": trust.version, "trigger": trigger})
-        return len(report.expiring)
+        rest = report.expiring[EXPIRY_LOG_ITEMS:]
+        if rest:   # a region's whole hierarchy expiring at once is a few hundred items: the first ones, then one line
+            log.warning("trust material expiring: %d more item(s) within %d day(s), the last not after %s; every "
+                        "item: GET /v1/admin/trust or python -m gateway trust check", len(rest), self.warn_days,
+                        rest[-1].not_after.isoformat(),
+                        extra={"expiry_more": len(rest), "warn_days": self.warn_days,
+                               "trust_list_version": trust.version, "trigger": trigger})
+        return min(len(report.expiring), EXPIRY_LOG_ITEMS + 1)
 
     async def daily(self, live: LiveTrust, interval: float = 3600.0) -> None:
         """Look every ``interval`` seconds whether a day has passed since the last lines."""

@@ -166,3 +166,27 @@ def test_trust_check_names_the_file_it_cannot_read_in_chinese_and_english(world,
         assert why in err
     # a good key still gives the report (exit 0: nothing expires within 30 days)
     assert gateway_main(["trust", "check", str(listed), "--pubkey", str(TEST_OPERATOR_PUBLIC)]) == 0
+
+
+def test_a_whole_hierarchy_expiring_logs_the_soonest_items_then_one_line(world, caplog) -> None:
+    """Every region's anchor and issuer inside the window (91 items here: the list, 45 anchors, 45
+    issuers) gave 91 WARNING lines of ~700 bytes at start, at each reload and daily; now the 20 soonest,
+    then one line naming how many more and where to see them."""
+    import logging
+
+    from gateway.trust_routes import EXPIRY_LOG_ITEMS, ExpiryWarner
+
+    report = material_expiry(world.snapshot, NOW, 3650)
+    assert len(report.expiring) == 91 and EXPIRY_LOG_ITEMS == 20
+    with caplog.at_level(logging.WARNING, logger="gateway.trust"):
+        assert ExpiryWarner(3650, lambda: NOW).check(world.snapshot, "startup") == 21
+    lines = [r for r in caplog.records if r.name == "gateway.trust"]
+    assert [r.days_left for r in lines[:20]] == [m.days_left for m in report.expiring[:20]]
+    assert lines[20].expiry_more == 71 and "71 more item(s)" in lines[20].getMessage()
+    assert "GET /v1/admin/trust" in lines[20].getMessage() and len(lines) == 21
+    # a few items: one line each, no summary
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.trust"):
+        assert ExpiryWarner(3650, lambda: NOW).check(dataclasses.replace(
+            world.snapshot, regions={}), "startup") == 1   # the list alone
+    assert [r.getMessage().startswith("trust material expires in") for r in caplog.records] == [True]
