@@ -39,6 +39,7 @@ from gateway.console.i18n import t
 from gateway.region_server import RegionSimulator, serve
 from tests.conftest import NOW
 from tests.test_console_browser import PASSWORDS, Chromium, Page, sign_in_by_keyboard
+from tests.test_console_walkthrough_findings import pick_item_and_applicant
 from tests.test_query_federated import citizen
 
 #: (CSS width, CSS height, device pixels per CSS pixel): what the page gets on the clerk's screen.
@@ -74,13 +75,8 @@ async def open_case(page: Page, base: str, code: str) -> None:
     """From a fresh check page: 户口迁移 by pinyin initials, the applicant, all typed; the cursor ends in the scan box."""
     await page.goto(f"{base}/console/")
     await page.wait("document.readyState === 'complete' && document.activeElement.id === 'item-search'")
-    await page.type("hkqy")
-    await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
-    await page.enter()
-    await page.wait("document.activeElement.id === 'applicant-code'")
-    await page.type(code)
-    await page.enter()
-    await page.wait("document.getElementById('applicant-code').readOnly && document.activeElement.id === 'scan-input'")
+    await pick_item_and_applicant(page, code)
+    await page.wait("document.activeElement.id === 'scan-input'")
 
 
 async def scan(page: Page, text: str, cards: int) -> None:

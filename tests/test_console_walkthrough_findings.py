@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.console.i18n import t
 from tests.conftest import NOW
-from tests.test_console_browser import Chromium, sign_in_by_keyboard
+from tests.test_console_browser import Chromium, Page, sign_in_by_keyboard
 from tests.test_console_http import Clock, add, open_case, sign_in
 
 
@@ -37,6 +37,13 @@ async def open_case_by_keyboard(browser: Chromium, server: TestServer, code: str
     """A clerk signs in, picks 户口迁移 (typed ``hkqy``) and confirms the applicant ``code``: the page."""
     page = await browser.page()
     await sign_in_by_keyboard(page, f"http://127.0.0.1:{server.port}")
+    await pick_item_and_applicant(page, code)
+    return page
+
+
+async def pick_item_and_applicant(page: Page, code: str) -> None:
+    """With the cursor in the item search: 户口迁移 by its pinyin initials, Enter, the applicant ``code``,
+    Enter; returns once the applicant is confirmed (read-only)."""
     await page.type("hkqy")
     await page.wait("document.querySelectorAll('#item-results li[data-code]').length > 0")
     await page.enter()
@@ -44,7 +51,6 @@ async def open_case_by_keyboard(browser: Chromium, server: TestServer, code: str
     await page.type(code)
     await page.enter()
     await page.wait("document.getElementById('applicant-code').readOnly")
-    return page
 
 
 async def test_no_answer_from_the_gateway_is_told_in_chinese_not_as_failed_to_fetch(world, tmp_path: Path) -> None:
