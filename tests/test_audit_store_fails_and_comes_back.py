@@ -226,3 +226,33 @@ async def test_a_store_that_keeps_failing_logs_once_then_a_summary_and_says_when
         assert (await verify_chain(sink, PUBLIC)).ok
     finally:
         await sink.close()
+
+
+async def test_the_writer_process_s_failure_names_the_sqlite_error_not_runtime_error(tmp_path: Path) -> None:
+    """A batch the SQLite writer process could not commit was answered 503 "audit store failed:
+    RuntimeError" (the process reports its error as text, and the sink wrapped it in a RuntimeError): the
+    operator saw nothing of the cause there. It now names the type the writer reported."""
+    import sqlite3
+
+    from gateway.audit import CheckpointSigner, GroupCommitConfig
+    from gateway.audit.sqlite_process import SqliteProcessAuditSink
+    from gateway.errors import AUDIT_UNAVAILABLE, InfrastructureError
+    from tests.test_audit_chain import AUDIT_KEY, T0, Clock, event
+
+    path = tmp_path / "audit.db"
+    sink = await SqliteProcessAuditSink.open(path, signer=CheckpointSigner(AUDIT_KEY, "test-audit-1"), clock=Clock(T0),
+                                             config=GroupCommitConfig(checkpoint_every=20))
+    try:
+        await sink.append(event(1))
+        with sqlite3.connect(path) as db:   # every further insert refused, as a full disk refuses it
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit_records BEGIN "
+                       "SELECT RAISE(ABORT, 'refused by the test'); END")
+        with pytest.raises(InfrastructureError) as exc:
+            await sink.append(event(2))
+        assert exc.value.reason is AUDIT_UNAVAILABLE
+        assert exc.value.detail == "audit store failed: IntegrityError"
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TRIGGER refuse")
+        assert (await sink.append(event(3))).seq == 2   # back by itself, the chain gap-free
+    finally:
+        await sink.close()

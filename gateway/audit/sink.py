@@ -116,6 +116,12 @@ def unavailable(detail: str) -> InfrastructureError:
 
 _STOP: Any = object()
 
+
+def failure_name(exc: BaseException) -> str:
+    """What a failed batch's 503 names: the exception's type, or for a failure reported by another process
+    (the SQLite writer process: :class:`gateway.audit.sqlite_process.WriterFailed`) the type it reported."""
+    return getattr(exc, "kind", None) or type(exc).__name__
+
 #: while the store keeps failing, at most one ERROR per this many seconds (the first failure is logged at once)
 FAILURE_LOG_EVERY_SECONDS = 5.0
 
@@ -291,7 +297,7 @@ class GroupCommitSink(ABC):
             self._log_failure(sum(len(i[0]) for i in batch), outcome)
             for _, _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(unavailable(f"audit store failed: {type(outcome).__name__}"))
+                    fut.set_exception(unavailable(f"audit store failed: {failure_name(outcome)}"))
             return
         if self._outage is not None:
             self._log_recovery()

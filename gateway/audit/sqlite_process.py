@@ -46,6 +46,17 @@ def _pem(key: Any) -> str | None:
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode("ascii")
 
 
+class WriterFailed(RuntimeError):
+    """A batch the writer process could not commit, as it reported it (``"OperationalError: database or
+    disk is full"``); ``kind`` is the type it names, which the 503 detail and the log give (they named
+    this class's base, ``RuntimeError``, before session 21)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        name = text.split(":", 1)[0].strip()
+        self.kind = name if name.isidentifier() else "WriterFailed"
+
+
 class _WriterPipes(asyncio.SubprocessProtocol):
     """The writer process's pipes, without streams: answer frames are cut out of its stdout's bytes
     as they arrive and handed to the sink at once. With asyncio's streams every answer woke a reader
@@ -185,7 +196,7 @@ class SqliteProcessAuditSink(SqliteAuditSink):
     def _answer(self, answer: dict[str, Any]) -> None:
         if "failed" in answer:
             items = [self._waiting.pop(gid) for gid in answer["failed"] if gid in self._waiting]
-            self._resolve(items, RuntimeError(str(answer.get("error"))))
+            self._resolve(items, WriterFailed(str(answer.get("error"))))
             return
         items, outcome = [], []
         for gid, recs, sealed in answer["ok"]:
