@@ -332,7 +332,7 @@ async def regions_handler(request: web.Request) -> web.Response:
         rs = current.status.get(code)
         trust_state = "absent"
         if rt is not None:
-            usable = [i for i in rt.issuers if i.valid_at(now)]
+            usable = [i for i in rt.issuers if i.valid_at(now) and i.revocation is None]
             trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
         fetch = describe_status(code) if describe_status else None
         out.append({

@@ -1,4 +1,4 @@
-"""A second review of the two operator features of session 22: ``GET /metrics`` and the trust-expiry warning.
+"""A second review of the two operator features of session 21: ``GET /metrics`` and the trust-expiry warning.
 
 What was found, each fixed and pinned here:
 

@@ -366,3 +366,23 @@ def test_a_fresh_demo_does_not_warn_about_its_own_trust_list(world, tmp_path: Pa
     renewed, _ = ensure_framework(tmp_path, world.specs, world.regions, expires - dt.timedelta(days=31))
     assert dt.datetime.fromisoformat(renewed["expires_at"]) == expires + dt.timedelta(days=59)
     assert load_framework(tmp_path, world.regions)[0] == renewed
+
+
+async def test_a_region_whose_issuers_are_all_revoked_is_not_shown_ok(world, client_for) -> None:
+    """The same for a region whose only issuer certificate, within its dates, is revoked (superseded, not
+    compromised: what it signed before stays valid): every licence signed now is ISSUER_CERT_REVOKED and
+    /readyz counted it not verifiable, yet GET /v1/regions and the console read "ok" / 正常."""
+    doc = copy.deepcopy(world.doc)
+    serial = world.material[REGION].issuers[0].cert.serial_hex
+    doc["regions"][REGION]["revoked"] = [{"serial": serial, "revoked_at": (NOW - dt.timedelta(days=1)).isoformat(),
+                                          "reason": "superseded"}]
+    snap = build_snapshot(doc, world.regions)
+    assert [e.revocation is not None for e in snap.regions[REGION].issuers] == [True]
+    client = await client_for(clock=Clock(NOW), trust_source=MemoryTrustSource(snap))
+    state = {r["code"]: r["trust"]["state"] for r in (await (await client.get("/v1/regions")).json())["regions"]}
+    assert state[REGION] == "no-valid-issuer" and state[OTHER] == "ok"     # was "ok"
+    await sign_in(client, "supervisor")
+    html = await (await client.get("/console/status")).text()
+    cell = re.search(rf'<tr data-region="{REGION}">.*?<td class="(ok|bad)">([^<]*)', html)
+    assert cell.groups() == ("bad", "无有效的签发机构证书")                      # was ("ok", "正常")
+    assert not region_verifiable(client.app[SERVICES], client.app[LIVE].current, REGION, NOW)

@@ -325,7 +325,7 @@ async def status_view(request: web.Request) -> web.StreamResponse:
         rt = current.trust.regions.get(code) if current.trust else None
         trust_state = "absent"
         if rt is not None:
-            usable = [i for i in rt.issuers if i.valid_at(now)]
+            usable = [i for i in rt.issuers if i.valid_at(now) and i.revocation is None]
             trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
         rs = current.status.get(code)
         w = counters.window(code, now)
