@@ -330,10 +330,7 @@ async def regions_handler(request: web.Request) -> web.Response:
         spec = services.specs[code]
         rt = current.trust.regions.get(code) if current.trust else None
         rs = current.status.get(code)
-        trust_state = "absent"
-        if rt is not None:
-            usable = [i for i in rt.issuers if i.valid_at(now) and i.revocation is None]
-            trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
+        trust_state = "absent" if rt is None else rt.state_at(now)
         fetch = describe_status(code) if describe_status else None
         out.append({
             "code": code, "name": info.name, "province": info.province, "group": info.group,
@@ -391,7 +388,7 @@ def status_state(services: Services, code: str, rs: Any, now: dt.datetime) -> st
 def region_verifiable(services: Services, current: Any, code: str, now: dt.datetime) -> bool:
     """Can a licence of ``code`` be answered valid now: a usable issuer and usable status?"""
     rt = current.trust.regions.get(code) if current.trust else None
-    if rt is None or not any(i.valid_at(now) and i.revocation is None for i in rt.issuers):
+    if rt is None or not rt.usable_at(now):
         return False
     return status_state(services, code, current.status.get(code), now) in ("fresh", "exempt")
 

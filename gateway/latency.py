@@ -117,10 +117,3 @@ class LatencyRecorder:
 
 
 LATENCY = web.AppKey("latency", LatencyRecorder)
-
-
-def timed_route(request: web.Request) -> str | None:
-    """The name :data:`TIMED_ROUTES` gives the request's route, or None (not timed)."""
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return TIMED_ROUTES.get(resource.canonical) if resource is not None else None

@@ -272,6 +272,15 @@ class RegionTrust:
     #: of a path below the anchor, listed or embedded in a licence (x5c, an OFD signer certificate)
     revoked: Mapping[str, Revocation] = field(default_factory=lambda: MappingProxyType({}))
 
+    def usable_at(self, when: datetime) -> bool:
+        """Could a licence signed at ``when`` be accepted: an unrevoked issuer whose whole path is valid then."""
+        return any(i.revocation is None and i.valid_at(when) for i in self.issuers)
+
+    def state_at(self, when: datetime) -> str:
+        """The region's trust state as ``GET /v1/regions`` and the console show it: ``ok`` (usable),
+        ``no-valid-issuer`` (issuers listed, none usable) or ``no-issuer``."""
+        return "ok" if self.usable_at(when) else ("no-valid-issuer" if self.issuers else "no-issuer")
+
 
 @dataclass(frozen=True, slots=True)
 class TrustSnapshot:

@@ -323,10 +323,7 @@ async def status_view(request: web.Request) -> web.StreamResponse:
     rows = []
     for code, info in services.regions.items():
         rt = current.trust.regions.get(code) if current.trust else None
-        trust_state = "absent"
-        if rt is not None:
-            usable = [i for i in rt.issuers if i.valid_at(now) and i.revocation is None]
-            trust_state = "ok" if usable else ("no-valid-issuer" if rt.issuers else "no-issuer")
+        trust_state = "absent" if rt is None else rt.state_at(now)
         rs = current.status.get(code)
         w = counters.window(code, now)
         rows.append({"code": code, "name": info.name, "format": services.specs[code].family, "trust_state": trust_state,
