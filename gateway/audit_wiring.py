@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from . import errors
-from .app import REQUEST_ID, SERVICES, problem_middleware
+from .app import REQUEST_ID, SERVICES
 from .audit import AppendReceipt, AuditEvent, AuditQuery, Checkpoint, CheckpointSigner, GroupCommitConfig
 from .audit.deadline import CommitDeadlines
 from .audit.jws import public_jwk
@@ -67,6 +67,7 @@ from .audit.sqlite import WRITER_AUTOCHECKPOINT_PAGES
 from .audit.sink import Appended
 from .audit.verifications import VerificationGroup
 from .auth import AUTH_PRINCIPAL, TOKEN_SERVICE
+from .auth.middleware import SCOPE_REFUSED
 from .config import ROOT, ConfigError, Settings
 from .core import VerificationResult
 from .errors import GatewayError, InfrastructureError, RequestRejected
@@ -637,32 +638,23 @@ async def audit_region_refusal(request: web.Request, kind: str, region: str, lic
 QUERY_PATH = "/v1/licences/query"
 
 
-@web.middleware
-async def query_scope_refusal_middleware(request: web.Request,
-                                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    """A federated query refused because the authenticated partner's token lacks ``licences:query`` (the
-    auth middleware's 403, which this one wraps) is recorded like the query route's own refusals: one
-    record, verdict ``refused``, FORBIDDEN, ``extra.refused = "scope"``, 503 if it cannot be. The body is
-    not read (nothing of a request the partner may not make is processed), so the record names no holder.
-    A 429 is not recorded: the rate limit bounds what a partner can make the gateway do, audit commits
-    included, and it comes before the scope check and names no one."""
-    if request.method != "POST" or request.path != QUERY_PATH:
-        return await handler(request)
+async def record_query_scope_refusal(request: web.Request, principal: Any, scope: str) -> None:
+    """The auth middleware's hook (``gateway.auth.middleware.SCOPE_REFUSED``) before a 403 for a scope the
+    token lacks: a federated query refused so is recorded like the query route's own refusals -- one record,
+    verdict ``refused``, FORBIDDEN, ``extra.refused = "scope"``, 503 if it cannot be. The body is not read
+    (nothing of a request the partner may not make is processed), so the record names no holder. A 429 is
+    not recorded: the rate limit bounds what a partner can make the gateway do, audit commits included, and
+    it comes before the scope check and names no one."""
+    trail = request.app[AUDIT]
+    if request.method != "POST" or request.path != QUERY_PATH or not trail.enabled:
+        return
     try:
-        return await handler(request)
-    except RequestRejected as exc:
-        principal = exc.extra.get("principal")
-        trail = request.app[AUDIT]
-        if exc.reason is not errors.FORBIDDEN or principal is None or not trail.enabled:
-            raise
-        try:
-            event = AuditEvent(kind="query", time=trail.clock(), request_id=_rid(request),
-                               partner=principal.client_id, verdict="refused", reasons=(errors.FORBIDDEN.code,),
-                               extra={"refused": "scope", "status": errors.FORBIDDEN.status})
-        except Exception as err:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
-            raise not_audited(err) from None
-        await trail.append(event)
-        raise
+        event = AuditEvent(kind="query", time=trail.clock(), request_id=_rid(request),
+                           partner=principal.client_id, verdict="refused", reasons=(errors.FORBIDDEN.code,),
+                           extra={"refused": "scope", "status": errors.FORBIDDEN.status})
+    except Exception as err:  # noqa: BLE001 - a record that cannot be built: no answer (503), not a 500
+        raise not_audited(err) from None
+    await trail.append(event)
 
 
 @web.middleware
@@ -777,9 +769,7 @@ def setup(app: web.Application) -> None:
     if recorder is not None:
         trail.deadlines.observe = recorder.audit_wait
     app.middlewares.insert(0, request_context_middleware)
-    # around the auth middleware (the one after the problem renderer): it sees the scope refusals
-    auth_at = next((i for i, m in enumerate(app.middlewares) if m is problem_middleware), 0) + 1
-    app.middlewares.insert(auth_at, query_scope_refusal_middleware)
+    app[SCOPE_REFUSED] = record_query_scope_refusal
     app.middlewares.append(audit_action_middleware)
     app.cleanup_ctx.append(audit_ctx)
     if trail.enabled:

@@ -48,6 +48,9 @@ from .verifier import REALM, Principal, TokenVerifier, unauthenticated
 #: request key of the authenticated :class:`Principal`: ``request[AUTH_PRINCIPAL]``. A typed
 #: ``web.RequestKey`` named "principal" (aiohttp >= 3.12 warns on every plain-string key).
 AUTH_PRINCIPAL: Final = web.RequestKey("principal", Principal)
+#: optional ``await hook(request, principal, scope)``, called before an authenticated partner is refused for a
+#: scope its token lacks (the audit wiring records a refused federated query there); only on the refusal path
+SCOPE_REFUSED: Final = web.AppKey("auth_scope_refused", Callable[..., Awaitable[None]])
 #: app key of the :class:`TokenService` used by :func:`token_handler` and :func:`jwks_handler`
 TOKEN_SERVICE: Final = web.AppKey("auth_token_service", TokenService)
 #: optional app key: wall clock for the token endpoint (tests inject a fixed clock)
@@ -91,10 +94,11 @@ def auth_middleware(verifier: TokenVerifier, limiter: Limiter, *,
             raise RequestRejected(RATE_LIMITED, f"rate limit of partner {principal.client_id}",
                                   headers={"Retry-After": str(decision.retry_after_s)})
         if scope is not None and scope not in principal.scopes:
-            # the authenticated partner rides along (``extra["principal"]``): a refused federated query is audited
+            refused = request.app.get(SCOPE_REFUSED)
+            if refused is not None:   # e.g. a refused federated query is audited before the 403
+                await refused(request, principal, scope)
             raise RequestRejected(FORBIDDEN, f"scope {scope} required", headers={
-                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'},
-                principal=principal)
+                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'})
         request[AUTH_PRINCIPAL] = principal
         return await handler(request)
 
